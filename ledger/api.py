@@ -1,0 +1,247 @@
+"""The operator's library: one function per CLI command.
+
+Each function takes paths or a :class:`~ledger.store.Store` and returns plain
+data; the CLI only parses options, calls one of these and prints.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, Callable, Iterator
+
+from . import keys, merkle, note
+from .entry import parse_json_object
+from .errors import FundledgerError, InputError, LimitError, RuleError, StoreError
+from .fund import DuplicateContract, DuplicateLiquidation, FundBook, now_time, parse_time
+from .store import AppendResult, Store
+
+MAX_IMPORT_LINE_BYTES = 65536
+IMPORT_BATCH = 2000  # records per transaction in a bulk import
+RECORD_KINDS = ("contract", "liquidation")
+
+
+def init_ledger(db_path: str, key_path: str, origin: str) -> tuple[Store, note.Signer]:
+    """Create a ledger and its key. Refuses to overwrite either."""
+    note.check_key_name(origin)
+    for p, what in ((db_path, "ledger"), (key_path, "key")):
+        if os.path.exists(p):
+            raise InputError(f"{p} already exists: refusing to overwrite a {what}")
+    signer = keys.create_key_file(key_path, origin)
+    try:
+        store = Store.create(db_path, origin, signer.verifier().vkey())
+    except BaseException:
+        os.unlink(key_path)
+        raise
+    return store, signer
+
+
+def append_one(store: Store, signer: note.Signer, record: dict) -> AppendResult:
+    """Append one contract or liquidation record (``contract add``, ``liquidation``)."""
+    return store.append([record], [signer])
+
+
+# -- bulk import -------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    lines: int = 0
+    appended: int = 0
+    duplicates: int = 0
+    tree_size: int = 0
+
+
+def _records(stream: IO[bytes]) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` for each non-blank line of JSON Lines."""
+    for lineno, raw in enumerate(iter(lambda: stream.readline(MAX_IMPORT_LINE_BYTES + 1), b""), 1):
+        if len(raw) > MAX_IMPORT_LINE_BYTES:
+            raise LimitError(f"line {lineno}: longer than {MAX_IMPORT_LINE_BYTES} bytes")
+        if not raw.strip():
+            continue
+        try:
+            record = parse_json_object(raw)
+            if record.get("kind") not in RECORD_KINDS:
+                raise RuleError(
+                    f"unknown kind {str(record.get('kind'))[:30]!r}: only contract and liquidation exist"
+                )
+        except FundledgerError as e:
+            raise type(e)(f"line {lineno}: {e}") from None
+        yield lineno, record
+
+
+def check_import(store: Store, stream: IO[bytes]) -> tuple[int, int]:
+    """Pass 1 of an import: every line parsed and checked by the fund rules
+    against the ledger's state, nothing written. Returns ``(records,
+    duplicates)``; raises on the first bad line."""
+    book = store.load_book()
+    records = duplicates = 0
+    for lineno, record in _records(stream):
+        records += 1
+        try:
+            fields = book.build(record)
+            t = record.get("time")
+            fields["time"] = "" if t is None else parse_time(t)
+        except (DuplicateLiquidation, DuplicateContract):
+            duplicates += 1
+            continue
+        except FundledgerError as e:
+            raise type(e)(f"line {lineno}: {e}") from None
+        fields["seq"] = -1
+        book.apply(fields)
+    return records, duplicates
+
+
+def import_records(
+    store: Store,
+    signer: note.Signer,
+    stream: IO[bytes],
+    progress: Callable[[int], None] = lambda n: None,
+    batch_size: int = IMPORT_BATCH,
+    on_checked: Callable[[int], None] = lambda total: None,
+) -> ImportResult:
+    """Import JSON Lines of contract and liquidation records.
+
+    Two passes: the whole input is checked first (a bad line anywhere means
+    exit 2 and nothing written), then appended in transactions of
+    ``batch_size`` records. Replays are skipped, so re-running an import that
+    was interrupted appends exactly what is missing. ``stream`` must be
+    seekable (the CLI spools standard input to a temporary file).
+    ``on_checked(total)`` is called between the passes, ``progress(n)``
+    after each committed batch of ``n`` records."""
+    total, _ = check_import(store, stream)
+    on_checked(total)
+    stream.seek(0)
+    result = ImportResult(lines=total)
+    batch: list[dict] = []
+    first_line = 0
+
+    def flush() -> None:
+        try:
+            r = store.append(batch, [signer])
+        except FundledgerError as e:
+            # Only reachable if another writer changed the ledger between the
+            # passes; earlier batches stay committed and a re-run resumes.
+            raise type(e)(f"line {first_line} or after: {e}") from None
+        result.appended += len(r.appended)
+        result.duplicates += len(r.duplicates)
+        result.tree_size = r.tree_size
+        progress(len(batch))
+        batch.clear()
+
+    for lineno, record in _records(stream):
+        if not batch:
+            first_line = lineno
+        batch.append(record)
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    if result.tree_size == 0:
+        result.tree_size = store.size()
+    return result
+
+
+def spool(stream: IO[bytes]) -> IO[bytes]:
+    """A seekable copy of a non-seekable stream (standard input)."""
+    tmp = tempfile.TemporaryFile()
+    while chunk := stream.read(1 << 20):
+        tmp.write(chunk)
+    tmp.seek(0)
+    return tmp
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def balances(store: Store, symbol: str | None = None) -> dict:
+    """``{"contracts": [...], "tree_size": N}``, the ``balance --json`` shape."""
+    rows = store.contract_rows()
+    if symbol is not None:
+        rows = [r for r in rows if r["symbol"] == symbol]
+        if not rows:
+            raise InputError(f"unknown contract {symbol}")
+    book = store.load_book()
+    funds = [book.funds[r["symbol"]].summary() for r in rows]
+    return {"origin": store.origin, "tree_size": store.size(), "contracts": funds}
+
+
+def history(store: Store, symbol: str) -> dict:
+    """Every entry of one contract, oldest first (``history --json``)."""
+    if not any(r["symbol"] == symbol for r in store.contract_rows()):
+        raise InputError(f"unknown contract {symbol}")
+    return {"contract": symbol, "entries": store.history(symbol)}
+
+
+def checkpoint(store: Store, signer: note.Signer) -> tuple[int, bytes, bool]:
+    return store.add_checkpoint([signer])
+
+
+def _now() -> str:  # pragma: no cover - trivial
+    return now_time()
+
+
+# -- proofs ----------------------------------------------------------------------------
+
+
+def _latest(store: Store) -> tuple[int, int, bytes, str, bytes]:
+    cp = store.latest_checkpoint()
+    if cp is None:
+        raise StoreError("no checkpoint yet: run `fundledger checkpoint` first")
+    return cp
+
+
+def prove(store: Store, seq: int) -> bytes:
+    """A receipt (C2SP tlog-proof@v1) that entry ``seq`` is in the log: the
+    entry in ``extra``, its inclusion proof and the latest checkpoint."""
+    _, size, _, _, _ = _latest(store)
+    if not 0 <= seq < size:
+        raise InputError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
+    proof = merkle.prove_inclusion(size, seq, store)
+    receipt = note.Receipt(seq, tuple(proof), store.published_checkpoint(), store.entry(seq))
+    return note.format_receipt(receipt)
+
+
+def consistency(store: Store, old_checkpoint: bytes) -> bytes:
+    """The C2SP tlog-witness add-checkpoint body proving that the latest
+    checkpoint extends ``old_checkpoint`` (a signed checkpoint of this log)."""
+    from .verify import open_checkpoint
+
+    verifier = note.parse_vkey(store.vkey)
+    try:
+        old = open_checkpoint(old_checkpoint, [verifier], "old checkpoint")
+    except FundledgerError as e:
+        raise InputError(str(e)) from None
+    _, size, _, _, _ = _latest(store)
+    if old.tree_size > size:
+        raise InputError(f"the old checkpoint ({old.tree_size}) is newer than the latest ({size})")
+    if store.tree_hash(old.tree_size) != old.root_hash:
+        from .errors import VerificationError
+
+        raise VerificationError(f"the old checkpoint's root is not this log's root at size {old.tree_size}")
+    proof = merkle.prove_consistency(size, old.tree_size, store)
+    return note.format_consistency(note.ConsistencyProof(old.tree_size, tuple(proof), store.published_checkpoint()))
+
+
+def check_receipt(data: bytes, verifier: note.Verifier) -> dict:
+    """Check a receipt offline: the checkpoint is signed by the log key, the
+    entry in ``extra`` is signed by it too and is included in that tree.
+    Returns the entry's JSON object."""
+    from .entry import parse_entry_text
+    from .errors import VerificationError
+    from .verify import open_checkpoint
+
+    try:
+        r = note.parse_receipt(data)
+    except FundledgerError as e:
+        raise VerificationError(f"receipt: {e}") from None
+    cp = open_checkpoint(r.checkpoint, [verifier])
+    if r.extra is None:
+        raise VerificationError("receipt carries no entry")
+    text, _ = note.open_note(r.extra, [verifier], max_bytes=65535)
+    merkle.verify_inclusion(merkle.leaf_hash(r.extra), r.leaf_index, cp.tree_size, r.proof, cp.root_hash)
+    obj = parse_entry_text(text)
+    if obj.get("seq") != r.leaf_index:
+        raise VerificationError(f"entry seq {obj.get('seq')} is not the receipt's index {r.leaf_index}")
+    return {"ok": True, "seq": r.leaf_index, "tree_size": cp.tree_size, "entry": obj}

@@ -1,0 +1,373 @@
+"""The ``fundledger`` command line: each command parses options, makes one
+library call and prints. Expected failures become one line on stderr and exit
+2 (bad input, nothing written) or 1 (verification failed)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from . import api
+from .errors import FundledgerError, InputError
+
+DB_HELP = "Ledger database [env FUNDLEDGER_DB; default fund.db]."
+KEY_HELP = "Signing key file [env FUNDLEDGER_KEY; default fund.key]."
+
+
+def fail(e: FundledgerError) -> None:
+    click.echo(f"fundledger: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+def handled(f):
+    """Turn expected failures into one line and an exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except FundledgerError as e:
+            fail(e)
+        except BrokenPipeError:
+            sys.exit(1)
+
+    return wrapper
+
+
+def db_option(f):
+    return click.option("--db", "db_path", envvar="FUNDLEDGER_DB", default="fund.db", show_envvar=False,
+                        type=click.Path(dir_okay=False), help=DB_HELP)(f)
+
+
+def key_option(f):
+    return click.option("--key", "key_path", envvar="FUNDLEDGER_KEY", default="fund.key",
+                        type=click.Path(dir_okay=False), help=KEY_HELP)(f)
+
+
+def open_store(db_path: str, readonly: bool = False):
+    from .store import Store
+
+    return Store.open(db_path, readonly=readonly)
+
+
+def load_key(key_path: str):
+    from .keys import load_key_file
+
+    return load_key_file(key_path)
+
+
+def echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="fundledger")
+def cli():
+    """fundledger: a signed, hash-chained, publicly verifiable ledger of
+    futures insurance funds.
+
+    Start with `fundledger init`, or see everything at once with
+    `fundledger demo`.
+    """
+
+
+@cli.command()
+@click.argument("origin")
+@db_option
+@key_option
+@handled
+def init(origin, db_path, key_path):
+    """Create a ledger and its Ed25519 signing key.
+
+    ORIGIN names the log (and its key), e.g. a domain and path you control.
+    Writes the database and a key file readable only by you (0600); refuses
+    to overwrite either.
+
+    Example: fundledger init example.com/insurance-fund
+    """
+    store, signer = api.init_ledger(db_path, key_path, origin)
+    click.echo(f"created {db_path} and {key_path}")
+    click.echo(f"verifier key: {signer.verifier().vkey()}")
+
+
+@cli.group()
+def contract():
+    """Register contracts (each registration is a signed entry)."""
+
+
+@contract.command("add")
+@click.argument("symbol")
+@click.option("--currency", required=True, help="Settlement currency, e.g. USDT or XBT.")
+@click.option("--scale", required=True, type=click.IntRange(0, 18), help="Digits after the point of fund amounts.")
+@click.option("--type", "ctype", type=click.Choice(["linear", "inverse"]), default="linear", show_default=True)
+@click.option("--multiplier", default="1", show_default=True, help="Contract size (coin per contract, or USD per contract for inverse).")
+@db_option
+@key_option
+@handled
+def contract_add(symbol, currency, scale, ctype, multiplier, db_path, key_path):
+    """Register contract SYMBOL and open its insurance fund at zero.
+
+    Example: fundledger contract add XBTUSDTM --currency USDT --scale 8 --multiplier 0.001
+    """
+    store = open_store(db_path)
+    r = api.append_one(store, load_key(key_path), {
+        "kind": "contract", "symbol": symbol, "currency": currency, "scale": scale,
+        "type": ctype, "multiplier": multiplier,
+    })
+    report_append(r)
+
+
+def report_append(r) -> None:
+    for d in r.duplicates:
+        click.echo(d)
+    for seq in r.appended:
+        click.echo(f"appended seq {seq}")
+
+
+@cli.command()
+@click.argument("symbol")
+@click.option("--id", "liquidation_id", required=True, help="The exchange's liquidation id (recorded at most once).")
+@click.option("--side", type=click.Choice(["long", "short"]), required=True, help="Side of the liquidated position.")
+@click.option("--qty", required=True, help="Contracts liquidated.")
+@click.option("--bankruptcy-price", required=True, help="Price at which the position's margin is exactly zero.")
+@click.option("--fill-price", required=True, help="Price at which the liquidation closed.")
+@click.option("--mark-price", default=None, help="Mark price at the time (used for USD values).")
+@click.option("--time", "time_", default=None, help="RFC 3339 time of the liquidation [default: now].")
+@db_option
+@key_option
+@handled
+def liquidation(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price, mark_price, time_, db_path, key_path):
+    """Record one liquidation of SYMBOL and its effect on the fund.
+
+    A close better than the bankruptcy price credits the surplus; a worse one
+    is paid by the fund up to its balance, the rest going to
+    auto-deleveraging (ADL). A replayed id writes nothing and says
+    "duplicate".
+
+    Example: fundledger liquidation XBTUSDTM --id L-1 --side long --qty 3 --bankruptcy-price 39000 --fill-price 39100
+    """
+    record = {
+        "kind": "liquidation", "contract": symbol, "id": liquidation_id, "side": side, "qty": qty,
+        "bankruptcy_price": bankruptcy_price, "fill_price": fill_price,
+    }
+    if mark_price is not None:
+        record["mark_price"] = mark_price
+    if time_ is not None:
+        record["time"] = time_
+    store = open_store(db_path)
+    r = api.append_one(store, load_key(key_path), record)
+    report_append(r)
+    if r.appended:
+        e = store.history(symbol)[-1]
+        click.echo(f"{symbol}: delta {e['delta']}, paid {e['paid']}, adl {e['adl']}, balance {e['balance']}")
+
+
+@cli.command("import")
+@click.argument("file", type=click.File("rb"))
+@click.option("--batch", "batch_size", type=click.IntRange(1, 10_000), default=api.IMPORT_BATCH,
+              show_default=True, help="Records per transaction.")
+@db_option
+@key_option
+@handled
+def import_(file, batch_size, db_path, key_path):
+    """Append contract and liquidation records from JSON Lines (FILE or -).
+
+    The whole input is checked first: a bad line means exit 2 naming the
+    line, and nothing is written. Replays are skipped, so an interrupted
+    import can simply be run again.
+
+    Example: fundledger import liquidations.jsonl
+    """
+    store = open_store(db_path)
+    signer = load_key(key_path)
+    stream = file if file.seekable() else api.spool(file)
+    bar = None
+
+    def start(total):
+        nonlocal bar
+        bar = click.progressbar(length=total, label="importing", file=sys.stderr)
+        bar.__enter__()
+
+    try:
+        r = api.import_records(store, signer, stream, progress=lambda n: bar.update(n),
+                               batch_size=batch_size, on_checked=start)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(f"{r.appended} appended, {r.duplicates} duplicates skipped, {r.lines} records, tree size {r.tree_size}")
+
+
+@cli.command()
+@click.argument("symbol", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+@db_option
+@handled
+def balance(symbol, as_json, db_path):
+    """Show each fund's balance (or SYMBOL's) in its currency and in USD.
+
+    Example: fundledger balance --json
+    """
+    b = api.balances(open_store(db_path, readonly=True), symbol)
+    if as_json:
+        echo_json(b)
+        return
+    for c in b["contracts"]:
+        usd = "n/a" if c["balance_usd"] is None else f"{c['balance_usd']} USD"
+        click.echo(f"{c['contract']:<14} {c['balance']:>28} {c['currency']:<6} {usd:>20}  ({c['liquidations']} liquidations, ADL {c['adl']})")
+
+
+@cli.command()
+@click.argument("symbol")
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+@db_option
+@handled
+def history(symbol, as_json, db_path):
+    """List every entry of SYMBOL's fund, oldest first, with the liquidation
+    behind each movement.
+
+    Example: fundledger history XBTUSDTM
+    """
+    h = api.history(open_store(db_path, readonly=True), symbol)
+    if as_json:
+        echo_json(h)
+        return
+    for e in h["entries"]:
+        if e["kind"] == "contract":
+            click.echo(f"{e['seq']:>8} {e['time']}  contract registered")
+        else:
+            click.echo(
+                f"{e['seq']:>8} {e['time']}  {e['liquidation_id']} {e['side']} {e['qty']} @ {e['fill_price']}"
+                f" (bankruptcy {e['bankruptcy_price']}): delta {e['delta']} paid {e['paid']} adl {e['adl']}"
+                f" balance {e['balance']}"
+            )
+
+
+@cli.command("checkpoint")
+@db_option
+@key_option
+@handled
+def checkpoint_cmd(db_path, key_path):
+    """Sign a checkpoint (C2SP tlog-checkpoint) at the current tree size.
+
+    Never signs a checkpoint inconsistent with the previous one.
+
+    Example: fundledger checkpoint
+    """
+    size, signed, created = api.checkpoint(open_store(db_path), load_key(key_path))
+    if not created:
+        click.echo(f"checkpoint at size {size} already exists", err=True)
+    click.echo(signed.decode(), nl=False)
+
+
+@cli.command("verify")
+@click.argument("source", required=False)
+@click.option("--vkey", help="The log's verifier key (or a file holding it); default: the one the source publishes.")
+@click.option("--trusted", "trusted_path", type=click.Path(dir_okay=False),
+              help="A checkpoint you saved earlier: fail unless the log extends it.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Signature-check processes [default: all cores].")
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+@db_option
+def verify_cmd(source, vkey, trusted_path, workers, as_json, db_path):
+    """Recompute every balance from the signed chain and check everything.
+
+    SOURCE is a ledger database (default: --db), an export directory or the
+    URL of a published site. Exit 0: verified; 1: verification failed (the
+    first bad seq and why); 2: bad input.
+
+    Example: fundledger verify https://example.com/fund/ --trusted yesterday.checkpoint
+    """
+    from .errors import VerificationError
+    from .verify import failure_json, verify_path
+
+    try:
+        report = verify_path(source or db_path, vkey, trusted_path, workers)
+    except VerificationError as e:
+        if as_json:
+            echo_json(failure_json(e))
+            sys.exit(1)
+        fail(e)
+    except FundledgerError as e:
+        fail(e)
+    if as_json:
+        echo_json(report.as_json())
+        return
+    r = report.as_json()
+    click.echo(f"verified {r['entries_checked']} entries of {report.source}: tree size {r['size']}, root {r['root']}")
+    click.echo(f"checkpoint at size {r['checkpoint_size']} signed by the log key ({report.key_source})")
+    for c in r["contracts"]:
+        click.echo(f"  {c['contract']:<14} {c['balance']:>28} {c['currency']}")
+
+
+@cli.command()
+@click.argument("seq", type=click.IntRange(0))
+@click.option("--out", type=click.File("wb"), default="-", help="Write the receipt here [default: stdout].")
+@db_option
+@handled
+def prove(seq, out, db_path):
+    """Write a receipt for entry SEQ: C2SP tlog-proof@v1 with the entry,
+    its inclusion proof and the latest checkpoint.
+
+    Example: fundledger prove 42 --out entry-42.proof
+    """
+    out.write(api.prove(open_store(db_path, readonly=True), seq))
+
+
+@cli.command("check-receipt")
+@click.argument("receipt", type=click.File("rb"))
+@click.option("--vkey", required=True, help="The log's verifier key (or a file holding it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
+@handled
+def check_receipt(receipt, vkey, as_json):
+    """Check a receipt offline: signed checkpoint, signed entry, inclusion.
+
+    Example: fundledger check-receipt entry-42.proof --vkey fund.vkey
+    """
+    from .verify import load_vkey
+
+    r = api.check_receipt(receipt.read(1 << 20), load_vkey(vkey))
+    if as_json:
+        echo_json(r)
+    else:
+        click.echo(f"receipt verified: entry {r['seq']} is in the log of size {r['tree_size']}")
+
+
+@cli.command()
+@click.argument("old_checkpoint", type=click.File("rb"))
+@click.option("--out", type=click.File("wb"), default="-", help="Write the proof here [default: stdout].")
+@db_option
+@handled
+def consistency(old_checkpoint, out, db_path):
+    """Prove that the latest checkpoint extends OLD_CHECKPOINT (the body of a
+    C2SP tlog-witness add-checkpoint request).
+
+    Example: fundledger consistency yesterday.checkpoint --out today.consistency
+    """
+    out.write(api.consistency(open_store(db_path, readonly=True), old_checkpoint.read(1 << 20)))
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--full", is_flag=True, help="Rewrite every file, not only what changed.")
+@db_option
+@handled
+def export(directory, full, db_path):
+    """Publish the log as static C2SP tlog-tiles in DIRECTORY (incremental).
+
+    Example: fundledger export public/
+    """
+    from publish.export import export as do_export
+
+    r = do_export(open_store(db_path, readonly=True), directory, full=full)
+    click.echo(f"exported tree size {r.tree_size} (was {r.previous_size}): {r.files_written} files written")
+
+
+def main() -> None:  # console script
+    cli(prog_name="fundledger")
+
+
+if __name__ == "__main__":
+    main()

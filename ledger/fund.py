@@ -1,0 +1,437 @@
+"""The insurance-fund rules: pure, exact, shared by the writer and the verifier.
+
+A fund belongs to one contract and moves only on a liquidation:
+
+* the liquidation's movement (RFC-free, from the exchange mechanics)::
+
+      linear,  long:   delta = qty * multiplier * (fill - bankruptcy)
+      linear,  short:  delta = qty * multiplier * (bankruptcy - fill)
+      inverse, long:   delta = qty * multiplier * (1/bankruptcy - 1/fill)
+      inverse, short:  delta = qty * multiplier * (1/fill - 1/bankruptcy)
+
+  ``delta > 0`` is a surplus credited to the fund; ``delta < 0`` a shortfall.
+
+* rounding: ``delta`` is rounded toward minus infinity to the contract's
+  ``scale`` (floor). A surplus is therefore never rounded up into the fund and
+  a shortfall is never rounded down out of it: the rounding never favours the
+  fund. Linear deltas are usually exact; inverse deltas almost never are.
+
+* a shortfall is paid by the fund up to its balance: ``paid = min(-delta,
+  balance)``; the rest, ``adl = -delta - paid``, goes to auto-deleveraging and
+  is recorded in the same entry. A balance never goes below zero.
+
+* funds are isolated: nothing moves between contracts; there is no
+  withdrawal, transfer, fee, bonus or adjustment, and a liquidation id is
+  recorded at most once per contract.
+
+All arithmetic is on Python integers: a decimal is a pair ``(units, digits)``
+meaning ``units / 10**digits``; an amount is an integer number of
+``10**-scale`` units of the settlement currency. No float is ever used.
+
+:class:`FundBook` is the state machine. The writer calls ``contract_entry`` /
+``liquidation_entry`` to build the fields of a new entry from a user's record;
+the verifier rebuilds every entry from its own input fields with the same
+functions and compares bytes, so a recorded ``delta``, ``paid``, ``adl`` or
+``balance`` that is not what the rules give is caught.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from .errors import InvariantError, RuleError
+
+# --- limits -----------------------------------------------------------------
+
+MAX_INT_DIGITS = 30  # digits before the point of a quantity or price
+MAX_FRAC_DIGITS = 18  # digits after the point of a quantity or price
+MAX_SCALE = 18  # digits after the point of a fund amount
+MAX_ID_LENGTH = 128  # a liquidation id, printable ASCII
+MAX_SYMBOL_LENGTH = 32
+MAX_CURRENCY_LENGTH = 16
+
+KINDS = ("contract", "liquidation")
+CONTRACT_TYPES = ("linear", "inverse")
+SIDES = ("long", "short")
+
+_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?\Z")
+_SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]*\Z")
+_CURRENCY = re.compile(r"[A-Z0-9]+\Z")
+_PRINTABLE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\Z")
+_TIME = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
+)
+
+
+# --- exact decimals -----------------------------------------------------------
+
+
+def parse_positive(value: object, name: str) -> tuple[int, int]:
+    """Parse a strictly positive decimal given as a string or an integer.
+
+    Accepts ``"39000"``, ``"0.001"``, ``39000``; refuses floats, booleans,
+    exponents, signs, NaN, infinities, blanks and more than
+    MAX_INT_DIGITS/MAX_FRAC_DIGITS digits. Returns ``(units, digits)`` with
+    trailing fractional zeros removed.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RuleError(f"{name} must be a decimal string or an integer, not {type(value).__name__}")
+    text = str(value) if isinstance(value, int) else value
+    m = _DECIMAL.match(text)
+    if m is None:
+        raise RuleError(f"{name} is not a plain positive decimal: {text[:40]!r}")
+    whole, frac = m.group(1), (m.group(2) or "")
+    whole = whole.lstrip("0") or "0"
+    frac = frac.rstrip("0")
+    if len(whole) > MAX_INT_DIGITS or len(frac) > MAX_FRAC_DIGITS:
+        raise RuleError(
+            f"{name} has too many digits (at most {MAX_INT_DIGITS} before and {MAX_FRAC_DIGITS} after the point)"
+        )
+    units = int(whole + frac)
+    if units <= 0:
+        raise RuleError(f"{name} must be greater than zero")
+    return units, len(frac)
+
+
+def decimal_str(units: int, digits: int) -> str:
+    """The canonical spelling of ``units / 10**digits``: no exponent, no
+    leading zeros, no trailing fractional zeros, ``-`` only for negatives."""
+    sign = "-" if units < 0 else ""
+    units = abs(units)
+    if digits == 0:
+        return f"{sign}{units}"
+    whole, frac = divmod(units, 10**digits)
+    frac_s = f"{frac:0{digits}d}".rstrip("0")
+    return f"{sign}{whole}.{frac_s}" if frac_s else f"{sign}{whole}"
+
+
+def amount_str(units: int, scale: int) -> str:
+    """An amount of ``units * 10**-scale`` with exactly ``scale`` digits after
+    the point (``"100.00000000"`` at scale 8)."""
+    sign = "-" if units < 0 else ""
+    units = abs(units)
+    if scale == 0:
+        return f"{sign}{units}"
+    whole, frac = divmod(units, 10**scale)
+    return f"{sign}{whole}.{frac:0{scale}d}"
+
+
+def parse_amount(text: str, scale: int, name: str = "amount") -> int:
+    """Inverse of :func:`amount_str`, accepting only that exact spelling."""
+    if not isinstance(text, str):
+        raise RuleError(f"{name} must be a string")
+    body = text[1:] if text.startswith("-") else text
+    m = _DECIMAL.match(body)
+    if m is None or len(m.group(2) or "") != scale or (scale == 0 and m.group(2) is not None):
+        raise RuleError(f"{name} is not an amount at scale {scale}: {text[:40]!r}")
+    units = int(m.group(1) + (m.group(2) or ""))
+    if amount_str(-units if text.startswith("-") else units, scale) != text:
+        raise RuleError(f"{name} is not canonical: {text[:40]!r}")
+    return -units if text.startswith("-") else units
+
+
+def movement_units(
+    contract_type: str,
+    side: str,
+    qty: tuple[int, int],
+    multiplier: tuple[int, int],
+    bankruptcy: tuple[int, int],
+    fill: tuple[int, int],
+    scale: int,
+) -> int:
+    """``floor(delta * 10**scale)`` for the formulas in the module docstring,
+    computed exactly with integers.
+
+    With ``x = (x_n, x_k)`` meaning ``x_n / 10**x_k``::
+
+        num = q_n * m_n * (f_n * 10**b_k - b_n * 10**f_k)
+        linear:  den = 10**(q_k + m_k + f_k + b_k)
+        inverse: den = 10**(q_k + m_k) * b_n * f_n
+
+    since ``1/b - 1/f = (f - b) / (b * f)``. Shorts negate ``num``.
+    """
+    (q_n, q_k), (m_n, m_k), (b_n, b_k), (f_n, f_k) = qty, multiplier, bankruptcy, fill
+    num = q_n * m_n * (f_n * 10**b_k - b_n * 10**f_k)
+    if contract_type == "linear":
+        den = 10 ** (q_k + m_k + f_k + b_k)
+    elif contract_type == "inverse":
+        den = 10 ** (q_k + m_k) * b_n * f_n
+    else:
+        raise InvariantError(f"contract type {contract_type!r}")
+    if side == "short":
+        num = -num
+    elif side != "long":
+        raise InvariantError(f"side {side!r}")
+    return (num * 10**scale) // den  # floor division: rounds toward -infinity
+
+
+# --- times ------------------------------------------------------------------------
+
+
+def parse_time(value: object, name: str = "time") -> str:
+    """Parse an RFC 3339 date-time and return its canonical UTC spelling:
+    ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` with the fraction (at most 9 digits)
+    stripped of trailing zeros. Offsets are converted to UTC; leap seconds
+    are refused."""
+    if not isinstance(value, str):
+        raise RuleError(f"{name} must be an RFC 3339 string")
+    m = _TIME.match(value)
+    if m is None:
+        raise RuleError(f"{name} is not an RFC 3339 date-time: {value[:40]!r}")
+    y, mo, d, h, mi, s, frac, off = m.groups()
+    try:
+        t = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=timezone.utc)
+    except ValueError as e:
+        raise RuleError(f"{name} is not a valid date-time: {value[:40]!r}") from None
+    if off not in ("Z", "z"):
+        sign = 1 if off[0] == "+" else -1
+        oh, om = int(off[1:3]), int(off[4:6])
+        if oh > 23 or om > 59:
+            raise RuleError(f"{name} has a bad offset: {value[:40]!r}")
+        t -= sign * timedelta(hours=oh, minutes=om)
+    if t.year < 1 or t.year > 9999:
+        raise RuleError(f"{name} is out of range: {value[:40]!r}")
+    frac = (frac or "").rstrip("0")
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
+
+
+def now_time() -> str:
+    """The current time, canonical, at millisecond precision."""
+    t = datetime.now(timezone.utc)
+    return parse_time(t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z")
+
+
+# --- records and state ------------------------------------------------------------
+
+
+def _text(value: object, name: str, pattern: re.Pattern, max_len: int) -> str:
+    if not isinstance(value, str):
+        raise RuleError(f"{name} must be a string")
+    if not value or len(value) > max_len or pattern.match(value) is None:
+        raise RuleError(f"{name} is not valid: {value[:40]!r}")
+    return value
+
+
+def check_symbol(value: object, name: str = "contract") -> str:
+    """A contract symbol: 1..32 of ``A-Z 0-9 . _ -``, starting alphanumeric."""
+    return _text(value, name, _SYMBOL, MAX_SYMBOL_LENGTH)
+
+
+@dataclass(frozen=True)
+class Contract:
+    symbol: str
+    currency: str
+    scale: int
+    type: str
+    multiplier: str  # canonical decimal
+    seq: int  # the entry that registered it
+
+    @property
+    def multiplier_dec(self) -> tuple[int, int]:
+        return parse_positive(self.multiplier, "multiplier")
+
+
+@dataclass
+class Fund:
+    """One contract's fund as the chain leaves it."""
+
+    contract: Contract
+    balance: int = 0  # units of 10**-scale
+    credited: int = 0  # sum of surpluses
+    paid: int = 0  # sum of payouts
+    adl: int = 0  # sum passed to auto-deleveraging
+    liquidations: int = 0
+    last_seq: int = -1
+    last_time: str | None = None
+    last_price: str | None = None  # mark price of the latest liquidation, else its fill price
+
+    def summary(self) -> dict:
+        """The stable JSON shape of one fund (``balance --json``, ``verify --json``)."""
+        c = self.contract
+        return {
+            "contract": c.symbol,
+            "currency": c.currency,
+            "type": c.type,
+            "scale": c.scale,
+            "multiplier": c.multiplier,
+            "balance": amount_str(self.balance, c.scale),
+            "balance_usd": usd_value(self),
+            "credited": amount_str(self.credited, c.scale),
+            "paid": amount_str(self.paid, c.scale),
+            "adl": amount_str(self.adl, c.scale),
+            "liquidations": self.liquidations,
+            "last_seq": self.last_seq,
+            "last_time": self.last_time,
+            "last_price": self.last_price,
+        }
+
+
+USD_STABLE = ("USD", "USDT", "USDC")
+
+
+def usd_value(fund: Fund) -> str | None:
+    """The balance in USD, to the cent, rounded down.
+
+    A fund settled in USD, USDT or USDC is taken at par. Any other settlement
+    currency (an inverse contract's coin) is valued at the contract's latest
+    liquidation price (its mark price, else its fill price), which inverse
+    contracts quote in USD. ``None`` when no price is known yet.
+    """
+    c = fund.contract
+    if c.currency in USD_STABLE:
+        # floor to the cent
+        cents = (fund.balance * 100) // 10**c.scale
+        return amount_str(cents, 2)
+    if fund.last_price is None:
+        return None
+    p_n, p_k = parse_positive(fund.last_price, "price")
+    cents = (fund.balance * p_n * 100) // (10 ** (c.scale + p_k))
+    return amount_str(cents, 2)
+
+
+@dataclass
+class FundBook:
+    """The state of every fund, advanced one entry at a time."""
+
+    funds: dict[str, Fund] = field(default_factory=dict)
+    seen: set = field(default_factory=set)  # (contract, liquidation id)
+
+    # -- building new entries (writer) and rebuilding recorded ones (verifier) --
+
+    def contract_entry(self, record: dict) -> dict:
+        """The kind-specific fields of a ``contract`` entry for a user's record
+        ``{symbol, currency, scale, type?, multiplier?}``."""
+        symbol = check_symbol(record.get("symbol", record.get("contract")), "symbol")
+        currency = _text(record.get("currency"), "currency", _CURRENCY, MAX_CURRENCY_LENGTH)
+        scale = record.get("scale")
+        if isinstance(scale, str) and scale.isdigit() and len(scale) <= 2:
+            scale = int(scale)
+        if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= MAX_SCALE:
+            raise RuleError(f"scale must be an integer from 0 to {MAX_SCALE}")
+        ctype = record.get("type", "linear")
+        if ctype not in CONTRACT_TYPES:
+            raise RuleError(f"type must be linear or inverse, not {str(ctype)[:20]!r}")
+        mult = decimal_str(*parse_positive(record.get("multiplier", "1"), "multiplier"))
+        old = self.funds.get(symbol)
+        if old is not None:
+            c = old.contract
+            if (c.currency, c.scale, c.type, c.multiplier) == (currency, scale, ctype, mult):
+                raise DuplicateContract(f"duplicate: contract {symbol} is already registered")
+            raise RuleError(f"contract {symbol} is already registered with other terms")
+        return {
+            "kind": "contract",
+            "contract": symbol,
+            "currency": currency,
+            "scale": scale,
+            "type": ctype,
+            "multiplier": mult,
+        }
+
+    def liquidation_entry(self, record: dict) -> dict:
+        """The kind-specific fields of a ``liquidation`` entry, movement and
+        payout computed by the rules, for a user's record ``{contract, id,
+        side, qty, bankruptcy_price, fill_price, mark_price?}``.
+
+        Raises :class:`DuplicateLiquidation` for an id already recorded."""
+        symbol = check_symbol(record.get("contract"), "contract")
+        fund = self.funds.get(symbol)
+        if fund is None:
+            raise RuleError(f"unknown contract {symbol}")
+        lid = _text(record.get("id"), "id", _PRINTABLE, MAX_ID_LENGTH)
+        if (symbol, lid) in self.seen:
+            raise DuplicateLiquidation(symbol, lid)
+        side = record.get("side")
+        if side not in SIDES:
+            raise RuleError(f"side must be long or short, not {str(side)[:20]!r}")
+        qty = parse_positive(record.get("qty"), "qty")
+        bankruptcy = parse_positive(record.get("bankruptcy_price"), "bankruptcy_price")
+        fill = parse_positive(record.get("fill_price"), "fill_price")
+        c = fund.contract
+        delta = movement_units(c.type, side, qty, c.multiplier_dec, bankruptcy, fill, c.scale)
+        if delta >= 0:
+            paid, adl, balance = 0, 0, fund.balance + delta
+        else:
+            paid = min(-delta, fund.balance)
+            adl = -delta - paid
+            balance = fund.balance - paid
+        fields = {
+            "kind": "liquidation",
+            "contract": symbol,
+            "id": lid,
+            "side": side,
+            "qty": decimal_str(*qty),
+            "bankruptcy_price": decimal_str(*bankruptcy),
+            "fill_price": decimal_str(*fill),
+        }
+        mark = record.get("mark_price")
+        if mark is not None:
+            fields["mark_price"] = decimal_str(*parse_positive(mark, "mark_price"))
+        fields.update(
+            delta=amount_str(delta, c.scale),
+            paid=amount_str(paid, c.scale),
+            adl=amount_str(adl, c.scale),
+            balance=amount_str(balance, c.scale),
+        )
+        return fields
+
+    def build(self, record: dict) -> dict:
+        """Dispatch on ``record["kind"]``; an unknown kind is refused (rule 4)."""
+        kind = record.get("kind")
+        if kind == "liquidation":
+            return self.liquidation_entry(record)
+        if kind == "contract":
+            return self.contract_entry(record)
+        raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract and liquidation exist")
+
+    # -- advancing the state ----------------------------------------------------
+
+    def apply(self, entry: dict) -> None:
+        """Advance the state by an entry built by :meth:`build` (plus ``seq``
+        and ``time``). The entry's fields are trusted here: they were built by
+        this class, or rebuilt and compared byte for byte by the verifier."""
+        kind = entry["kind"]
+        seq = entry["seq"]
+        symbol = entry["contract"]
+        if kind == "contract":
+            c = Contract(
+                symbol, entry["currency"], entry["scale"], entry["type"], entry["multiplier"], seq
+            )
+            self.funds[symbol] = Fund(c, last_seq=seq, last_time=entry["time"])
+            return
+        if kind != "liquidation":
+            raise InvariantError(f"apply({kind!r})")
+        fund = self.funds[symbol]
+        scale = fund.contract.scale
+        delta = parse_amount(entry["delta"], scale, "delta")
+        paid = parse_amount(entry["paid"], scale, "paid")
+        adl = parse_amount(entry["adl"], scale, "adl")
+        balance = parse_amount(entry["balance"], scale, "balance")
+        expected = fund.balance + delta if delta >= 0 else fund.balance - paid
+        if balance != expected or balance < 0:
+            raise InvariantError(f"seq {seq}: balance {balance} != {expected}")
+        if delta > 0:
+            fund.credited += delta
+        fund.paid += paid
+        fund.adl += adl
+        fund.balance = balance
+        fund.liquidations += 1
+        fund.last_seq = seq
+        fund.last_time = entry["time"]
+        fund.last_price = entry.get("mark_price", entry["fill_price"])
+        self.seen.add((symbol, entry["id"]))
+
+
+class DuplicateLiquidation(RuleError):
+    """A liquidation id already recorded for its contract: a replay writes nothing."""
+
+    def __init__(self, contract: str, liquidation_id: str):
+        super().__init__(f"duplicate: liquidation {liquidation_id} of {contract} is already recorded")
+        self.contract = contract
+        self.liquidation_id = liquidation_id
+
+
+class DuplicateContract(RuleError):
+    """A contract registered again with the same terms: a replay writes nothing."""

@@ -1,0 +1,65 @@
+"""Key files: a C2SP/x/mod note private key on one line, mode 0600.
+
+The file holds ``PRIVATE+KEY+<name>+<key id>+<base64>`` and a newline, the
+spelling of golang.org/x/mod/sumdb/note, so the key also works with Go's
+tooling. A key file readable or writable by group or others is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from . import note
+from .errors import KeyFileError
+
+MAX_KEY_FILE_BYTES = 4096
+
+
+def create_key_file(path: str, name: str) -> note.Signer:
+    """Generate a key named ``name`` and write it to ``path`` (0600, never
+    overwriting)."""
+    signer = note.generate_signer(name)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists: refusing to overwrite a key") from None
+    except OSError as e:
+        raise KeyFileError(f"{path}: {e.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(signer.skey() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return signer
+
+
+def load_key_file(path: str) -> note.Signer:
+    """Read a signing key, refusing a file that group or others can access."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: no such key file") from None
+    except OSError as e:
+        raise KeyFileError(f"{path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise KeyFileError(f"{path}: not a regular file")
+        if mode & 0o077:
+            raise KeyFileError(
+                f"{path}: key file is accessible by group or others (mode {stat.S_IMODE(mode):04o}); run chmod 600 {path}"
+            )
+        data = f.read(MAX_KEY_FILE_BYTES + 1)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(f"{path}: too large to be a key file")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{path}: not a key file") from None
+    try:
+        return note.parse_skey(text)
+    except KeyFileError as e:
+        raise KeyFileError(f"{path}: {e}") from None
+    except Exception as e:  # FormatError from the parser
+        raise KeyFileError(f"{path}: not a key file ({e})") from None

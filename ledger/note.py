@@ -1,0 +1,750 @@
+"""C2SP signed notes, checkpoints, cosignatures, receipts and witness requests.
+
+A pure module (no I/O, no clock) implementing, byte for byte:
+
+* c2sp.org/signed-note: notes, Ed25519 signatures (type 0x01), key ids, and
+  the golang.org/x/mod/sumdb/note key encodings (vkey / skey);
+* c2sp.org/tlog-checkpoint: the checkpoint note text;
+* c2sp.org/tlog-cosignature: Ed25519 ``cosignature/v1`` (type 0x04);
+* c2sp.org/tlog-proof: the ``c2sp.org/tlog-proof@v1`` receipt;
+* c2sp.org/tlog-witness: the ``add-checkpoint`` request body.
+
+Every parser accepts exactly one spelling of its format and raises only
+:class:`~ledger.errors.FundledgerError` subclasses: ``FormatError`` for
+anything else, ``LimitError`` for input over a limit below,
+``KeyFileError`` for a malformed key string, ``SignatureError`` when no
+valid signature by a required key is present.
+
+Choices where the specs are silent (the strict reading each time):
+
+* Base64 is RFC 4648 section 4 standard base64 *with* padding, and must be
+  canonical: decoding and re-encoding gives back the same string (no
+  non-zero padding bits, no whitespace, no missing ``=``).
+* Decimal numbers (tree size, index, old size) are ASCII ``0`` or
+  ``[1-9][0-9]*`` and below 2**63.
+* Key names (signature lines, vkeys, skeys) must, beyond the spec's
+  "non-empty, no Unicode space, no '+'", also be printable
+  (``str.isprintable``): no format characters such as U+200B or U+FEFF.
+* Key-id hex in vkeys and skeys is exactly 8 *lowercase* hex digits (the
+  spelling Go's ``%08x`` writes).
+* At most MAX_SIGNATURES (100, as note.go) signature lines per note.
+* A receipt or witness request holds at most MAX_PROOF_HASHES (63) hashes
+  (tlog-witness states 63; a tree below 2**63 leaves never needs more for an
+  inclusion proof either); its embedded checkpoint must be a well-formed
+  signed note whose text is a well-formed checkpoint, with index < tree size
+  (receipt) or old size <= tree size (witness request; the spec answers
+  400 Bad Request to that, like to a malformed body).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+
+from .errors import FormatError, KeyFileError, LimitError, SignatureError
+
+__all__ = [
+    "ALG_ED25519",
+    "ALG_COSIGNATURE_V1",
+    "MAX_NOTE_BYTES",
+    "MAX_SIGNATURES",
+    "MAX_PROOF_HASHES",
+    "MAX_TREE_SIZE",
+    "RECEIPT_HEADER",
+    "COSIGNATURE_HEADER",
+    "key_id",
+    "check_key_name",
+    "Verifier",
+    "Signer",
+    "generate_signer",
+    "parse_vkey",
+    "parse_skey",
+    "NoteSignature",
+    "sign_note",
+    "split_note",
+    "open_note",
+    "parse_signature_lines",
+    "Checkpoint",
+    "parse_checkpoint",
+    "cosignature_message",
+    "cosign",
+    "verify_cosignature",
+    "Receipt",
+    "format_receipt",
+    "parse_receipt",
+    "ConsistencyProof",
+    "format_consistency",
+    "parse_consistency",
+]
+
+ALG_ED25519 = 0x01
+ALG_COSIGNATURE_V1 = 0x04
+_ALGS = (ALG_ED25519, ALG_COSIGNATURE_V1)
+
+MAX_NOTE_BYTES = 1 << 20
+"""Largest checkpoint note, receipt or witness request accepted."""
+MAX_SIGNATURES = 100
+"""Most signature lines in one note (note.go's limit; the spec asks >= 16)."""
+MAX_PROOF_HASHES = 63
+"""Most hash lines in a receipt or an add-checkpoint request."""
+MAX_TREE_SIZE = (1 << 63) - 1
+"""Largest tree size, leaf index, old size or cosignature timestamp."""
+
+RECEIPT_HEADER = b"c2sp.org/tlog-proof@v1"
+COSIGNATURE_HEADER = b"cosignature/v1"
+
+_SIG_PREFIX = "\u2014 ".encode()  # em dash, space
+_HASH_SIZE = 32
+_ED25519_SIG_SIZE = 64
+_KEY_SIZE = 32
+_COSIG_SIZE = 8 + _ED25519_SIG_SIZE
+
+_CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f]")
+_DECIMAL = re.compile(rb"0|[1-9][0-9]{0,18}")
+_HEX8 = re.compile(r"[0-9a-f]{8}")
+_B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+# ---------------------------------------------------------------------------
+# Small strict helpers
+
+
+def _b64decode(s: str, what: str, err: type[Exception] = FormatError) -> bytes:
+    """Canonical standard base64 (with padding) or ``err``."""
+    if not _B64.fullmatch(s):
+        raise err(f"{what}: not canonical standard base64")
+    try:
+        raw = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise err(f"{what}: not canonical standard base64") from None
+    if base64.b64encode(raw).decode("ascii") != s:
+        raise err(f"{what}: not canonical standard base64")
+    return raw
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _parse_decimal(b: bytes, what: str) -> int:
+    """ASCII decimal without leading zeros, below 2**63."""
+    if not _DECIMAL.fullmatch(b):
+        raise FormatError(f"{what}: not a decimal number without leading zeros")
+    n = int(b)
+    if n > MAX_TREE_SIZE:
+        raise FormatError(f"{what}: {n} is not below 2**63")
+    return n
+
+
+def _check_uint63(n: object, what: str) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0 or n > MAX_TREE_SIZE:
+        raise FormatError(f"{what}: must be an integer in [0, 2**63)")
+    return n
+
+
+def _check_text_bytes(b: bytes, what: str) -> str:
+    """Valid UTF-8 without ASCII control characters other than newline."""
+    if not isinstance(b, bytes):
+        raise FormatError(f"{what}: must be bytes")
+    try:
+        s = b.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"{what}: not valid UTF-8") from None
+    m = _CONTROL.search(b)
+    if m:
+        raise FormatError(f"{what}: control character 0x{m.group()[0]:02x} at byte {m.start()}")
+    return s
+
+
+def _check_line_str(s: object, what: str) -> bytes:
+    """A non-empty str line (no newline, no control character) as UTF-8."""
+    if not isinstance(s, str) or not s:
+        raise FormatError(f"{what}: must be a non-empty string")
+    try:
+        b = s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"{what}: not encodable as UTF-8") from None
+    if b"\n" in b or _CONTROL.search(b):
+        raise FormatError(f"{what}: contains a control character")
+    return b
+
+
+def _check_size(data: object, max_bytes: int, what: str) -> None:
+    if not isinstance(data, bytes):
+        raise FormatError(f"{what}: must be bytes")
+    if len(data) > max_bytes:
+        raise LimitError(f"{what} of {len(data)} bytes is over the {max_bytes}-byte limit")
+
+
+# ---------------------------------------------------------------------------
+# Keys
+
+
+def key_id(name: str, alg: int, public_key: bytes) -> bytes:
+    """``SHA-256(name || 0x0A || alg || public_key)[:4]`` (c2sp.org/signed-note)."""
+    if not isinstance(alg, int) or isinstance(alg, bool) or not 0 <= alg <= 0xFF:
+        raise FormatError("signature type must be one byte")
+    if not isinstance(name, str):
+        raise FormatError("key name must be a string")
+    try:
+        nb = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError("key name is not encodable as UTF-8") from None
+    return hashlib.sha256(nb + b"\n" + bytes([alg]) + bytes(public_key)).digest()[:4]
+
+
+def check_key_name(name: str) -> None:
+    """Non-empty, no '+', no (Unicode) whitespace, printable; FormatError otherwise."""
+    if not isinstance(name, str) or not name:
+        raise FormatError("key name must be a non-empty string")
+    if "+" in name:
+        raise FormatError(f"key name {name!r} contains '+'")
+    if any(c.isspace() for c in name):
+        raise FormatError(f"key name {name!r} contains whitespace")
+    if not name.isprintable():
+        raise FormatError(f"key name {name!r} contains a non-printable character")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"key name {name!r} is not encodable as UTF-8") from None
+
+
+def _check_alg(alg: object) -> None:
+    if alg not in _ALGS or isinstance(alg, bool):
+        raise KeyFileError(f"unsupported signature type {alg!r}: only 0x01 (Ed25519) and 0x04 (cosignature/v1)")
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A public key. ``key_id`` is taken as given (not recomputed here, so a
+    bare Ed25519 check may use a placeholder); :func:`parse_vkey` checks it."""
+
+    name: str
+    key_id: bytes
+    public_key: bytes
+    alg: int = ALG_ED25519
+
+    def __post_init__(self) -> None:
+        check_key_name(self.name)
+        if not isinstance(self.key_id, bytes) or len(self.key_id) != 4:
+            raise KeyFileError("key id must be 4 bytes")
+        if not isinstance(self.public_key, bytes) or len(self.public_key) != _KEY_SIZE:
+            raise KeyFileError("Ed25519 public key must be 32 bytes")
+        _check_alg(self.alg)
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        """Raw Ed25519 (RFC 8032, libsodium) of ``signature`` over ``message``."""
+        if len(signature) != _ED25519_SIG_SIZE:
+            return False
+        try:
+            crypto_sign_open(bytes(signature) + bytes(message), self.public_key)
+        except Exception:  # nacl BadSignatureError, or a libsodium refusal
+            return False
+        return True
+
+    def vkey(self) -> str:
+        """``<name>+<8 hex key id>+<base64(alg || public_key)>``."""
+        return f"{self.name}+{self.key_id.hex()}+{_b64(bytes([self.alg]) + self.public_key)}"
+
+    def with_alg(self, alg: int) -> "Verifier":
+        """The same name and public key for another signature type (new key id)."""
+        _check_alg(alg)
+        return Verifier(self.name, key_id(self.name, alg, self.public_key), self.public_key, alg)
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key: a 32-byte Ed25519 seed. The key id must match."""
+
+    name: str
+    key_id: bytes
+    seed: bytes = field(repr=False)
+    alg: int = ALG_ED25519
+    _pk: bytes = field(init=False, repr=False, compare=False)
+    _sk: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_key_name(self.name)
+        _check_alg(self.alg)
+        if not isinstance(self.seed, bytes) or len(self.seed) != 32:
+            raise KeyFileError("Ed25519 seed must be 32 bytes")
+        if not isinstance(self.key_id, bytes) or len(self.key_id) != 4:
+            raise KeyFileError("key id must be 4 bytes")
+        pk, sk = crypto_sign_seed_keypair(self.seed)
+        if key_id(self.name, self.alg, pk) != self.key_id:
+            raise KeyFileError(f"key id {self.key_id.hex()} does not match the key")
+        object.__setattr__(self, "_pk", pk)
+        object.__setattr__(self, "_sk", sk)
+
+    def sign(self, message: bytes) -> bytes:
+        """A 64-byte raw Ed25519 signature of ``message``."""
+        return crypto_sign(bytes(message), self._sk)[:_ED25519_SIG_SIZE]
+
+    def verifier(self) -> Verifier:
+        return Verifier(self.name, self.key_id, self._pk, self.alg)
+
+    def skey(self) -> str:
+        """``PRIVATE+KEY+<name>+<8 hex key id>+<base64(alg || seed)>`` (x/mod note)."""
+        return f"PRIVATE+KEY+{self.name}+{self.key_id.hex()}+{_b64(bytes([self.alg]) + self.seed)}"
+
+    def with_alg(self, alg: int) -> "Signer":
+        """The same name and seed for another signature type (new key id)."""
+        _check_alg(alg)
+        return Signer(self.name, key_id(self.name, alg, self._pk), self.seed, alg)
+
+
+def generate_signer(name: str, alg: int = ALG_ED25519) -> Signer:
+    """A new key named ``name`` from 32 bytes of ``os.urandom``."""
+    check_key_name(name)
+    _check_alg(alg)
+    seed = os.urandom(32)
+    pk, _ = crypto_sign_seed_keypair(seed)
+    return Signer(name, key_id(name, alg, pk), seed, alg)
+
+
+def _strip_one_newline(s: object, what: str) -> str:
+    if not isinstance(s, str):
+        raise KeyFileError(f"{what} must be a string")
+    return s[:-1] if s.endswith("\n") else s
+
+
+def _parse_key_parts(name: str, hex_id: str, b64: str, what: str) -> tuple[int, bytes, bytes]:
+    try:
+        check_key_name(name)
+    except FormatError as e:
+        raise KeyFileError(f"malformed {what}: {e}") from None
+    if not _HEX8.fullmatch(hex_id):
+        raise KeyFileError(f"malformed {what}: key id is not 8 lowercase hex digits")
+    raw = _b64decode(b64, f"malformed {what}", KeyFileError)
+    if len(raw) != 1 + _KEY_SIZE:
+        raise KeyFileError(f"malformed {what}: key is {len(raw)} bytes, not 33")
+    _check_alg(raw[0])
+    return raw[0], raw[1:], bytes.fromhex(hex_id)
+
+
+def parse_vkey(s: str) -> Verifier:
+    """Parse ``<name>+<8 hex>+<base64(alg || 32-byte key)>`` (one optional
+    trailing newline tolerated, nothing else); the key id must match.
+    KeyFileError on any other spelling."""
+    s = _strip_one_newline(s, "verifier key")
+    parts = s.split("+", 2)  # base64 may itself contain '+'
+    if len(parts) != 3:
+        raise KeyFileError("malformed verifier key: expected <name>+<key id>+<key>")
+    alg, pk, kid = _parse_key_parts(*parts, "verifier key")
+    name = parts[0]
+    if key_id(name, alg, pk) != kid:
+        raise KeyFileError(f"verifier key id {kid.hex()} does not match the key")
+    return Verifier(name, kid, pk, alg)
+
+
+def parse_skey(s: str) -> Signer:
+    """Parse ``PRIVATE+KEY+<name>+<8 hex>+<base64(alg || seed)>`` (one optional
+    trailing newline tolerated, nothing else); the key id must match the
+    derived public key. KeyFileError on any other spelling."""
+    s = _strip_one_newline(s, "signer key")
+    parts = s.split("+", 4)
+    if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
+        raise KeyFileError("malformed signer key: expected PRIVATE+KEY+<name>+<key id>+<key>")
+    alg, seed, kid = _parse_key_parts(parts[2], parts[3], parts[4], "signer key")
+    return Signer(parts[2], kid, seed, alg)
+
+
+# ---------------------------------------------------------------------------
+# Signed notes
+
+
+@dataclass(frozen=True)
+class NoteSignature:
+    """One parsed signature line."""
+
+    name: str
+    key_id: bytes
+    signature: bytes
+    """The bytes after the key id (Ed25519: 64; cosignature/v1: 8 + 64)."""
+    line: bytes
+    """The line as it appeared, from the em dash to the final newline."""
+
+
+def _format_sig_line(name: str, kid: bytes, sig: bytes) -> bytes:
+    return _SIG_PREFIX + name.encode("utf-8") + b" " + _b64(kid + sig).encode("ascii") + b"\n"
+
+
+def _parse_sig_line(line: bytes) -> NoteSignature:
+    """``line`` without its final newline."""
+    if not line.startswith(_SIG_PREFIX):
+        raise FormatError("signature line does not start with an em dash and a space")
+    rest = line[len(_SIG_PREFIX) :].decode("utf-8")  # caller checked UTF-8
+    name, sep, b64 = rest.partition(" ")
+    if not sep:
+        raise FormatError("signature line has no space between key name and signature")
+    check_key_name(name)
+    raw = _b64decode(b64, f"signature by {name}")
+    if len(raw) < 5:
+        raise FormatError(f"signature by {name} is too short")
+    return NoteSignature(name, raw[:4], raw[4:], line + b"\n")
+
+
+def _parse_sig_block(sigs: bytes) -> list[NoteSignature]:
+    """Signature lines, each ending in a newline; at least one."""
+    if not sigs or not sigs.endswith(b"\n"):
+        raise FormatError("note does not end with a signature line and a newline")
+    lines = sigs[:-1].split(b"\n")
+    if len(lines) > MAX_SIGNATURES:
+        raise LimitError(f"{len(lines)} signatures is over the limit of {MAX_SIGNATURES}")
+    return [_parse_sig_line(line) for line in lines]
+
+
+def split_note(msg: bytes, max_bytes: int = MAX_NOTE_BYTES) -> tuple[bytes, list[NoteSignature]]:
+    """Split a signed note into its text (with its final newline) and its
+    signature lines, verifying nothing. The text ends at the *last* blank
+    line. FormatError unless the whole note is valid UTF-8 without control
+    characters other than newline and every signature line is
+    ``— <name> <base64(key id || signature)>\\n``; LimitError over
+    ``max_bytes`` or MAX_SIGNATURES."""
+    _check_size(msg, max_bytes, "note")
+    _check_text_bytes(msg, "note")
+    i = msg.rfind(b"\n\n")
+    if i < 0:
+        raise FormatError("note has no blank line before its signatures")
+    return msg[: i + 1], _parse_sig_block(msg[i + 2 :])
+
+
+def parse_signature_lines(data: bytes, max_bytes: int = MAX_NOTE_BYTES) -> list[NoteSignature]:
+    """One or more signature lines alone, e.g. an add-checkpoint response body."""
+    _check_size(data, max_bytes, "signature lines")
+    _check_text_bytes(data, "signature lines")
+    return _parse_sig_block(data)
+
+
+def _check_note_text(text: bytes) -> None:
+    _check_size(text, MAX_NOTE_BYTES, "note text")
+    _check_text_bytes(text, "note text")
+    if not text.endswith(b"\n"):
+        raise FormatError("note text must end with a newline")
+
+
+def sign_note(text: bytes, signers: Sequence[Signer]) -> bytes:
+    """``text || "\\n" ||`` one ``— <name> <base64(key id || Ed25519 sig)>\\n``
+    per signer, in order. ``text`` must be UTF-8 without control characters
+    other than newline and end in a newline (it may contain blank lines).
+    Signers must be Ed25519 (0x01) keys: cosignatures need a timestamp, see
+    :func:`cosign`."""
+    _check_note_text(text)
+    signers = list(signers)
+    if not signers:
+        raise FormatError("a signed note needs at least one signer")
+    if len(signers) > MAX_SIGNATURES:
+        raise LimitError(f"{len(signers)} signers is over the limit of {MAX_SIGNATURES}")
+    out = [text, b"\n"]
+    for s in signers:
+        if not isinstance(s, Signer):
+            raise KeyFileError("not a Signer")
+        if s.alg != ALG_ED25519:
+            raise KeyFileError(f"key {s.name} is not an Ed25519 (0x01) note key; use cosign()")
+        out.append(_format_sig_line(s.name, s.key_id, s.sign(text)))
+    msg = b"".join(out)
+    if len(msg) > MAX_NOTE_BYTES:
+        raise LimitError(f"signed note of {len(msg)} bytes is over the {MAX_NOTE_BYTES}-byte limit")
+    return msg
+
+
+def _index_verifiers(verifiers: Sequence[Verifier]) -> dict[tuple[str, bytes], Verifier]:
+    known: dict[tuple[str, bytes], Verifier] = {}
+    for v in verifiers:
+        k = (v.name, v.key_id)
+        if k in known and known[k] != v:
+            raise KeyFileError(f"ambiguous key {v.name}+{v.key_id.hex()}: two different keys")
+        known[k] = v
+    return known
+
+
+def _verify_sig(text: bytes, sig: NoteSignature, v: Verifier) -> bool:
+    if v.alg == ALG_COSIGNATURE_V1:
+        try:
+            verify_cosignature(text, sig, v)
+        except (SignatureError, FormatError):
+            return False
+        return True
+    return v.verify(text, sig.signature)
+
+
+def open_note(msg: bytes, verifiers: Sequence[Verifier], max_bytes: int = MAX_NOTE_BYTES) -> tuple[bytes, list[Verifier]]:
+    """Parse ``msg`` (as :func:`split_note`) and verify it. Returns the text
+    and the verifiers whose signature verified (once each, in order of first
+    signature). Every signature line whose (name, key id) is a known
+    verifier's must verify, else SignatureError; lines of unknown keys are
+    ignored. A verifier of type 0x04 checks a cosignature/v1 over the text.
+    SignatureError("no valid signature by a known key") if none verified."""
+    text, sigs = split_note(msg, max_bytes)
+    known = _index_verifiers(verifiers)
+    good: list[Verifier] = []
+    for sig in sigs:
+        v = known.get((sig.name, sig.key_id))
+        if v is None:
+            continue
+        if not _verify_sig(text, sig, v):
+            raise SignatureError(f"invalid signature by {sig.name}+{sig.key_id.hex()}")
+        if v not in good:
+            good.append(v)
+    if not good:
+        raise SignatureError("no valid signature by a known key")
+    return text, good
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The text of a c2sp.org/tlog-checkpoint note."""
+
+    origin: str
+    tree_size: int
+    root_hash: bytes
+    extensions: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_line_str(self.origin, "checkpoint origin")
+        _check_uint63(self.tree_size, "tree size")
+        if not isinstance(self.root_hash, bytes) or len(self.root_hash) != _HASH_SIZE:
+            raise FormatError("root hash must be 32 bytes")
+        if not isinstance(self.extensions, tuple):
+            raise FormatError("extensions must be a tuple of strings")
+        for e in self.extensions:
+            _check_line_str(e, "checkpoint extension line")
+
+    def text(self) -> bytes:
+        """``<origin>\\n<size>\\n<base64 root>\\n`` then ``<extension>\\n`` each."""
+        lines = [self.origin, str(self.tree_size), _b64(self.root_hash), *self.extensions]
+        return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+def parse_checkpoint(text: bytes) -> Checkpoint:
+    """Parse a checkpoint note *text* (not the signed note): at least three
+    non-empty newline-terminated lines; origin non-empty; size ASCII decimal
+    without leading zeros below 2**63; root canonical base64 of 32 bytes;
+    extension lines non-empty."""
+    _check_note_text(text)
+    lines = text[:-1].split(b"\n")
+    if len(lines) < 3:
+        raise FormatError("checkpoint has fewer than three lines")
+    if any(not line for line in lines):
+        raise FormatError("checkpoint has an empty line")
+    size = _parse_decimal(lines[1], "checkpoint tree size")
+    root = _b64decode(lines[2].decode("ascii", "replace"), "checkpoint root hash")
+    if len(root) != _HASH_SIZE:
+        raise FormatError(f"checkpoint root hash is {len(root)} bytes, not 32")
+    return Checkpoint(
+        lines[0].decode("utf-8"), size, root, tuple(line.decode("utf-8") for line in lines[3:])
+    )
+
+
+def _parse_signed_checkpoint(note: bytes, max_bytes: int) -> Checkpoint:
+    text, _ = split_note(note, max_bytes)
+    return parse_checkpoint(text)
+
+
+# ---------------------------------------------------------------------------
+# Cosignatures
+
+
+def cosignature_message(checkpoint_text: bytes, timestamp: int) -> bytes:
+    """``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint text
+    (the note body with its final newline, no signature lines)."""
+    _check_uint63(timestamp, "cosignature timestamp")
+    parse_checkpoint(checkpoint_text)
+    return COSIGNATURE_HEADER + b"\ntime " + str(timestamp).encode("ascii") + b"\n" + checkpoint_text
+
+
+def cosign(checkpoint_text: bytes, signer: Signer, timestamp: int) -> bytes:
+    """One signature line ``— <name> base64(key id || u64be timestamp ||
+    Ed25519 sig)\\n`` over :func:`cosignature_message`. The signer must be a
+    0x04 (cosignature/v1) key."""
+    if not isinstance(signer, Signer) or signer.alg != ALG_COSIGNATURE_V1:
+        raise KeyFileError("cosign needs a cosignature/v1 (0x04) key")
+    msg = cosignature_message(checkpoint_text, timestamp)
+    return _format_sig_line(signer.name, signer.key_id, timestamp.to_bytes(8, "big") + signer.sign(msg))
+
+
+def verify_cosignature(checkpoint_text: bytes, sig: NoteSignature, verifier: Verifier) -> int:
+    """The timestamp of a valid cosignature/v1 ``sig`` by ``verifier`` on
+    ``checkpoint_text``. SignatureError if the name or key id differ, the
+    signature is not 8 + 64 bytes, the timestamp is not below 2**63, or the
+    signature does not verify; KeyFileError if ``verifier`` is not a 0x04
+    key; FormatError if the text is not a checkpoint."""
+    if verifier.alg != ALG_COSIGNATURE_V1:
+        raise KeyFileError(f"key {verifier.name} is not a cosignature/v1 (0x04) key")
+    label = f"{sig.name}+{sig.key_id.hex()}"
+    if sig.name != verifier.name or sig.key_id != verifier.key_id:
+        raise SignatureError(f"cosignature {label} is not by {verifier.name}+{verifier.key_id.hex()}")
+    if len(sig.signature) != _COSIG_SIZE:
+        raise SignatureError(f"cosignature {label} is {len(sig.signature)} bytes, not 72")
+    t = int.from_bytes(sig.signature[:8], "big")
+    if t > MAX_TREE_SIZE:
+        raise SignatureError(f"cosignature {label} timestamp is not below 2**63")
+    if not verifier.verify(cosignature_message(checkpoint_text, t), sig.signature[8:]):
+        raise SignatureError(f"invalid cosignature by {label}")
+    return t
+
+
+# ---------------------------------------------------------------------------
+# Receipts (c2sp.org/tlog-proof) and witness requests (c2sp.org/tlog-witness)
+
+
+def _check_hashes(proof: object, what: str) -> tuple[bytes, ...]:
+    if not isinstance(proof, tuple):
+        raise FormatError(f"{what} must be a tuple of hashes")
+    if len(proof) > MAX_PROOF_HASHES:
+        raise LimitError(f"{what} has {len(proof)} hashes, over the limit of {MAX_PROOF_HASHES}")
+    for h in proof:
+        if not isinstance(h, bytes) or len(h) != _HASH_SIZE:
+            raise FormatError(f"{what}: every hash must be 32 bytes")
+    return proof
+
+
+def _parse_hashes_then_note(lines: list[bytes], start: int, data: bytes, offset: int, what: str) -> tuple[tuple[bytes, ...], bytes]:
+    """Hash lines from ``lines[start]`` up to an empty line; the rest of
+    ``data`` (from byte ``offset`` of that line) is the checkpoint note."""
+    proof: list[bytes] = []
+    i = start
+    while True:
+        if i >= len(lines) - 1:  # the last element follows the final newline
+            raise FormatError(f"{what}: no empty line before the checkpoint")
+        line = lines[i]
+        offset += len(line) + 1
+        if not line:
+            break
+        if len(proof) == MAX_PROOF_HASHES:
+            raise LimitError(f"{what} has over {MAX_PROOF_HASHES} proof hashes")
+        h = _b64decode(line.decode("ascii", "replace"), f"{what} proof hash")
+        if len(h) != _HASH_SIZE:
+            raise FormatError(f"{what} proof hash is {len(h)} bytes, not 32")
+        proof.append(h)
+        i += 1
+    return tuple(proof), data[offset:]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A c2sp.org/tlog-proof@v1 proof: the entry at ``leaf_index`` is in the
+    tree of the signed ``checkpoint`` note; ``extra`` is the (unauthenticated)
+    extra data, here the entry bytes."""
+
+    leaf_index: int
+    proof: tuple[bytes, ...]
+    checkpoint: bytes
+    extra: bytes | None
+
+
+def format_receipt(r: Receipt) -> bytes:
+    """::
+
+        c2sp.org/tlog-proof@v1
+        extra <base64 extra>        (only if extra is not None; never empty)
+        index <leaf index>
+        <base64 hash>               (0 to 63 lines, leaf's sibling first)
+                                    (empty line)
+        <checkpoint note, verbatim>
+    """
+    idx = _check_uint63(r.leaf_index, "receipt index")
+    proof = _check_hashes(r.proof, "receipt")
+    cp = _parse_signed_checkpoint(r.checkpoint, MAX_NOTE_BYTES) if isinstance(r.checkpoint, bytes) else None
+    if cp is None:
+        raise FormatError("receipt checkpoint must be bytes")
+    if idx >= cp.tree_size:
+        raise FormatError(f"receipt index {idx} is not below the tree size {cp.tree_size}")
+    out = [RECEIPT_HEADER, b"\n"]
+    if r.extra is not None:
+        if not isinstance(r.extra, bytes) or not r.extra:
+            raise FormatError("receipt extra data must be non-empty bytes or None")
+        out += [b"extra ", _b64(r.extra).encode("ascii"), b"\n"]
+    out += [b"index ", str(idx).encode("ascii"), b"\n"]
+    out += [_b64(h).encode("ascii") + b"\n" for h in proof]
+    out += [b"\n", r.checkpoint]
+    data = b"".join(out)
+    if len(data) > MAX_NOTE_BYTES:
+        raise LimitError(f"receipt of {len(data)} bytes is over the {MAX_NOTE_BYTES}-byte limit")
+    return data
+
+
+def parse_receipt(data: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Receipt:
+    """Strict inverse of :func:`format_receipt`. The ``extra`` line, if
+    present, must be second and hold non-empty canonical base64; the
+    checkpoint must be a well-formed signed checkpoint note (signatures are
+    not verified here) with the index below its tree size."""
+    _check_size(data, max_bytes, "receipt")
+    lines = data.split(b"\n")
+    if lines[0] != RECEIPT_HEADER or len(lines) < 2:
+        raise FormatError("receipt does not start with the line c2sp.org/tlog-proof@v1")
+    i = 1
+    offset = len(lines[0]) + 1
+    extra = None
+    if lines[i].startswith(b"extra "):
+        b64 = lines[i][len(b"extra ") :]
+        extra = _b64decode(b64.decode("ascii", "replace"), "receipt extra data")
+        if not extra:
+            raise FormatError("receipt extra data is empty")
+        offset += len(lines[i]) + 1
+        i += 1
+    if i >= len(lines) - 1 or not lines[i].startswith(b"index "):
+        raise FormatError("receipt has no index line")
+    idx = _parse_decimal(lines[i][len(b"index ") :], "receipt index")
+    offset += len(lines[i]) + 1
+    proof, note = _parse_hashes_then_note(lines, i + 1, data, offset, "receipt")
+    cp = _parse_signed_checkpoint(note, max_bytes)
+    if idx >= cp.tree_size:
+        raise FormatError(f"receipt index {idx} is not below the tree size {cp.tree_size}")
+    return Receipt(idx, proof, note, extra)
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """A c2sp.org/tlog-witness add-checkpoint request body."""
+
+    old_size: int
+    proof: tuple[bytes, ...]
+    checkpoint: bytes
+
+
+def format_consistency(c: ConsistencyProof) -> bytes:
+    """``old <size>\\n``, one base64 hash line each (at most 63), an empty
+    line, then the signed checkpoint note verbatim."""
+    old = _check_uint63(c.old_size, "old size")
+    proof = _check_hashes(c.proof, "consistency proof")
+    if not isinstance(c.checkpoint, bytes):
+        raise FormatError("checkpoint must be bytes")
+    cp = _parse_signed_checkpoint(c.checkpoint, MAX_NOTE_BYTES)
+    if old > cp.tree_size:
+        raise FormatError(f"old size {old} is over the checkpoint size {cp.tree_size}")
+    out = [b"old ", str(old).encode("ascii"), b"\n"]
+    out += [_b64(h).encode("ascii") + b"\n" for h in proof]
+    out += [b"\n", c.checkpoint]
+    data = b"".join(out)
+    if len(data) > MAX_NOTE_BYTES:
+        raise LimitError(f"request of {len(data)} bytes is over the {MAX_NOTE_BYTES}-byte limit")
+    return data
+
+
+def parse_consistency(data: bytes, max_bytes: int = MAX_NOTE_BYTES) -> ConsistencyProof:
+    """Strict inverse of :func:`format_consistency`. The checkpoint must be a
+    well-formed signed checkpoint note (not verified here) and the old size
+    at most its tree size. Whether a non-empty proof for old size 0 verifies
+    is left to the proof checker."""
+    _check_size(data, max_bytes, "add-checkpoint request")
+    lines = data.split(b"\n")
+    if len(lines) < 2 or not lines[0].startswith(b"old "):
+        raise FormatError("add-checkpoint request does not start with an old size line")
+    old = _parse_decimal(lines[0][len(b"old ") :], "old size")
+    proof, note = _parse_hashes_then_note(lines, 1, data, len(lines[0]) + 1, "add-checkpoint request")
+    cp = _parse_signed_checkpoint(note, max_bytes)
+    if old > cp.tree_size:
+        raise FormatError(f"old size {old} is over the checkpoint size {cp.tree_size}")
+    return ConsistencyProof(old, proof, note)

@@ -1,0 +1,511 @@
+"""The SQLite store: the only module that touches the database.
+
+Layout (see docs/FORMAT.md for the public formats)::
+
+    meta(key, value)                 origin, vkey, schema version
+    entries(seq INTEGER PRIMARY KEY, data BLOB, leaf_hash BLOB, ...derived columns)
+    tree(id INTEGER PRIMARY KEY, hash BLOB)      RFC 6962 stored hashes, id = stored_hash_index
+    contracts(symbol PRIMARY KEY, ...)           per-fund summary, rewritten on each append
+    checkpoints(id, tree_size, root, time, note) every signed checkpoint, in order
+    cosignatures(checkpoint_id, name, key_id, line, timestamp)
+
+``entries``, ``tree`` and ``checkpoints`` are append-only: triggers refuse
+UPDATE and DELETE, and a BEFORE INSERT trigger refuses any row that is not
+the next one (which also defeats ``INSERT OR REPLACE``). Everything but
+``entries.data`` and ``checkpoints.note`` is derived; the verifier
+cross-checks it against those bytes.
+
+Writes run under ``BEGIN IMMEDIATE``: one writer at a time, and the writer
+reads the head of the chain inside its own transaction, so two processes
+appending at once never fork the chain. The database runs in WAL mode with
+``synchronous=FULL``: a committed append survives a crash or power loss.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import sqlite_utils
+
+from . import entry as entry_mod
+from . import merkle, note
+from .errors import FundledgerError, InvariantError, ProofError, RuleError, StoreError
+from .fund import Contract, DuplicateContract, DuplicateLiquidation, Fund, FundBook, now_time, parse_time
+
+SCHEMA_VERSION = "1"
+MAX_BATCH = 10_000  # entries in one transaction
+BUSY_TIMEOUT_MS = 30_000
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE entries (
+    seq INTEGER PRIMARY KEY,
+    data BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    time TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    contract TEXT NOT NULL,
+    liquidation_id TEXT,
+    side TEXT,
+    qty TEXT,
+    bankruptcy_price TEXT,
+    fill_price TEXT,
+    mark_price TEXT,
+    delta TEXT,
+    paid TEXT,
+    adl TEXT,
+    balance TEXT
+);
+CREATE UNIQUE INDEX entries_liquidation ON entries(contract, liquidation_id)
+    WHERE liquidation_id IS NOT NULL;
+CREATE INDEX entries_contract_seq ON entries(contract, seq);
+CREATE TABLE tree (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+CREATE TABLE contracts (
+    symbol TEXT PRIMARY KEY,
+    currency TEXT NOT NULL,
+    scale INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    multiplier TEXT NOT NULL,
+    registered_seq INTEGER NOT NULL,
+    balance TEXT NOT NULL,
+    balance_usd TEXT,
+    credited TEXT NOT NULL,
+    paid TEXT NOT NULL,
+    adl TEXT NOT NULL,
+    liquidations INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    last_time TEXT,
+    last_price TEXT
+);
+CREATE TABLE checkpoints (
+    id INTEGER PRIMARY KEY,
+    tree_size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    time TEXT NOT NULL,
+    note BLOB NOT NULL
+);
+CREATE TABLE cosignatures (
+    checkpoint_id INTEGER NOT NULL REFERENCES checkpoints(id),
+    name TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    line BLOB NOT NULL,
+    PRIMARY KEY (checkpoint_id, name, key_id)
+);
+"""
+
+_APPEND_ONLY = """
+CREATE TRIGGER {t}_no_update BEFORE UPDATE ON {t}
+    BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END;
+CREATE TRIGGER {t}_no_delete BEFORE DELETE ON {t}
+    BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END;
+CREATE TRIGGER {t}_next_only BEFORE INSERT ON {t}
+    WHEN NEW.{k} IS NOT (SELECT COALESCE(MAX({k}), {first} - 1) + 1 FROM {t})
+    BEGIN SELECT RAISE(ABORT, '{t}: only the next row may be inserted'); END;
+"""
+
+TRIGGERS = "".join(
+    _APPEND_ONLY.format(t=t, k=k, first=first)
+    for t, k, first in (("entries", "seq", 0), ("tree", "id", 0), ("checkpoints", "id", 1))
+)
+
+ENTRY_COLUMNS = (
+    "seq", "data", "leaf_hash", "time", "kind", "contract", "liquidation_id", "side", "qty",
+    "bankruptcy_price", "fill_price", "mark_price", "delta", "paid", "adl", "balance",
+)
+_INSERT_ENTRY = f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})"
+CONTRACT_COLUMNS = (
+    "symbol", "currency", "scale", "type", "multiplier", "registered_seq", "balance",
+    "balance_usd", "credited", "paid", "adl", "liquidations", "last_seq", "last_time", "last_price",
+)
+
+
+def derived_columns(seq: int, data: bytes, leaf_hash: bytes, obj: dict) -> tuple:
+    """The ``entries`` row for an entry whose text parsed to ``obj``."""
+    return (
+        seq, data, leaf_hash, obj["time"], obj["kind"], obj["contract"], obj.get("id"),
+        obj.get("side"), obj.get("qty"), obj.get("bankruptcy_price"), obj.get("fill_price"),
+        obj.get("mark_price"), obj.get("delta"), obj.get("paid"), obj.get("adl"), obj.get("balance"),
+    )
+
+
+def contract_row(fund: Fund) -> tuple:
+    s = fund.summary()
+    return (
+        s["contract"], s["currency"], s["scale"], s["type"], s["multiplier"], fund.contract.seq,
+        s["balance"], s["balance_usd"], s["credited"], s["paid"], s["adl"], s["liquidations"],
+        s["last_seq"], s["last_time"], s["last_price"],
+    )
+
+
+@dataclass
+class AppendResult:
+    """What one append did: the seqs written and the records skipped as
+    replays (each a ``duplicate: ...`` message)."""
+
+    appended: list[int] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    tree_size: int = 0
+
+
+class _SeenInDb:
+    """The set of recorded (contract, liquidation id) pairs, looked up in the
+    database's unique index plus the ids of the batch being written."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        self._batch: set = set()
+
+    def __contains__(self, key) -> bool:
+        if key in self._batch:
+            return True
+        row = self._conn.execute(
+            "SELECT 1 FROM entries WHERE contract = ? AND liquidation_id = ?", key
+        ).fetchone()
+        return row is not None
+
+    def add(self, key) -> None:
+        self._batch.add(key)
+
+
+class Store:
+    """A fundledger database. Open with :meth:`open` or :meth:`create`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str, readonly: bool):
+        self.conn = conn
+        self.path = path
+        self.readonly = readonly
+        self.db = sqlite_utils.Database(conn)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema") != SCHEMA_VERSION:
+            raise StoreError(f"{path}: unknown schema version {meta.get('schema')!r}")
+        self.origin: str = meta["origin"]
+        self.vkey: str = meta["vkey"]
+
+    # -- opening ---------------------------------------------------------------
+
+    @staticmethod
+    def _connect(path: str, readonly: bool) -> sqlite3.Connection:
+        if readonly:
+            uri = f"file:{os.path.abspath(path)}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(path, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return conn
+
+    @classmethod
+    def open(cls, path: str, readonly: bool = False) -> "Store":
+        if not os.path.isfile(path):
+            raise StoreError(f"{path}: no such ledger (run `fundledger init ORIGIN` first)")
+        try:
+            conn = cls._connect(path, readonly)
+            return cls(conn, path, readonly)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{path}: not a fundledger database ({e})") from None
+
+    @classmethod
+    def create(cls, path: str, origin: str, vkey: str) -> "Store":
+        """A new empty ledger for the log ``origin`` whose key is ``vkey``."""
+        if os.path.exists(path):
+            raise StoreError(f"{path} already exists: refusing to overwrite a ledger")
+        note.check_key_name(origin)
+        conn = cls._connect(path, readonly=False)
+        try:
+            conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + TRIGGERS)
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [("schema", SCHEMA_VERSION), ("origin", origin), ("vkey", vkey)],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.unlink(path + suffix)
+            raise
+        return cls(conn, path, readonly=False)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- reading -----------------------------------------------------------------
+
+    def size(self) -> int:
+        row = self.conn.execute("SELECT MAX(seq) FROM entries").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def entry(self, seq: int) -> bytes:
+        row = self.conn.execute("SELECT data FROM entries WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise StoreError(f"no entry {seq}")
+        return row[0]
+
+    def iter_entries(self, start: int = 0, end: int | None = None, chunk: int = 4096) -> Iterator[tuple[int, bytes]]:
+        """``(seq, data)`` from ``start`` to ``end`` (exclusive), streaming."""
+        seq = start
+        while True:
+            limit = chunk if end is None else min(chunk, end - seq)
+            if limit <= 0:
+                return
+            rows = self.conn.execute(
+                "SELECT seq, data FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            seq = rows[-1][0] + 1
+
+    def iter_rows(self, start: int = 0, chunk: int = 4096) -> Iterator[tuple]:
+        """Full ``entries`` rows in seq order (the derived columns included)."""
+        seq = start
+        cols = ", ".join(ENTRY_COLUMNS)
+        while True:
+            rows = self.conn.execute(
+                f"SELECT {cols} FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?", (seq, chunk)
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            seq = rows[-1][0] + 1
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        """merkle.HashReader over the ``tree`` table."""
+        if not indexes:
+            return []
+        found: dict[int, bytes] = {}
+        idx = list(indexes)
+        for i in range(0, len(idx), 500):
+            part = idx[i : i + 500]
+            q = f"SELECT id, hash FROM tree WHERE id IN ({','.join('?' * len(part))})"
+            found.update(self.conn.execute(q, part).fetchall())
+        try:
+            return [found[i] for i in idx]
+        except KeyError as e:
+            raise ProofError(f"stored hash {e.args[0]} is missing") from None
+
+    def tree_hash(self, tree_size: int | None = None) -> bytes:
+        return merkle.tree_hash(self.size() if tree_size is None else tree_size, self)
+
+    def checkpoints(self) -> list[tuple[int, int, bytes, str, bytes]]:
+        """``(id, tree_size, root, time, note)`` of every checkpoint, oldest first."""
+        return self.conn.execute(
+            "SELECT id, tree_size, root, time, note FROM checkpoints ORDER BY id"
+        ).fetchall()
+
+    def latest_checkpoint(self) -> tuple[int, int, bytes, str, bytes] | None:
+        return self.conn.execute(
+            "SELECT id, tree_size, root, time, note FROM checkpoints ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+
+    def cosignature_lines(self, checkpoint_id: int) -> list[bytes]:
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT line FROM cosignatures WHERE checkpoint_id = ? ORDER BY name, key_id",
+                (checkpoint_id,),
+            )
+        ]
+
+    def published_checkpoint(self) -> bytes | None:
+        """The latest checkpoint note with every cosignature collected for it."""
+        cp = self.latest_checkpoint()
+        if cp is None:
+            return None
+        return cp[4] + b"".join(self.cosignature_lines(cp[0]))
+
+    def contract_rows(self) -> list[dict]:
+        cols = ", ".join(CONTRACT_COLUMNS)
+        rows = self.conn.execute(f"SELECT {cols} FROM contracts ORDER BY symbol").fetchall()
+        return [dict(zip(CONTRACT_COLUMNS, r)) for r in rows]
+
+    def load_book(self) -> FundBook:
+        """The state of every fund, from the ``contracts`` summary."""
+        book = FundBook(seen=_SeenInDb(self.conn))
+        from .fund import parse_amount
+
+        for r in self.contract_rows():
+            c = Contract(r["symbol"], r["currency"], r["scale"], r["type"], r["multiplier"], r["registered_seq"])
+            book.funds[c.symbol] = Fund(
+                c,
+                balance=parse_amount(r["balance"], c.scale),
+                credited=parse_amount(r["credited"], c.scale),
+                paid=parse_amount(r["paid"], c.scale),
+                adl=parse_amount(r["adl"], c.scale),
+                liquidations=r["liquidations"],
+                last_seq=r["last_seq"],
+                last_time=r["last_time"],
+                last_price=r["last_price"],
+            )
+        return book
+
+    def history(self, symbol: str, limit: int | None = None, offset: int = 0) -> list[dict]:
+        cols = ENTRY_COLUMNS[3:]
+        q = f"SELECT seq, {', '.join(cols)} FROM entries WHERE contract = ? ORDER BY seq"
+        args: list = [symbol]
+        if limit is not None:
+            q += " LIMIT ? OFFSET ?"
+            args += [limit, offset]
+        return [dict(zip(("seq",) + cols, r)) for r in self.conn.execute(q, args)]
+
+    # -- writing -----------------------------------------------------------------
+
+    def _require_writer(self) -> None:
+        if self.readonly:
+            raise InvariantError("write on a read-only store")
+
+    def _check_signer(self, signers: Sequence[note.Signer]) -> None:
+        if not signers or signers[0].verifier().vkey() != self.vkey:
+            raise StoreError("the key does not match this ledger's log key")
+
+    def append(
+        self,
+        records: Iterable[dict],
+        signers: Sequence[note.Signer],
+        clock: Callable[[], str] = now_time,
+    ) -> AppendResult:
+        """Append ``records`` (user records with a ``kind``) in ONE transaction.
+
+        Each record is checked by the fund rules against the state inside the
+        transaction; a replayed liquidation (or an identical contract) is
+        skipped and reported in ``duplicates``. Any other bad record raises
+        and rolls the whole call back: nothing is written."""
+        self._require_writer()
+        self._check_signer(signers)
+        conn = self.conn
+        result = AppendResult()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            size = 0 if head is None else head[0] + 1
+            prev = entry_mod.ZERO_HASH if head is None else head[1]
+            edge_idx = merkle.compact_range_indexes(size)
+            cache = dict(zip(edge_idx, self.read_hashes(edge_idx)))
+            reader = _DictReader(cache)
+            book = self.load_book()
+            touched: set[str] = set()
+            entry_rows = []
+            tree_rows = []
+            count = 0
+            for record in records:
+                count += 1
+                if count > MAX_BATCH:
+                    raise InvariantError(f"more than {MAX_BATCH} records in one append")
+                try:
+                    fields = book.build(record)
+                except DuplicateLiquidation as d:
+                    result.duplicates.append(str(d))
+                    continue
+                except DuplicateContract as d:
+                    result.duplicates.append(str(d))
+                    continue
+                t = record.get("time")
+                time = clock() if t is None else parse_time(t)
+                text = entry_mod.entry_text(fields, size, prev, time)
+                data = entry_mod.sign_entry(text, signers)
+                leaf = merkle.leaf_hash(data)
+                fields["seq"] = size
+                fields["time"] = time
+                book.apply(fields)
+                touched.add(fields["contract"])
+                entry_rows.append(derived_columns(size, data, leaf, fields))
+                for i, h in zip(_stored_ids(size), merkle.stored_hashes_for_leaf(size, leaf, reader)):
+                    cache[i] = h
+                    tree_rows.append((i, h))
+                result.appended.append(size)
+                size += 1
+                prev = leaf
+            conn.executemany(_INSERT_ENTRY, entry_rows)
+            conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows)
+            self._write_summaries(book, touched)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        result.tree_size = size
+        return result
+
+    def _write_summaries(self, book: FundBook, symbols: Iterable[str]) -> None:
+        rows = [contract_row(book.funds[s]) for s in sorted(symbols)]
+        cols = ", ".join(CONTRACT_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in CONTRACT_COLUMNS[1:])
+        self.conn.executemany(
+            f"INSERT INTO contracts ({cols}) VALUES ({', '.join('?' * len(CONTRACT_COLUMNS))}) "
+            f"ON CONFLICT(symbol) DO UPDATE SET {updates}",
+            rows,
+        )
+
+    def add_checkpoint(self, signers: Sequence[note.Signer], clock: Callable[[], str] = now_time) -> tuple[int, bytes, bool]:
+        """Sign a checkpoint at the current size, unless the latest one
+        already covers it. Returns ``(tree_size, note, created)``.
+
+        Check and write happen in one ``BEGIN IMMEDIATE`` transaction: the
+        new tree is proved consistent with the previous checkpoint's (from
+        the stored hashes) before anything is signed."""
+        self._require_writer()
+        self._check_signer(signers)
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            size = self.size()
+            root = merkle.tree_hash(size, self)
+            last = self.latest_checkpoint()
+            if last is not None:
+                _, old_size, old_root, _, old_note = last
+                if old_size > size:
+                    raise StoreError(f"the log has {size} entries but checkpoint {old_size} exists: refusing")
+                proof = merkle.prove_consistency(size, old_size, self)
+                merkle.verify_consistency(old_size, size, proof, old_root, root)
+                if old_size == size:
+                    conn.execute("ROLLBACK")
+                    return size, old_note, False
+            text = note.Checkpoint(self.origin, size, root).text()
+            signed = note.sign_note(text, signers)
+            conn.execute(
+                "INSERT INTO checkpoints (id, tree_size, root, time, note) VALUES "
+                "((SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints), ?, ?, ?, ?)",
+                (size, root, clock(), signed),
+            )
+            conn.execute("COMMIT")
+        except ProofError as e:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"refusing to sign: the log is not consistent with the last checkpoint ({e})") from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return size, signed, True
+
+    def add_cosignature(self, checkpoint_id: int, name: str, key_id: bytes, timestamp: int, line: bytes) -> None:
+        self._require_writer()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO cosignatures (checkpoint_id, name, key_id, timestamp, line) VALUES (?, ?, ?, ?, ?)",
+                (checkpoint_id, name, key_id.hex(), timestamp, line),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+
+class _DictReader:
+    def __init__(self, cache: dict[int, bytes]):
+        self.cache = cache
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        try:
+            return [self.cache[i] for i in indexes]
+        except KeyError as e:
+            raise InvariantError(f"stored hash {e.args[0]} not cached") from None
+
+
+def _stored_ids(n: int) -> list[int]:
+    """The stored-hash indexes written when leaf ``n`` is appended."""
+    first = merkle.stored_hash_index(0, n)
+    return list(range(first, first + merkle.stored_hash_count(n + 1) - merkle.stored_hash_count(n)))

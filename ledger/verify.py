@@ -1,0 +1,635 @@
+"""The verifier: recompute everything from the entry bytes, trust nothing else.
+
+It reads a *source* (a ledger database, an export directory of C2SP tiles, or
+the http(s) URL where one is published) and checks, in one streaming pass:
+
+1. the latest checkpoint is a signed note by the log key, for the log's origin;
+2. each entry is a signed note by the log key and nothing else, at most
+   65,535 bytes, whose text is one line of canonical JSON;
+3. ``seq`` counts 0, 1, 2, ... and ``prev`` is the RFC 6962 leaf hash of the
+   entry before (32 zero bytes for seq 0);
+4. the entry is exactly what the fund rules give: it is rebuilt from its own
+   inputs (contract terms; liquidation side, quantity and prices) and the
+   state the earlier entries left, and the bytes must match. This catches a
+   wrong movement, payout, ADL split or balance, an unknown kind or field, a
+   duplicate liquidation id, a non-canonical spelling;
+5. the RFC 6962 root of all entries equals the checkpoint's root, and every
+   hash tile matches the recomputed tree;
+6. with ``trusted``, the root at the trusted checkpoint's size equals its root
+   (the log extends what the auditor saw) and the log is not older;
+7. for a database, every derived column, stored hash, summary row and stored
+   checkpoint agrees with the entry bytes.
+
+Signature checks run in worker processes, one per core. This module never
+imports the writer; a database is read through the store's read-only open,
+imported only for database sources.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from nacl.bindings import crypto_sign_open
+
+from . import merkle, note
+from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
+from .errors import FundledgerError, FormatError, InputError, VerificationError
+from .fund import FundBook, parse_time
+
+MAX_CHECKPOINT_BYTES = 1 << 20
+MAX_VKEY_BYTES = 4096
+MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
+MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
+SIG_BATCH = 512  # entries per signature-check task
+HTTP_TIMEOUT_S = 30
+
+
+# --- sources -------------------------------------------------------------------
+
+
+class Source:
+    """Where the log is read from. Subclasses provide the raw pieces."""
+
+    description = "source"
+
+    def vkey(self) -> str | None:
+        raise NotImplementedError
+
+    def checkpoint(self) -> bytes | None:
+        raise NotImplementedError
+
+    def entries(self, tree_size: int, start: int = 0) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def read_tile(self, level: int, index: int, width: int) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _FileTree(Source):
+    """A C2SP tlog-tiles tree read by relative path (directory or URL)."""
+
+    def fetch(self, path: str, limit: int) -> bytes | None:
+        raise NotImplementedError
+
+    def vkey(self) -> str | None:
+        data = self.fetch("vkey", MAX_VKEY_BYTES)
+        return None if data is None else data.decode("utf-8", "replace").strip()
+
+    def checkpoint(self) -> bytes | None:
+        return self.fetch("checkpoint", MAX_CHECKPOINT_BYTES)
+
+    def read_tile(self, level: int, index: int, width: int) -> bytes:
+        path = merkle.tile_path(level, index, width)
+        data = self.fetch(path, MAX_TILE_BYTES)
+        if data is None:
+            raise VerificationError(f"{path} is missing")
+        return data
+
+    def entries(self, tree_size: int, start: int = 0) -> Iterator[bytes]:
+        """Entries ``start..tree_size-1`` from the entry bundles."""
+        w = merkle.TILE_WIDTH
+        for index in range(start // w, (tree_size + w - 1) // w):
+            width = min(w, tree_size - index * w)
+            path = merkle.entries_path(index, width)
+            data = self.fetch(path, MAX_BUNDLE_BYTES)
+            if data is None:
+                raise VerificationError(f"{path} is missing", seq=index * w)
+            items = split_bundle(data, width, index * w)
+            skip = max(0, start - index * w)
+            yield from items[skip:]
+
+
+def split_bundle(data: bytes, width: int, first_seq: int) -> list[bytes]:
+    """The entries of a C2SP entry bundle: each a big-endian uint16 length
+    and that many bytes, exactly ``width`` of them and nothing after."""
+    out = []
+    pos = 0
+    for i in range(width):
+        if pos + 2 > len(data):
+            raise VerificationError("entry bundle is truncated", seq=first_seq + i)
+        n = int.from_bytes(data[pos : pos + 2], "big")
+        pos += 2
+        if pos + n > len(data):
+            raise VerificationError("entry bundle is truncated", seq=first_seq + i)
+        out.append(data[pos : pos + n])
+        pos += n
+    if pos != len(data):
+        raise VerificationError("entry bundle has bytes after its last entry", seq=first_seq + width - 1)
+    return out
+
+
+class DirSource(_FileTree):
+    def __init__(self, root: str):
+        self.root = os.path.realpath(root)
+        self.description = f"export {root}"
+
+    def fetch(self, path: str, limit: int) -> bytes | None:
+        full = os.path.realpath(os.path.join(self.root, path))
+        if not full.startswith(self.root + os.sep):
+            raise InputError(f"path {path!r} escapes the export directory")
+        try:
+            with open(full, "rb") as f:
+                data = f.read(limit + 1)
+        except FileNotFoundError:
+            return None
+        if len(data) > limit:
+            raise VerificationError(f"{path} is larger than {limit} bytes")
+        return data
+
+
+class UrlSource(_FileTree):
+    def __init__(self, url: str):
+        self.base = url if url.endswith("/") else url + "/"
+        self.description = f"site {url}"
+
+    def fetch(self, path: str, limit: int) -> bytes | None:
+        url = urllib.parse.urljoin(self.base, path)
+        req = urllib.request.Request(url, headers={"User-Agent": "fundledger-verify"})
+        try:
+            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
+                data = r.read(limit + 1)
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise VerificationError(f"{url}: HTTP {e.code}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise InputError(f"{url}: {getattr(e, 'reason', e)}") from None
+        if len(data) > limit:
+            raise VerificationError(f"{path} is larger than {limit} bytes")
+        return data
+
+
+class DbSource(Source):
+    """A ledger database, opened read-only."""
+
+    def __init__(self, path: str):
+        from .store import Store  # only database sources need sqlite
+
+        self.store = Store.open(path, readonly=True)
+        self.description = f"database {path}"
+        # One read transaction for the whole run: a consistent snapshot even
+        # while a writer appends.
+        self.store.conn.execute("BEGIN")
+
+    def vkey(self) -> str | None:
+        return self.store.vkey
+
+    def checkpoint(self) -> bytes | None:
+        return self.store.published_checkpoint()
+
+    def size(self) -> int:
+        return self.store.size()
+
+    def entries(self, tree_size: int, start: int = 0) -> Iterator[bytes]:
+        expect = start
+        for seq, data in self.store.iter_entries(start, tree_size):
+            if seq != expect:
+                raise VerificationError(f"entry {expect} is missing", seq=expect)
+            yield data
+            expect += 1
+        if expect != tree_size:
+            raise VerificationError(f"entry {expect} is missing", seq=expect)
+
+    def read_tile(self, level: int, index: int, width: int) -> bytes:
+        return b"".join(self.store.read_hashes(merkle.tile_hash_indexes(level, index, width)))
+
+    def close(self) -> None:
+        try:
+            self.store.conn.execute("COMMIT")
+        finally:
+            self.store.close()
+
+
+def open_source(source: str) -> Source:
+    """A database file, an export directory, or an http(s) URL."""
+    if source.startswith(("http://", "https://")):
+        return UrlSource(source)
+    if os.path.isdir(source):
+        return DirSource(source)
+    if os.path.isfile(source):
+        return DbSource(source)
+    raise InputError(f"{source}: no such database, directory or URL")
+
+
+# --- signature checks in worker processes ----------------------------------------
+
+
+def _check_signatures(batch: list[tuple[int, bytes, bytes, bytes]]) -> tuple[int, str] | None:
+    """``(seq, public key, message, signature)`` items; the first failure.
+    Ed25519 by libsodium (``crypto_sign_open``), as in :mod:`ledger.note`."""
+    for seq, public_key, message, signature in batch:
+        try:
+            crypto_sign_open(signature + message, public_key)
+        except Exception:  # nacl's BadSignatureError or a libsodium refusal
+            return seq, "signature does not verify"
+    return None
+
+
+class SignatureChecker:
+    """Ed25519 checks spread over ``workers`` processes (inline for 1)."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers) if workers > 1 else None
+        self.pending = []
+        self.batch: list = []
+
+    def add(self, seq: int, public_key: bytes, message: bytes, signature: bytes) -> None:
+        self.batch.append((seq, public_key, message, signature))
+        if len(self.batch) >= SIG_BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self.batch = self.batch, []
+        if not batch:
+            return
+        if self.pool is None:
+            self._raise(_check_signatures(batch))
+            return
+        self.pending.append(self.pool.submit(_check_signatures, batch))
+        while len(self.pending) > 4 * self.workers:
+            self._raise(self.pending.pop(0).result())
+
+    @staticmethod
+    def _raise(bad) -> None:
+        if bad is not None:
+            raise VerificationError(bad[1], seq=bad[0])
+
+    def finish(self) -> None:
+        self._submit()
+        try:
+            for f in self.pending:
+                self._raise(f.result())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for f in self.pending:
+                f.cancel()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+# --- the checks --------------------------------------------------------------------
+
+
+def load_vkey(value: str) -> note.Verifier:
+    """A verifier key given inline or as the path of a file holding one."""
+    text = value
+    if os.path.isfile(value):
+        with open(value, "rb") as f:
+            text = f.read(MAX_VKEY_BYTES + 1).decode("utf-8", "replace")
+    try:
+        return note.parse_vkey(text.strip())
+    except FundledgerError as e:
+        raise InputError(f"bad verifier key: {e}") from None
+
+
+def open_checkpoint(data: bytes, verifiers: Sequence[note.Verifier], what: str = "checkpoint") -> note.Checkpoint:
+    """A checkpoint note signed by one of ``verifiers``, for their origin."""
+    try:
+        text, _ = note.open_note(data, verifiers, max_bytes=MAX_CHECKPOINT_BYTES)
+        cp = note.parse_checkpoint(text)
+    except VerificationError as e:
+        raise VerificationError(f"{what}: {e.reason}") from None
+    except FundledgerError as e:
+        raise VerificationError(f"{what}: {e}") from None
+    if cp.origin != verifiers[0].name:
+        raise VerificationError(f"{what} is for origin {cp.origin!r}, not {verifiers[0].name!r}")
+    return cp
+
+
+def rebuild(book: FundBook, obj: dict) -> dict:
+    """The fields the rules give for the entry whose JSON is ``obj``."""
+    kind = obj.get("kind")
+    if kind == "contract":
+        record = {k: obj.get(k) for k in ("currency", "scale", "type", "multiplier")}
+        record["symbol"] = obj.get("contract")
+        record["kind"] = kind
+    elif kind == "liquidation":
+        record = {k: obj.get(k) for k in ("kind", "contract", "id", "side", "qty", "bankruptcy_price", "fill_price")}
+        if "mark_price" in obj:
+            record["mark_price"] = obj["mark_price"]
+    else:
+        raise VerificationError(f"unknown entry kind {str(kind)[:30]!r}")
+    try:
+        return book.build(record)
+    except FundledgerError as e:
+        raise VerificationError(str(e)) from None
+
+
+def explain_mismatch(obj: dict, expected: dict) -> str:
+    for k in obj:
+        if k not in expected:
+            return f"unexpected field {k[:30]!r}"
+    for k in expected:
+        if k not in obj:
+            return f"missing field {k!r}"
+    for k in expected:
+        if obj[k] != expected[k]:
+            return f"{k} is {str(obj[k])[:60]!r} but the rules give {str(expected[k])[:60]!r}"
+    return "entry is not in canonical encoding"
+
+
+@dataclass
+class Report:
+    """What a successful verification established."""
+
+    tree_size: int
+    root: bytes
+    book: FundBook
+    checkpoint_size: int
+    entries_checked: int
+    source: str
+    key_source: str
+    cosignatures: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {
+            "ok": True,
+            "size": self.tree_size,
+            "root": base64.b64encode(self.root).decode(),
+            "checkpoint_size": self.checkpoint_size,
+            "entries_checked": self.entries_checked,
+            "source": self.source,
+            "key": self.key_source,
+            "cosignatures": self.cosignatures,
+            "contracts": [f.summary() for _, f in sorted(self.book.funds.items())],
+        }
+
+
+class TileChecker:
+    """Recomputes every hash tile from the leaf hashes as they stream by and
+    compares it with the published one. Level L tiles hold the hashes of
+    subtrees of 2**(8L) leaves."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.levels: list[list[bytes]] = [[]]
+        self.index: list[int] = [0]
+
+    def add(self, leaf: bytes) -> None:
+        self._push(0, leaf)
+
+    def _push(self, level: int, h: bytes) -> None:
+        if level == len(self.levels):
+            self.levels.append([])
+            self.index.append(0)
+        buf = self.levels[level]
+        buf.append(h)
+        if len(buf) == merkle.TILE_WIDTH:
+            self._compare(level, self.index[level], buf)
+            top = _perfect_root(buf)
+            self.levels[level] = []
+            self.index[level] += 1
+            self._push(level + 1, top)
+
+    def _compare(self, level: int, index: int, hashes: list[bytes]) -> None:
+        got = self.source.read_tile(level, index, len(hashes))
+        if got != b"".join(hashes):
+            first = index * merkle.TILE_WIDTH << (merkle.TILE_HEIGHT * level)
+            raise VerificationError(
+                f"hash tile {merkle.tile_path(level, index, len(hashes))} does not match the entries",
+                seq=first,
+            )
+
+    def finish(self) -> None:
+        for level, buf in enumerate(self.levels):
+            if buf:
+                self._compare(level, self.index[level], buf)
+
+
+def _perfect_root(hashes: list[bytes]) -> bytes:
+    while len(hashes) > 1:
+        hashes = [merkle.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+    return hashes[0]
+
+
+def verify(
+    source: Source,
+    vkeys: Sequence[note.Verifier] = (),
+    trusted: bytes | None = None,
+    workers: int | None = None,
+    check_tiles: bool = True,
+) -> Report:
+    """Verify ``source`` completely; raise VerificationError at the first fault."""
+    key_source = "given"
+    if not vkeys:
+        published = source.vkey()
+        if published is None:
+            raise VerificationError("the source publishes no verifier key; pass --vkey")
+        vkeys = [load_vkey(published)]
+        key_source = "published by the source (pass --vkey to pin it)"
+    log_key = vkeys[0]
+    cp_bytes = source.checkpoint()
+    if cp_bytes is None:
+        raise VerificationError("no signed checkpoint (run `fundledger checkpoint`)")
+    cp = open_checkpoint(cp_bytes, vkeys)
+    cosigs = [s.name for s in note.split_note(cp_bytes, MAX_CHECKPOINT_BYTES)[1] if s.key_id != log_key.key_id]
+
+    trusted_cp = None
+    if trusted is not None:
+        trusted_cp = open_checkpoint(trusted, vkeys, "trusted checkpoint")
+        if trusted_cp.tree_size > cp.tree_size:
+            raise VerificationError(
+                f"rollback: the source's checkpoint has {cp.tree_size} entries, fewer than the trusted {trusted_cp.tree_size}"
+            )
+
+    size = cp.tree_size
+    if isinstance(source, DbSource):
+        size = max(size, source.size())  # entries after the checkpoint are checked too
+    roots_wanted = {cp.tree_size}
+    if trusted_cp is not None:
+        roots_wanted.add(trusted_cp.tree_size)
+    db_checks = DbCrossCheck(source.store) if isinstance(source, DbSource) else None
+    if db_checks is not None:
+        roots_wanted.update(db_checks.checkpoint_sizes())
+    roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
+
+    book = FundBook()
+    tree = merkle.CompactRange()
+    tiles = TileChecker(source) if check_tiles and not isinstance(source, DbSource) else None
+    if workers is None:
+        workers = (os.cpu_count() or 1) if size >= 8 * SIG_BATCH else 1
+    sigs = SignatureChecker(workers)
+    prev = ZERO_HASH
+    seq = 0
+    try:
+        for data in source.entries(size):
+            obj, text = check_entry_shape(data, seq, log_key, sigs)
+            if obj.get("prev") != base64.b64encode(prev).decode():
+                raise VerificationError("prev is not the hash of the entry before", seq=seq)
+            if obj.get("seq") != seq:
+                raise VerificationError(f"seq is {str(obj.get('seq'))[:20]}, expected {seq}", seq=seq)
+            try:
+                time = parse_time(obj.get("time"))
+            except FundledgerError as e:
+                raise VerificationError(str(e), seq=seq) from None
+            try:
+                expected = rebuild(book, obj)
+            except VerificationError as e:
+                raise VerificationError(e.reason, seq=seq) from None
+            if entry_text(expected, seq, prev, time) != text:
+                full = dict(expected, seq=seq, prev=obj.get("prev"), time=time)
+                raise VerificationError(explain_mismatch(obj, full), seq=seq)
+            expected["seq"] = seq
+            expected["time"] = time
+            book.apply(expected)
+            leaf = merkle.leaf_hash(data)
+            tree.append(leaf)
+            if tiles is not None:
+                tiles.add(leaf)
+            if db_checks is not None:
+                db_checks.entry(seq, data, leaf, expected)
+            prev = leaf
+            seq += 1
+            if seq in roots_wanted:
+                roots[seq] = tree.root()
+        if seq != size:
+            raise VerificationError(f"the log ends at {seq} entries, expected {size}", seq=seq)
+        sigs.finish()
+    finally:
+        sigs.close()
+    if roots[cp.tree_size] != cp.root_hash:
+        raise VerificationError(
+            f"the checkpoint's root does not match the entries (size {cp.tree_size})",
+            seq=max(cp.tree_size - 1, 0),
+        )
+    if trusted_cp is not None and roots[trusted_cp.tree_size] != trusted_cp.root_hash:
+        raise VerificationError(
+            f"the log does not extend the trusted checkpoint: history up to {trusted_cp.tree_size} was rewritten",
+            seq=None,
+        )
+    if tiles is not None:
+        tiles.finish()
+    if db_checks is not None:
+        db_checks.finish(book, roots, vkeys)
+    return Report(size, tree.root(), book, cp.tree_size, seq, source.description, key_source, cosigs)
+
+
+def check_entry_shape(data: bytes, seq: int, log_key: note.Verifier, sigs: SignatureChecker) -> tuple[dict, bytes]:
+    """Split an entry's note, queue its signature check, parse its JSON."""
+    if len(data) > MAX_ENTRY_BYTES:
+        raise VerificationError(f"entry is over {MAX_ENTRY_BYTES} bytes", seq=seq)
+    try:
+        text, signatures = note.split_note(data, MAX_ENTRY_BYTES)
+    except FundledgerError as e:
+        raise VerificationError(f"not a signed note: {e}", seq=seq) from None
+    if len(signatures) != 1:
+        raise VerificationError(f"{len(signatures)} signatures, expected exactly one by the log key", seq=seq)
+    s = signatures[0]
+    if s.name != log_key.name or s.key_id != log_key.key_id:
+        raise VerificationError(f"signed by an unknown key {s.name}+{s.key_id.hex()}", seq=seq)
+    if len(s.signature) != 64:
+        raise VerificationError("malformed signature", seq=seq)
+    sigs.add(seq, log_key.public_key, text, s.signature)
+    try:
+        obj = parse_entry_text(text)
+    except FundledgerError as e:
+        raise VerificationError(f"entry text: {e}", seq=seq) from None
+    return obj, text
+
+
+class DbCrossCheck:
+    """Checks a database's derived data against what the entries give."""
+
+    def __init__(self, store):
+        self.store = store
+        self.rows = store.iter_rows()
+        self.tree_ids = _StoredHashes()
+        self.tree_rows = store.conn.execute("SELECT id, hash FROM tree ORDER BY id")
+
+    def checkpoint_sizes(self) -> set[int]:
+        return {row[1] for row in self.store.checkpoints()}
+
+    def entry(self, seq: int, data: bytes, leaf: bytes, fields: dict) -> None:
+        from .store import derived_columns
+
+        row = next(self.rows, None)
+        if row is None or tuple(row) != derived_columns(seq, data, leaf, fields):
+            raise VerificationError("a derived column of the entries table does not match the entry", seq=seq)
+        for want in self.tree_ids.add(seq, leaf):
+            got = self.tree_rows.fetchone()
+            if got is None or tuple(got) != want:
+                raise VerificationError("a stored Merkle hash does not match the entries", seq=seq)
+
+    def finish(self, book: FundBook, roots: dict[int, bytes], vkeys) -> None:
+        from .store import contract_row
+
+        if next(self.rows, None) is not None:
+            raise VerificationError("the entries table has rows beyond the log")
+        if self.tree_rows.fetchone() is not None:
+            raise VerificationError("the tree table has hashes beyond the log")
+        want = sorted(contract_row(f) for f in book.funds.values())
+        got = sorted(tuple(r.values()) for r in self.store.contract_rows())
+        if want != got:
+            raise VerificationError("the contracts summary table does not match the entries")
+        last_size = 0
+        for cid, size, root, _time, signed in self.store.checkpoints():
+            cp = open_checkpoint(signed, vkeys, f"stored checkpoint {cid}")
+            if (cp.tree_size, cp.root_hash) != (size, root):
+                raise VerificationError(f"stored checkpoint {cid}: columns do not match its note")
+            if size < last_size or roots.get(size) != root:
+                raise VerificationError(f"stored checkpoint {cid} is not consistent with the entries")
+            last_size = size
+
+
+class _StoredHashes:
+    """Yields the ``(id, hash)`` rows the tree table must hold, leaf by leaf."""
+
+    def __init__(self):
+        self.cache: dict[int, bytes] = {}
+
+    def read_hashes(self, indexes):
+        return [self.cache[i] for i in indexes]
+
+    def add(self, n: int, leaf: bytes) -> list[tuple[int, bytes]]:
+        hashes = merkle.stored_hashes_for_leaf(n, leaf, self)
+        first = merkle.stored_hash_index(0, n)
+        out = [(first + i, h) for i, h in enumerate(hashes)]
+        for i, h in out:
+            self.cache[i] = h
+        # keep only the right edge: what later leaves can still read
+        keep = set(merkle.compact_range_indexes(n + 1))
+        if len(self.cache) > 4 * len(keep) + 64:
+            self.cache = {i: self.cache[i] for i in keep}
+        return out
+
+
+def verify_path(
+    source: str,
+    vkey: str | None = None,
+    trusted_path: str | None = None,
+    workers: int | None = None,
+) -> Report:
+    """``fundledger verify``: open SOURCE, load the optional key and trusted
+    checkpoint, verify."""
+    vkeys = [load_vkey(vkey)] if vkey else []
+    trusted = None
+    if trusted_path is not None:
+        try:
+            with open(trusted_path, "rb") as f:
+                trusted = f.read(MAX_CHECKPOINT_BYTES + 1)
+        except OSError as e:
+            raise InputError(f"{trusted_path}: {e.strerror}") from None
+    src = open_source(source)
+    try:
+        return verify(src, vkeys, trusted, workers)
+    finally:
+        src.close()
+
+
+def failure_json(e: VerificationError) -> dict:
+    return {"ok": False, "seq": e.seq, "reason": e.reason}
