@@ -365,6 +365,43 @@ def export(directory, full, db_path):
     click.echo(f"exported tree size {r.tree_size} (was {r.previous_size}): {r.files_written} files written")
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@db_option
+@handled
+def serve(host, port, db_path):
+    """Serve the read-only transparency site (Datasette) and the log's C2SP
+    tiles, live from the ledger database.
+
+    Example: fundledger serve --db demo/fund.db --port 8001
+    """
+    from publish.site import serve as run_site
+
+    open_store(db_path, readonly=True).close()  # a clear error for a missing ledger
+    run_site(db_path, host, port)
+
+
+@cli.command()
+@click.option("--dir", "directory", default="demo", show_default=True, type=click.Path(file_okay=False),
+              help="Where to build the demo (must not hold a ledger already).")
+@click.option("--seed", default=2026, show_default=True, help="Random seed: the same seed gives the same market.")
+@click.option("--liquidations", default=3000, show_default=True, type=click.IntRange(10, 10_000_000),
+              help="How many liquidations to simulate.")
+@handled
+def demo(directory, seed, liquidations):
+    """Tell the whole story on a simulated market: a ledger on the demo
+    market's contracts, liquidations with surpluses and shortfalls, a
+    volatile spell that drains a fund into ADL, checkpoints, verification
+    and a static export.
+
+    Example: fundledger demo --dir demo --seed 7
+    """
+    from .demo import run_demo
+
+    run_demo(directory, seed=seed, liquidations=liquidations, echo=click.echo)
+
+
 def main() -> None:  # console script
     cli(prog_name="fundledger")
 

@@ -15,6 +15,10 @@ anything else, ``LimitError`` for input over a limit below,
 ``KeyFileError`` for a malformed key string, ``SignatureError`` when no
 valid signature by a required key is present.
 
+Beyond the agreed API: ``parse_signature_lines`` (an add-checkpoint response
+body), ``Signer.with_alg`` / ``Verifier.with_alg`` (the same Ed25519 key as
+a 0x01 note key or a 0x04 cosigner key), and the constants below.
+
 Choices where the specs are silent (the strict reading each time):
 
 * Base64 is RFC 4648 section 4 standard base64 *with* padding, and must be
@@ -656,9 +660,9 @@ def format_receipt(r: Receipt) -> bytes:
     """
     idx = _check_uint63(r.leaf_index, "receipt index")
     proof = _check_hashes(r.proof, "receipt")
-    cp = _parse_signed_checkpoint(r.checkpoint, MAX_NOTE_BYTES) if isinstance(r.checkpoint, bytes) else None
-    if cp is None:
+    if not isinstance(r.checkpoint, bytes):
         raise FormatError("receipt checkpoint must be bytes")
+    cp = _parse_signed_checkpoint(r.checkpoint, MAX_NOTE_BYTES)
     if idx >= cp.tree_size:
         raise FormatError(f"receipt index {idx} is not below the tree size {cp.tree_size}")
     out = [RECEIPT_HEADER, b"\n"]
