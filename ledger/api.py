@@ -71,25 +71,36 @@ def _records(stream: IO[bytes]) -> Iterator[tuple[int, dict]]:
         yield lineno, record
 
 
+def _chunks(stream: IO[bytes], size: int) -> Iterator[list[tuple[int, dict]]]:
+    chunk: list[tuple[int, dict]] = []
+    for item in _records(stream):
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def check_import(store: Store, stream: IO[bytes]) -> tuple[int, int]:
     """Pass 1 of an import: every line parsed and checked by the fund rules
     against the ledger's state, nothing written. Returns ``(records,
     duplicates)``; raises on the first bad line."""
     book = store.load_book()
     records = duplicates = 0
-    for lineno, record in _records(stream):
-        records += 1
-        try:
-            fields = book.build(record)
-            t = record.get("time")
-            fields["time"] = "" if t is None else parse_time(t)
-        except (DuplicateLiquidation, DuplicateContract):
-            duplicates += 1
-            continue
-        except FundledgerError as e:
-            raise type(e)(f"line {lineno}: {e}") from None
-        fields["seq"] = -1
-        book.apply(fields)
+    for chunk in _chunks(stream, IMPORT_BATCH):
+        book.seen.prefetch([r for _, r in chunk])
+        for lineno, record in chunk:
+            records += 1
+            try:
+                book.check(record)
+                t = record.get("time")
+                if t is not None:
+                    parse_time(t)
+            except (DuplicateLiquidation, DuplicateContract):
+                duplicates += 1
+            except FundledgerError as e:
+                raise type(e)(f"line {lineno}: {e}") from None
     return records, duplicates
 
 
@@ -130,13 +141,9 @@ def import_records(
         progress(len(batch))
         batch.clear()
 
-    for lineno, record in _records(stream):
-        if not batch:
-            first_line = lineno
-        batch.append(record)
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
+    for chunk in _chunks(stream, batch_size):
+        first_line = chunk[0][0]
+        batch.extend(r for _, r in chunk)
         flush()
     if result.tree_size == 0:
         result.tree_size = store.size()
@@ -203,25 +210,32 @@ def prove(store: Store, seq: int) -> bytes:
     return note.format_receipt(receipt)
 
 
-def consistency(store: Store, old_checkpoint: bytes) -> bytes:
+def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int | None = None) -> bytes:
     """The C2SP tlog-witness add-checkpoint body proving that the latest
-    checkpoint extends ``old_checkpoint`` (a signed checkpoint of this log)."""
+    checkpoint extends ``old_checkpoint`` (a signed checkpoint of this log),
+    or the tree of ``old_size`` entries (0 for a witness's first request)."""
     from .verify import open_checkpoint
 
-    verifier = note.parse_vkey(store.vkey)
-    try:
-        old = open_checkpoint(old_checkpoint, [verifier], "old checkpoint")
-    except FundledgerError as e:
-        raise InputError(str(e)) from None
     _, size, _, _, _ = _latest(store)
-    if old.tree_size > size:
-        raise InputError(f"the old checkpoint ({old.tree_size}) is newer than the latest ({size})")
-    if store.tree_hash(old.tree_size) != old.root_hash:
-        from .errors import VerificationError
+    if (old_checkpoint is None) == (old_size is None):
+        raise InputError("give either an old checkpoint or --old-size")
+    if old_checkpoint is not None:
+        verifier = note.parse_vkey(store.vkey)
+        try:
+            old = open_checkpoint(old_checkpoint, [verifier], "old checkpoint")
+        except FundledgerError as e:
+            raise InputError(str(e)) from None
+        if old.tree_size > size:
+            raise InputError(f"the old checkpoint ({old.tree_size}) is newer than the latest ({size})")
+        if store.tree_hash(old.tree_size) != old.root_hash:
+            from .errors import VerificationError
 
-        raise VerificationError(f"the old checkpoint's root is not this log's root at size {old.tree_size}")
-    proof = merkle.prove_consistency(size, old.tree_size, store)
-    return note.format_consistency(note.ConsistencyProof(old.tree_size, tuple(proof), store.published_checkpoint()))
+            raise VerificationError(f"the old checkpoint's root is not this log's root at size {old.tree_size}")
+        old_size = old.tree_size
+    elif not 0 <= old_size <= size:
+        raise InputError(f"--old-size must be from 0 to the latest checkpoint's size {size}")
+    proof = merkle.prove_consistency(size, old_size, store)
+    return note.format_consistency(note.ConsistencyProof(old_size, tuple(proof), store.published_checkpoint()))
 
 
 def check_receipt(data: bytes, verifier: note.Verifier) -> dict:
@@ -245,3 +259,16 @@ def check_receipt(data: bytes, verifier: note.Verifier) -> dict:
     if obj.get("seq") != r.leaf_index:
         raise VerificationError(f"entry seq {obj.get('seq')} is not the receipt's index {r.leaf_index}")
     return {"ok": True, "seq": r.leaf_index, "tree_size": cp.tree_size, "entry": obj}
+
+
+def attach_cosignatures(store: Store, lines: bytes, witnesses: list[note.Verifier]) -> list[str]:
+    """Verify witness cosignature lines on the latest checkpoint and keep
+    them; they are published with it. Returns the witnesses' names."""
+    from .witness import check_cosignatures
+
+    cid, _, _, _, signed = _latest(store)
+    names = []
+    for w, timestamp, line in check_cosignatures(signed, lines, witnesses):
+        store.add_cosignature(cid, w.name, w.key_id, timestamp, line)
+        names.append(w.name)
+    return names

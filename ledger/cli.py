@@ -268,10 +268,12 @@ def checkpoint_cmd(db_path, key_path):
 @click.option("--vkey", help="The log's verifier key (or a file holding it); default: the one the source publishes.")
 @click.option("--trusted", "trusted_path", type=click.Path(dir_okay=False),
               help="A checkpoint you saved earlier: fail unless the log extends it.")
+@click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable.")
+@click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Signature-check processes [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
 @db_option
-def verify_cmd(source, vkey, trusted_path, workers, as_json, db_path):
+def verify_cmd(source, vkey, trusted_path, witnesses, quorum, workers, as_json, db_path):
     """Recompute every balance from the signed chain and check everything.
 
     SOURCE is a ledger database (default: --db), an export directory or the
@@ -284,7 +286,7 @@ def verify_cmd(source, vkey, trusted_path, workers, as_json, db_path):
     from .verify import failure_json, verify_path
 
     try:
-        report = verify_path(source or db_path, vkey, trusted_path, workers)
+        report = verify_path(source or db_path, vkey, trusted_path, workers, witnesses, quorum)
     except VerificationError as e:
         if as_json:
             echo_json(failure_json(e))
@@ -336,17 +338,20 @@ def check_receipt(receipt, vkey, as_json):
 
 
 @cli.command()
-@click.argument("old_checkpoint", type=click.File("rb"))
+@click.argument("old_checkpoint", type=click.File("rb"), required=False)
+@click.option("--old-size", type=click.IntRange(0), default=None,
+              help="Prove from this tree size instead of a checkpoint (0 for a new witness).")
 @click.option("--out", type=click.File("wb"), default="-", help="Write the proof here [default: stdout].")
 @db_option
 @handled
-def consistency(old_checkpoint, out, db_path):
+def consistency(old_checkpoint, old_size, out, db_path):
     """Prove that the latest checkpoint extends OLD_CHECKPOINT (the body of a
     C2SP tlog-witness add-checkpoint request).
 
     Example: fundledger consistency yesterday.checkpoint --out today.consistency
     """
-    out.write(api.consistency(open_store(db_path, readonly=True), old_checkpoint.read(1 << 20)))
+    old = None if old_checkpoint is None else old_checkpoint.read(1 << 20)
+    out.write(api.consistency(open_store(db_path, readonly=True), old, old_size))
 
 
 @cli.command()
@@ -400,6 +405,82 @@ def demo(directory, seed, liquidations):
     from .demo import run_demo
 
     run_demo(directory, seed=seed, liquidations=liquidations, echo=click.echo)
+
+
+@cli.command("attach-cosignatures")
+@click.argument("file", type=click.File("rb"))
+@click.option("--witness", "witnesses", multiple=True, required=True, help="A witness's key (or file). Repeatable.")
+@db_option
+@handled
+def attach_cosignatures(file, witnesses, db_path):
+    """Keep witness cosignatures (C2SP tlog-cosignature lines in FILE) on the
+    latest checkpoint; they are published with it from then on.
+
+    Example: fundledger attach-cosignatures witness-reply.txt --witness witness.vkey
+    """
+    from .verify import load_vkey
+
+    names = api.attach_cosignatures(open_store(db_path), file.read(1 << 20), [load_vkey(w) for w in witnesses])
+    click.echo(f"attached cosignatures by {', '.join(names)}")
+
+
+@cli.group()
+def witness():
+    """Run a witness: keep checkpoints of logs, cosign only consistent growth."""
+
+
+def witness_options(f):
+    f = click.option("--state", "state_path", default="witness.json", show_default=True,
+                     type=click.Path(dir_okay=False), help="The witness's state file.")(f)
+    return click.option("--key", "key_path", default="witness.key", show_default=True,
+                        type=click.Path(dir_okay=False), help="The witness's key file.")(f)
+
+
+@witness.command("init")
+@click.argument("name")
+@witness_options
+@handled
+def witness_init(name, key_path, state_path):
+    """Create a witness key (cosignature/v1, 0600) named NAME and its state.
+
+    Example: fundledger witness init witness.example.org
+    """
+    from .witness import init_witness
+
+    signer = init_witness(key_path, state_path, name)
+    click.echo(f"witness key: {signer.verifier().vkey()}")
+
+
+@witness.command("add-log")
+@click.argument("vkey")
+@witness_options
+@handled
+def witness_add_log(vkey, key_path, state_path):
+    """Start witnessing the log with verifier key VKEY (or a file holding it).
+
+    Example: fundledger witness add-log demo/export/vkey
+    """
+    from .verify import load_vkey
+    from .witness import add_log
+
+    click.echo(f"witnessing {add_log(state_path, load_vkey(vkey).vkey())}")
+
+
+@witness.command("add-checkpoint")
+@click.argument("request", type=click.File("rb"))
+@click.option("--out", type=click.File("wb"), default="-", help="Write the cosignature line here [default: stdout].")
+@witness_options
+@handled
+def witness_add_checkpoint(request, out, key_path, state_path):
+    """Cosign a checkpoint given a C2SP tlog-witness add-checkpoint REQUEST
+    (what `fundledger consistency` writes), if it is consistent with the
+    last one this witness cosigned.
+
+    Example: fundledger consistency last.checkpoint | fundledger witness add-checkpoint -
+    """
+    from .witness import add_checkpoint
+
+    out.write(add_checkpoint(key_path, state_path, request.read(1 << 20)))
 
 
 def main() -> None:  # console script

@@ -199,9 +199,13 @@ def parse_time(value: object, name: str = "time") -> str:
 
 
 def now_time() -> str:
-    """The current time, canonical, at millisecond precision."""
+    """The current time, canonical (see :func:`parse_time`), to the millisecond."""
     t = datetime.now(timezone.utc)
-    return parse_time(t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z")
+    ms = f"{t.microsecond // 1000:03d}".rstrip("0")
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        + (f".{ms}Z" if ms else "Z")
+    )
 
 
 # --- records and state ------------------------------------------------------------
@@ -229,9 +233,8 @@ class Contract:
     multiplier: str  # canonical decimal
     seq: int  # the entry that registered it
 
-    @property
-    def multiplier_dec(self) -> tuple[int, int]:
-        return parse_positive(self.multiplier, "multiplier")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "multiplier_dec", parse_positive(self.multiplier, "multiplier"))
 
 
 @dataclass
@@ -298,6 +301,9 @@ class FundBook:
 
     funds: dict[str, Fund] = field(default_factory=dict)
     seen: set = field(default_factory=set)  # (contract, liquidation id)
+    # The integers behind the fields returned by the last build(), so that
+    # apply() of those very fields need not parse them back.
+    _last: tuple | None = field(default=None, repr=False)
 
     # -- building new entries (writer) and rebuilding recorded ones (verifier) --
 
@@ -330,12 +336,9 @@ class FundBook:
             "multiplier": mult,
         }
 
-    def liquidation_entry(self, record: dict) -> dict:
-        """The kind-specific fields of a ``liquidation`` entry, movement and
-        payout computed by the rules, for a user's record ``{contract, id,
-        side, qty, bankruptcy_price, fill_price, mark_price?}``.
-
-        Raises :class:`DuplicateLiquidation` for an id already recorded."""
+    def _liquidation_inputs(self, record: dict) -> tuple:
+        """Check a liquidation record's inputs; ``(fund, id, side, qty,
+        bankruptcy, fill, mark)`` with the decimals parsed."""
         symbol = check_symbol(record.get("contract"), "contract")
         fund = self.funds.get(symbol)
         if fund is None:
@@ -349,6 +352,32 @@ class FundBook:
         qty = parse_positive(record.get("qty"), "qty")
         bankruptcy = parse_positive(record.get("bankruptcy_price"), "bankruptcy_price")
         fill = parse_positive(record.get("fill_price"), "fill_price")
+        mark = record.get("mark_price")
+        if mark is not None:
+            mark = parse_positive(mark, "mark_price")
+        return fund, lid, side, qty, bankruptcy, fill, mark
+
+    def check(self, record: dict) -> None:
+        """Check a user's record as :meth:`build` would, without computing
+        the movement, and remember what it registers (a contract, a
+        liquidation id) so later records are checked against it. Used to
+        validate a whole import before anything is written."""
+        if record.get("kind") == "liquidation":
+            fund, lid, *_ = self._liquidation_inputs(record)
+            self.seen.add((fund.contract.symbol, lid))
+        else:
+            fields = self.build(record)
+            fields["seq"], fields["time"] = -1, None
+            self.apply(fields)
+
+    def liquidation_entry(self, record: dict) -> dict:
+        """The kind-specific fields of a ``liquidation`` entry, movement and
+        payout computed by the rules, for a user's record ``{contract, id,
+        side, qty, bankruptcy_price, fill_price, mark_price?}``.
+
+        Raises :class:`DuplicateLiquidation` for an id already recorded."""
+        fund, lid, side, qty, bankruptcy, fill, mark = self._liquidation_inputs(record)
+        symbol = fund.contract.symbol
         c = fund.contract
         delta = movement_units(c.type, side, qty, c.multiplier_dec, bankruptcy, fill, c.scale)
         if delta >= 0:
@@ -366,15 +395,14 @@ class FundBook:
             "bankruptcy_price": decimal_str(*bankruptcy),
             "fill_price": decimal_str(*fill),
         }
-        mark = record.get("mark_price")
         if mark is not None:
-            fields["mark_price"] = decimal_str(*parse_positive(mark, "mark_price"))
-        fields.update(
-            delta=amount_str(delta, c.scale),
-            paid=amount_str(paid, c.scale),
-            adl=amount_str(adl, c.scale),
-            balance=amount_str(balance, c.scale),
-        )
+            fields["mark_price"] = decimal_str(*mark)
+        scale = c.scale
+        fields["delta"] = amount_str(delta, scale)
+        fields["paid"] = amount_str(paid, scale)
+        fields["adl"] = amount_str(adl, scale)
+        fields["balance"] = amount_str(balance, scale)
+        self._last = (fields, delta, paid, adl, balance)
         return fields
 
     def build(self, record: dict) -> dict:
@@ -404,11 +432,15 @@ class FundBook:
         if kind != "liquidation":
             raise InvariantError(f"apply({kind!r})")
         fund = self.funds[symbol]
-        scale = fund.contract.scale
-        delta = parse_amount(entry["delta"], scale, "delta")
-        paid = parse_amount(entry["paid"], scale, "paid")
-        adl = parse_amount(entry["adl"], scale, "adl")
-        balance = parse_amount(entry["balance"], scale, "balance")
+        last = self._last
+        if last is not None and last[0] is entry:
+            _, delta, paid, adl, balance = last
+        else:
+            scale = fund.contract.scale
+            delta = parse_amount(entry["delta"], scale, "delta")
+            paid = parse_amount(entry["paid"], scale, "paid")
+            adl = parse_amount(entry["adl"], scale, "adl")
+            balance = parse_amount(entry["balance"], scale, "balance")
         expected = fund.balance + delta if delta >= 0 else fund.balance - paid
         if balance != expected or balance < 0:
             raise InvariantError(f"seq {seq}: balance {balance} != {expected}")

@@ -11,15 +11,15 @@ import os
 import stat
 
 from . import note
-from .errors import KeyFileError
+from .errors import FundledgerError, KeyFileError
 
 MAX_KEY_FILE_BYTES = 4096
 
 
-def create_key_file(path: str, name: str) -> note.Signer:
+def create_key_file(path: str, name: str, alg: int = note.ALG_ED25519) -> note.Signer:
     """Generate a key named ``name`` and write it to ``path`` (0600, never
-    overwriting)."""
-    signer = note.generate_signer(name)
+    overwriting). ``alg`` 0x04 makes a witness (cosignature/v1) key."""
+    signer = note.generate_signer(name, alg)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -61,5 +61,5 @@ def load_key_file(path: str) -> note.Signer:
         return note.parse_skey(text)
     except KeyFileError as e:
         raise KeyFileError(f"{path}: {e}") from None
-    except Exception as e:  # FormatError from the parser
+    except FundledgerError as e:  # FormatError from the parser
         raise KeyFileError(f"{path}: not a key file ({e})") from None

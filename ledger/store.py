@@ -157,11 +157,14 @@ class _SeenInDb:
 
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
-        self._batch: set = set()
+        self._batch: set = set()  # pairs known to be recorded
+        self._known: set = set()  # ids whose absence from the database is known
 
     def __contains__(self, key) -> bool:
         if key in self._batch:
             return True
+        if key in self._known:
+            return False
         row = self._conn.execute(
             "SELECT 1 FROM entries WHERE contract = ? AND liquidation_id = ?", key
         ).fetchone()
@@ -169,6 +172,21 @@ class _SeenInDb:
 
     def add(self, key) -> None:
         self._batch.add(key)
+
+    def prefetch(self, records: Sequence[dict]) -> None:
+        """Look up the liquidation ids of ``records`` in a few queries, so
+        that the per-record checks hit memory."""
+        by_contract: dict[str, list[str]] = {}
+        for r in records:
+            c, i = r.get("contract"), r.get("id")
+            if r.get("kind") == "liquidation" and isinstance(c, str) and isinstance(i, str):
+                by_contract.setdefault(c, []).append(i)
+        for c, ids in by_contract.items():
+            for k in range(0, len(ids), 500):
+                part = ids[k : k + 500]
+                q = f"SELECT liquidation_id FROM entries WHERE contract = ? AND liquidation_id IN ({','.join('?' * len(part))})"
+                self._batch.update((c, i) for (i,) in self._conn.execute(q, [c, *part]))
+            self._known.update((c, i) for i in ids)
 
 
 class Store:
@@ -388,14 +406,14 @@ class Store:
             cache = dict(zip(edge_idx, self.read_hashes(edge_idx)))
             reader = _DictReader(cache)
             book = self.load_book()
+            records = list(records)
+            if len(records) > MAX_BATCH:
+                raise InvariantError(f"more than {MAX_BATCH} records in one append")
+            book.seen.prefetch(records)
             touched: set[str] = set()
             entry_rows = []
             tree_rows = []
-            count = 0
             for record in records:
-                count += 1
-                if count > MAX_BATCH:
-                    raise InvariantError(f"more than {MAX_BATCH} records in one append")
                 try:
                     fields = book.build(record)
                 except DuplicateLiquidation as d:

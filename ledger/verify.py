@@ -423,6 +423,8 @@ def verify(
     trusted: bytes | None = None,
     workers: int | None = None,
     check_tiles: bool = True,
+    witnesses: Sequence[note.Verifier] = (),
+    quorum: int | None = None,
 ) -> Report:
     """Verify ``source`` completely; raise VerificationError at the first fault."""
     key_source = "given"
@@ -438,6 +440,16 @@ def verify(
         raise VerificationError("no signed checkpoint (run `fundledger checkpoint`)")
     cp = open_checkpoint(cp_bytes, vkeys)
     cosigs = [s.name for s in note.split_note(cp_bytes, MAX_CHECKPOINT_BYTES)[1] if s.key_id != log_key.key_id]
+    if witnesses:
+        from .witness import count_cosignatures
+
+        need = len(witnesses) if quorum is None else quorum
+        good = count_cosignatures(cp_bytes, witnesses)
+        if len(good) < need:
+            raise VerificationError(
+                f"the checkpoint has {len(good)} valid cosignatures of the named witnesses, {need} required"
+            )
+        cosigs = good
 
     trusted_cp = None
     if trusted is not None:
@@ -613,10 +625,15 @@ def verify_path(
     vkey: str | None = None,
     trusted_path: str | None = None,
     workers: int | None = None,
+    witnesses: Sequence[str] = (),
+    quorum: int | None = None,
 ) -> Report:
-    """``fundledger verify``: open SOURCE, load the optional key and trusted
-    checkpoint, verify."""
+    """``fundledger verify``: open SOURCE, load the optional key, trusted
+    checkpoint and witness keys, verify."""
     vkeys = [load_vkey(vkey)] if vkey else []
+    witness_keys = [load_vkey(w) for w in witnesses]
+    if quorum is not None and not 0 < quorum <= len(witness_keys):
+        raise InputError(f"--quorum {quorum} needs at least that many --witness keys")
     trusted = None
     if trusted_path is not None:
         try:
@@ -626,7 +643,7 @@ def verify_path(
             raise InputError(f"{trusted_path}: {e.strerror}") from None
     src = open_source(source)
     try:
-        return verify(src, vkeys, trusted, workers)
+        return verify(src, vkeys, trusted, workers, witnesses=witness_keys, quorum=quorum)
     finally:
         src.close()
 

@@ -1,0 +1,170 @@
+"""A witness (c2sp.org/tlog-witness) for fundledger logs, and the ledger's
+side of collecting cosignatures.
+
+A witness keeps its own cosignature/v1 key (type 0x04) and, for each log it
+watches, the last checkpoint it cosigned. Given an add-checkpoint request
+(``old <size>``, a consistency proof, the new signed checkpoint) it cosigns
+only if:
+
+* the checkpoint is signed by the log's key (else: refused, exit 1);
+* ``old`` is exactly the size it last cosigned (else: conflict, exit 1, with
+  the size it holds: the client must send a proof from that size);
+* the new size is not smaller, and the proof shows the new tree extends the
+  old one (else: refused, exit 1: a fork or a rollback).
+
+It then records the new checkpoint and returns one cosignature line. The
+state file is replaced atomically under an exclusive lock, so a crash never
+leaves it half-written and two requests never race.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from typing import Sequence
+
+from . import merkle, note
+from .errors import FundledgerError, InputError, VerificationError
+from .keys import create_key_file, load_key_file
+
+MAX_STATE_BYTES = 16 << 20
+
+
+class WitnessConflict(VerificationError):
+    """The request's old size is not the witness's (tlog-witness: 409)."""
+
+
+def init_witness(key_path: str, state_path: str, name: str) -> note.Signer:
+    """A new witness key (0600) and an empty state file."""
+    if os.path.exists(state_path):
+        raise InputError(f"{state_path} already exists: refusing to overwrite a witness state")
+    signer = create_key_file(key_path, name, note.ALG_COSIGNATURE_V1)
+    _write_state(state_path, {"logs": {}})
+    return signer
+
+
+def _read_state(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_STATE_BYTES + 1)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no witness state (run `fundledger witness init`)") from None
+    if len(data) > MAX_STATE_BYTES:
+        raise InputError(f"{path}: witness state too large")
+    try:
+        state = json.loads(data)
+        if not isinstance(state.get("logs"), dict):
+            raise ValueError("no logs")
+    except (ValueError, AttributeError) as e:
+        raise InputError(f"{path}: not a witness state ({e})") from None
+    return state
+
+
+def _write_state(path: str, state: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _locked(path: str):
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def add_log(state_path: str, vkey: str) -> str:
+    """Start witnessing the log whose key is ``vkey`` (its name is the
+    origin). The first checkpoint will be accepted from size 0."""
+    try:
+        v = note.parse_vkey(vkey.strip())
+    except FundledgerError as e:
+        raise InputError(f"bad log key: {e}") from None
+    with _locked(state_path):
+        state = _read_state(state_path)
+        if v.name in state["logs"]:
+            raise InputError(f"already witnessing {v.name}")
+        state["logs"][v.name] = {"vkey": v.vkey(), "size": 0, "root": base64.b64encode(merkle.EMPTY_ROOT).decode(), "checkpoint": None}
+        _write_state(state_path, state)
+    return v.name
+
+
+def add_checkpoint(key_path: str, state_path: str, request: bytes, now: int | None = None) -> bytes:
+    """Handle one add-checkpoint request; returns the cosignature line."""
+    signer = load_key_file(key_path)
+    if signer.alg != note.ALG_COSIGNATURE_V1:
+        raise InputError(f"{key_path} is not a cosignature/v1 witness key")
+    try:
+        req = note.parse_consistency(request)
+        text, _sigs = note.split_note(req.checkpoint)
+        cp = note.parse_checkpoint(text)
+    except FundledgerError as e:
+        raise InputError(f"bad add-checkpoint request: {e}") from None
+    with _locked(state_path):
+        state = _read_state(state_path)
+        log = state["logs"].get(cp.origin)
+        if log is None:
+            raise InputError(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
+        verifier = note.parse_vkey(log["vkey"])
+        try:
+            note.open_note(req.checkpoint, [verifier])
+        except FundledgerError as e:
+            raise VerificationError(f"checkpoint not signed by the log key: {e}") from None
+        if req.old_size != log["size"]:
+            raise WitnessConflict(f"conflict: this witness holds size {log['size']}, the request proves from {req.old_size}")
+        if cp.tree_size < log["size"]:
+            raise VerificationError(f"refused: size {cp.tree_size} is older than the cosigned {log['size']}")
+        old_root = base64.b64decode(log["root"])
+        merkle.verify_consistency(log["size"], cp.tree_size, req.proof, old_root, cp.root_hash)
+        line = note.cosign(text, signer, int(time.time()) if now is None else now)
+        log.update(size=cp.tree_size, root=base64.b64encode(cp.root_hash).decode(), checkpoint=req.checkpoint.decode())
+        _write_state(state_path, state)
+    return line
+
+
+# --- the ledger's side -----------------------------------------------------------
+
+
+def check_cosignatures(checkpoint_note: bytes, lines: bytes, witnesses: Sequence[note.Verifier]) -> list[tuple[note.Verifier, int, bytes]]:
+    """The cosignature lines in ``lines`` by known ``witnesses`` on the
+    checkpoint's text, each verified: ``(witness, timestamp, line)``."""
+    text, _ = note.split_note(checkpoint_note)
+    try:
+        sigs = note.parse_signature_lines(lines)
+    except FundledgerError as e:
+        raise InputError(f"bad cosignature lines: {e}") from None
+    out = []
+    known = {(w.name, w.key_id): w for w in witnesses}
+    for s in sigs:
+        w = known.get((s.name, s.key_id))
+        if w is None:
+            raise InputError(f"cosignature by an unknown witness {s.name}+{s.key_id.hex()}")
+        out.append((w, note.verify_cosignature(text, s, w), s.line))
+    return out
+
+
+def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier]) -> list[str]:
+    """Names of the ``witnesses`` with a valid cosignature on the note."""
+    text, sigs = note.split_note(checkpoint_note)
+    good = []
+    for w in witnesses:
+        for s in sigs:
+            if (s.name, s.key_id) == (w.name, w.key_id):
+                try:
+                    note.verify_cosignature(text, s, w)
+                except FundledgerError:
+                    continue
+                good.append(w.name)
+                break
+    return good
