@@ -270,10 +270,12 @@ def checkpoint_cmd(db_path, key_path):
               help="A checkpoint you saved earlier: fail unless the log extends it.")
 @click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable.")
 @click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False),
+              help="Incremental: resume from the state saved in this file (if any) and save the new one.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Signature-check processes [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
 @db_option
-def verify_cmd(source, vkey, trusted_path, witnesses, quorum, workers, as_json, db_path):
+def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, as_json, db_path):
     """Recompute every balance from the signed chain and check everything.
 
     SOURCE is a ledger database (default: --db), an export directory or the
@@ -286,7 +288,7 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, workers, as_json, 
     from .verify import failure_json, verify_path
 
     try:
-        report = verify_path(source or db_path, vkey, trusted_path, workers, witnesses, quorum)
+        report = verify_path(source or db_path, vkey, trusted_path, workers, witnesses, quorum, state_path)
     except VerificationError as e:
         if as_json:
             echo_json(failure_json(e))

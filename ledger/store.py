@@ -397,8 +397,8 @@ class Store:
         self._check_signer(signers)
         conn = self.conn
         result = AppendResult()
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             size = 0 if head is None else head[0] + 1
             prev = entry_mod.ZERO_HASH if head is None else head[1]
@@ -442,8 +442,11 @@ class Store:
             conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows)
             self._write_summaries(book, touched)
             conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            _rollback(conn)
+            raise StoreError(f"{self.path}: {e}") from None
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         result.tree_size = size
         return result
@@ -468,8 +471,8 @@ class Store:
         self._require_writer()
         self._check_signer(signers)
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             size = self.size()
             root = merkle.tree_hash(size, self)
             last = self.latest_checkpoint()
@@ -491,25 +494,36 @@ class Store:
             )
             conn.execute("COMMIT")
         except ProofError as e:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise StoreError(f"refusing to sign: the log is not consistent with the last checkpoint ({e})") from None
+        except sqlite3.Error as e:
+            _rollback(conn)
+            raise StoreError(f"{self.path}: {e}") from None
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         return size, signed, True
 
     def add_cosignature(self, checkpoint_id: int, name: str, key_id: bytes, timestamp: int, line: bytes) -> None:
         self._require_writer()
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
+            self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute(
                 "INSERT OR IGNORE INTO cosignatures (checkpoint_id, name, key_id, timestamp, line) VALUES (?, ?, ?, ?, ?)",
                 (checkpoint_id, name, key_id.hex(), timestamp, line),
             )
             self.conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            _rollback(self.conn)
+            raise StoreError(f"{self.path}: {e}") from None
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            _rollback(self.conn)
             raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 class _DictReader:

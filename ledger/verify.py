@@ -355,6 +355,7 @@ class Report:
     source: str
     key_source: str
     cosignatures: list[str] = field(default_factory=list)
+    state: "VerifierState | None" = None
 
     def as_json(self) -> dict:
         return {
@@ -425,8 +426,17 @@ def verify(
     check_tiles: bool = True,
     witnesses: Sequence[note.Verifier] = (),
     quorum: int | None = None,
+    resume: "VerifierState | None" = None,
 ) -> Report:
-    """Verify ``source`` completely; raise VerificationError at the first fault."""
+    """Verify ``source``; raise VerificationError at the first fault.
+
+    With ``resume`` (the state a previous run of this verifier saved after
+    checking the log up to its checkpoint), only the entries after that
+    checkpoint are read: the fund state, the set of liquidation ids and the
+    right edge of the Merkle tree come from the saved state, so the new root
+    can only match if the log extends the saved checkpoint. The cost is
+    proportional to the new entries; hash tiles and a database's derived
+    tables are not rechecked in this mode."""
     key_source = "given"
     if not vkeys:
         published = source.vkey()
@@ -459,27 +469,39 @@ def verify(
                 f"rollback: the source's checkpoint has {cp.tree_size} entries, fewer than the trusted {trusted_cp.tree_size}"
             )
 
+    if resume is not None:
+        if resume.origin != log_key.name:
+            raise InputError(f"the saved state is for the log {resume.origin!r}")
+        if resume.tree_size > cp.tree_size:
+            raise VerificationError(
+                f"rollback: the source's checkpoint has {cp.tree_size} entries, fewer than the {resume.tree_size} already verified"
+            )
     size = cp.tree_size
-    if isinstance(source, DbSource):
+    if isinstance(source, DbSource) and resume is None:
         size = max(size, source.size())  # entries after the checkpoint are checked too
     roots_wanted = {cp.tree_size}
     if trusted_cp is not None:
         roots_wanted.add(trusted_cp.tree_size)
-    db_checks = DbCrossCheck(source.store) if isinstance(source, DbSource) else None
+    db_checks = DbCrossCheck(source.store) if isinstance(source, DbSource) and resume is None else None
     if db_checks is not None:
         roots_wanted.update(db_checks.checkpoint_sizes())
     roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
 
-    book = FundBook()
-    tree = merkle.CompactRange()
-    tiles = TileChecker(source) if check_tiles and not isinstance(source, DbSource) else None
+    if resume is None:
+        book, tree, prev, start = FundBook(), merkle.CompactRange(), ZERO_HASH, 0
+        tiles = TileChecker(source) if check_tiles and not isinstance(source, DbSource) else None
+    else:
+        book, tree, prev, start = resume.restore()
+        roots[start] = tree.root()
+        tiles = None
+    if trusted_cp is not None and trusted_cp.tree_size < start:
+        raise InputError("the trusted checkpoint is older than the saved state: verify without --state")
     if workers is None:
-        workers = (os.cpu_count() or 1) if size >= 8 * SIG_BATCH else 1
+        workers = (os.cpu_count() or 1) if size - start >= 8 * SIG_BATCH else 1
     sigs = SignatureChecker(workers)
-    prev = ZERO_HASH
-    seq = 0
+    seq = start
     try:
-        for data in source.entries(size):
+        for data in source.entries(size, start):
             obj, text = check_entry_shape(data, seq, log_key, sigs)
             if obj.get("prev") != base64.b64encode(prev).decode():
                 raise VerificationError("prev is not the hash of the entry before", seq=seq)
@@ -528,7 +550,10 @@ def verify(
         tiles.finish()
     if db_checks is not None:
         db_checks.finish(book, roots, vkeys)
-    return Report(size, tree.root(), book, cp.tree_size, seq, source.description, key_source, cosigs)
+    report = Report(size, tree.root(), book, cp.tree_size, seq - start, source.description, key_source, cosigs)
+    if size == cp.tree_size:
+        report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, prev, book)
+    return report
 
 
 def check_entry_shape(data: bytes, seq: int, log_key: note.Verifier, sigs: SignatureChecker) -> tuple[dict, bytes]:
@@ -627,9 +652,11 @@ def verify_path(
     workers: int | None = None,
     witnesses: Sequence[str] = (),
     quorum: int | None = None,
+    state_path: str | None = None,
 ) -> Report:
     """``fundledger verify``: open SOURCE, load the optional key, trusted
-    checkpoint and witness keys, verify."""
+    checkpoint and witness keys, verify. With ``state_path``: resume from the
+    state saved there if it exists, and save the new state after success."""
     vkeys = [load_vkey(vkey)] if vkey else []
     witness_keys = [load_vkey(w) for w in witnesses]
     if quorum is not None and not 0 < quorum <= len(witness_keys):
@@ -643,9 +670,84 @@ def verify_path(
             raise InputError(f"{trusted_path}: {e.strerror}") from None
     src = open_source(source)
     try:
-        return verify(src, vkeys, trusted, workers, witnesses=witness_keys, quorum=quorum)
+        resume = VerifierState.load(state_path) if state_path and os.path.exists(state_path) else None
+        report = verify(src, vkeys, trusted, workers, witnesses=witness_keys, quorum=quorum, resume=resume)
     finally:
         src.close()
+    if state_path and report.state is not None:
+        report.state.dump(state_path)
+    return report
+
+
+@dataclass
+class VerifierState:
+    """What a verifier keeps between runs to check only new entries: the
+    checkpoint it verified, the tree's right edge there, the hash of the last
+    entry, every fund's state and every liquidation id seen. Saved as JSON."""
+
+    origin: str
+    checkpoint: str
+    tree_size: int
+    root: str
+    edge: list[str]
+    prev: str
+    funds: list[dict]
+    seen: list[list[str]]
+
+    VERSION = 1
+
+    @classmethod
+    def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.CompactRange, prev: bytes, book: FundBook):
+        b = lambda h: base64.b64encode(h).decode()  # noqa: E731
+        funds = []
+        for f in book.funds.values():
+            c = f.contract
+            funds.append({
+                "symbol": c.symbol, "currency": c.currency, "scale": c.scale, "type": c.type,
+                "multiplier": c.multiplier, "seq": c.seq, "balance": f.balance, "credited": f.credited,
+                "paid": f.paid, "adl": f.adl, "liquidations": f.liquidations, "last_seq": f.last_seq,
+                "last_time": f.last_time, "last_price": f.last_price,
+            })
+        return cls(origin, checkpoint.decode(), size, b(tree.root()), [b(h) for h in tree.hashes()], b(prev),
+                   funds, sorted([c, i] for c, i in book.seen))
+
+    def restore(self) -> tuple[FundBook, merkle.CompactRange, bytes, int]:
+        from .fund import Contract, Fund
+
+        try:
+            tree = merkle.CompactRange(self.tree_size, [base64.b64decode(h, validate=True) for h in self.edge])
+            if base64.b64encode(tree.root()).decode() != self.root:
+                raise ValueError("edge does not give the root")
+            book = FundBook()
+            for f in self.funds:
+                c = Contract(f["symbol"], f["currency"], f["scale"], f["type"], f["multiplier"], f["seq"])
+                book.funds[c.symbol] = Fund(c, f["balance"], f["credited"], f["paid"], f["adl"], f["liquidations"],
+                                            f["last_seq"], f["last_time"], f["last_price"])
+            book.seen = {(c, i) for c, i in self.seen}
+            prev = base64.b64decode(self.prev, validate=True)
+        except (ValueError, KeyError, TypeError, FundledgerError) as e:
+            raise InputError(f"the saved verifier state is damaged: {e}") from None
+        return book, tree, prev, self.tree_size
+
+    def dump(self, path: str) -> None:
+        obj = {"version": self.VERSION, **self.__dict__}
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(obj, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> "VerifierState":
+        try:
+            with open(path) as f:
+                obj = json.load(f)
+            if obj.pop("version") != cls.VERSION:
+                raise ValueError("unknown version")
+            return cls(**obj)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path}: not a verifier state ({e})") from None
 
 
 def failure_json(e: VerificationError) -> dict:
