@@ -220,9 +220,11 @@ def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int
     if (old_checkpoint is None) == (old_size is None):
         raise InputError("give either an old checkpoint or --old-size")
     if old_checkpoint is not None:
-        verifier = note.parse_vkey(store.vkey)
+        from .verify import unverified_checkpoint
+
         try:
-            old = open_checkpoint(old_checkpoint, [verifier], "old checkpoint")
+            claimed = unverified_checkpoint(old_checkpoint, store.origin, "old checkpoint")
+            old = open_checkpoint(old_checkpoint, [key_at(store, claimed.tree_size)], "old checkpoint")
         except FundledgerError as e:
             raise InputError(str(e)) from None
         if old.tree_size > size:
@@ -236,6 +238,27 @@ def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int
         raise InputError(f"--old-size must be from 0 to the latest checkpoint's size {size}")
     proof = merkle.prove_consistency(size, old_size, store)
     return note.format_consistency(note.ConsistencyProof(old_size, tuple(proof), store.published_checkpoint()))
+
+
+def key_at(store: Store, tree_size: int) -> note.Verifier:
+    """The log key that signs checkpoints of ``tree_size``."""
+    key = store.vkey
+    for start, vkey in store.key_history():
+        if start <= tree_size:
+            key = vkey
+    return note.parse_vkey(key)
+
+
+def rotate_key(store: Store, old: note.Signer, new_key_path: str) -> tuple[int, note.Signer]:
+    """Create a new log key at ``new_key_path`` (0600) and hand the log over
+    to it with a key entry signed by both keys."""
+    new = keys.create_key_file(new_key_path, store.origin)
+    try:
+        seq = store.rotate_key(old, new)
+    except BaseException:
+        os.unlink(new_key_path)
+        raise
+    return seq, new
 
 
 def check_receipt(data: bytes, verifier: note.Verifier) -> dict:

@@ -427,6 +427,33 @@ def attach_cosignatures(file, witnesses, db_path):
 
 
 @cli.group()
+def key():
+    """Manage the log's signing key."""
+
+
+@key.command("rotate")
+@click.option("--new-key", "new_key_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to create the new key file (0600).")
+@db_option
+@key_option
+@handled
+def key_rotate(new_key_path, db_path, key_path):
+    """Hand the log over to a new signing key.
+
+    Appends a key entry announcing the new key, signed by the current key
+    and by the new one. From then on only the new key signs; an entry or
+    checkpoint signed by the old key after this fails verification. Keep
+    using the first key as the trust anchor (it stays in `vkey`); verifiers
+    follow the hand-over in the log. Give witnesses the new key.
+
+    Example: fundledger key rotate --new-key fund-2027.key
+    """
+    seq, new = api.rotate_key(open_store(db_path), load_key(key_path), new_key_path)
+    click.echo(f"appended seq {seq}: the log key is now {new.verifier().vkey()}")
+    click.echo(f"sign with --key {new_key_path} from now on; retire {key_path}")
+
+
+@cli.group()
 def witness():
     """Run a witness: keep checkpoints of logs, cosign only consistent growth."""
 

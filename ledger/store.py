@@ -201,7 +201,9 @@ class Store:
         if meta.get("schema") != SCHEMA_VERSION:
             raise StoreError(f"{path}: unknown schema version {meta.get('schema')!r}")
         self.origin: str = meta["origin"]
-        self.vkey: str = meta["vkey"]
+        self.vkey: str = meta["vkey"]  # the first key: the trust anchor, published as `vkey`
+        # the key that signs now (differs from vkey after a rotation)
+        self.current_vkey: str = meta.get("current_vkey", meta["vkey"])
 
     # -- opening ---------------------------------------------------------------
 
@@ -378,8 +380,8 @@ class Store:
             raise InvariantError("write on a read-only store")
 
     def _check_signer(self, signers: Sequence[note.Signer]) -> None:
-        if not signers or signers[0].verifier().vkey() != self.vkey:
-            raise StoreError("the key does not match this ledger's log key")
+        if not signers or signers[0].verifier().vkey() != self.current_vkey:
+            raise StoreError("the key does not match this ledger's current log key")
 
     def append(
         self,
@@ -460,6 +462,54 @@ class Store:
             f"ON CONFLICT(symbol) DO UPDATE SET {updates}",
             rows,
         )
+
+    def key_history(self) -> list[tuple[int, str]]:
+        """``(first seq it signs, vkey)`` of every log key, oldest first."""
+        out = [(0, self.vkey)]
+        for seq, data in self.conn.execute("SELECT seq, data FROM entries WHERE kind = 'key' ORDER BY seq"):
+            text, _ = note.split_note(data, entry_mod.MAX_ENTRY_BYTES)
+            out.append((seq + 1, entry_mod.parse_entry_text(text)["vkey"]))
+        return out
+
+    def rotate_key(self, old: note.Signer, new: note.Signer, clock: Callable[[], str] = now_time) -> int:
+        """Hand the log over to a new key: one ``key`` entry announcing it,
+        signed by the current key and by the new one. From the next entry on
+        only the new key signs entries and checkpoints. Returns the seq."""
+        self._require_writer()
+        self._check_signer([old])
+        nv = new.verifier()
+        if new.name != self.origin or new.alg != note.ALG_ED25519:
+            raise StoreError(f"the new key must be an Ed25519 key named {self.origin}")
+        if any(v == nv.vkey() for _, v in self.key_history()):
+            raise StoreError("that key has already been used by this log")
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            size = 0 if head is None else head[0] + 1
+            prev = entry_mod.ZERO_HASH if head is None else head[1]
+            edge_idx = merkle.compact_range_indexes(size)
+            reader = _DictReader(dict(zip(edge_idx, self.read_hashes(edge_idx))))
+            fields = {"kind": "key", "contract": "", "vkey": nv.vkey()}
+            time = clock()
+            data = entry_mod.sign_entry(entry_mod.entry_text(fields, size, prev, time), [old, new])
+            leaf = merkle.leaf_hash(data)
+            fields.update(seq=size, time=time)
+            conn.execute(_INSERT_ENTRY, derived_columns(size, data, leaf, fields))
+            conn.executemany(
+                "INSERT INTO tree (id, hash) VALUES (?, ?)",
+                list(zip(_stored_ids(size), merkle.stored_hashes_for_leaf(size, leaf, reader))),
+            )
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('current_vkey', ?)", (nv.vkey(),))
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            _rollback(conn)
+            raise StoreError(f"{self.path}: {e}") from None
+        except BaseException:
+            _rollback(conn)
+            raise
+        self.current_vkey = nv.vkey()
+        return size
 
     def add_checkpoint(self, signers: Sequence[note.Signer], clock: Callable[[], str] = now_time) -> tuple[int, bytes, bool]:
         """Sign a checkpoint at the current size, unless the latest one

@@ -311,6 +311,18 @@ def open_checkpoint(data: bytes, verifiers: Sequence[note.Verifier], what: str =
     return cp
 
 
+def unverified_checkpoint(data: bytes, origin: str, what: str = "checkpoint") -> note.Checkpoint:
+    """A checkpoint's fields, its signature NOT yet checked."""
+    try:
+        text, _ = note.split_note(data, MAX_CHECKPOINT_BYTES)
+        cp = note.parse_checkpoint(text)
+    except FundledgerError as e:
+        raise VerificationError(f"{what}: {e}") from None
+    if cp.origin != origin:
+        raise VerificationError(f"{what} is for origin {cp.origin!r}, not {origin!r}")
+    return cp
+
+
 def rebuild(book: FundBook, obj: dict) -> dict:
     """The fields the rules give for the entry whose JSON is ``obj``."""
     kind = obj.get("kind")
@@ -322,12 +334,56 @@ def rebuild(book: FundBook, obj: dict) -> dict:
         record = {k: obj.get(k) for k in ("kind", "contract", "id", "side", "qty", "bankruptcy_price", "fill_price")}
         if "mark_price" in obj:
             record["mark_price"] = obj["mark_price"]
+    elif kind == "key":
+        return key_entry_fields(obj.get("vkey"))
     else:
         raise VerificationError(f"unknown entry kind {str(kind)[:30]!r}")
     try:
         return book.build(record)
     except FundledgerError as e:
         raise VerificationError(str(e)) from None
+
+
+def key_entry_fields(vkey: object) -> dict:
+    """The fields of a key-rotation entry announcing ``vkey``."""
+    if not isinstance(vkey, str):
+        raise VerificationError("a key entry needs a vkey string")
+    try:
+        v = note.parse_vkey(vkey)
+    except FundledgerError as e:
+        raise VerificationError(f"bad vkey in key entry: {e}") from None
+    if v.alg != note.ALG_ED25519:
+        raise VerificationError("a log key must be an Ed25519 key")
+    return {"kind": "key", "contract": "", "vkey": v.vkey()}
+
+
+class KeyHistory:
+    """The log keys and the entries each may sign. The first key (the trust
+    anchor) signs from seq 0; a ``key`` entry at seq r, signed by the
+    current key and the new one, hands over: the new key signs every entry
+    after r and every checkpoint of a size above r; the old one is retired."""
+
+    def __init__(self, first: note.Verifier, later: Sequence[tuple[int, note.Verifier]] = ()):
+        self.keys: list[tuple[int, note.Verifier]] = [(0, first), *later]
+
+    @property
+    def current(self) -> note.Verifier:
+        return self.keys[-1][1]
+
+    def rotate(self, seq: int, new: note.Verifier) -> None:
+        if any(v.key_id == new.key_id and v.public_key == new.public_key for _, v in self.keys):
+            raise VerificationError("a key entry may not bring back a key already used", seq=seq)
+        if new.name != self.current.name:
+            raise VerificationError(f"the new key is named {new.name!r}, not the log's origin", seq=seq)
+        self.keys.append((seq + 1, new))
+
+    def at(self, tree_size: int) -> note.Verifier:
+        """The key that must sign a checkpoint of ``tree_size``."""
+        key = self.keys[0][1]
+        for start, v in self.keys:
+            if start <= tree_size:
+                key = v
+        return key
 
 
 def explain_mismatch(obj: dict, expected: dict) -> str:
@@ -448,7 +504,9 @@ def verify(
     cp_bytes = source.checkpoint()
     if cp_bytes is None:
         raise VerificationError("no signed checkpoint (run `fundledger checkpoint`)")
-    cp = open_checkpoint(cp_bytes, vkeys)
+    # Parsed now, its signature checked once the entries have told which key
+    # was in force at its size (see KeyHistory).
+    cp = unverified_checkpoint(cp_bytes, log_key.name)
     cosigs = [s.name for s in note.split_note(cp_bytes, MAX_CHECKPOINT_BYTES)[1] if s.key_id != log_key.key_id]
     if witnesses:
         from .witness import count_cosignatures
@@ -463,7 +521,7 @@ def verify(
 
     trusted_cp = None
     if trusted is not None:
-        trusted_cp = open_checkpoint(trusted, vkeys, "trusted checkpoint")
+        trusted_cp = unverified_checkpoint(trusted, log_key.name, "trusted checkpoint")
         if trusted_cp.tree_size > cp.tree_size:
             raise VerificationError(
                 f"rollback: the source's checkpoint has {cp.tree_size} entries, fewer than the trusted {trusted_cp.tree_size}"
@@ -489,9 +547,10 @@ def verify(
 
     if resume is None:
         book, tree, prev, start = FundBook(), merkle.CompactRange(), ZERO_HASH, 0
+        keys = KeyHistory(log_key)
         tiles = TileChecker(source) if check_tiles and not isinstance(source, DbSource) else None
     else:
-        book, tree, prev, start = resume.restore()
+        book, tree, prev, start, keys = resume.restore()
         roots[start] = tree.root()
         tiles = None
     if trusted_cp is not None and trusted_cp.tree_size < start:
@@ -502,7 +561,7 @@ def verify(
     seq = start
     try:
         for data in source.entries(size, start):
-            obj, text = check_entry_shape(data, seq, log_key, sigs)
+            obj, text = check_entry_shape(data, seq, keys, sigs)
             if obj.get("prev") != base64.b64encode(prev).decode():
                 raise VerificationError("prev is not the hash of the entry before", seq=seq)
             if obj.get("seq") != seq:
@@ -520,7 +579,10 @@ def verify(
                 raise VerificationError(explain_mismatch(obj, full), seq=seq)
             expected["seq"] = seq
             expected["time"] = time
-            book.apply(expected)
+            if expected["kind"] == "key":
+                keys.rotate(seq, note.parse_vkey(expected["vkey"]))
+            else:
+                book.apply(expected)
             leaf = merkle.leaf_hash(data)
             tree.append(leaf)
             if tiles is not None:
@@ -536,6 +598,9 @@ def verify(
         sigs.finish()
     finally:
         sigs.close()
+    open_checkpoint(cp_bytes, [keys.at(cp.tree_size)])
+    if trusted_cp is not None:
+        open_checkpoint(trusted, [keys.at(trusted_cp.tree_size)], "trusted checkpoint")
     if roots[cp.tree_size] != cp.root_hash:
         raise VerificationError(
             f"the checkpoint's root does not match the entries (size {cp.tree_size})",
@@ -549,33 +614,44 @@ def verify(
     if tiles is not None:
         tiles.finish()
     if db_checks is not None:
-        db_checks.finish(book, roots, vkeys)
+        db_checks.finish(book, roots, keys)
     report = Report(size, tree.root(), book, cp.tree_size, seq - start, source.description, key_source, cosigs)
     if size == cp.tree_size:
-        report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, prev, book)
+        report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, prev, book, keys)
     return report
 
 
-def check_entry_shape(data: bytes, seq: int, log_key: note.Verifier, sigs: SignatureChecker) -> tuple[dict, bytes]:
-    """Split an entry's note, queue its signature check, parse its JSON."""
+def check_entry_shape(data: bytes, seq: int, keys: KeyHistory, sigs: SignatureChecker) -> tuple[dict, bytes]:
+    """Split an entry's note, parse its JSON, queue its signature checks.
+
+    An entry carries exactly one signature, by the current log key; a key
+    entry exactly two, by the current key and then by the key it announces."""
     if len(data) > MAX_ENTRY_BYTES:
         raise VerificationError(f"entry is over {MAX_ENTRY_BYTES} bytes", seq=seq)
     try:
         text, signatures = note.split_note(data, MAX_ENTRY_BYTES)
     except FundledgerError as e:
         raise VerificationError(f"not a signed note: {e}", seq=seq) from None
-    if len(signatures) != 1:
-        raise VerificationError(f"{len(signatures)} signatures, expected exactly one by the log key", seq=seq)
-    s = signatures[0]
-    if s.name != log_key.name or s.key_id != log_key.key_id:
-        raise VerificationError(f"signed by an unknown key {s.name}+{s.key_id.hex()}", seq=seq)
-    if len(s.signature) != 64:
-        raise VerificationError("malformed signature", seq=seq)
-    sigs.add(seq, log_key.public_key, text, s.signature)
     try:
         obj = parse_entry_text(text)
     except FundledgerError as e:
         raise VerificationError(f"entry text: {e}", seq=seq) from None
+    signers = [keys.current]
+    if obj.get("kind") == "key":
+        try:
+            signers.append(note.parse_vkey(key_entry_fields(obj.get("vkey"))["vkey"]))
+        except VerificationError as e:
+            raise VerificationError(e.reason, seq=seq) from None
+    if len(signatures) != len(signers):
+        raise VerificationError(
+            f"{len(signatures)} signatures, expected {len(signers)} by the log key{'s' if len(signers) > 1 else ''}", seq=seq
+        )
+    for s, k in zip(signatures, signers):
+        if s.name != k.name or s.key_id != k.key_id:
+            raise VerificationError(f"signed by a key that may not sign here: {s.name}+{s.key_id.hex()}", seq=seq)
+        if len(s.signature) != 64:
+            raise VerificationError("malformed signature", seq=seq)
+        sigs.add(seq, k.public_key, text, s.signature)
     return obj, text
 
 
@@ -602,7 +678,7 @@ class DbCrossCheck:
             if got is None or tuple(got) != want:
                 raise VerificationError("a stored Merkle hash does not match the entries", seq=seq)
 
-    def finish(self, book: FundBook, roots: dict[int, bytes], vkeys) -> None:
+    def finish(self, book: FundBook, roots: dict[int, bytes], keys: KeyHistory) -> None:
         from .store import contract_row
 
         if next(self.rows, None) is not None:
@@ -615,7 +691,7 @@ class DbCrossCheck:
             raise VerificationError("the contracts summary table does not match the entries")
         last_size = 0
         for cid, size, root, _time, signed in self.store.checkpoints():
-            cp = open_checkpoint(signed, vkeys, f"stored checkpoint {cid}")
+            cp = open_checkpoint(signed, [keys.at(size)], f"stored checkpoint {cid}")
             if (cp.tree_size, cp.root_hash) != (size, root):
                 raise VerificationError(f"stored checkpoint {cid}: columns do not match its note")
             if size < last_size or roots.get(size) != root:
@@ -693,11 +769,13 @@ class VerifierState:
     prev: str
     funds: list[dict]
     seen: list[list[str]]
+    keys: list[list]  # [start seq, vkey] of every log key, oldest first
 
     VERSION = 1
 
     @classmethod
-    def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.CompactRange, prev: bytes, book: FundBook):
+    def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.CompactRange, prev: bytes, book: FundBook,
+                keys: KeyHistory):
         b = lambda h: base64.b64encode(h).decode()  # noqa: E731
         funds = []
         for f in book.funds.values():
@@ -709,9 +787,9 @@ class VerifierState:
                 "last_time": f.last_time, "last_price": f.last_price,
             })
         return cls(origin, checkpoint.decode(), size, b(tree.root()), [b(h) for h in tree.hashes()], b(prev),
-                   funds, sorted([c, i] for c, i in book.seen))
+                   funds, sorted([c, i] for c, i in book.seen), [[st, v.vkey()] for st, v in keys.keys])
 
-    def restore(self) -> tuple[FundBook, merkle.CompactRange, bytes, int]:
+    def restore(self) -> tuple[FundBook, merkle.CompactRange, bytes, int, KeyHistory]:
         from .fund import Contract, Fund
 
         try:
@@ -725,9 +803,11 @@ class VerifierState:
                                             f["last_seq"], f["last_time"], f["last_price"])
             book.seen = {(c, i) for c, i in self.seen}
             prev = base64.b64decode(self.prev, validate=True)
-        except (ValueError, KeyError, TypeError, FundledgerError) as e:
+            ks = [(int(st), note.parse_vkey(v)) for st, v in self.keys]
+            keys = KeyHistory(ks[0][1], ks[1:])
+        except (ValueError, KeyError, TypeError, IndexError, FundledgerError) as e:
             raise InputError(f"the saved verifier state is damaged: {e}") from None
-        return book, tree, prev, self.tree_size
+        return book, tree, prev, self.tree_size, keys
 
     def dump(self, path: str) -> None:
         obj = {"version": self.VERSION, **self.__dict__}
