@@ -2,7 +2,7 @@
 // golang.org/x/mod/sumdb/note and golang.org/x/mod/sumdb/tlog, the reference
 // implementations that fundledger's formats must interoperate with.
 //
-// It is a test tool (see README.md next to this directory's parent): it
+// It is a test tool (see ../README.md and tests/test_interop_go.py): it
 // prints one line per check, "ok ..." or "FAIL ...", and exits 1 if any
 // check failed, 2 on bad usage.
 //
@@ -532,8 +532,9 @@ func cmdLog(args []string) {
 		}
 	}
 
-	// The tiles alone, through tlog.TileHashReader (authenticated against
-	// the checkpoint): the tree hash and every leaf hash.
+	// The tiles alone, as a reader without the entries sees them. First
+	// through tlog.TileHashReader, which authenticates the tiles against the
+	// checkpoint: the tree hash and every leaf hash.
 	tiles := &dirTiles{dir: *dir, read: map[string]bool{}}
 	thr := tlog.TileHashReader(tree, tiles)
 	if th, err := treeHash(cp.size, thr); err != nil {
@@ -556,17 +557,24 @@ func cmdLog(args []string) {
 			for i, h := range leaves {
 				if h != tlog.RecordHash(entries[i]) {
 					if bad == 0 {
-						fail("tiles: leaf hash %d from the tiles is not tlog.RecordHash of entry %d", i, i)
+						// x/mod before v0.40.0 leaves some full tiles
+						// unauthenticated (go.dev/issue/80744).
+						fail("tiles: tlog.TileHashReader returned leaf hash %d without error, but it is not tlog.RecordHash of entry %d", i, i)
 					}
 					bad++
 				}
 			}
 			if bad == 0 {
-				ok("tiles: all %d leaf hashes read through tlog.TileHashReader (%d tiles authenticated) equal tlog.RecordHash of the entries",
+				ok("tiles: all %d leaf hashes read through tlog.TileHashReader (%d tiles read) equal tlog.RecordHash of the entries",
 					cp.size, len(tiles.read))
 			}
 		}
 	}
+	// Then every full tile against its parent, as x/mod v0.40.0 does
+	// (go.dev/issue/80744): the right-edge tiles are authenticated by the
+	// tree hash above, every full tile (L, N) hashes to entry N%256 of tile
+	// (L+1, N/256).
+	checkTileParents(*dir, cp.size)
 
 	// Receipts.
 	for _, path := range receipts {
@@ -577,6 +585,66 @@ func cmdLog(args []string) {
 	if *consPath != "" {
 		checkConsistency(*consPath, readFile(*consPath), *oldPath, readFile(*oldPath), verifiers, origin, cp, stored, thr)
 	}
+}
+
+// checkTileParents checks that each full hash tile (L, N) of the tree of size
+// n, hashed as a 256-leaf subtree with tlog.NodeHash, is hash N%256 of its
+// parent tile (L+1, N/256) at that tile's published width.
+func checkTileParents(dir string, n int64) {
+	full, before := 0, failures
+	for level := 0; n>>uint(tileHeight*level) > 0; level++ {
+		for _, t := range publishedTiles(level, n) {
+			if t.W != tileWidth {
+				continue
+			}
+			full++
+			parent := tlog.Tile{H: tileHeight, L: level + 1, N: t.N / tileWidth}
+			parent.W = int(min64(tileWidth, (n>>uint(tileHeight*(level+1)))-parent.N*tileWidth))
+			data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(c2spPath(t))))
+			if err != nil || len(data) != tileWidth*tlog.HashSize {
+				fail("tiles: %s is missing or not %d bytes", c2spPath(t), tileWidth*tlog.HashSize)
+				continue
+			}
+			pdata, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(c2spPath(parent))))
+			if err != nil || len(pdata) != parent.W*tlog.HashSize {
+				fail("tiles: parent %s of %s is missing or not %d bytes", c2spPath(parent), c2spPath(t), parent.W*tlog.HashSize)
+				continue
+			}
+			want, err := tlog.HashFromTile(parent, pdata, tlog.StoredHashIndex(parent.L*parent.H, t.N))
+			if err != nil {
+				fatal("tlog.HashFromTile(%s): %v", parent.Path(), err)
+			}
+			if subtreeRoot(data) != want {
+				fail("tiles: %s does not hash to its hash in its parent %s", c2spPath(t), c2spPath(parent))
+			}
+		}
+	}
+	if failures == before {
+		ok("tiles: each of the %d full tiles hashes (tlog.NodeHash) to its hash in its parent tile", full)
+	}
+}
+
+// subtreeRoot is the root of a complete subtree whose 2**k hashes are data.
+func subtreeRoot(data []byte) tlog.Hash {
+	level := make([]tlog.Hash, len(data)/tlog.HashSize)
+	for i := range level {
+		copy(level[i][:], data[i*tlog.HashSize:])
+	}
+	for len(level) > 1 {
+		next := make([]tlog.Hash, len(level)/2)
+		for i := range next {
+			next[i] = tlog.NodeHash(level[2*i], level[2*i+1])
+		}
+		level = next
+	}
+	return level[0]
+}
+
+func min64(a, b int64) int64 {
+	if a < b {
+		return a
+	}
+	return b
 }
 
 // rootAt is the root of the first n entries as recomputed here, if known.
