@@ -22,15 +22,23 @@ IMPORT_BATCH = 2000  # records per transaction in a bulk import
 RECORD_KINDS = ("contract", "liquidation")
 
 
-def init_ledger(db_path: str, key_path: str, origin: str) -> tuple[Store, note.Signer]:
-    """Create a ledger and its key. Refuses to overwrite either."""
+def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None = None) -> tuple[Store, note.Signer]:
+    """Create a ledger and its key (and, given ``vkey_path``, a file with the
+    public verifier key). Refuses to overwrite any of them."""
     note.check_key_name(origin)
-    for p, what in ((db_path, "ledger"), (key_path, "key")):
-        if os.path.exists(p):
+    for p, what in ((db_path, "ledger"), (key_path, "key"), (vkey_path, "verifier key")):
+        if p is not None and os.path.exists(p):
             raise InputError(f"{p} already exists: refusing to overwrite a {what}")
     signer = keys.create_key_file(key_path, origin)
     try:
-        store = Store.create(db_path, origin, signer.verifier().vkey())
+        if vkey_path is not None:
+            keys.write_public(vkey_path, signer.verifier().vkey())
+        try:
+            store = Store.create(db_path, origin, signer.verifier().vkey())
+        except BaseException:
+            if vkey_path is not None:
+                os.unlink(vkey_path)
+            raise
     except BaseException:
         os.unlink(key_path)
         raise

@@ -48,6 +48,12 @@ def key_option(f):
                         type=click.Path(dir_okay=False), help=KEY_HELP)(f)
 
 
+def vkey_path(key_path: str) -> str:
+    """Where the public key of ``key_path`` is written: fund.key -> fund.vkey."""
+    root, ext = os.path.splitext(key_path)
+    return (root if ext == ".key" else key_path) + ".vkey"
+
+
 def open_store(db_path: str, readonly: bool = False):
     from .store import Store
 
@@ -84,13 +90,14 @@ def init(origin, db_path, key_path):
     """Create a ledger and its Ed25519 signing key.
 
     ORIGIN names the log (and its key), e.g. a domain and path you control.
-    Writes the database and a key file readable only by you (0600); refuses
-    to overwrite either.
+    Writes the database, a key file readable only by you (0600) and the
+    public verifier key beside it (fund.vkey for fund.key); refuses to
+    overwrite any of them.
 
     Example: fundledger init example.com/insurance-fund
     """
-    store, signer = api.init_ledger(db_path, key_path, origin)
-    click.echo(f"created {db_path} and {key_path}")
+    store, signer = api.init_ledger(db_path, key_path, origin, vkey_path(key_path))
+    click.echo(f"created {db_path}, {key_path} (secret) and {vkey_path(key_path)} (public)")
     click.echo(f"verifier key: {signer.verifier().vkey()}")
 
 
@@ -282,7 +289,7 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
     URL of a published site. Exit 0: verified; 1: verification failed (the
     first bad seq and why); 2: bad input.
 
-    Example: fundledger verify https://example.com/fund/ --trusted yesterday.checkpoint
+    Example: fundledger verify public/ --vkey fund.vkey --trusted yesterday.checkpoint
     """
     from .errors import VerificationError
     from .verify import failure_json, verify_path
@@ -350,7 +357,9 @@ def consistency(old_checkpoint, old_size, out, db_path):
     """Prove that the latest checkpoint extends OLD_CHECKPOINT (the body of a
     C2SP tlog-witness add-checkpoint request).
 
-    Example: fundledger consistency yesterday.checkpoint --out today.consistency
+    A new witness holds no checkpoint yet: give it a proof from --old-size 0.
+
+    Example: fundledger consistency yesterday.checkpoint --out request.txt
     """
     old = None if old_checkpoint is None else old_checkpoint.read(1 << 20)
     out.write(api.consistency(open_store(db_path, readonly=True), old, old_size))
@@ -476,7 +485,8 @@ def witness_init(name, key_path, state_path):
     """
     from .witness import init_witness
 
-    signer = init_witness(key_path, state_path, name)
+    signer = init_witness(key_path, state_path, name, vkey_path(key_path))
+    click.echo(f"created {key_path} (secret), {vkey_path(key_path)} (public) and {state_path}")
     click.echo(f"witness key: {signer.verifier().vkey()}")
 
 
@@ -487,7 +497,7 @@ def witness_init(name, key_path, state_path):
 def witness_add_log(vkey, key_path, state_path):
     """Start witnessing the log with verifier key VKEY (or a file holding it).
 
-    Example: fundledger witness add-log demo/export/vkey
+    Example: fundledger witness add-log fund.vkey
     """
     from .verify import load_vkey
     from .witness import add_log
@@ -505,7 +515,7 @@ def witness_add_checkpoint(request, out, key_path, state_path):
     (what `fundledger consistency` writes), if it is consistent with the
     last one this witness cosigned.
 
-    Example: fundledger consistency last.checkpoint | fundledger witness add-checkpoint -
+    Example: fundledger witness add-checkpoint request.txt --out witness-reply.txt
     """
     from .witness import add_checkpoint
 

@@ -63,3 +63,14 @@ def load_key_file(path: str) -> note.Signer:
         raise KeyFileError(f"{path}: {e}") from None
     except FundledgerError as e:  # FormatError from the parser
         raise KeyFileError(f"{path}: not a key file ({e})") from None
+
+
+def write_public(path: str, vkey: str) -> None:
+    """Write a verifier key (public) to ``path``, never overwriting."""
+    try:
+        with open(path, "x") as f:
+            f.write(vkey + "\n")
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists") from None
+    except OSError as e:
+        raise KeyFileError(f"{path}: {e.strerror}") from None

@@ -29,7 +29,7 @@ from typing import Sequence
 
 from . import merkle, note
 from .errors import FundledgerError, InputError, VerificationError
-from .keys import create_key_file, load_key_file
+from .keys import create_key_file, load_key_file, write_public
 
 MAX_STATE_BYTES = 16 << 20
 
@@ -38,12 +38,16 @@ class WitnessConflict(VerificationError):
     """The request's old size is not the witness's (tlog-witness: 409)."""
 
 
-def init_witness(key_path: str, state_path: str, name: str) -> note.Signer:
-    """A new witness key (0600) and an empty state file."""
-    if os.path.exists(state_path):
-        raise InputError(f"{state_path} already exists: refusing to overwrite a witness state")
+def init_witness(key_path: str, state_path: str, name: str, vkey_path: str | None = None) -> note.Signer:
+    """A new witness key (0600), an empty state file and, given
+    ``vkey_path``, a file with the witness's public key."""
+    for p in (state_path, vkey_path):
+        if p is not None and os.path.exists(p):
+            raise InputError(f"{p} already exists: refusing to overwrite it")
     signer = create_key_file(key_path, name, note.ALG_COSIGNATURE_V1)
     _write_state(state_path, {"logs": {}})
+    if vkey_path is not None:
+        write_public(vkey_path, signer.verifier().vkey())
     return signer
 
 
