@@ -178,6 +178,8 @@ def parse_time(value: object, name: str = "time") -> str:
     are refused."""
     if not isinstance(value, str):
         raise RuleError(f"{name} must be an RFC 3339 string")
+    if _CANONICAL_TIME.match(value) and _valid_date(value):
+        return value  # already canonical: the common case for the verifier
     m = _TIME.match(value)
     if m is None:
         raise RuleError(f"{name} is not an RFC 3339 date-time: {value[:40]!r}")
@@ -195,7 +197,26 @@ def parse_time(value: object, name: str = "time") -> str:
     if t.year < 1 or t.year > 9999:
         raise RuleError(f"{name} is out of range: {value[:40]!r}")
     frac = (frac or "").rstrip("0")
-    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if frac else "") + "Z"
+    return (
+        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        + (f".{frac}" if frac else "")
+        + "Z"
+    )
+
+
+_CANONICAL_TIME = re.compile(
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{0,8}[1-9])?Z\Z"
+)
+
+
+def _valid_date(value: str) -> bool:
+    """The date part of an already well-shaped time exists (no 31 April)."""
+    try:
+        datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]))
+    except ValueError:
+        return False
+    return value[0:4] != "0000"
 
 
 def now_time() -> str:

@@ -42,10 +42,11 @@ def load_key_file(path: str) -> note.Signer:
         raise KeyFileError(f"{path}: no such key file") from None
     except OSError as e:
         raise KeyFileError(f"{path}: {e.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise KeyFileError(f"{path}: not a regular file")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise KeyFileError(f"{path}: not a regular file")
         if mode & 0o077:
             raise KeyFileError(
                 f"{path}: key file is accessible by group or others (mode {stat.S_IMODE(mode):04o}); run chmod 600 {path}"

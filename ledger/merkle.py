@@ -607,6 +607,45 @@ class CompactRange:
         return f"CompactRange(size={self.size}, root={self.root().hex()})"
 
 
+class TreeBuilder:
+    """Appends leaves and returns the stored hashes each one adds, in O(1)
+    amortized time and O(log n) memory, with no reads: the left siblings a
+    new leaf needs are exactly the subtree roots of the tree so far, kept on
+    a stack (the :class:`CompactRange` of the tree).
+
+    For leaf n the stored hashes start at index ``2n - popcount(n)``
+    (:func:`stored_hash_count`): the leaf hash, then one node hash per
+    trailing 1 bit of n, as :func:`stored_hashes_for_leaf` computes them."""
+
+    __slots__ = ("size", "_stack")
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()):
+        edge = CompactRange(size, hashes)
+        self.size = edge.size
+        self._stack = edge.hashes()
+
+    def append(self, leaf: bytes) -> tuple[int, list[bytes]]:
+        """Append the leaf HASH ``leaf``; returns ``(first stored index, hashes)``."""
+        n = self.size
+        h = leaf
+        out = [h]
+        stack = self._stack
+        k = n
+        while k & 1:
+            h = node_hash(stack.pop(), h)
+            out.append(h)
+            k >>= 1
+        stack.append(h)
+        self.size = n + 1
+        return 2 * n - n.bit_count(), out
+
+    def root(self) -> bytes:
+        return _fold(self._stack)
+
+    def hashes(self) -> list[bytes]:
+        return list(self._stack)
+
+
 # -- tiles -----------------------------------------------------------------------------------
 
 

@@ -206,6 +206,17 @@ def key_id(name: str, alg: int, public_key: bytes) -> bytes:
 
 def check_key_name(name: str) -> None:
     """Non-empty, no '+', no (Unicode) whitespace, printable; FormatError otherwise."""
+    if name in _GOOD_NAMES:
+        return
+    _check_key_name(name)
+    if len(_GOOD_NAMES) < 1024:
+        _GOOD_NAMES.add(name)
+
+
+_GOOD_NAMES: set[str] = set()  # names already checked (key names repeat on every line)
+
+
+def _check_key_name(name: str) -> None:
     if not isinstance(name, str) or not name:
         raise FormatError("key name must be a non-empty string")
     if "+" in name:

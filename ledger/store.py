@@ -110,7 +110,12 @@ CREATE TRIGGER {t}_next_only BEFORE INSERT ON {t}
 TRIGGERS = "".join(
     _APPEND_ONLY.format(t=t, k=k, first=first)
     for t, k, first in (("entries", "seq", 0), ("tree", "id", 0), ("checkpoints", "id", 1))
-)
+) + """
+CREATE TRIGGER entries_no_replace_liquidation BEFORE INSERT ON entries
+    WHEN NEW.liquidation_id IS NOT NULL AND EXISTS (
+        SELECT 1 FROM entries WHERE contract = NEW.contract AND liquidation_id = NEW.liquidation_id)
+    BEGIN SELECT RAISE(ABORT, 'entries: a liquidation id is recorded once per contract'); END;
+"""
 
 ENTRY_COLUMNS = (
     "seq", "data", "leaf_hash", "time", "kind", "contract", "liquidation_id", "side", "qty",
@@ -214,20 +219,37 @@ class Store:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             conn = sqlite3.connect(path, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return conn
 
+    @staticmethod
+    def _writer_pragmas(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+
     @classmethod
     def open(cls, path: str, readonly: bool = False) -> "Store":
+        """Open a ledger. The schema is checked before anything is changed:
+        a file that is not a fundledger ledger is left exactly as it was."""
         if not os.path.isfile(path):
             raise StoreError(f"{path}: no such ledger (run `fundledger init ORIGIN` first)")
+        if os.path.getsize(path) == 0:
+            raise StoreError(f"{path}: empty file, not a fundledger database")
+        conn = None
         try:
             conn = cls._connect(path, readonly)
-            return cls(conn, path, readonly)
+            store = cls(conn, path, readonly)
+            if not readonly:
+                cls._writer_pragmas(conn)
+            return store
         except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
             raise StoreError(f"{path}: not a fundledger database ({e})") from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
 
     @classmethod
     def create(cls, path: str, origin: str, vkey: str) -> "Store":
@@ -236,6 +258,7 @@ class Store:
             raise StoreError(f"{path} already exists: refusing to overwrite a ledger")
         note.check_key_name(origin)
         conn = cls._connect(path, readonly=False)
+        cls._writer_pragmas(conn)
         try:
             conn.executescript("BEGIN IMMEDIATE;\n" + SCHEMA + TRIGGERS)
             conn.executemany(
@@ -404,9 +427,7 @@ class Store:
             head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             size = 0 if head is None else head[0] + 1
             prev = entry_mod.ZERO_HASH if head is None else head[1]
-            edge_idx = merkle.compact_range_indexes(size)
-            cache = dict(zip(edge_idx, self.read_hashes(edge_idx)))
-            reader = _DictReader(cache)
+            builder = merkle.TreeBuilder(size, self.read_hashes(merkle.compact_range_indexes(size)))
             book = self.load_book()
             records = list(records)
             if len(records) > MAX_BATCH:
@@ -434,9 +455,8 @@ class Store:
                 book.apply(fields)
                 touched.add(fields["contract"])
                 entry_rows.append(derived_columns(size, data, leaf, fields))
-                for i, h in zip(_stored_ids(size), merkle.stored_hashes_for_leaf(size, leaf, reader)):
-                    cache[i] = h
-                    tree_rows.append((i, h))
+                first, hashes = builder.append(leaf)
+                tree_rows.extend(zip(range(first, first + len(hashes)), hashes))
                 result.appended.append(size)
                 size += 1
                 prev = leaf
@@ -488,17 +508,16 @@ class Store:
             head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             size = 0 if head is None else head[0] + 1
             prev = entry_mod.ZERO_HASH if head is None else head[1]
-            edge_idx = merkle.compact_range_indexes(size)
-            reader = _DictReader(dict(zip(edge_idx, self.read_hashes(edge_idx))))
+            builder = merkle.TreeBuilder(size, self.read_hashes(merkle.compact_range_indexes(size)))
             fields = {"kind": "key", "contract": "", "vkey": nv.vkey()}
             time = clock()
             data = entry_mod.sign_entry(entry_mod.entry_text(fields, size, prev, time), [old, new])
             leaf = merkle.leaf_hash(data)
             fields.update(seq=size, time=time)
             conn.execute(_INSERT_ENTRY, derived_columns(size, data, leaf, fields))
+            first, hashes = builder.append(leaf)
             conn.executemany(
-                "INSERT INTO tree (id, hash) VALUES (?, ?)",
-                list(zip(_stored_ids(size), merkle.stored_hashes_for_leaf(size, leaf, reader))),
+                "INSERT INTO tree (id, hash) VALUES (?, ?)", list(zip(range(first, first + len(hashes)), hashes))
             )
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('current_vkey', ?)", (nv.vkey(),))
             conn.execute("COMMIT")

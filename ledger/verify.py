@@ -274,6 +274,25 @@ class SignatureChecker:
         finally:
             self.close()
 
+    def first_failure(self) -> VerificationError | None:
+        """Check everything still queued and return the earliest bad
+        signature, if any (used when a later check has already failed: a
+        bad signature on entry k must be reported as k, not as the broken
+        ``prev`` of k+1)."""
+        batch, self.batch = self.batch, []
+        results = [_check_signatures(batch)] if batch else []
+        for f in self.pending:
+            try:
+                results.append(f.result())
+            except Exception:  # a dead worker: the caller's error stands
+                pass
+        self.pending = []
+        bad = [r for r in results if r is not None]
+        if not bad:
+            return None
+        seq, reason = min(bad)
+        return VerificationError(reason, seq=seq)
+
     def close(self) -> None:
         if self.pool is not None:
             for f in self.pending:
@@ -454,13 +473,23 @@ class TileChecker:
             self._push(level + 1, top)
 
     def _compare(self, level: int, index: int, hashes: list[bytes]) -> None:
-        got = self.source.read_tile(level, index, len(hashes))
-        if got != b"".join(hashes):
-            first = index * merkle.TILE_WIDTH << (merkle.TILE_HEIGHT * level)
-            raise VerificationError(
-                f"hash tile {merkle.tile_path(level, index, len(hashes))} does not match the entries",
-                seq=first,
-            )
+        """Compare a published tile with the recomputed one; a mismatch names
+        the first leaf under the first wrong hash."""
+        path = merkle.tile_path(level, index, len(hashes))
+        first_leaf = (index * merkle.TILE_WIDTH) << (merkle.TILE_HEIGHT * level)
+        try:
+            got = self.source.read_tile(level, index, len(hashes))
+        except VerificationError as e:
+            raise VerificationError(e.reason, seq=first_leaf) from None
+        want = b"".join(hashes)
+        if got == want:
+            return
+        h = merkle.HASH_SIZE
+        bad = next((i for i in range(len(hashes)) if got[i * h : (i + 1) * h] != hashes[i]), len(hashes) - 1)
+        raise VerificationError(
+            f"hash tile {path} does not match the entries",
+            seq=(index * merkle.TILE_WIDTH + bad) << (merkle.TILE_HEIGHT * level),
+        )
 
     def finish(self) -> None:
         for level, buf in enumerate(self.levels):
@@ -596,6 +625,11 @@ def verify(
         if seq != size:
             raise VerificationError(f"the log ends at {seq} entries, expected {size}", seq=seq)
         sigs.finish()
+    except VerificationError as e:
+        earlier = sigs.first_failure()
+        if earlier is not None and (e.seq is None or earlier.seq < e.seq):
+            raise earlier from None
+        raise
     finally:
         sigs.close()
     open_checkpoint(cp_bytes, [keys.at(cp.tree_size)])
@@ -703,22 +737,11 @@ class _StoredHashes:
     """Yields the ``(id, hash)`` rows the tree table must hold, leaf by leaf."""
 
     def __init__(self):
-        self.cache: dict[int, bytes] = {}
-
-    def read_hashes(self, indexes):
-        return [self.cache[i] for i in indexes]
+        self.builder = merkle.TreeBuilder()
 
     def add(self, n: int, leaf: bytes) -> list[tuple[int, bytes]]:
-        hashes = merkle.stored_hashes_for_leaf(n, leaf, self)
-        first = merkle.stored_hash_index(0, n)
-        out = [(first + i, h) for i, h in enumerate(hashes)]
-        for i, h in out:
-            self.cache[i] = h
-        # keep only the right edge: what later leaves can still read
-        keep = set(merkle.compact_range_indexes(n + 1))
-        if len(self.cache) > 4 * len(keep) + 64:
-            self.cache = {i: self.cache[i] for i in keep}
-        return out
+        first, hashes = self.builder.append(leaf)
+        return list(zip(range(first, first + len(hashes)), hashes))
 
 
 def verify_path(
