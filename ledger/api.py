@@ -19,7 +19,11 @@ from .store import AppendResult, Store
 
 MAX_IMPORT_LINE_BYTES = 65536
 IMPORT_BATCH = 2000  # records per transaction in a bulk import
-RECORD_KINDS = ("contract", "liquidation")
+RECORD_FIELDS = {
+    "contract": {"kind", "symbol", "currency", "scale", "type", "multiplier", "time"},
+    "liquidation": {"kind", "contract", "id", "side", "qty", "bankruptcy_price", "fill_price", "mark_price", "time"},
+}
+RECORD_KINDS = tuple(RECORD_FIELDS)
 
 
 def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None = None) -> tuple[Store, note.Signer]:
@@ -70,10 +74,12 @@ def _records(stream: IO[bytes]) -> Iterator[tuple[int, dict]]:
             continue
         try:
             record = parse_json_object(raw)
-            if record.get("kind") not in RECORD_KINDS:
-                raise RuleError(
-                    f"unknown kind {str(record.get('kind'))[:30]!r}: only contract and liquidation exist"
-                )
+            kind = record.get("kind")
+            if kind not in RECORD_KINDS:
+                raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract and liquidation exist")
+            extra = set(record) - RECORD_FIELDS[kind]
+            if extra:
+                raise RuleError(f"unknown field {sorted(extra)[0][:40]!r} in a {kind} record")
         except FundledgerError as e:
             raise type(e)(f"line {lineno}: {e}") from None
         yield lineno, record
@@ -129,6 +135,7 @@ def import_records(
     seekable (the CLI spools standard input to a temporary file).
     ``on_checked(total)`` is called between the passes, ``progress(n)``
     after each committed batch of ``n`` records."""
+    store.check_signer([signer])  # a wrong key is refused before any reading
     total, _ = check_import(store, stream)
     on_checked(total)
     stream.seek(0)

@@ -70,7 +70,30 @@ def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrors(click.Group):
+    """A group whose usage errors are one line on stderr and exit 2, like
+    every other bad input (click's default prints a usage block)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("fundledger: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as e:
+            where = f" ({e.ctx.command_path} --help for usage)" if getattr(e, "ctx", None) else ""
+            message = " ".join(e.format_message().split())  # one line, whatever click wrapped
+            click.echo(f"fundledger: {message}{where}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("fundledger: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="fundledger")
 def cli():
     """fundledger: a signed, hash-chained, publicly verifiable ledger of

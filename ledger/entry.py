@@ -80,20 +80,24 @@ _decoder = json.JSONDecoder(
 )
 
 
+_JSON_SPACE = " \t\n\r"  # RFC 8259 whitespace, and nothing else
+
+
 def parse_json_object(line: str | bytes) -> dict:
     """Parse one JSON object strictly: no floats, NaN or infinities, no
     duplicate keys, nothing after it. Raises FormatError."""
     try:
         if isinstance(line, bytes):
             line = line.decode("utf-8")
-        obj, end = _decoder.raw_decode(line.strip())
+        line = line.strip(_JSON_SPACE)
+        obj, end = _decoder.raw_decode(line)
     except FormatError:
         raise
     except UnicodeDecodeError:
         raise FormatError("not UTF-8") from None
     except (ValueError, RecursionError) as e:
         raise FormatError(f"broken JSON: {str(e)[:80]}") from None
-    if end != len(line.strip()):
+    if end != len(line):
         raise FormatError("extra data after the JSON object")
     if not isinstance(obj, dict):
         raise FormatError("not a JSON object")

@@ -79,6 +79,8 @@ def parse_positive(value: object, name: str) -> tuple[int, int]:
     """
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise RuleError(f"{name} must be a decimal string or an integer, not {type(value).__name__}")
+    if isinstance(value, int) and not 0 < value < 10**MAX_INT_DIGITS:
+        raise RuleError(f"{name} must be greater than zero and have at most {MAX_INT_DIGITS} digits")
     text = str(value) if isinstance(value, int) else value
     m = _DECIMAL.match(text)
     if m is None:
@@ -193,9 +195,10 @@ def parse_time(value: object, name: str = "time") -> str:
         oh, om = int(off[1:3]), int(off[4:6])
         if oh > 23 or om > 59:
             raise RuleError(f"{name} has a bad offset: {value[:40]!r}")
-        t -= sign * timedelta(hours=oh, minutes=om)
-    if t.year < 1 or t.year > 9999:
-        raise RuleError(f"{name} is out of range: {value[:40]!r}")
+        try:
+            t -= sign * timedelta(hours=oh, minutes=om)
+        except OverflowError:
+            raise RuleError(f"{name} is out of range: {value[:40]!r}") from None
     frac = (frac or "").rstrip("0")
     return (
         f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
@@ -334,7 +337,7 @@ class FundBook:
         symbol = check_symbol(record.get("symbol", record.get("contract")), "symbol")
         currency = _text(record.get("currency"), "currency", _CURRENCY, MAX_CURRENCY_LENGTH)
         scale = record.get("scale")
-        if isinstance(scale, str) and scale.isdigit() and len(scale) <= 2:
+        if isinstance(scale, str) and re.fullmatch(r"[0-9]{1,2}", scale):
             scale = int(scale)
         if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= MAX_SCALE:
             raise RuleError(f"scale must be an integer from 0 to {MAX_SCALE}")

@@ -37,7 +37,7 @@ def create_key_file(path: str, name: str, alg: int = note.ALG_ED25519) -> note.S
 def load_key_file(path: str) -> note.Signer:
     """Read a signing key, refusing a file that group or others can access."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such key file") from None
     except OSError as e:

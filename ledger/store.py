@@ -402,7 +402,15 @@ class Store:
         if self.readonly:
             raise InvariantError("write on a read-only store")
 
-    def _check_signer(self, signers: Sequence[note.Signer]) -> None:
+    def check_signer(self, signers: Sequence[note.Signer]) -> None:
+        """Refuse a key that is not the ledger's current log key. Reads the
+        key from the database, so inside a write transaction it sees a
+        rotation made by another process."""
+        row = self.conn.execute(
+            "SELECT value FROM meta WHERE key = 'current_vkey' UNION ALL "
+            "SELECT value FROM meta WHERE key = 'vkey' LIMIT 1"
+        ).fetchone()
+        self.current_vkey = row[0]
         if not signers or signers[0].verifier().vkey() != self.current_vkey:
             raise StoreError("the key does not match this ledger's current log key")
 
@@ -419,11 +427,11 @@ class Store:
         skipped and reported in ``duplicates``. Any other bad record raises
         and rolls the whole call back: nothing is written."""
         self._require_writer()
-        self._check_signer(signers)
         conn = self.conn
         result = AppendResult()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self.check_signer(signers)
             head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             size = 0 if head is None else head[0] + 1
             prev = entry_mod.ZERO_HASH if head is None else head[1]
@@ -496,7 +504,7 @@ class Store:
         signed by the current key and by the new one. From the next entry on
         only the new key signs entries and checkpoints. Returns the seq."""
         self._require_writer()
-        self._check_signer([old])
+        self.check_signer([old])
         nv = new.verifier()
         if new.name != self.origin or new.alg != note.ALG_ED25519:
             raise StoreError(f"the new key must be an Ed25519 key named {self.origin}")
@@ -505,6 +513,7 @@ class Store:
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self.check_signer([old])
             head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             size = 0 if head is None else head[0] + 1
             prev = entry_mod.ZERO_HASH if head is None else head[1]
@@ -542,10 +551,10 @@ class Store:
         entries do not give, nor inconsistent with the previous one. The
         cost is proportional to the entries since the last checkpoint."""
         self._require_writer()
-        self._check_signer(signers)
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self.check_signer(signers)
             size = self.size()
             last = self.latest_checkpoint()
             old_size, old_root = (0, merkle.EMPTY_ROOT) if last is None else (last[1], last[2])

@@ -52,6 +52,10 @@ SIG_BATCH = 512  # entries per signature-check task
 HTTP_TIMEOUT_S = 30
 
 
+class MissingEntries(VerificationError):
+    """Fewer entries than the checkpoint claims."""
+
+
 # --- sources -------------------------------------------------------------------
 
 
@@ -104,16 +108,18 @@ class _FileTree(Source):
             path = merkle.entries_path(index, width)
             data = self.fetch(path, MAX_BUNDLE_BYTES)
             if data is None:
-                raise VerificationError(f"{path} is missing", seq=index * w)
-            items = split_bundle(data, width, index * w)
+                raise MissingEntries(f"{path} is missing", seq=max(index * w, start))
             skip = max(0, start - index * w)
-            yield from items[skip:]
+            for i, item in enumerate(iter_bundle(data, width, index * w)):
+                if i >= skip:
+                    yield item
 
 
-def split_bundle(data: bytes, width: int, first_seq: int) -> list[bytes]:
-    """The entries of a C2SP entry bundle: each a big-endian uint16 length
-    and that many bytes, exactly ``width`` of them and nothing after."""
-    out = []
+def iter_bundle(data: bytes, width: int, first_seq: int) -> Iterator[bytes]:
+    """The entries of a C2SP entry bundle, one at a time: each a big-endian
+    uint16 length and that many bytes, exactly ``width`` of them and nothing
+    after. Lazy, so that an entry made wrong by a bad length prefix is
+    checked (and named) before the framing breaks further on."""
     pos = 0
     for i in range(width):
         if pos + 2 > len(data):
@@ -122,11 +128,15 @@ def split_bundle(data: bytes, width: int, first_seq: int) -> list[bytes]:
         pos += 2
         if pos + n > len(data):
             raise VerificationError("entry bundle is truncated", seq=first_seq + i)
-        out.append(data[pos : pos + n])
+        yield data[pos : pos + n]
         pos += n
     if pos != len(data):
         raise VerificationError("entry bundle has bytes after its last entry", seq=first_seq + width - 1)
-    return out
+
+
+def split_bundle(data: bytes, width: int, first_seq: int) -> list[bytes]:
+    """All the entries of a bundle (see :func:`iter_bundle`)."""
+    return list(iter_bundle(data, width, first_seq))
 
 
 class DirSource(_FileTree):
@@ -195,11 +205,11 @@ class DbSource(Source):
         expect = start
         for seq, data in self.store.iter_entries(start, tree_size):
             if seq != expect:
-                raise VerificationError(f"entry {expect} is missing", seq=expect)
+                raise MissingEntries(f"entry {expect} is missing", seq=expect)
             yield data
             expect += 1
         if expect != tree_size:
-            raise VerificationError(f"entry {expect} is missing", seq=expect)
+            raise MissingEntries(f"entry {expect} is missing", seq=expect)
 
     def read_tile(self, level: int, index: int, width: int) -> bytes:
         return b"".join(self.store.read_hashes(merkle.tile_hash_indexes(level, index, width)))
@@ -623,12 +633,16 @@ def verify(
             if seq in roots_wanted:
                 roots[seq] = tree.root()
         if seq != size:
-            raise VerificationError(f"the log ends at {seq} entries, expected {size}", seq=seq)
+            raise MissingEntries(f"the log ends at {seq} entries, expected {size}", seq=seq)
         sigs.finish()
     except VerificationError as e:
         earlier = sigs.first_failure()
         if earlier is not None and (e.seq is None or earlier.seq < e.seq):
             raise earlier from None
+        if isinstance(e, MissingEntries):
+            # A checkpoint no known key signed explains this better: it may
+            # claim entries that do not exist.
+            open_checkpoint(cp_bytes, [k for _, k in keys.keys])
         raise
     finally:
         sigs.close()

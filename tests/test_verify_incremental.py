@@ -67,6 +67,7 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
 
     fields.update(seq=len(rows), time="2026-11-23T00:00:00Z")
     conn.execute("DROP INDEX entries_liquidation")
+    conn.execute("DROP TRIGGER entries_no_replace_liquidation")
     conn.execute(f"INSERT INTO entries VALUES ({','.join('?' * 16)})", derived_columns(len(rows), data, merkle.leaf_hash(data), fields))
     conn.commit()
     conn.close()

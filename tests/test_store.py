@@ -1,0 +1,602 @@
+"""The SQLite store (ledger/store.py): creation, append-only triggers, WAL,
+transactions, replays, stored Merkle hashes, checkpoints and concurrent
+writers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import multiprocessing
+import os
+import sqlite3
+
+import pytest
+
+from ledger import api, merkle, note
+from ledger.entry import parse_entry_text
+from ledger.errors import InvariantError, RuleError, StoreError
+from ledger.fund import FundBook
+from ledger.store import Store, derived_columns
+from ledger.verify import verify_path
+
+ORIGIN = "example.com/test-fund"
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def raw(db: str) -> sqlite3.Connection:
+    return sqlite3.connect(db, isolation_level=None)
+
+
+def dump(db: str) -> list[str]:
+    """The logical content of every table (robust to WAL checkpoints)."""
+    c = raw(db)
+    try:
+        return list(c.iterdump())
+    finally:
+        c.close()
+
+
+def count(db: str, table: str) -> int:
+    c = raw(db)
+    try:
+        return c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        c.close()
+
+
+def liq(i, contract="XBTUSDTM", fill="39100", side="long", qty="1"):
+    return {"kind": "liquidation", "contract": contract, "id": f"L-{i}", "side": side, "qty": qty,
+            "bankruptcy_price": "39000", "fill_price": fill}
+
+
+def rfc6962_root(leaves: list[bytes]) -> bytes:
+    """MTH per RFC 6962 section 2.1, straight from the definition."""
+    n = len(leaves)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return leaves[0]
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return hashlib.sha256(b"\x01" + rfc6962_root(leaves[:k]) + rfc6962_root(leaves[k:])).digest()
+
+
+class DictReader:
+    def __init__(self, d):
+        self.d = d
+
+    def read_hashes(self, indexes):
+        return [self.d[i] for i in indexes]
+
+
+def drop_triggers(db: str) -> None:
+    c = raw(db)
+    for (name,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        c.execute(f"DROP TRIGGER {name}")
+    c.close()
+
+
+# --- create / open ----------------------------------------------------------------------
+
+
+def test_create_and_open(tmp_path):
+    db = str(tmp_path / "f.db")
+    signer = note.generate_signer(ORIGIN)
+    s = Store.create(db, ORIGIN, signer.verifier().vkey())
+    assert s.size() == 0 and s.origin == ORIGIN and s.vkey == signer.verifier().vkey()
+    s.close()
+    s = Store.open(db)
+    assert s.size() == 0 and s.origin == ORIGIN
+    s.append([{"kind": "contract", "symbol": "A", "currency": "USDT", "scale": 2}], [signer])
+    s.close()
+    ro = Store.open(db, readonly=True)
+    assert ro.size() == 1
+    with pytest.raises(InvariantError):
+        ro.append([liq(1, "A")], [signer])
+    ro.close()
+
+
+def test_create_refuses_overwrite(tmp_path):
+    db = tmp_path / "f.db"
+    db.write_bytes(b"precious")
+    with pytest.raises(StoreError, match="already exists"):
+        Store.create(str(db), ORIGIN, note.generate_signer(ORIGIN).verifier().vkey())
+    assert db.read_bytes() == b"precious"
+
+
+def test_create_refuses_existing_ledger(ledger):
+    before = dump(ledger.db)
+    with pytest.raises(StoreError):
+        Store.create(ledger.db, ORIGIN, ledger.signer.verifier().vkey())
+    assert dump(ledger.db) == before
+
+
+def test_create_refuses_bad_origin(tmp_path):
+    from ledger.errors import FormatError
+
+    db = tmp_path / "f.db"
+    with pytest.raises(FormatError):
+        Store.create(str(db), "bad origin", note.generate_signer(ORIGIN).verifier().vkey())
+    assert not db.exists()
+
+
+def test_open_missing(tmp_path):
+    with pytest.raises(StoreError, match="no such ledger"):
+        Store.open(str(tmp_path / "nope.db"))
+    assert not (tmp_path / "nope.db").exists()
+
+
+@pytest.mark.parametrize("content", [b"not a database at all" * 100, b""])
+@pytest.mark.parametrize("readonly", [False, True])
+def test_open_non_database_refused(tmp_path, content, readonly):
+    p = tmp_path / "x.db"
+    p.write_bytes(content)
+    with pytest.raises(StoreError):
+        Store.open(str(p), readonly=readonly)
+
+
+def _foreign_db(tmp_path):
+    p = tmp_path / "other.db"
+    c = sqlite3.connect(p)
+    c.execute("CREATE TABLE t (x)")
+    c.execute("INSERT INTO t VALUES (1)")
+    c.commit()
+    c.close()
+    return p
+
+
+def test_open_foreign_sqlite_refused(tmp_path):
+    p = _foreign_db(tmp_path)
+    with pytest.raises(StoreError, match="not a fundledger"):
+        Store.open(str(p))
+
+
+@pytest.mark.parametrize("kind", ["foreign", "empty"])
+def test_open_refused_file_is_not_modified(tmp_path, kind):
+    if kind == "foreign":
+        p = _foreign_db(tmp_path)
+    else:
+        p = tmp_path / "empty.db"
+        p.write_bytes(b"")
+    before = p.read_bytes()
+    with pytest.raises(StoreError):
+        Store.open(str(p))
+    assert p.read_bytes() == before
+    assert not os.path.exists(str(p) + "-wal")
+
+
+def test_wal_mode_and_synchronous(ledger):
+    assert ledger.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ledger.store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    c = raw(ledger.db)
+    assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
+    c.close()
+
+
+# --- append-only triggers ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def filled(ledger):
+    ledger.contract()
+    for i in range(5):
+        ledger.liquidation(id=f"L-{i}", fill_price=str(38900 + 50 * i))
+    ledger.checkpoint()
+    ledger.liquidation(id="L-9")
+    ledger.checkpoint()
+    return ledger
+
+
+def _row(c, table, key, value):
+    return c.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,)).fetchone()
+
+
+TABLES = [("entries", "seq", 0), ("tree", "id", 0), ("checkpoints", "id", 1)]
+
+
+@pytest.mark.parametrize("table, key, first", TABLES)
+def test_triggers_refuse_update(filled, table, key, first):
+    before = dump(filled.db)
+    c = raw(filled.db)
+    col = {"entries": "data", "tree": "hash", "checkpoints": "note"}[table]
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        c.execute(f"UPDATE {table} SET {col} = ? WHERE {key} = ?", (b"forged", first))
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        c.execute(f"UPDATE {table} SET {key} = {key} + 1000")
+    c.close()
+    assert dump(filled.db) == before
+
+
+@pytest.mark.parametrize("table, key, first", TABLES)
+def test_triggers_refuse_delete(filled, table, key, first):
+    before = dump(filled.db)
+    c = raw(filled.db)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        c.execute(f"DELETE FROM {table} WHERE {key} = ?", (first,))
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        c.execute(f"DELETE FROM {table}")
+    c.close()
+    assert dump(filled.db) == before
+
+
+@pytest.mark.parametrize("table, key, first", TABLES)
+def test_triggers_refuse_insert_or_replace_and_gaps(filled, table, key, first):
+    before = dump(filled.db)
+    c = raw(filled.db)
+    row = list(_row(c, table, key, first))
+    cols = len(row)
+    top = c.execute(f"SELECT MAX({key}) FROM {table}").fetchone()[0]
+    q = ", ".join("?" * cols)
+    # replace an existing row
+    with pytest.raises(sqlite3.DatabaseError):
+        c.execute(f"INSERT OR REPLACE INTO {table} VALUES ({q})", row)
+    with pytest.raises(sqlite3.DatabaseError):
+        c.execute(f"REPLACE INTO {table} VALUES ({q})", row)
+    # a gap: not the next row
+    gap = list(row)
+    gap[0] = top + 2
+    with pytest.raises(sqlite3.DatabaseError, match="only the next row"):
+        c.execute(f"INSERT INTO {table} VALUES ({q})", gap)
+    with pytest.raises(sqlite3.DatabaseError, match="only the next row"):
+        c.execute(f"INSERT OR IGNORE INTO {table} VALUES ({q})", gap)
+    neg = list(row)
+    neg[0] = -1
+    with pytest.raises(sqlite3.DatabaseError):
+        c.execute(f"INSERT INTO {table} VALUES ({q})", neg)
+    c.close()
+    assert dump(filled.db) == before
+
+
+def test_insert_or_replace_via_unique_liquidation_index_refused(filled):
+    before = dump(filled.db)
+    c = raw(filled.db)
+    row = list(c.execute("SELECT * FROM entries WHERE liquidation_id = 'L-0'").fetchone())
+    row[0] = c.execute("SELECT MAX(seq) + 1 FROM entries").fetchone()[0]
+    try:
+        with pytest.raises(sqlite3.DatabaseError):
+            c.execute(f"INSERT OR REPLACE INTO entries VALUES ({', '.join('?' * len(row))})", row)
+    finally:
+        c.close()
+        assert dump(filled.db) == before
+
+
+# --- append ------------------------------------------------------------------------------------
+
+
+def test_append_returns_seqs_and_writes_derived_columns(ledger):
+    r = ledger.contract()
+    assert r.appended == [0] and r.duplicates == [] and r.tree_size == 1
+    r = ledger.append(liq(1), liq(2, fill="38850", side="long"), liq(3, side="short", fill="39000"))
+    assert r.appended == [1, 2, 3] and r.tree_size == 4
+    assert ledger.store.size() == 4
+    prev = bytes(32)
+    for row in ledger.store.iter_rows():
+        seq, data, leaf = row[0], row[1], row[2]
+        assert leaf == hashlib.sha256(b"\x00" + data).digest()
+        text, _ = note.open_note(data, [ledger.signer.verifier()])
+        obj = parse_entry_text(text)
+        assert obj["seq"] == seq and base64.b64decode(obj["prev"]) == prev
+        fields = {k: v for k, v in obj.items() if k != "prev"}
+        assert tuple(row) == derived_columns(seq, data, leaf, fields)
+        prev = leaf
+
+
+def test_append_uses_record_time_and_clock(ledger):
+    ledger.store.append([{"kind": "contract", "symbol": "A", "currency": "USDT", "scale": 2}], [ledger.signer],
+                        clock=lambda: "2026-01-01T00:00:00Z")
+    ledger.append(dict(liq(1, "A"), time="2026-11-23T20:29:07.120+01:30"))
+    rows = list(ledger.store.iter_rows())
+    assert rows[0][3] == "2026-01-01T00:00:00Z"
+    assert rows[1][3] == "2026-11-23T18:59:07.12Z"
+
+
+def test_append_is_one_transaction(ledger):
+    ledger.contract()
+    ledger.liquidation(id="L-0")
+    ledger.checkpoint()
+    before = dump(ledger.db)
+    bad_records = [
+        [liq(1), liq(2), dict(liq(3), qty="0")],
+        [{"kind": "contract", "symbol": "B", "currency": "USDT", "scale": 2}, liq(1, "B"), liq(2, "NOPE")],
+        [liq(1), {"kind": "withdrawal", "contract": "XBTUSDTM", "amount": "100"}],
+        [liq(1), dict(liq(2), time="2016-12-31T23:59:60Z")],
+        [liq(1), dict(liq(2), mark_price="NaN")],
+    ]
+    for records in bad_records:
+        with pytest.raises(RuleError):
+            ledger.append(*records)
+        assert dump(ledger.db) == before
+        assert ledger.store.size() == 2
+    # still usable afterwards
+    assert ledger.append(liq(1)).appended == [2]
+
+
+def test_append_refuses_wrong_key_and_writes_nothing(ledger):
+    ledger.contract()
+    before = dump(ledger.db)
+    other = note.generate_signer(ORIGIN)
+    with pytest.raises(StoreError, match="key does not match"):
+        ledger.store.append([liq(1)], [other])
+    with pytest.raises(StoreError):
+        ledger.store.add_checkpoint([other])
+    assert dump(ledger.db) == before
+
+
+def test_append_batch_limit(ledger):
+    ledger.contract()
+    with pytest.raises(InvariantError):
+        ledger.store.append([liq(i) for i in range(10_001)], [ledger.signer])
+    assert ledger.store.size() == 1
+
+
+def test_replay_writes_nothing_and_reports_duplicate(ledger):
+    ledger.contract()
+    ledger.liquidation(id="L-1")
+    before = dump(ledger.db)
+    r = ledger.liquidation(id="L-1")
+    assert r.appended == [] and len(r.duplicates) == 1 and "duplicate" in r.duplicates[0] and "L-1" in r.duplicates[0]
+    r = ledger.contract()
+    assert r.appended == [] and len(r.duplicates) == 1 and "duplicate" in r.duplicates[0]
+    assert dump(ledger.db) == before
+    # a batch mixing replays and new records writes only the new ones
+    r = ledger.append(liq(1), liq(2), liq(2), liq(3))
+    assert r.appended == [2, 3] and len(r.duplicates) == 2
+    # the same id on another contract is not a replay
+    ledger.contract(symbol="ETHUSDTM")
+    assert ledger.append(liq(1, "ETHUSDTM")).appended == [5]
+
+
+def test_contract_summary_matches_replay_of_entries(ledger):
+    ledger.contract()
+    ledger.contract(symbol="XBTUSDM", currency="XBT", type="inverse", multiplier="100")
+    recs = []
+    for i in range(40):
+        recs.append(liq(i, "XBTUSDTM" if i % 2 else "XBTUSDM", fill=str(38800 + 17 * i), side="long" if i % 3 else "short"))
+    ledger.append(*recs[:20])
+    ledger.append(*recs[20:])
+    book = FundBook()
+    for seq, data in ledger.store.iter_entries():
+        obj = parse_entry_text(note.split_note(data)[0])
+        rec = dict(obj)
+        if obj["kind"] == "contract":
+            rec["symbol"] = obj["contract"]
+        fields = book.build(rec)
+        book.apply(dict(fields, seq=seq, time=obj["time"]))
+    rows = {r["symbol"]: r for r in ledger.store.contract_rows()}
+    for sym, fund in book.funds.items():
+        s = fund.summary()
+        r = rows[sym]
+        assert (r["balance"], r["credited"], r["paid"], r["adl"], r["liquidations"], r["last_seq"]) == (
+            s["balance"], s["credited"], s["paid"], s["adl"], s["liquidations"], s["last_seq"])
+
+
+# --- stored Merkle hashes ---------------------------------------------------------------------------
+
+
+def test_stored_tree_hashes_equal_recomputed(ledger):
+    ledger.contract()
+    # several appends of different sizes, so that batches straddle subtree edges
+    n = 0
+    for size in (1, 2, 5, 1, 8, 16, 3, 31):
+        ledger.append(*[liq(n + i) for i in range(size)])
+        n += size
+    size = ledger.store.size()
+    assert size == 68
+    leaves = []
+    for seq, data in ledger.store.iter_entries():
+        leaves.append(hashlib.sha256(b"\x00" + data).digest())
+    expected: dict[int, bytes] = {}
+    reader = DictReader(expected)
+    for i, leaf in enumerate(leaves):
+        first = merkle.stored_hash_index(0, i)
+        for j, h in enumerate(merkle.stored_hashes_for_leaf(i, leaf, reader)):
+            expected[first + j] = h
+    c = raw(ledger.db)
+    stored = dict(c.execute("SELECT id, hash FROM tree").fetchall())
+    c.close()
+    assert stored == expected
+    assert len(stored) == merkle.stored_hash_count(size)
+    for k in range(size + 1):
+        want = rfc6962_root(leaves[:k])
+        assert merkle.tree_hash(k, reader) == want
+        assert ledger.store.tree_hash(k) == want
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+
+def test_checkpoint_one_per_size(ledger):
+    ledger.contract()
+    ledger.liquidation()
+    size, signed, created = ledger.checkpoint()
+    assert (size, created) == (2, True)
+    text, _ = note.open_note(signed, [ledger.signer.verifier()])
+    cp = note.parse_checkpoint(text)
+    assert cp.origin == ORIGIN and cp.tree_size == 2 and cp.root_hash == ledger.store.tree_hash()
+    again = ledger.checkpoint()
+    assert again == (2, signed, False)
+    assert count(ledger.db, "checkpoints") == 1
+    ledger.liquidation(id="L-2")
+    size, signed2, created = ledger.checkpoint()
+    assert (size, created) == (3, True) and signed2 != signed
+    assert [r[1] for r in ledger.store.checkpoints()] == [2, 3]
+    assert ledger.store.published_checkpoint() == signed2
+
+
+def test_checkpoint_of_empty_log(ledger):
+    size, signed, created = ledger.checkpoint()
+    assert size == 0 and created
+    text, _ = note.open_note(signed, [ledger.signer.verifier()])
+    assert note.parse_checkpoint(text).root_hash == hashlib.sha256(b"").digest()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        merkle.stored_hash_index(0, 2),  # leaf 2: in the old tree's right edge
+        merkle.stored_hash_index(2, 0),  # the subtree of leaves 0..3
+        merkle.stored_hash_index(1, 0),  # leaves 0..1
+    ],
+)
+def test_checkpoint_refused_when_stored_tree_tampered(ledger, target):
+    ledger.contract()
+    ledger.append(liq(1), liq(2))
+    ledger.checkpoint()  # size 3
+    ledger.append(liq(3), liq(4))  # size 5
+    drop_triggers(ledger.db)
+    c = raw(ledger.db)
+    c.execute("UPDATE tree SET hash = ? WHERE id = ?", (hashlib.sha256(b"forged").digest(), target))
+    c.close()
+    before = dump(ledger.db)
+    with pytest.raises(StoreError, match="refusing to sign"):
+        ledger.checkpoint()
+    assert dump(ledger.db) == before
+    assert count(ledger.db, "checkpoints") == 1
+
+
+@pytest.mark.parametrize("previous_checkpoint", [True, False])
+def test_checkpoint_refused_when_new_part_of_tree_tampered(ledger, previous_checkpoint):
+    ledger.contract()
+    ledger.append(liq(1), liq(2))
+    if previous_checkpoint:
+        ledger.checkpoint()  # size 3
+    ledger.append(liq(3), liq(4))  # size 5
+    drop_triggers(ledger.db)
+    c = raw(ledger.db)
+    c.execute("UPDATE tree SET hash = ? WHERE id = ?", (hashlib.sha256(b"forged").digest(), merkle.stored_hash_index(0, 4)))
+    c.close()
+    before = dump(ledger.db)
+    with pytest.raises(StoreError, match="refusing to sign"):
+        ledger.checkpoint()
+    assert dump(ledger.db) == before
+    assert count(ledger.db, "checkpoints") == (1 if previous_checkpoint else 0)
+
+
+def test_checkpoint_refused_when_tampered_at_same_size(ledger):
+    ledger.contract()
+    ledger.append(liq(1), liq(2), liq(3))
+    ledger.checkpoint()  # size 4
+    drop_triggers(ledger.db)
+    c = raw(ledger.db)
+    c.execute("UPDATE tree SET hash = ? WHERE id = ?", (bytes(32), merkle.stored_hash_index(2, 0)))
+    c.close()
+    with pytest.raises(StoreError):
+        ledger.checkpoint()
+    assert count(ledger.db, "checkpoints") == 1
+
+
+# --- two writers ----------------------------------------------------------------------------------------
+
+
+def _writer(db, key, prefix, n, batch, barrier, q):
+    try:
+        from ledger.keys import load_key_file
+
+        s = Store.open(db)
+        signer = load_key_file(key)
+        barrier.wait(timeout=30)
+        contracts = ["XBTUSDTM", "ETHUSDTM"]
+        written = 0
+        for start in range(0, n, batch):
+            recs = []
+            for i in range(start, min(n, start + batch)):
+                recs.append({"kind": "liquidation", "contract": contracts[i % 2], "id": f"{prefix}-{i}",
+                             "side": "long" if i % 3 else "short", "qty": "1", "bankruptcy_price": "39000",
+                             "fill_price": str(38950 + i % 100)})
+            written += len(s.append(recs, [signer]).appended)
+        s.close()
+        q.put(("ok", written))
+    except BaseException as e:  # report, never hang the parent
+        q.put(("error", repr(e)))
+
+
+def test_two_processes_appending_at_once(ledger):
+    ledger.contract()
+    ledger.contract(symbol="ETHUSDTM")
+    ledger.store.close()
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    q = ctx.Queue()
+    n = 300
+    procs = [ctx.Process(target=_writer, args=(ledger.db, ledger.key, p, n, 7, barrier, q)) for p in ("A", "B")]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert results == [("ok", n), ("ok", n)]
+    s = Store.open(ledger.db)
+    ledger.store = s  # closed by the fixture
+    assert s.size() == 2 + 2 * n
+    c = raw(ledger.db)
+    ids = {r[0] for r in c.execute("SELECT liquidation_id FROM entries WHERE kind = 'liquidation'")}
+    seqs = [r[0] for r in c.execute("SELECT seq FROM entries ORDER BY seq")]
+    c.close()
+    assert ids == {f"{p}-{i}" for p in "AB" for i in range(n)}
+    assert seqs == list(range(2 + 2 * n))
+    s.add_checkpoint([ledger.signer])
+    report = verify_path(ledger.db)
+    assert report.tree_size == 2 + 2 * n
+    assert sum(f.liquidations for f in report.book.funds.values()) == 2 * n
+
+
+# --- key rotation -------------------------------------------------------------------------------------------
+
+
+def test_key_rotation_hands_the_log_over(ledger):
+    ledger.contract()
+    ledger.liquidation(id="L-1")
+    ledger.checkpoint()
+    new_path = str(ledger.dir / "new.key")
+    seq, new = api.rotate_key(ledger.store, ledger.signer, new_path)
+    assert seq == 2 and ledger.store.size() == 3
+    assert oct(os.stat(new_path).st_mode & 0o777) == oct(0o600)
+    before = dump(ledger.db)
+    with pytest.raises(StoreError):
+        ledger.store.append([liq(2)], [ledger.signer])  # the retired key
+    with pytest.raises(StoreError):
+        ledger.store.add_checkpoint([ledger.signer])
+    assert dump(ledger.db) == before
+    assert ledger.store.append([liq(2)], [new]).appended == [3]
+    ledger.store.add_checkpoint([new])
+    report = verify_path(ledger.db)
+    assert report.tree_size == 4
+    # a fresh open knows the new key too
+    s = Store.open(ledger.db)
+    with pytest.raises(StoreError):
+        s.append([liq(3)], [ledger.signer])
+    assert s.append([liq(3)], [new]).appended == [4]
+    s.close()
+    # the old key cannot come back, and the key must be named for the log
+    with pytest.raises(StoreError):
+        ledger.store.rotate_key(new, ledger.signer)
+    with pytest.raises(StoreError):
+        ledger.store.rotate_key(new, note.generate_signer("example.com/another"))
+
+
+def test_key_rotation_refused_with_wrong_current_key(ledger):
+    ledger.contract()
+    before = dump(ledger.db)
+    with pytest.raises(StoreError):
+        ledger.store.rotate_key(note.generate_signer(ORIGIN), note.generate_signer(ORIGIN))
+    assert dump(ledger.db) == before
+
+
+def test_store_opened_before_rotation_refuses_retired_key(ledger):
+    ledger.contract()
+    early = Store.open(ledger.db)  # e.g. a long-running importer
+    try:
+        api.rotate_key(ledger.store, ledger.signer, str(ledger.dir / "new.key"))
+        before = dump(ledger.db)
+        with pytest.raises(StoreError):
+            early.append([liq(1)], [ledger.signer])
+        with pytest.raises(StoreError):
+            early.add_checkpoint([ledger.signer])
+        assert dump(ledger.db) == before
+    finally:
+        early.close()
