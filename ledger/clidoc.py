@@ -10,16 +10,25 @@ import click
 from .cli import cli
 
 
-def _walk(cmd: click.Command, path: list[str]):
-    yield path, cmd
+def _walk(cmd: click.Command, path: list[str], parent: click.Context | None):
+    """``(path, command, context)`` for ``cmd`` and everything below it; the
+    contexts are chained as when the command runs, so settings such as the
+    help option names are inherited exactly as at run time."""
+    settings = {"terminal_width": 100, "max_content_width": 100, **cmd.context_settings}
+    ctx = click.Context(cmd, info_name=path[-1], parent=parent, **settings)
+    yield path, cmd, ctx
     if isinstance(cmd, click.Group):
         for name in sorted(cmd.commands):
-            yield from _walk(cmd.commands[name], path + [name])
+            yield from _walk(cmd.commands[name], path + [name], ctx)
+
+
+def _contexts():
+    return list(_walk(cli, ["fundledger"], None))
 
 
 def commands() -> list[tuple[str, click.Command]]:
     """``("fundledger contract add", command)`` for every command and group."""
-    return [(" ".join(["fundledger", *p]), c) for p, c in _walk(cli, [])]
+    return [(" ".join(p), c) for p, c, _ in _contexts()]
 
 
 def render() -> str:
@@ -33,9 +42,8 @@ def render() -> str:
         "2 bad input or usage (one line on stderr, nothing written).",
         "",
     ]
-    for name, cmd in commands():
-        ctx = click.Context(cmd, info_name=name, terminal_width=100, max_content_width=100)
-        out += [f"## `{name}`", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
+    for path, cmd, ctx in _contexts():
+        out += [f"## `{' '.join(path)}`", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(out)
 
 
