@@ -276,10 +276,14 @@ def rotate_key(store: Store, old: note.Signer, new_key_path: str) -> tuple[int, 
     return seq, new
 
 
-def check_receipt(data: bytes, verifier: note.Verifier) -> dict:
-    """Check a receipt offline: the checkpoint is signed by the log key, the
-    entry in ``extra`` is signed by it too and is included in that tree.
-    Returns the entry's JSON object."""
+def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier]) -> dict:
+    """Check a receipt offline: the checkpoint is signed by a log key, the
+    entry in ``extra`` is signed by a log key too and is included in that
+    tree. After a key rotation pass both keys: an older entry is signed by
+    the old key, the newer checkpoint by the new one. Returns the entry's
+    JSON object."""
+    if isinstance(verifiers, note.Verifier):
+        verifiers = [verifiers]
     from .entry import parse_entry_text
     from .errors import VerificationError
     from .verify import open_checkpoint
@@ -288,10 +292,10 @@ def check_receipt(data: bytes, verifier: note.Verifier) -> dict:
         r = note.parse_receipt(data)
     except FundledgerError as e:
         raise VerificationError(f"receipt: {e}") from None
-    cp = open_checkpoint(r.checkpoint, [verifier])
+    cp = open_checkpoint(r.checkpoint, verifiers)
     if r.extra is None:
         raise VerificationError("receipt carries no entry")
-    text, _ = note.open_note(r.extra, [verifier], max_bytes=65535)
+    text, _ = note.open_note(r.extra, verifiers, max_bytes=65535)
     merkle.verify_inclusion(merkle.leaf_hash(r.extra), r.leaf_index, cp.tree_size, r.proof, cp.root_hash)
     obj = parse_entry_text(text)
     if obj.get("seq") != r.leaf_index:

@@ -352,17 +352,18 @@ def prove(seq, out, db_path):
 
 @cli.command("check-receipt")
 @click.argument("receipt", type=click.File("rb"))
-@click.option("--vkey", required=True, help="The log's verifier key (or a file holding it).")
+@click.option("--vkey", "vkeys", required=True, multiple=True,
+              help="The log's verifier key (or a file holding it); repeat it with the old and new keys after a rotation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
 @handled
-def check_receipt(receipt, vkey, as_json):
+def check_receipt(receipt, vkeys, as_json):
     """Check a receipt offline: signed checkpoint, signed entry, inclusion.
 
     Example: fundledger check-receipt entry-42.proof --vkey fund.vkey
     """
     from .verify import load_vkey
 
-    r = api.check_receipt(receipt.read(1 << 20), load_vkey(vkey))
+    r = api.check_receipt(receipt.read(1 << 20), [load_vkey(v) for v in vkeys])
     if as_json:
         echo_json(r)
     else:

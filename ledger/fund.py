@@ -69,6 +69,20 @@ _TIME = re.compile(
 # --- exact decimals -----------------------------------------------------------
 
 
+_CANONICAL_POSITIVE = re.compile(r"(?:[1-9][0-9]{0,29}(?:\.[0-9]{0,17}[1-9])?|0\.[0-9]{0,17}[1-9])\Z")
+
+
+def positive_decimal(value: object, name: str) -> tuple[int, int, str]:
+    """:func:`parse_positive` plus the canonical spelling (:func:`decimal_str`).
+    A string already canonical (the verifier's case, and most inputs) takes a
+    fast path that gives the same result."""
+    if type(value) is str and _CANONICAL_POSITIVE.match(value):
+        whole, _, frac = value.partition(".")
+        return int(whole + frac), len(frac), value
+    units, digits = parse_positive(value, name)
+    return units, digits, decimal_str(units, digits)
+
+
 def parse_positive(value: object, name: str) -> tuple[int, int]:
     """Parse a strictly positive decimal given as a string or an integer.
 
@@ -373,12 +387,12 @@ class FundBook:
         side = record.get("side")
         if side not in SIDES:
             raise RuleError(f"side must be long or short, not {str(side)[:20]!r}")
-        qty = parse_positive(record.get("qty"), "qty")
-        bankruptcy = parse_positive(record.get("bankruptcy_price"), "bankruptcy_price")
-        fill = parse_positive(record.get("fill_price"), "fill_price")
+        qty = positive_decimal(record.get("qty"), "qty")
+        bankruptcy = positive_decimal(record.get("bankruptcy_price"), "bankruptcy_price")
+        fill = positive_decimal(record.get("fill_price"), "fill_price")
         mark = record.get("mark_price")
         if mark is not None:
-            mark = parse_positive(mark, "mark_price")
+            mark = positive_decimal(mark, "mark_price")
         return fund, lid, side, qty, bankruptcy, fill, mark
 
     def check(self, record: dict) -> None:
@@ -403,7 +417,7 @@ class FundBook:
         fund, lid, side, qty, bankruptcy, fill, mark = self._liquidation_inputs(record)
         symbol = fund.contract.symbol
         c = fund.contract
-        delta = movement_units(c.type, side, qty, c.multiplier_dec, bankruptcy, fill, c.scale)
+        delta = movement_units(c.type, side, qty[:2], c.multiplier_dec, bankruptcy[:2], fill[:2], c.scale)
         if delta >= 0:
             paid, adl, balance = 0, 0, fund.balance + delta
         else:
@@ -415,12 +429,12 @@ class FundBook:
             "contract": symbol,
             "id": lid,
             "side": side,
-            "qty": decimal_str(*qty),
-            "bankruptcy_price": decimal_str(*bankruptcy),
-            "fill_price": decimal_str(*fill),
+            "qty": qty[2],
+            "bankruptcy_price": bankruptcy[2],
+            "fill_price": fill[2],
         }
         if mark is not None:
-            fields["mark_price"] = decimal_str(*mark)
+            fields["mark_price"] = mark[2]
         scale = c.scale
         fields["delta"] = amount_str(delta, scale)
         fields["paid"] = amount_str(paid, scale)

@@ -28,6 +28,7 @@ imported only for database sources.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 import urllib.error
@@ -676,6 +677,19 @@ def check_entry_shape(data: bytes, seq: int, keys: KeyHistory, sigs: SignatureCh
     entry exactly two, by the current key and then by the key it announces."""
     if len(data) > MAX_ENTRY_BYTES:
         raise VerificationError(f"entry is over {MAX_ENTRY_BYTES} bytes", seq=seq)
+    fast = _split_one_signature(data, keys.current)
+    if fast is not None:
+        # The common case: one well-formed signature line by the current key.
+        # The text's own strictness (UTF-8, no control characters) follows
+        # from the byte comparison with the canonical rebuild.
+        text, signature = fast
+        try:
+            obj = parse_entry_text(text)
+        except FundledgerError as e:
+            raise VerificationError(f"entry text: {e}", seq=seq) from None
+        if obj.get("kind") != "key":
+            sigs.add(seq, keys.current.public_key, text, signature)
+            return obj, text
     try:
         text, signatures = note.split_note(data, MAX_ENTRY_BYTES)
     except FundledgerError as e:
@@ -701,6 +715,33 @@ def check_entry_shape(data: bytes, seq: int, keys: KeyHistory, sigs: SignatureCh
             raise VerificationError("malformed signature", seq=seq)
         sigs.add(seq, k.public_key, text, s.signature)
     return obj, text
+
+
+_SIG_B64_LEN = 92  # base64 of a 4-byte key id and a 64-byte Ed25519 signature
+
+
+def _split_one_signature(data: bytes, key: note.Verifier) -> tuple[bytes, bytes] | None:
+    """``(text, signature)`` if ``data`` is a text, a blank line and exactly
+    one canonical signature line by ``key``; else None (the caller then
+    parses it with :func:`ledger.note.split_note` for a precise error)."""
+    prefix = key.__dict__.get("_line_prefix")
+    if prefix is None:
+        prefix = "\n\n\u2014 ".encode() + key.name.encode() + b" "
+        object.__setattr__(key, "_line_prefix", prefix)
+    cut = len(data) - len(prefix) - _SIG_B64_LEN - 1
+    if cut < 1 or data[cut : cut + len(prefix)] != prefix or data[-1:] != b"\n":
+        return None
+    b64 = data[cut + len(prefix) : -1]
+    try:
+        raw = binascii.a2b_base64(b64, strict_mode=True)
+    except binascii.Error:
+        return None
+    if len(raw) != 68 or raw[:4] != key.key_id or binascii.b2a_base64(raw, newline=False) != b64:
+        return None
+    text = data[: cut + 1]
+    if b"\n\n" in text:
+        return None  # the note's text ends at its last blank line
+    return text, raw[4:]
 
 
 class DbCrossCheck:

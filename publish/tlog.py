@@ -1,0 +1,145 @@
+"""The log's public objects, read from a (read-only) SQLite connection.
+
+These functions run inside Datasette's database threads, through
+``Database.execute_fn``: they take the thread's read-only connection and
+return bytes. They never write. They follow the store's own reads
+(``Store.published_checkpoint``, ``Store.read_hashes``) on the same schema,
+without importing the writer.
+
+Only what the latest checkpoint covers is served: a tile or an entry bundle
+beyond its tree size is "not found", so every byte published here is
+committed to by a signed checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ledger import merkle, note
+from ledger.errors import FundledgerError, ProofError
+
+
+@dataclass(frozen=True)
+class LatestCheckpoint:
+    id: int
+    tree_size: int
+    root: bytes
+    time: str
+    note: bytes
+    cosignatures: tuple[bytes, ...]
+
+    @property
+    def published(self) -> bytes:
+        """The checkpoint note with every cosignature line collected for it
+        (what ``/checkpoint`` serves)."""
+        return self.note + b"".join(self.cosignatures)
+
+
+def latest_checkpoint(conn) -> LatestCheckpoint | None:
+    row = conn.execute(
+        "SELECT id, tree_size, root, time, note FROM checkpoints ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return None
+    cid, size, root, time, signed = tuple(row)
+    lines = tuple(
+        bytes(r[0])
+        for r in conn.execute(
+            "SELECT line FROM cosignatures WHERE checkpoint_id = ? ORDER BY name, key_id", (cid,)
+        )
+    )
+    return LatestCheckpoint(cid, size, bytes(root), time, bytes(signed), lines)
+
+
+def checkpoint_size(conn) -> int:
+    """The latest checkpoint's tree size (0 if none)."""
+    row = conn.execute("SELECT tree_size FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    return 0 if row is None else row[0]
+
+
+class ConnHashReader:
+    """merkle.HashReader over the ``tree`` table of a connection."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        if not indexes:
+            return []
+        found: dict[int, bytes] = {}
+        idx = list(indexes)
+        for i in range(0, len(idx), 500):
+            part = idx[i : i + 500]
+            q = f"SELECT id, hash FROM tree WHERE id IN ({','.join('?' * len(part))})"
+            found.update((r[0], bytes(r[1])) for r in self.conn.execute(q, part))
+        try:
+            return [found[i] for i in idx]
+        except KeyError as e:
+            raise ProofError(f"stored hash {e.args[0]} is missing") from None
+
+
+def published_width(tree_size: int, level: int, index: int) -> int:
+    """How many hashes (level >= 0) or entries (level -1) tile ``(level,
+    index)`` holds in the tree of ``tree_size`` leaves (0: none)."""
+    count = tree_size if level < 0 else tree_size >> (merkle.TILE_HEIGHT * level)
+    return max(0, min(merkle.TILE_WIDTH, count - index * merkle.TILE_WIDTH))
+
+
+def tile_bytes(conn, level: int, index: int, width: int) -> bytes | None:
+    """The bytes at ``tile/...`` for ``(level, index, width)``, or None when
+    the latest checkpoint does not cover that tile at that width.
+
+    A narrower partial tile than the one published now is still served:
+    it is the tile of an older checkpoint, and its bytes are the first
+    ``width`` of the current one (readers holding that checkpoint ask for it).
+    """
+    size = checkpoint_size(conn)
+    if width > published_width(size, level, index):
+        return None
+    if level < 0:
+        first = index * merkle.TILE_WIDTH
+        rows = conn.execute(
+            "SELECT seq, data FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (first, first + width)
+        ).fetchall()
+        if [r[0] for r in rows] != list(range(first, first + width)):
+            raise ProofError(f"entries {first}..{first + width - 1} are not all in the database")
+        return b"".join(len(d).to_bytes(2, "big") + bytes(d) for _, d in (tuple(r) for r in rows))
+    return b"".join(ConnHashReader(conn).read_hashes(merkle.tile_hash_indexes(level, index, width)))
+
+
+def entry_bytes(conn, seq: int) -> bytes | None:
+    row = conn.execute("SELECT data FROM entries WHERE seq = ?", (seq,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def receipt(conn, seq: int) -> bytes | None:
+    """A C2SP tlog-proof@v1 receipt for entry ``seq`` against the latest
+    checkpoint (the entry in ``extra``), or None if that checkpoint does not
+    cover the entry. One read transaction: the checkpoint, the proof and the
+    entry come from the same snapshot."""
+    conn.execute("BEGIN")
+    try:
+        cp = latest_checkpoint(conn)
+        if cp is None or not 0 <= seq < cp.tree_size:
+            return None
+        proof = merkle.prove_inclusion(cp.tree_size, seq, ConnHashReader(conn))
+        data = entry_bytes(conn, seq)
+        if data is None:
+            raise ProofError(f"entry {seq} is missing")
+        return note.format_receipt(note.Receipt(seq, tuple(proof), cp.published, data))
+    finally:
+        conn.execute("COMMIT")
+
+
+def signature_lines(data: bytes) -> list[dict]:
+    """The signature lines of a signed note, for display:
+    ``[{"name", "key_id" (hex), "line"}]``; [] if it does not parse."""
+    try:
+        _, sigs = note.split_note(data)
+    except FundledgerError:
+        return []
+    return [
+        {"name": s.name, "key_id": s.key_id.hex(), "line": s.line.decode("utf-8", "replace").rstrip("\n")}
+        for s in sigs
+    ]
