@@ -179,11 +179,16 @@ def spool(stream: IO[bytes]) -> IO[bytes]:
 
 def balances(store: Store, symbol: str | None = None) -> dict:
     """``{"contracts": [...], "tree_size": N}``, the ``balance --json`` shape."""
+    with store.snapshot():
+        return _balances(store, symbol)
+
+
+def _balances(store: Store, symbol: str | None) -> dict:
     rows = store.contract_rows()
     if symbol is not None:
         rows = [r for r in rows if r["symbol"] == symbol]
         if not rows:
-            raise InputError(f"unknown contract {symbol}")
+            raise InputError(f"unknown contract {symbol!r}")
     book = store.load_book()
     funds = [book.funds[r["symbol"]].summary() for r in rows]
     return {"origin": store.origin, "tree_size": store.size(), "contracts": funds}
@@ -192,7 +197,7 @@ def balances(store: Store, symbol: str | None = None) -> dict:
 def history(store: Store, symbol: str) -> dict:
     """Every entry of one contract, oldest first (``history --json``)."""
     if not any(r["symbol"] == symbol for r in store.contract_rows()):
-        raise InputError(f"unknown contract {symbol}")
+        raise InputError(f"unknown contract {symbol!r}")
     return {"contract": symbol, "entries": store.history(symbol)}
 
 
@@ -217,6 +222,11 @@ def _latest(store: Store) -> tuple[int, int, bytes, str, bytes]:
 def prove(store: Store, seq: int) -> bytes:
     """A receipt (C2SP tlog-proof@v1) that entry ``seq`` is in the log: the
     entry in ``extra``, its inclusion proof and the latest checkpoint."""
+    with store.snapshot():
+        return _prove(store, seq)
+
+
+def _prove(store: Store, seq: int) -> bytes:
     _, size, _, _, _ = _latest(store)
     if not 0 <= seq < size:
         raise InputError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
@@ -229,6 +239,11 @@ def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int
     """The C2SP tlog-witness add-checkpoint body proving that the latest
     checkpoint extends ``old_checkpoint`` (a signed checkpoint of this log),
     or the tree of ``old_size`` entries (0 for a witness's first request)."""
+    with store.snapshot():
+        return _consistency(store, old_checkpoint, old_size)
+
+
+def _consistency(store: Store, old_checkpoint: bytes | None, old_size: int | None) -> bytes:
     from .verify import open_checkpoint
 
     _, size, _, _, _ = _latest(store)
@@ -295,7 +310,10 @@ def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier]) -
     cp = open_checkpoint(r.checkpoint, verifiers)
     if r.extra is None:
         raise VerificationError("receipt carries no entry")
-    text, _ = note.open_note(r.extra, verifiers, max_bytes=65535)
+    try:
+        text, _ = note.open_note(r.extra, verifiers, max_bytes=65535)
+    except FundledgerError as e:
+        raise VerificationError(f"receipt entry: {e}") from None
     merkle.verify_inclusion(merkle.leaf_hash(r.extra), r.leaf_index, cp.tree_size, r.proof, cp.root_hash)
     obj = parse_entry_text(text)
     if obj.get("seq") != r.leaf_index:

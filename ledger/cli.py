@@ -192,7 +192,7 @@ def liquidation(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price,
     r = api.append_one(store, load_key(key_path), record)
     report_append(r)
     if r.appended:
-        e = store.history(symbol)[-1]
+        e = store.entry_row(r.appended[-1])
         click.echo(f"{symbol}: delta {e['delta']}, paid {e['paid']}, adl {e['adl']}, balance {e['balance']}")
 
 

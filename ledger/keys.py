@@ -39,7 +39,7 @@ def load_key_file(path: str) -> note.Signer:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
     except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such key file") from None
+        raise KeyFileError(f"{path!r}: no such key file") from None
     except OSError as e:
         raise KeyFileError(f"{path}: {e.strerror}") from None
     mode = os.fstat(fd).st_mode

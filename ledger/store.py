@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -184,7 +185,7 @@ class _SeenInDb:
         by_contract: dict[str, list[str]] = {}
         for r in records:
             c, i = r.get("contract"), r.get("id")
-            if r.get("kind") == "liquidation" and isinstance(c, str) and isinstance(i, str):
+            if r.get("kind") == "liquidation" and _sqlite_text(c) and _sqlite_text(i):
                 by_contract.setdefault(c, []).append(i)
         for c, ids in by_contract.items():
             for k in range(0, len(ids), 500):
@@ -232,7 +233,7 @@ class Store:
         """Open a ledger. The schema is checked before anything is changed:
         a file that is not a fundledger ledger is left exactly as it was."""
         if not os.path.isfile(path):
-            raise StoreError(f"{path}: no such ledger (run `fundledger init ORIGIN` first)")
+            raise StoreError(f"{path!r}: no such ledger (run `fundledger init ORIGIN` first)")
         if os.path.getsize(path) == 0:
             raise StoreError(f"{path}: empty file, not a fundledger database")
         conn = None
@@ -276,6 +277,20 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+
+    @contextmanager
+    def snapshot(self):
+        """Several reads that see one state of the ledger (a read transaction),
+        even while another process appends or signs a checkpoint."""
+        if self.conn.in_transaction:
+            yield self
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
 
     # -- reading -----------------------------------------------------------------
 
@@ -386,6 +401,14 @@ class Store:
                 last_price=r["last_price"],
             )
         return book
+
+    def entry_row(self, seq: int) -> dict:
+        """The derived columns of entry ``seq``."""
+        cols = ENTRY_COLUMNS[3:]
+        row = self.conn.execute(f"SELECT seq, {', '.join(cols)} FROM entries WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise StoreError(f"no entry {seq}")
+        return dict(zip(("seq",) + cols, row))
 
     def history(self, symbol: str, limit: int | None = None, offset: int = 0) -> list[dict]:
         cols = ENTRY_COLUMNS[3:]
@@ -607,6 +630,17 @@ class Store:
         except BaseException:
             _rollback(self.conn)
             raise
+
+
+def _sqlite_text(value: object) -> bool:
+    """A str SQLite can take (no lone surrogates); others are refused later by the rules."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

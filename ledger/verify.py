@@ -230,7 +230,7 @@ def open_source(source: str) -> Source:
         return DirSource(source)
     if os.path.isfile(source):
         return DbSource(source)
-    raise InputError(f"{source}: no such database, directory or URL")
+    raise InputError(f"{source!r}: no such database, directory or URL")
 
 
 # --- signature checks in worker processes ----------------------------------------
@@ -821,7 +821,7 @@ def verify_path(
             with open(trusted_path, "rb") as f:
                 trusted = f.read(MAX_CHECKPOINT_BYTES + 1)
         except OSError as e:
-            raise InputError(f"{trusted_path}: {e.strerror}") from None
+            raise InputError(f"{trusted_path!r}: {e.strerror}") from None
     src = open_source(source)
     try:
         resume = VerifierState.load(state_path) if state_path and os.path.exists(state_path) else None

@@ -68,6 +68,11 @@ def bundle(entries: list[bytes]) -> bytes:
 
 def export(store: Store, root: str, full: bool = False) -> ExportResult:
     """Write (or bring up to date) the static tiles of ``store`` in ``root``."""
+    with store.snapshot():  # the tiles and the checkpoint of one state
+        return _export(store, root, full)
+
+
+def _export(store: Store, root: str, full: bool) -> ExportResult:
     cp = store.latest_checkpoint()
     if cp is None:
         raise StoreError("no checkpoint yet: run `fundledger checkpoint` first")

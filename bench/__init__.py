@@ -1,0 +1,1 @@
+"""fundledger's benchmark (run it with scripts/bench; see docs/PERFORMANCE.md)."""
