@@ -523,6 +523,7 @@ def verify(
     witnesses: Sequence[note.Verifier] = (),
     quorum: int | None = None,
     resume: "VerifierState | None" = None,
+    keep_state: bool = False,
 ) -> Report:
     """Verify ``source``; raise VerificationError at the first fault.
 
@@ -665,7 +666,7 @@ def verify(
     if db_checks is not None:
         db_checks.finish(book, roots, keys)
     report = Report(size, tree.root(), book, cp.tree_size, seq - start, source.description, key_source, cosigs)
-    if size == cp.tree_size:
+    if keep_state and size == cp.tree_size:
         report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, prev, book, keys)
     return report
 
@@ -825,7 +826,8 @@ def verify_path(
     src = open_source(source)
     try:
         resume = VerifierState.load(state_path) if state_path and os.path.exists(state_path) else None
-        report = verify(src, vkeys, trusted, workers, witnesses=witness_keys, quorum=quorum, resume=resume)
+        report = verify(src, vkeys, trusted, workers, witnesses=witness_keys, quorum=quorum, resume=resume,
+                        keep_state=bool(state_path))
     finally:
         src.close()
     if state_path and report.state is not None:
@@ -865,7 +867,7 @@ class VerifierState:
                 "last_time": f.last_time, "last_price": f.last_price,
             })
         return cls(origin, checkpoint.decode(), size, b(tree.root()), [b(h) for h in tree.hashes()], b(prev),
-                   funds, sorted([c, i] for c, i in book.seen), [[st, v.vkey()] for st, v in keys.keys])
+                   funds, sorted(map(list, book.seen)), [[st, v.vkey()] for st, v in keys.keys])
 
     def restore(self) -> tuple[FundBook, merkle.CompactRange, bytes, int, KeyHistory]:
         from .fund import Contract, Fund
@@ -891,7 +893,7 @@ class VerifierState:
         obj = {"version": self.VERSION, **self.__dict__}
         tmp = f"{path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
+            f.write(json.dumps(obj, separators=(",", ":")))  # the C encoder
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
