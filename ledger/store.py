@@ -421,6 +421,32 @@ class Store:
 
     # -- writing -----------------------------------------------------------------
 
+    @contextmanager
+    def _write(self):
+        """One write transaction under ``BEGIN IMMEDIATE``: committed if the
+        block ends normally (unless it rolled back itself), rolled back on
+        any exception; SQLite failures become one-line StoreErrors."""
+        self._require_writer()
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            _rollback(conn)
+            raise StoreError(f"{self.path}: {e}") from None
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    def _head(self) -> tuple[int, bytes, merkle.TreeBuilder]:
+        """``(size, hash of the last entry, tree builder at the right edge)``."""
+        head = self.conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        size = 0 if head is None else head[0] + 1
+        prev = entry_mod.ZERO_HASH if head is None else head[1]
+        return size, prev, merkle.TreeBuilder(size, self.read_hashes(merkle.compact_range_indexes(size)))
+
     def _require_writer(self) -> None:
         if self.readonly:
             raise InvariantError("write on a read-only store")
@@ -449,16 +475,10 @@ class Store:
         transaction; a replayed liquidation (or an identical contract) is
         skipped and reported in ``duplicates``. Any other bad record raises
         and rolls the whole call back: nothing is written."""
-        self._require_writer()
-        conn = self.conn
         result = AppendResult()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._write() as conn:
             self.check_signer(signers)
-            head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-            size = 0 if head is None else head[0] + 1
-            prev = entry_mod.ZERO_HASH if head is None else head[1]
-            builder = merkle.TreeBuilder(size, self.read_hashes(merkle.compact_range_indexes(size)))
+            size, prev, builder = self._head()
             book = self.load_book()
             records = list(records)
             if len(records) > MAX_BATCH:
@@ -494,13 +514,6 @@ class Store:
             conn.executemany(_INSERT_ENTRY, entry_rows)
             conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows)
             self._write_summaries(book, touched)
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            _rollback(conn)
-            raise StoreError(f"{self.path}: {e}") from None
-        except BaseException:
-            _rollback(conn)
-            raise
         result.tree_size = size
         return result
 
@@ -526,21 +539,15 @@ class Store:
         """Hand the log over to a new key: one ``key`` entry announcing it,
         signed by the current key and by the new one. From the next entry on
         only the new key signs entries and checkpoints. Returns the seq."""
-        self._require_writer()
         self.check_signer([old])
         nv = new.verifier()
         if new.name != self.origin or new.alg != note.ALG_ED25519:
             raise StoreError(f"the new key must be an Ed25519 key named {self.origin}")
         if any(v == nv.vkey() for _, v in self.key_history()):
             raise StoreError("that key has already been used by this log")
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._write() as conn:
             self.check_signer([old])
-            head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-            size = 0 if head is None else head[0] + 1
-            prev = entry_mod.ZERO_HASH if head is None else head[1]
-            builder = merkle.TreeBuilder(size, self.read_hashes(merkle.compact_range_indexes(size)))
+            size, prev, builder = self._head()
             fields = {"kind": "key", "contract": "", "vkey": nv.vkey()}
             time = clock()
             data = entry_mod.sign_entry(entry_mod.entry_text(fields, size, prev, time), [old, new])
@@ -552,13 +559,6 @@ class Store:
                 "INSERT INTO tree (id, hash) VALUES (?, ?)", list(zip(range(first, first + len(hashes)), hashes))
             )
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('current_vkey', ?)", (nv.vkey(),))
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            _rollback(conn)
-            raise StoreError(f"{self.path}: {e}") from None
-        except BaseException:
-            _rollback(conn)
-            raise
         self.current_vkey = nv.vkey()
         return size
 
@@ -573,63 +573,48 @@ class Store:
         with it. So a checkpoint is never signed over stored hashes the
         entries do not give, nor inconsistent with the previous one. The
         cost is proportional to the entries since the last checkpoint."""
-        self._require_writer()
-        conn = self.conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            self.check_signer(signers)
-            size = self.size()
-            last = self.latest_checkpoint()
-            old_size, old_root = (0, merkle.EMPTY_ROOT) if last is None else (last[1], last[2])
-            if old_size > size:
-                raise StoreError(f"the log has {size} entries but checkpoint {old_size} exists: refusing")
-            if last is not None and old_size == size:
-                if merkle.tree_hash(size, self) != old_root:
-                    raise ProofError("the stored tree does not give the last checkpoint's root")
-                conn.execute("ROLLBACK")
-                return size, last[4], False
-            edge = merkle.CompactRange(old_size, self.read_hashes(merkle.compact_range_indexes(old_size)))
-            if edge.root() != old_root:
-                raise ProofError("the stored tree does not give the last checkpoint's root")
-            for _, data in self.iter_entries(old_size, size):
-                edge.append(merkle.leaf_hash(data))
-            root = edge.root()
-            if merkle.tree_hash(size, self) != root:
-                raise ProofError("the stored Merkle hashes do not match the entries")
-            text = note.Checkpoint(self.origin, size, root).text()
-            signed = note.sign_note(text, signers)
-            conn.execute(
-                "INSERT INTO checkpoints (id, tree_size, root, time, note) VALUES "
-                "((SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints), ?, ?, ?, ?)",
-                (size, root, clock(), signed),
-            )
-            conn.execute("COMMIT")
+            with self._write() as conn:
+                self.check_signer(signers)
+                return self._sign_checkpoint(conn, signers, clock)
         except ProofError as e:
-            _rollback(conn)
             raise StoreError(f"refusing to sign: the log is not consistent with the last checkpoint ({e})") from None
-        except sqlite3.Error as e:
-            _rollback(conn)
-            raise StoreError(f"{self.path}: {e}") from None
-        except BaseException:
-            _rollback(conn)
-            raise
+
+    def _sign_checkpoint(self, conn, signers, clock) -> tuple[int, bytes, bool]:
+        """The body of :meth:`add_checkpoint`, inside its transaction."""
+        size = self.size()
+        last = self.latest_checkpoint()
+        old_size, old_root = (0, merkle.EMPTY_ROOT) if last is None else (last[1], last[2])
+        if old_size > size:
+            raise StoreError(f"the log has {size} entries but checkpoint {old_size} exists: refusing")
+        if last is not None and old_size == size:
+            if merkle.tree_hash(size, self) != old_root:
+                raise ProofError("the stored tree does not give the last checkpoint's root")
+            conn.execute("ROLLBACK")
+            return size, last[4], False
+        edge = merkle.CompactRange(old_size, self.read_hashes(merkle.compact_range_indexes(old_size)))
+        if edge.root() != old_root:
+            raise ProofError("the stored tree does not give the last checkpoint's root")
+        for _, data in self.iter_entries(old_size, size):
+            edge.append(merkle.leaf_hash(data))
+        root = edge.root()
+        if merkle.tree_hash(size, self) != root:
+            raise ProofError("the stored Merkle hashes do not match the entries")
+        text = note.Checkpoint(self.origin, size, root).text()
+        signed = note.sign_note(text, signers)
+        conn.execute(
+            "INSERT INTO checkpoints (id, tree_size, root, time, note) VALUES "
+            "((SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints), ?, ?, ?, ?)",
+            (size, root, clock(), signed),
+        )
         return size, signed, True
 
     def add_cosignature(self, checkpoint_id: int, name: str, key_id: bytes, timestamp: int, line: bytes) -> None:
-        self._require_writer()
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(
+        with self._write() as conn:
+            conn.execute(
                 "INSERT OR IGNORE INTO cosignatures (checkpoint_id, name, key_id, timestamp, line) VALUES (?, ?, ?, ?, ?)",
                 (checkpoint_id, name, key_id.hex(), timestamp, line),
             )
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            _rollback(self.conn)
-            raise StoreError(f"{self.path}: {e}") from None
-        except BaseException:
-            _rollback(self.conn)
-            raise
 
 
 def _sqlite_text(value: object) -> bool:
