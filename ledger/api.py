@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Callable, Iterator
 
 from . import keys, merkle, note
 from .entry import parse_json_object
 from .errors import FundledgerError, InputError, LimitError, RuleError, StoreError
-from .fund import DuplicateContract, DuplicateLiquidation, FundBook, now_time, parse_time
+from .fund import DuplicateContract, DuplicateLiquidation, parse_time
 from .store import AppendResult, Store
 
 MAX_IMPORT_LINE_BYTES = 65536
@@ -203,10 +203,6 @@ def history(store: Store, symbol: str) -> dict:
 
 def checkpoint(store: Store, signer: note.Signer) -> tuple[int, bytes, bool]:
     return store.add_checkpoint([signer])
-
-
-def _now() -> str:  # pragma: no cover - trivial
-    return now_time()
 
 
 # -- proofs ----------------------------------------------------------------------------

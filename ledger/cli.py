@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import api
-from .errors import FundledgerError, InputError
+from .errors import FundledgerError
 
 DB_HELP = "Ledger database [env FUNDLEDGER_DB; default fund.db]."
 KEY_HELP = "Signing key file [env FUNDLEDGER_KEY; default fund.key]."

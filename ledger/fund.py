@@ -202,7 +202,7 @@ def parse_time(value: object, name: str = "time") -> str:
     y, mo, d, h, mi, s, frac, off = m.groups()
     try:
         t = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=timezone.utc)
-    except ValueError as e:
+    except ValueError:
         raise RuleError(f"{name} is not a valid date-time: {value[:40]!r}") from None
     if off not in ("Z", "z"):
         sign = 1 if off[0] == "+" else -1

@@ -33,7 +33,7 @@ import sqlite_utils
 
 from . import entry as entry_mod
 from . import merkle, note
-from .errors import FundledgerError, InvariantError, ProofError, RuleError, StoreError
+from .errors import InvariantError, ProofError, StoreError
 from .fund import Contract, DuplicateContract, DuplicateLiquidation, Fund, FundBook, now_time, parse_time
 
 SCHEMA_VERSION = "1"
@@ -334,18 +334,7 @@ class Store:
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         """merkle.HashReader over the ``tree`` table."""
-        if not indexes:
-            return []
-        found: dict[int, bytes] = {}
-        idx = list(indexes)
-        for i in range(0, len(idx), 500):
-            part = idx[i : i + 500]
-            q = f"SELECT id, hash FROM tree WHERE id IN ({','.join('?' * len(part))})"
-            found.update(self.conn.execute(q, part).fetchall())
-        try:
-            return [found[i] for i in idx]
-        except KeyError as e:
-            raise ProofError(f"stored hash {e.args[0]} is missing") from None
+        return read_tree_hashes(self.conn, indexes)
 
     def tree_hash(self, tree_size: int | None = None) -> bytes:
         return merkle.tree_hash(self.size() if tree_size is None else tree_size, self)
@@ -615,6 +604,23 @@ class Store:
                 "INSERT OR IGNORE INTO cosignatures (checkpoint_id, name, key_id, timestamp, line) VALUES (?, ?, ?, ?, ?)",
                 (checkpoint_id, name, key_id.hex(), timestamp, line),
             )
+
+
+def read_tree_hashes(conn: sqlite3.Connection, indexes: Sequence[int]) -> list[bytes]:
+    """The stored hashes at ``indexes`` (stored-hash indexes), in order, read
+    from any connection to a ledger (the site uses its own read-only one)."""
+    if not indexes:
+        return []
+    found: dict[int, bytes] = {}
+    idx = list(indexes)
+    for i in range(0, len(idx), 500):
+        part = idx[i : i + 500]
+        q = f"SELECT id, hash FROM tree WHERE id IN ({','.join('?' * len(part))})"
+        found.update((r[0], bytes(r[1])) for r in conn.execute(q, part))
+    try:
+        return [found[i] for i in idx]
+    except KeyError as e:
+        raise ProofError(f"stored hash {e.args[0]} is missing") from None
 
 
 def _sqlite_text(value: object) -> bool:

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from ledger import merkle, note
 from ledger.errors import FundledgerError, ProofError
+from ledger.store import read_tree_hashes
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,7 @@ class ConnHashReader:
         self.conn = conn
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
-        if not indexes:
-            return []
-        found: dict[int, bytes] = {}
-        idx = list(indexes)
-        for i in range(0, len(idx), 500):
-            part = idx[i : i + 500]
-            q = f"SELECT id, hash FROM tree WHERE id IN ({','.join('?' * len(part))})"
-            found.update((r[0], bytes(r[1])) for r in self.conn.execute(q, part))
-        try:
-            return [found[i] for i in idx]
-        except KeyError as e:
-            raise ProofError(f"stored hash {e.args[0]} is missing") from None
+        return read_tree_hashes(self.conn, indexes)
 
 
 def published_width(tree_size: int, level: int, index: int) -> int:
