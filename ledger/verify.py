@@ -42,7 +42,7 @@ from nacl.bindings import crypto_sign_open
 
 from . import merkle, note
 from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
-from .errors import FundledgerError, FormatError, InputError, VerificationError
+from .errors import FundledgerError, InputError, VerificationError
 from .fund import FundBook, parse_time
 
 MAX_CHECKPOINT_BYTES = 1 << 20
@@ -203,11 +203,18 @@ class DbSource(Source):
         return self.store.size()
 
     def entries(self, tree_size: int, start: int = 0) -> Iterator[bytes]:
+        """Entry bytes; the whole ``entries`` row of the one just yielded is
+        left in ``self.row``, so the derived columns are checked without
+        reading the table twice."""
         expect = start
-        for seq, data in self.store.iter_entries(start, tree_size):
+        for row in self.store.iter_rows(start):
+            seq = row[0]
+            if seq >= tree_size:
+                break
             if seq != expect:
                 raise MissingEntries(f"entry {expect} is missing", seq=expect)
-            yield data
+            self.row = row
+            yield row[1]
             expect += 1
         if expect != tree_size:
             raise MissingEntries(f"entry {expect} is missing", seq=expect)
@@ -581,7 +588,7 @@ def verify(
     roots_wanted = {cp.tree_size}
     if trusted_cp is not None:
         roots_wanted.add(trusted_cp.tree_size)
-    db_checks = DbCrossCheck(source.store) if isinstance(source, DbSource) and resume is None else None
+    db_checks = DbCrossCheck(source) if isinstance(source, DbSource) and resume is None else None
     if db_checks is not None:
         roots_wanted.update(db_checks.checkpoint_sizes())
     roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
@@ -748,20 +755,22 @@ def _split_one_signature(data: bytes, key: note.Verifier) -> tuple[bytes, bytes]
 class DbCrossCheck:
     """Checks a database's derived data against what the entries give."""
 
-    def __init__(self, store):
-        self.store = store
-        self.rows = store.iter_rows()
+    def __init__(self, source: DbSource):
+        from .store import derived_columns
+
+        self.source = source
+        self.store = source.store
+        self.derived_columns = derived_columns
+        self.checked = 0
         self.tree_ids = _StoredHashes()
-        self.tree_rows = store.conn.execute("SELECT id, hash FROM tree ORDER BY id")
+        self.tree_rows = self.store.conn.execute("SELECT id, hash FROM tree ORDER BY id")
 
     def checkpoint_sizes(self) -> set[int]:
         return {row[1] for row in self.store.checkpoints()}
 
     def entry(self, seq: int, data: bytes, leaf: bytes, fields: dict) -> None:
-        from .store import derived_columns
-
-        row = next(self.rows, None)
-        if row is None or tuple(row) != derived_columns(seq, data, leaf, fields):
+        self.checked += 1
+        if tuple(self.source.row) != self.derived_columns(seq, data, leaf, fields):
             raise VerificationError("a derived column of the entries table does not match the entry", seq=seq)
         for want in self.tree_ids.add(seq, leaf):
             got = self.tree_rows.fetchone()
@@ -771,7 +780,7 @@ class DbCrossCheck:
     def finish(self, book: FundBook, roots: dict[int, bytes], keys: KeyHistory) -> None:
         from .store import contract_row
 
-        if next(self.rows, None) is not None:
+        if self.store.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] != self.checked:
             raise VerificationError("the entries table has rows beyond the log")
         if self.tree_rows.fetchone() is not None:
             raise VerificationError("the tree table has hashes beyond the log")
