@@ -302,7 +302,7 @@ def checkpoint_cmd(db_path, key_path):
 @click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False),
               help="Incremental: resume from the state saved in this file (if any) and save the new one.")
-@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Signature-check processes [default: all cores].")
+@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes checking entries [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
 @db_option
 def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, as_json, db_path):

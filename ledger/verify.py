@@ -20,20 +20,25 @@ the http(s) URL where one is published) and checks, in one streaming pass:
 7. for a database, every derived column, stored hash, summary row and stored
    checkpoint agrees with the entry bytes.
 
-Signature checks run in worker processes, one per core. This module never
+Entries are checked in chunks by worker processes, one per core, and
+applied in order by the main process (see :func:`verify`). This module never
 imports the writer; a database is read through the store's read-only open,
 imported only for database sources.
 """
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
+import hashlib
 import json
 import os
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -41,15 +46,14 @@ from typing import Iterator, Sequence
 from nacl.bindings import crypto_sign_open
 
 from . import merkle, note
-from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
+from .entry import MAX_ENTRY_BYTES, ZERO_HASH, canonical_json, entry_text, parse_entry_text
 from .errors import FundledgerError, InputError, VerificationError
-from .fund import FundBook, parse_time
+from .fund import _CANONICAL_TIME, Contract, Fund, FundBook, _valid_date, parse_time
 
 MAX_CHECKPOINT_BYTES = 1 << 20
 MAX_VKEY_BYTES = 4096
 MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
 MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
-SIG_BATCH = 512  # entries per signature-check task
 HTTP_TIMEOUT_S = 30
 
 
@@ -71,10 +75,20 @@ class Source:
     def checkpoint(self) -> bytes | None:
         raise NotImplementedError
 
-    def entries(self, tree_size: int, start: int = 0) -> Iterator[bytes]:
+    def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Entries ``start..end-1`` (``end`` defaults to ``tree_size``) of the log of ``tree_size``."""
         raise NotImplementedError
 
+    def entry_rows(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, tuple | None]]:
+        """``(entry bytes, database row or None)`` for entries ``start..end-1``."""
+        for data in self.entries(tree_size, start, end):
+            yield data, None
+
     def read_tile(self, level: int, index: int, width: int) -> bytes:
+        raise NotImplementedError
+
+    def spec(self) -> tuple:
+        """A picklable description from which a worker process opens the same source."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -101,17 +115,21 @@ class _FileTree(Source):
             raise VerificationError(f"{path} is missing")
         return data
 
-    def entries(self, tree_size: int, start: int = 0) -> Iterator[bytes]:
-        """Entries ``start..tree_size-1`` from the entry bundles."""
+    def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Entries ``start..end-1`` from the entry bundles of a log of ``tree_size``."""
         w = merkle.TILE_WIDTH
-        for index in range(start // w, (tree_size + w - 1) // w):
+        end = tree_size if end is None else min(end, tree_size)
+        for index in range(start // w, (end + w - 1) // w):
             width = min(w, tree_size - index * w)
             path = merkle.entries_path(index, width)
             data = self.fetch(path, MAX_BUNDLE_BYTES)
             if data is None:
                 raise MissingEntries(f"{path} is missing", seq=max(index * w, start))
             skip = max(0, start - index * w)
+            stop = end - index * w  # only past the bundle's last entry is its end checked
             for i, item in enumerate(iter_bundle(data, width, index * w)):
+                if i >= stop:
+                    return
                 if i >= skip:
                     yield item
 
@@ -145,6 +163,9 @@ class DirSource(_FileTree):
         self.root = os.path.realpath(root)
         self.description = f"export {root}"
 
+    def spec(self) -> tuple:
+        return ("dir", self.root)
+
     def fetch(self, path: str, limit: int) -> bytes | None:
         full = os.path.realpath(os.path.join(self.root, path))
         if not full.startswith(self.root + os.sep):
@@ -163,6 +184,9 @@ class UrlSource(_FileTree):
     def __init__(self, url: str):
         self.base = url if url.endswith("/") else url + "/"
         self.description = f"site {url}"
+
+    def spec(self) -> tuple:
+        return ("url", self.base)
 
     def fetch(self, path: str, limit: int) -> bytes | None:
         url = urllib.parse.urljoin(self.base, path)
@@ -188,6 +212,7 @@ class DbSource(Source):
         from .store import Store  # only database sources need sqlite
 
         self.store = Store.open(path, readonly=True)
+        self.path = os.path.abspath(path)
         self.description = f"database {path}"
         # One read transaction for the whole run: a consistent snapshot even
         # while a writer appends.
@@ -202,19 +227,27 @@ class DbSource(Source):
     def size(self) -> int:
         return self.store.size()
 
-    def entries(self, tree_size: int, start: int = 0) -> Iterator[bytes]:
-        """Entry bytes; the whole ``entries`` row of the one just yielded is
-        left in ``self.row``, so the derived columns are checked without
-        reading the table twice."""
+    def spec(self) -> tuple:
+        return ("db", self.path)
+
+    def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        for data, _ in self.entry_rows(tree_size, start, end):
+            yield data
+
+    def entry_rows(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, tuple]]:
+        """Entry bytes with their whole ``entries`` row, so the derived
+        columns are checked without reading the table twice."""
+        tree_size = tree_size if end is None else min(end, tree_size)
         expect = start
-        for row in self.store.iter_rows(start):
-            seq = row[0]
-            if seq >= tree_size:
+        rows = self.store.iter_rows(start, chunk=max(1, min(4096, tree_size - start)))
+        while expect < tree_size:
+            row = next(rows, None)
+            if row is None:
                 break
+            seq = row[0]
             if seq != expect:
                 raise MissingEntries(f"entry {expect} is missing", seq=expect)
-            self.row = row
-            yield row[1]
+            yield row[1], row
             expect += 1
         if expect != tree_size:
             raise MissingEntries(f"entry {expect} is missing", seq=expect)
@@ -227,6 +260,11 @@ class DbSource(Source):
             self.store.conn.execute("COMMIT")
         finally:
             self.store.close()
+
+
+def source_from_spec(spec: tuple) -> Source:
+    kind, where = spec
+    return {"db": DbSource, "dir": DirSource, "url": UrlSource}[kind](where)
 
 
 def open_source(source: str) -> Source:
@@ -254,69 +292,22 @@ def _check_signatures(batch: list[tuple[int, bytes, bytes, bytes]]) -> tuple[int
     return None
 
 
-class SignatureChecker:
-    """Ed25519 checks spread over ``workers`` processes (inline for 1)."""
+class _Signatures:
+    """The signatures of the entry being checked, verified once its other
+    checks have passed (a wrong amount is named as such, not as a bad
+    signature)."""
 
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.pool = ProcessPoolExecutor(workers) if workers > 1 else None
-        self.pending = []
+    def __init__(self):
         self.batch: list = []
 
     def add(self, seq: int, public_key: bytes, message: bytes, signature: bytes) -> None:
         self.batch.append((seq, public_key, message, signature))
-        if len(self.batch) >= SIG_BATCH:
-            self._submit()
 
-    def _submit(self) -> None:
+    def check(self) -> None:
         batch, self.batch = self.batch, []
-        if not batch:
-            return
-        if self.pool is None:
-            self._raise(_check_signatures(batch))
-            return
-        self.pending.append(self.pool.submit(_check_signatures, batch))
-        while len(self.pending) > 4 * self.workers:
-            self._raise(self.pending.pop(0).result())
-
-    @staticmethod
-    def _raise(bad) -> None:
+        bad = _check_signatures(batch)
         if bad is not None:
             raise VerificationError(bad[1], seq=bad[0])
-
-    def finish(self) -> None:
-        self._submit()
-        try:
-            for f in self.pending:
-                self._raise(f.result())
-        finally:
-            self.close()
-
-    def first_failure(self) -> VerificationError | None:
-        """Check everything still queued and return the earliest bad
-        signature, if any (used when a later check has already failed: a
-        bad signature on entry k must be reported as k, not as the broken
-        ``prev`` of k+1)."""
-        batch, self.batch = self.batch, []
-        results = [_check_signatures(batch)] if batch else []
-        for f in self.pending:
-            try:
-                results.append(f.result())
-            except Exception:  # a dead worker: the caller's error stands
-                pass
-        self.pending = []
-        bad = [r for r in results if r is not None]
-        if not bad:
-            return None
-        seq, reason = min(bad)
-        return VerificationError(reason, seq=seq)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            for f in self.pending:
-                f.cancel()
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
 
 
 # --- the checks --------------------------------------------------------------------
@@ -474,21 +465,24 @@ class TileChecker:
         self.levels: list[list[bytes]] = [[]]
         self.index: list[int] = [0]
 
-    def add(self, leaf: bytes) -> None:
-        self._push(0, leaf)
-
-    def _push(self, level: int, h: bytes) -> None:
-        if level == len(self.levels):
-            self.levels.append([])
-            self.index.append(0)
-        buf = self.levels[level]
-        buf.append(h)
-        if len(buf) == merkle.TILE_WIDTH:
+    def add_built(self, hashes: list[bytes]) -> None:
+        """Add a leaf given as the hashes :meth:`merkle.TreeBuilder.append`
+        returned for it: ``hashes[8 * L]``, when present, is the root of the
+        2**(8L)-leaf subtree the leaf completes, the next entry of a level-L
+        tile (so no subtree root is hashed twice)."""
+        level = 0
+        while True:
+            if level == len(self.levels):
+                self.levels.append([])
+                self.index.append(0)
+            buf = self.levels[level]
+            buf.append(hashes[level * merkle.TILE_HEIGHT])
+            if len(buf) < merkle.TILE_WIDTH:
+                return
             self._compare(level, self.index[level], buf)
-            top = _perfect_root(buf)
             self.levels[level] = []
             self.index[level] += 1
-            self._push(level + 1, top)
+            level += 1
 
     def _compare(self, level: int, index: int, hashes: list[bytes]) -> None:
         """Compare a published tile with the recomputed one; a mismatch names
@@ -515,10 +509,337 @@ class TileChecker:
                 self._compare(level, self.index[level], buf)
 
 
-def _perfect_root(hashes: list[bytes]) -> bytes:
-    while len(hashes) > 1:
-        hashes = [merkle.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
-    return hashes[0]
+# --- chunks: the per-entry checks, spread over worker processes -------------------
+
+CHUNK = 1024  # entries per verification job (a multiple of the tile width)
+_LIQUIDATION_INPUTS = ("kind", "contract", "id", "side", "qty", "bankruptcy_price", "fill_price")
+_ID_HASH_MASK = (1 << 60) - 1  # 60 bits: a CPython int of two digits
+
+
+def id_hash(key: bytes, contract: str, liquidation_id: str) -> int:
+    """A 60-bit keyed BLAKE2b hash of a (contract, liquidation id) pair."""
+    d = hashlib.blake2b(f"{contract}\x00{liquidation_id}".encode(), digest_size=8, key=key).digest()
+    return int.from_bytes(d, "little") & _ID_HASH_MASK
+
+
+class IdSet:
+    """The (contract, liquidation id) pairs recorded so far, as 60-bit keyed
+    hashes (:func:`id_hash`): about 64 bytes an id instead of about 200 for
+    the pair of strings, so a million ids fit in ~64 MB.
+
+    A hash hit is only a *probable* replay: ``confirm(pair)`` settles it
+    exactly (the verifier re-reads the log for an earlier entry with that
+    pair), so a collision between two different ids never becomes a false
+    "duplicate". The key is random per run (or kept in the saved state), so
+    nobody can aim for collisions."""
+
+    def __init__(self, key: bytes | None = None, hashes=(), confirm=None):
+        self.key = os.urandom(16) if key is None else key
+        self.hashes: set[int] = set(hashes)
+        self.exact: set[tuple[str, str]] = set()  # pairs added although their hash was already there
+        self.confirm = confirm
+
+    def __contains__(self, pair) -> bool:
+        if id_hash(self.key, *pair) not in self.hashes:
+            return False
+        if pair in self.exact or self.confirm is None:
+            return True
+        return self.confirm(pair)
+
+    def add(self, pair) -> None:
+        h = id_hash(self.key, *pair)
+        if h in self.hashes:
+            self.exact.add(tuple(pair))
+        self.hashes.add(h)
+
+    def discard(self, pair) -> None:
+        self.hashes.discard(id_hash(self.key, *pair))
+        self.exact.discard(tuple(pair))
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def _chunk_bounds(start: int, size: int) -> Iterator[tuple[int, int]]:
+    """``[first, end)`` ranges of at most CHUNK entries, aligned to CHUNK."""
+    first = start
+    while first < size:
+        end = min(size, (first // CHUNK + 1) * CHUNK)
+        yield first, end
+        first = end
+
+
+_WORKER_SOURCES: dict = {}
+
+
+def _check_chunk_job(job: tuple) -> tuple:
+    """Run :func:`check_chunk` in a worker process, on its own handle to the source."""
+    spec = job[0]
+    source = _WORKER_SOURCES.get(spec)
+    if source is None:
+        source = _WORKER_SOURCES[spec] = source_from_spec(spec)
+    return check_chunk(source, *job[1:])
+
+
+def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, contracts: dict, id_key: bytes,
+                db_columns: bool) -> tuple:
+    """The entries ``first..end-1`` checked as far as they can be without the
+    state the entries before them leave. Returns ``(items, leaves,
+    first_prev, read_failed)``: per entry either a tuple of what the main
+    process must still check and apply, or None when the entry needs the
+    full sequential check (anything unusual: a contract or key entry, a
+    contract or key not in the tables given, any check failing); the leaf
+    hash of every entry read; the first entry's ``prev``; whether reading
+    stopped early. It never decides that an entry is bad: the main process
+    re-checks every None with the full sequential path, which names the
+    fault exactly.
+
+    A liquidation passes here when its signature by the log key ``key``
+    verifies, its prev is the hash of the entry before (within the chunk),
+    its seq is right, and its bytes are exactly what the rules give for the
+    contract in ``contracts`` and a fund balance *before* it equal to the
+    balance its own figures imply. The main process then checks that
+    implied balance against the running one, the id against the set seen,
+    and the first prev against the entry before the chunk."""
+    name, key_id, public_key = key
+    verifier = note.Verifier(name, key_id, public_key, note.ALG_ED25519)
+    book = FundBook()
+    for symbol, (currency, scale, ctype, multiplier, cseq) in contracts.items():
+        book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, multiplier, cseq))
+    derived = None
+    if db_columns:
+        from .store import derived_columns as derived
+    items: list = []
+    leaves: list[bytes] = []
+    first_prev = None
+    prev_b64 = None
+    seq = first
+    it = source.entry_rows(size, first, end)
+    read_failed = False
+    while True:
+        try:
+            data, row = next(it)
+        except StopIteration:
+            break
+        except FundledgerError:
+            read_failed = True
+            break
+        leaf = merkle.leaf_hash(data)
+        item = None
+        try:
+            item = _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row, derived, id_key)
+        except FundledgerError:
+            item = None
+        if seq == first:
+            first_prev = item[-1] if item is not None else None
+        items.append(None if item is None else item[:-1])
+        leaves.append(leaf)
+        prev_b64 = base64.b64encode(leaf).decode()
+        seq += 1
+    if seq != end:
+        read_failed = True
+    return items, leaves, first_prev, read_failed
+
+
+def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row, derived, id_key):
+    """One liquidation entry for :func:`check_chunk`: the tuple the main
+    process applies (plus the entry's prev last), or None."""
+    if len(data) > MAX_ENTRY_BYTES:
+        return None
+    split = _split_one_signature(data, verifier)
+    if split is None:
+        return None
+    text, signature = split
+    if b"\n" in text[:-1]:
+        return None
+    try:
+        obj = _decode_fast(text.decode("utf-8"))
+    except ValueError:
+        return None
+    if type(obj) is not dict or obj.get("kind") != "liquidation" or obj.get("seq") != seq:
+        return None
+    prev = obj.get("prev")
+    if type(prev) is not str or (prev_b64 is not None and prev != prev_b64):
+        return None
+    fund = book.funds.get(obj.get("contract"))
+    if fund is None:
+        return None
+    time = obj.get("time")
+    if type(time) is not str or not _canonical_time(time):
+        return None
+    # The balance before this entry, as its own figures imply it; the bytes
+    # comparison below shows they are what the rules give from that balance.
+    try:
+        balance_units = int(obj["balance"].replace(".", ""))
+        delta_text = obj["delta"]
+        if delta_text[:1] == "-":
+            before = balance_units + int(obj["paid"].replace(".", ""))
+        else:
+            before = balance_units - int(delta_text.replace(".", ""))
+    except (KeyError, AttributeError, TypeError, ValueError):
+        return None
+    if before < 0:
+        return None
+    fund.balance = before
+    record = {k: obj.get(k) for k in _LIQUIDATION_INPUTS}
+    if "mark_price" in obj:
+        record["mark_price"] = obj["mark_price"]
+    expected = book.liquidation_entry(record)
+    _, delta, paid, adl, balance = book._last
+    full = dict(expected)
+    full["seq"] = seq
+    full["prev"] = prev
+    full["time"] = time
+    if canonical_json(full) + b"\n" != text:
+        return None
+    try:
+        crypto_sign_open(signature + text, public_key)
+    except Exception:  # noqa: BLE001 - nacl's BadSignatureError or a libsodium refusal
+        return None
+    if derived is not None:
+        del full["prev"]
+        if tuple(row) != derived(seq, data, leaf, full):
+            return None
+    price = expected.get("mark_price", expected["fill_price"])
+    return (expected["contract"], before, delta, paid, adl, balance,
+            id_hash(id_key, expected["contract"], expected["id"]), time, price, prev)
+
+
+_DATES_OK: dict[str, bool] = {}
+
+
+def _canonical_time(value: str) -> bool:
+    """``parse_time(value) == value``, with the calendar check cached per date."""
+    if not _CANONICAL_TIME.match(value):
+        return False
+    ok = _DATES_OK.get(value[:10])
+    if ok is None:
+        if len(_DATES_OK) > 100_000:
+            _DATES_OK.clear()
+        ok = _DATES_OK[value[:10]] = _valid_date(value)
+    return ok
+
+
+def _refuse(s: str):
+    raise ValueError(s)
+
+
+# Duplicate keys need no hook here: the bytes comparison with the canonical
+# rebuild (which cannot hold one) refuses them.
+_decode_fast = json.JSONDecoder(parse_float=_refuse, parse_constant=_refuse).decode
+
+
+class _Done:
+    """A finished job (workers=1: run in the main process, when needed)."""
+
+    def __init__(self, fn, job):
+        self.fn, self.job = fn, job
+
+    def result(self):
+        return self.fn(*self.job)
+
+
+class _Reread:
+    """The main process's own reading of one chunk, for the entries it checks
+    with the full sequential path. Lazy: an error in the source surfaces at
+    the entry it concerns."""
+
+    def __init__(self, source: "Source", size: int, first: int, end: int):
+        self.it = source.entry_rows(size, first, end)
+        self.next_seq = first
+        self.end = end
+
+    def get(self, seq: int) -> tuple[bytes, tuple | None]:
+        item = None
+        while self.next_seq <= seq:
+            try:
+                item = next(self.it)
+            except StopIteration:
+                raise MissingEntries(f"entry {self.next_seq} is missing", seq=self.next_seq) from None
+            self.next_seq += 1
+        return item
+
+    def drain(self) -> None:
+        for _ in self.it:
+            pass
+
+
+class _Run:
+    """The sequential state of one verification: funds, ids, keys, chain
+    head, Merkle tree, and the cross-checks that follow the leaves."""
+
+    def __init__(self, source, book, keys, tree, prev, seq, tiles, db_checks, roots, roots_wanted):
+        self.source, self.book, self.keys, self.tree = source, book, keys, tree
+        self.prev, self.seq, self.tiles, self.db_checks = prev, seq, tiles, db_checks
+        self.roots, self.roots_wanted = roots, roots_wanted
+        self.sigs = _Signatures()
+
+    def full(self, data: bytes, row) -> bytes:
+        """Check entry ``self.seq`` from scratch, the reference path; its leaf hash."""
+        seq, prev, book = self.seq, self.prev, self.book
+        self.sigs.batch.clear()
+        obj, text = check_entry_shape(data, seq, self.keys, self.sigs)
+        if obj.get("prev") != base64.b64encode(prev).decode():
+            raise VerificationError("prev is not the hash of the entry before", seq=seq)
+        if obj.get("seq") != seq:
+            raise VerificationError(f"seq is {str(obj.get('seq'))[:20]}, expected {seq}", seq=seq)
+        try:
+            time = parse_time(obj.get("time"))
+        except FundledgerError as e:
+            raise VerificationError(str(e), seq=seq) from None
+        try:
+            expected = rebuild(book, obj)
+        except VerificationError as e:
+            raise VerificationError(e.reason, seq=seq) from None
+        if entry_text(expected, seq, prev, time) != text:
+            full = dict(expected, seq=seq, prev=obj.get("prev"), time=time)
+            raise VerificationError(explain_mismatch(obj, full), seq=seq)
+        self.sigs.check()
+        expected["seq"] = seq
+        expected["time"] = time
+        if expected["kind"] == "key":
+            self.keys.rotate(seq, note.parse_vkey(expected["vkey"]))
+        else:
+            book.apply(expected)
+        leaf = merkle.leaf_hash(data)
+        if self.db_checks is not None:
+            self.db_checks.entry(seq, data, leaf, expected, row)
+        return leaf
+
+    def fast(self, item: tuple) -> bool:
+        """Apply an entry a worker checked (see :func:`check_chunk`) if the
+        running state agrees with what it assumed; False if it does not."""
+        symbol, before, delta, paid, adl, balance, h, time, price = item
+        fund = self.book.funds.get(symbol)
+        if fund is None or fund.balance != before or h in self.book.seen.hashes:
+            return False
+        fund.balance = balance
+        if delta > 0:
+            fund.credited += delta
+        fund.paid += paid
+        fund.adl += adl
+        fund.liquidations += 1
+        fund.last_seq = self.seq
+        fund.last_time = time
+        fund.last_price = price
+        self.book.seen.hashes.add(h)
+        return True
+
+    def leaf(self, leaf: bytes) -> None:
+        """The Merkle side of the entry just checked, then advance. The
+        hashes the tree builder computes for the leaf (the leaf hash, then
+        one node per trailing 1 bit of its index) are the stored hashes a
+        database must hold, and every 8th one completes a subtree whose
+        root is an entry of a hash tile."""
+        _, hashes = self.tree.append(leaf)
+        if self.tiles is not None:
+            self.tiles.add_built(hashes)
+        if self.db_checks is not None:
+            self.db_checks.tree(self.seq, hashes)
+        self.prev = leaf
+        self.seq += 1
+        if self.seq in self.roots_wanted:
+            self.roots[self.seq] = self.tree.root()
 
 
 def verify(
@@ -533,6 +854,14 @@ def verify(
     keep_state: bool = False,
 ) -> Report:
     """Verify ``source``; raise VerificationError at the first fault.
+
+    The entries are read in chunks of CHUNK; each chunk's per-entry checks
+    (signature, canonical rebuild, hash chain inside the chunk) run in a
+    worker process (:func:`check_chunk`) while the main process applies the
+    results in order: running balances, liquidation ids, key rotations,
+    Merkle tree, tiles, database cross-checks. Whatever a worker could not
+    settle is checked by the main process from scratch, so the first fault
+    is always named with the same seq and reason.
 
     With ``resume`` (the state a previous run of this verifier saved after
     checking the log up to its checkpoint), only the entries after that
@@ -594,7 +923,7 @@ def verify(
     roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
 
     if resume is None:
-        book, tree, prev, start = FundBook(), merkle.CompactRange(), ZERO_HASH, 0
+        book, tree, prev, start = FundBook(seen=IdSet()), merkle.CompactRange(), ZERO_HASH, 0
         keys = KeyHistory(log_key)
         tiles = TileChecker(source) if check_tiles and not isinstance(source, DbSource) else None
     else:
@@ -604,57 +933,23 @@ def verify(
     if trusted_cp is not None and trusted_cp.tree_size < start:
         raise InputError("the trusted checkpoint is older than the saved state: verify without --state")
     if workers is None:
-        workers = (os.cpu_count() or 1) if size - start >= 8 * SIG_BATCH else 1
-    sigs = SignatureChecker(workers)
-    seq = start
+        workers = (os.cpu_count() or 1) if size - start >= 8 * CHUNK else 1
+    tree = merkle.TreeBuilder(tree.size, tree.hashes())
+    run = _Run(source, book, keys, tree, prev, start, tiles, db_checks, roots, roots_wanted)
+    run.size = size
+    book.seen.confirm = lambda pair: _recorded_before(source, size, run.seq, pair)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
-        for data in source.entries(size, start):
-            obj, text = check_entry_shape(data, seq, keys, sigs)
-            if obj.get("prev") != base64.b64encode(prev).decode():
-                raise VerificationError("prev is not the hash of the entry before", seq=seq)
-            if obj.get("seq") != seq:
-                raise VerificationError(f"seq is {str(obj.get('seq'))[:20]}, expected {seq}", seq=seq)
-            try:
-                time = parse_time(obj.get("time"))
-            except FundledgerError as e:
-                raise VerificationError(str(e), seq=seq) from None
-            try:
-                expected = rebuild(book, obj)
-            except VerificationError as e:
-                raise VerificationError(e.reason, seq=seq) from None
-            if entry_text(expected, seq, prev, time) != text:
-                full = dict(expected, seq=seq, prev=obj.get("prev"), time=time)
-                raise VerificationError(explain_mismatch(obj, full), seq=seq)
-            expected["seq"] = seq
-            expected["time"] = time
-            if expected["kind"] == "key":
-                keys.rotate(seq, note.parse_vkey(expected["vkey"]))
-            else:
-                book.apply(expected)
-            leaf = merkle.leaf_hash(data)
-            tree.append(leaf)
-            if tiles is not None:
-                tiles.add(leaf)
-            if db_checks is not None:
-                db_checks.entry(seq, data, leaf, expected)
-            prev = leaf
-            seq += 1
-            if seq in roots_wanted:
-                roots[seq] = tree.root()
-        if seq != size:
-            raise MissingEntries(f"the log ends at {seq} entries, expected {size}", seq=seq)
-        sigs.finish()
-    except VerificationError as e:
-        earlier = sigs.first_failure()
-        if earlier is not None and (e.seq is None or earlier.seq < e.seq):
-            raise earlier from None
-        if isinstance(e, MissingEntries):
-            # A checkpoint no known key signed explains this better: it may
-            # claim entries that do not exist.
-            open_checkpoint(cp_bytes, [k for _, k in keys.keys])
+        _check_entries(run, source, start, size, pool, workers, db_checks is not None)
+    except MissingEntries:
+        # A checkpoint no known key signed explains this better: it may
+        # claim entries that do not exist.
+        open_checkpoint(cp_bytes, [k for _, k in keys.keys])
         raise
     finally:
-        sigs.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    seq = run.seq
     open_checkpoint(cp_bytes, [keys.at(cp.tree_size)])
     if trusted_cp is not None:
         open_checkpoint(trusted, [keys.at(trusted_cp.tree_size)], "trusted checkpoint")
@@ -674,11 +969,114 @@ def verify(
         db_checks.finish(book, roots, keys)
     report = Report(size, tree.root(), book, cp.tree_size, seq - start, source.description, key_source, cosigs)
     if keep_state and size == cp.tree_size:
-        report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, prev, book, keys)
+        report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, run.prev, book, keys)
     return report
 
 
-def check_entry_shape(data: bytes, seq: int, keys: KeyHistory, sigs: SignatureChecker) -> tuple[dict, bytes]:
+def _check_entries(run: _Run, source: Source, start: int, size: int, pool, workers: int, db_columns: bool) -> None:
+    """Entries ``start..size-1``: jobs submitted ahead (at most 3 per worker
+    in flight), results applied in order by the main process."""
+    spec = source.spec()
+    contracts: dict = {}
+
+    def submit(first: int, end: int):
+        book = run.book
+        if len(contracts) != len(book.funds):
+            contracts.clear()
+            for symbol, f in book.funds.items():
+                c = f.contract
+                contracts[symbol] = (c.currency, c.scale, c.type, c.multiplier, c.seq)
+        k = run.keys.current
+        job = ((k.name, k.key_id, k.public_key), dict(contracts), book.seen.key, db_columns)
+        if pool is None:
+            return k, _Done(check_chunk, (source, size, first, end, *job))
+        return k, pool.submit(_check_chunk_job, (spec, size, first, end, *job))
+
+    bounds = list(_chunk_bounds(start, size))
+    pending: deque = deque()
+    nxt = 0
+    while nxt < len(bounds) or pending:
+        # One chunk alone first (it usually registers the contracts), then
+        # up to 3 per worker in flight.
+        ahead = 1 if pool is None or nxt <= 1 else 3 * workers
+        while nxt < len(bounds) and len(pending) < ahead:
+            pending.append((bounds[nxt], len(run.book.funds), *submit(*bounds[nxt])))
+            nxt += 1
+        (first, end), n_contracts, key, fut = pending.popleft()
+        result = fut.result()
+        if (n_contracts != len(run.book.funds) or key is not run.keys.current) and None in result[0]:
+            # Submitted before a contract or key entry was applied: check it
+            # again with the tables as they are now.
+            key, fut = submit(first, end)
+            result = fut.result()
+        _apply_chunk(run, source, first, end, key, result, submit)
+
+
+def _apply_chunk(run: _Run, source: Source, first: int, end: int, key, result: tuple, submit) -> None:
+    try:
+        _apply_entries(run, source, first, end, key, result, submit)
+    except VerificationError:
+        if run.db_checks is not None:
+            run.db_checks.flush_tree()  # a stored hash wrong before the failing entry is named first
+        raise
+    if run.db_checks is not None:
+        run.db_checks.flush_tree()
+
+
+def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result: tuple, submit) -> None:
+    """Apply one chunk's results in order; the entries a worker left (None)
+    get the full check from the main process's own reading. After a
+    contract or key entry, what is left of the chunk is checked again by a
+    worker with the new tables."""
+    items, leaves, first_prev, read_failed = result
+    base = first  # the seq of items[0]
+    reread = None
+    agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
+    for seq in range(first, end):
+        i = seq - base
+        item = items[i] if i < len(items) else None
+        if item is not None and agree and run.keys.current is key and run.fast(item):
+            run.leaf(leaves[i])
+            agree = True
+            continue
+        if reread is None:
+            reread = _Reread(source, run.size, first, end)
+        data, row = reread.get(seq)
+        tables = (len(run.book.funds), run.keys.current)
+        leaf = run.full(data, row)
+        # the worker's later checks of prev assumed its own reading
+        agree = i < len(leaves) and leaves[i] == leaf
+        run.leaf(leaf)
+        if tables != (len(run.book.funds), run.keys.current) and None in items[i + 1 :] and seq + 1 < end:
+            key, fut = submit(seq + 1, end)
+            items, leaves, first_prev, read_failed = fut.result()
+            base = seq + 1
+            agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
+    if read_failed:
+        if reread is None:
+            reread = _Reread(source, run.size, first, end)
+            reread.get(end - 1)
+        reread.drain()
+
+
+def _recorded_before(source: Source, size: int, seq: int, pair: tuple[str, str]) -> bool:
+    """Whether an entry before ``seq`` (of a log of ``size``) records the
+    liquidation ``pair``: the exact answer behind a hit in :class:`IdSet`
+    (rare: a replay, or a hash collision)."""
+    for n, data in enumerate(source.entries(size, 0)):
+        if n >= seq:
+            break
+        try:
+            text, _ = note.split_note(data, MAX_ENTRY_BYTES)
+            obj = parse_entry_text(text)
+        except FundledgerError:
+            continue
+        if obj.get("kind") == "liquidation" and (obj.get("contract"), obj.get("id")) == tuple(pair):
+            return True
+    return False
+
+
+def check_entry_shape(data: bytes, seq: int, keys: KeyHistory, sigs: _Signatures) -> tuple[dict, bytes]:
     """Split an entry's note, parse its JSON, queue its signature checks.
 
     An entry carries exactly one signature, by the current log key; a key
@@ -762,24 +1160,46 @@ class DbCrossCheck:
         self.store = source.store
         self.derived_columns = derived_columns
         self.checked = 0
-        self.tree_ids = _StoredHashes()
+        self.want: list[bytes] = []
+        self.want_seq: list[int] = []
+        self.next_id = 0
         self.tree_rows = self.store.conn.execute("SELECT id, hash FROM tree ORDER BY id")
 
     def checkpoint_sizes(self) -> set[int]:
         return {row[1] for row in self.store.checkpoints()}
 
-    def entry(self, seq: int, data: bytes, leaf: bytes, fields: dict) -> None:
-        self.checked += 1
-        if tuple(self.source.row) != self.derived_columns(seq, data, leaf, fields):
+    def entry(self, seq: int, data: bytes, leaf: bytes, fields: dict, row: tuple) -> None:
+        """The derived columns of an entry checked in the main process."""
+        if tuple(row) != self.derived_columns(seq, data, leaf, fields):
             raise VerificationError("a derived column of the entries table does not match the entry", seq=seq)
-        for want in self.tree_ids.add(seq, leaf):
-            got = self.tree_rows.fetchone()
-            if got is None or tuple(got) != want:
-                raise VerificationError("a stored Merkle hash does not match the entries", seq=seq)
+
+    def tree(self, seq: int, hashes: list[bytes]) -> None:
+        """The stored Merkle hashes appending leaf ``seq`` adds (compared in
+        bulk by :meth:`flush_tree`)."""
+        self.checked += 1
+        self.want.extend(hashes)
+        self.want_seq.extend([seq] * len(hashes))
+
+    def flush_tree(self) -> None:
+        """Compare the stored hashes queued by :meth:`tree` with the table."""
+        want, self.want = self.want, []
+        want_seq, self.want_seq = self.want_seq, []
+        if not want:
+            return
+        rows = self.tree_rows.fetchmany(len(want))
+        first_id = self.next_id
+        self.next_id += len(want)
+        if len(rows) == len(want) and rows[0][0] == first_id and rows[-1][0] == self.next_id - 1:
+            if [r[1] for r in rows] == want:
+                return
+        for i, h in enumerate(want):
+            if i >= len(rows) or tuple(rows[i]) != (first_id + i, h):
+                raise VerificationError("a stored Merkle hash does not match the entries", seq=want_seq[i])
 
     def finish(self, book: FundBook, roots: dict[int, bytes], keys: KeyHistory) -> None:
         from .store import contract_row
 
+        self.flush_tree()
         if self.store.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] != self.checked:
             raise VerificationError("the entries table has rows beyond the log")
         if self.tree_rows.fetchone() is not None:
@@ -796,17 +1216,6 @@ class DbCrossCheck:
             if size < last_size or roots.get(size) != root:
                 raise VerificationError(f"stored checkpoint {cid} is not consistent with the entries")
             last_size = size
-
-
-class _StoredHashes:
-    """Yields the ``(id, hash)`` rows the tree table must hold, leaf by leaf."""
-
-    def __init__(self):
-        self.builder = merkle.TreeBuilder()
-
-    def add(self, n: int, leaf: bytes) -> list[tuple[int, bytes]]:
-        first, hashes = self.builder.append(leaf)
-        return list(zip(range(first, first + len(hashes)), hashes))
 
 
 def verify_path(
@@ -848,7 +1257,9 @@ def verify_path(
 class VerifierState:
     """What a verifier keeps between runs to check only new entries: the
     checkpoint it verified, the tree's right edge there, the hash of the last
-    entry, every fund's state and every liquidation id seen. Saved as JSON."""
+    entry, every fund's state and every liquidation id seen (as the keyed
+    hashes of :class:`IdSet`: its key, and the hashes packed as little-endian
+    uint64, base64). Saved as JSON."""
 
     origin: str
     checkpoint: str
@@ -857,10 +1268,12 @@ class VerifierState:
     edge: list[str]
     prev: str
     funds: list[dict]
-    seen: list[list[str]]
+    seen_key: str
+    seen: str
+    seen_exact: list[list[str]]
     keys: list[list]  # [start seq, vkey] of every log key, oldest first
 
-    VERSION = 1
+    VERSION = 2
 
     @classmethod
     def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.CompactRange, prev: bytes, book: FundBook,
@@ -875,12 +1288,15 @@ class VerifierState:
                 "paid": f.paid, "adl": f.adl, "liquidations": f.liquidations, "last_seq": f.last_seq,
                 "last_time": f.last_time, "last_price": f.last_price,
             })
+        seen = book.seen
+        packed = array.array("Q", sorted(seen.hashes))
+        if sys.byteorder != "little":
+            packed.byteswap()
         return cls(origin, checkpoint.decode(), size, b(tree.root()), [b(h) for h in tree.hashes()], b(prev),
-                   funds, sorted(map(list, book.seen)), [[st, v.vkey()] for st, v in keys.keys])
+                   funds, b(seen.key), b(packed.tobytes()), sorted(map(list, seen.exact)),
+                   [[st, v.vkey()] for st, v in keys.keys])
 
     def restore(self) -> tuple[FundBook, merkle.CompactRange, bytes, int, KeyHistory]:
-        from .fund import Contract, Fund
-
         try:
             tree = merkle.CompactRange(self.tree_size, [base64.b64decode(h, validate=True) for h in self.edge])
             if base64.b64encode(tree.root()).decode() != self.root:
@@ -890,7 +1306,15 @@ class VerifierState:
                 c = Contract(f["symbol"], f["currency"], f["scale"], f["type"], f["multiplier"], f["seq"])
                 book.funds[c.symbol] = Fund(c, f["balance"], f["credited"], f["paid"], f["adl"], f["liquidations"],
                                             f["last_seq"], f["last_time"], f["last_price"])
-            book.seen = {(c, i) for c, i in self.seen}
+            packed = array.array("Q")
+            packed.frombytes(base64.b64decode(self.seen, validate=True))
+            if sys.byteorder != "little":
+                packed.byteswap()
+            key = base64.b64decode(self.seen_key, validate=True)
+            if len(key) != 16:
+                raise ValueError("the id key is not 16 bytes")
+            book.seen = IdSet(key, packed)
+            book.seen.exact = {(c, i) for c, i in self.seen_exact}
             prev = base64.b64decode(self.prev, validate=True)
             ks = [(int(st), note.parse_vkey(v)) for st, v in self.keys]
             keys = KeyHistory(ks[0][1], ks[1:])
@@ -912,7 +1336,15 @@ class VerifierState:
         try:
             with open(path) as f:
                 obj = json.load(f)
-            if obj.pop("version") != cls.VERSION:
+            version = obj.pop("version")
+            if version == 1:  # ids kept as pairs: hash them with a new key
+                seen = IdSet()
+                for c, i in obj.pop("seen"):
+                    seen.add((c, i))
+                obj["seen_key"] = base64.b64encode(seen.key).decode()
+                obj["seen"] = base64.b64encode(array.array("Q", sorted(seen.hashes)).tobytes()).decode()
+                obj["seen_exact"] = sorted(map(list, seen.exact))
+            elif version != cls.VERSION:
                 raise ValueError("unknown version")
             return cls(**obj)
         except (OSError, ValueError, KeyError, TypeError) as e:

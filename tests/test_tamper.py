@@ -814,12 +814,12 @@ def test_export_missing_file(bexp, path, seq):
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("seq", [7, 100, 250])
 def test_earliest_bad_signature_named_with_batched_and_pooled_checks(big, bexp, monkeypatch, workers, seq):
-    """Signatures checked in batches of 8 (several batches queued, in worker
-    processes with workers=2) while the streaming loop runs ahead: the
+    """Entries checked in chunks of 8 (several queued, in worker processes
+    with workers=2) while the main process applies results in order: the
     earliest bad signature is still the one named."""
     from ledger import verify
 
-    monkeypatch.setattr(verify, "SIG_BATCH", 8)
+    monkeypatch.setattr(verify, "CHUNK", 8)
     tu.edit_bundle_entry(bexp, seq, B_SIZE, lambda e: flip(e, 300))
     with pytest.raises(Exception) as ei:
         verify.verify_path(str(bexp), workers=workers)
