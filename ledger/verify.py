@@ -34,6 +34,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -46,9 +47,12 @@ from typing import Iterator, Sequence
 from nacl.bindings import crypto_sign_open
 
 from . import merkle, note
-from .entry import MAX_ENTRY_BYTES, ZERO_HASH, canonical_json, entry_text, parse_entry_text
+from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
 from .errors import FundledgerError, InputError, VerificationError
-from .fund import _CANONICAL_TIME, Contract, Fund, FundBook, _valid_date, parse_time
+from .fund import (
+    _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, Contract, Fund, FundBook, _valid_date, amount_str, movement_units,
+    parse_time, positive_decimal,
+)
 
 MAX_CHECKPOINT_BYTES = 1 << 20
 MAX_VKEY_BYTES = 4096
@@ -512,7 +516,6 @@ class TileChecker:
 # --- chunks: the per-entry checks, spread over worker processes -------------------
 
 CHUNK = 1024  # entries per verification job (a multiple of the tile width)
-_LIQUIDATION_INPUTS = ("kind", "contract", "id", "side", "qty", "bankruptcy_price", "fill_price")
 _ID_HASH_MASK = (1 << 60) - 1  # 60 bits: a CPython int of two digits
 
 
@@ -641,68 +644,103 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
     return items, leaves, first_prev, read_failed
 
 
+def _liquidation_pattern() -> re.Pattern:
+    """The canonical JSON text of a liquidation entry whose strings need no
+    escaping, one group per field, keys in RFC 8785 order. A text matching
+    it is exactly ``canonical_json`` of its groups (``json.dumps`` with
+    ``ensure_ascii`` writes printable ASCII other than ``"`` and ``\\``
+    verbatim); any other spelling does not match and takes the full path."""
+    plain = r'([ !#-\[\]-~]*)'  # a JSON string body json.dumps writes verbatim
+    fields = {"adl": plain, "balance": plain, "bankruptcy_price": plain, "contract": plain, "delta": plain,
+              "fill_price": plain, "id": plain, "kind": '"liquidation"', "mark_price": plain, "paid": plain,
+              "prev": plain, "qty": plain, "seq": "(0|[1-9][0-9]*)", "side": '"(long|short)"', "time": plain}
+    parts = []
+    for k in sorted(fields):
+        v = fields[k]
+        value = v if v.startswith(("(0", '"')) else f'"{v}"'
+        part = f'"{k}":{value}'
+        parts.append(f"(?:{part},)?" if k == "mark_price" else part)
+    return re.compile("{" + ",".join(parts).replace(",(?:", "(?:,").replace(",)?", ")?") + "}\n")
+
+
+_LIQUIDATION_TEXT = _liquidation_pattern()
+
+
+def _settle(before: int, delta: int) -> tuple[int, int, int]:
+    """``(paid, adl, balance)`` of a movement ``delta`` on a fund holding
+    ``before`` (rule 3), as :meth:`FundBook.liquidation_entry` computes them."""
+    if delta >= 0:
+        return 0, 0, before + delta
+    paid = min(-delta, before)
+    return paid, -delta - paid, before - paid
+
+
 def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row, derived, id_key):
     """One liquidation entry for :func:`check_chunk`: the tuple the main
-    process applies (plus the entry's prev last), or None."""
+    process applies (plus the entry's prev last), or None.
+
+    The text must match :data:`_LIQUIDATION_TEXT` (so it is the canonical
+    encoding of its fields) and every field must be what the rules give:
+    inputs in canonical spelling, movement, payout, ADL and balance from the
+    balance before the entry that its own figures imply."""
     if len(data) > MAX_ENTRY_BYTES:
         return None
     split = _split_one_signature(data, verifier)
     if split is None:
         return None
     text, signature = split
-    if b"\n" in text[:-1]:
-        return None
     try:
-        obj = _decode_fast(text.decode("utf-8"))
-    except ValueError:
+        m = _LIQUIDATION_TEXT.fullmatch(text.decode("ascii"))
+    except UnicodeDecodeError:
         return None
-    if type(obj) is not dict or obj.get("kind") != "liquidation" or obj.get("seq") != seq:
+    if m is None:
         return None
-    prev = obj.get("prev")
-    if type(prev) is not str or (prev_b64 is not None and prev != prev_b64):
+    (adl_s, balance_s, bankruptcy_s, contract, delta_s, fill_s, lid, mark_s, paid_s, prev, qty_s, seq_s, side,
+     time) = m.groups()
+    if int(seq_s) != seq or (prev_b64 is not None and prev != prev_b64) or not _canonical_time(time):
         return None
-    fund = book.funds.get(obj.get("contract"))
-    if fund is None:
+    fund = book.funds.get(contract)
+    if fund is None or len(lid) > MAX_ID_LENGTH or not _PRINTABLE.match(lid):
         return None
-    time = obj.get("time")
-    if type(time) is not str or not _canonical_time(time):
+    c = fund.contract
+    qty = positive_decimal(qty_s, "qty")
+    bankruptcy = positive_decimal(bankruptcy_s, "bankruptcy_price")
+    fill = positive_decimal(fill_s, "fill_price")
+    if qty[2] != qty_s or bankruptcy[2] != bankruptcy_s or fill[2] != fill_s:
         return None
-    # The balance before this entry, as its own figures imply it; the bytes
-    # comparison below shows they are what the rules give from that balance.
+    if mark_s is not None and positive_decimal(mark_s, "mark_price")[2] != mark_s:
+        return None
+    scale = c.scale
+    delta = movement_units(c.type, side, qty[:2], c.multiplier_dec, bankruptcy[:2], fill[:2], scale)
+    # The balance before this entry, as its own figures imply it; the
+    # comparisons below show they are what the rules give from it.
     try:
-        balance_units = int(obj["balance"].replace(".", ""))
-        delta_text = obj["delta"]
-        if delta_text[:1] == "-":
-            before = balance_units + int(obj["paid"].replace(".", ""))
+        if delta >= 0:
+            before = int(balance_s.replace(".", "")) - delta
         else:
-            before = balance_units - int(delta_text.replace(".", ""))
-    except (KeyError, AttributeError, TypeError, ValueError):
+            before = int(balance_s.replace(".", "")) + int(paid_s.replace(".", ""))
+    except ValueError:
         return None
     if before < 0:
         return None
-    fund.balance = before
-    record = {k: obj.get(k) for k in _LIQUIDATION_INPUTS}
-    if "mark_price" in obj:
-        record["mark_price"] = obj["mark_price"]
-    expected = book.liquidation_entry(record)
-    _, delta, paid, adl, balance = book._last
-    full = dict(expected)
-    full["seq"] = seq
-    full["prev"] = prev
-    full["time"] = time
-    if canonical_json(full) + b"\n" != text:
+    paid, adl, balance = _settle(before, delta)
+    if (amount_str(delta, scale) != delta_s or amount_str(paid, scale) != paid_s
+            or amount_str(adl, scale) != adl_s or amount_str(balance, scale) != balance_s):
         return None
     try:
         crypto_sign_open(signature + text, public_key)
     except Exception:  # noqa: BLE001 - nacl's BadSignatureError or a libsodium refusal
         return None
     if derived is not None:
-        del full["prev"]
-        if tuple(row) != derived(seq, data, leaf, full):
+        fields = {"kind": "liquidation", "contract": contract, "id": lid, "side": side, "qty": qty_s,
+                  "bankruptcy_price": bankruptcy_s, "fill_price": fill_s, "delta": delta_s, "paid": paid_s,
+                  "adl": adl_s, "balance": balance_s, "seq": seq, "time": time}
+        if mark_s is not None:
+            fields["mark_price"] = mark_s
+        if tuple(row) != derived(seq, data, leaf, fields):
             return None
-    price = expected.get("mark_price", expected["fill_price"])
-    return (expected["contract"], before, delta, paid, adl, balance,
-            id_hash(id_key, expected["contract"], expected["id"]), time, price, prev)
+    return (contract, before, delta, paid, adl, balance, id_hash(id_key, contract, lid), time,
+            fill_s if mark_s is None else mark_s, prev)
 
 
 _DATES_OK: dict[str, bool] = {}
@@ -720,13 +758,6 @@ def _canonical_time(value: str) -> bool:
     return ok
 
 
-def _refuse(s: str):
-    raise ValueError(s)
-
-
-# Duplicate keys need no hook here: the bytes comparison with the canonical
-# rebuild (which cannot hold one) refuses them.
-_decode_fast = json.JSONDecoder(parse_float=_refuse, parse_constant=_refuse).decode
 
 
 class _Done:

@@ -127,3 +127,113 @@ def test_state_of_version_1_is_still_read(ledger, tmp_path):
     r = verify.verify_path(ledger.db, state_path=str(state))
     assert r.entries_checked == 5
     assert json.loads(state.read_text())["version"] == 2
+
+
+# --- the worker's fast path never accepts what the full check refuses ----------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ledger import entry as entry_mod  # noqa: E402
+from ledger import merkle  # noqa: E402
+from ledger.fund import Contract, Fund, FundBook  # noqa: E402
+
+_SIGNER = note.generate_signer(ORIGIN)
+_CONTRACTS = {
+    "XBTUSDTM": ("USDT", 8, "linear", "0.001", 0),
+    "XBTUSDM": ("XBT", 8, "inverse", "1", 1),
+}
+_TRICKY = ["0", "-0", "1e3", " 1", "01", "1.0", "1.", ".5", "+1", "1_0", "", "-1", "0.00000000", "-0.00000000",
+           "10000000000.00000000", "L-1 ", " L-1", "XBTUSDM", "short", "long", "2026-02-30T00:00:00Z",
+           "2026-11-23T18:59:07.120Z", "2026-11-23T18:59:07Z", "39000", "39100", "1.50000000", "A" * 129,
+           "3.0", "03", "3.", "039000", "39000.0", "39100.00", "39120.50", "2026-11-23T18:59:07.1230Z"]
+
+
+def _book(balance: int) -> FundBook:
+    book = FundBook()
+    for symbol, (currency, scale, ctype, mult, cseq) in _CONTRACTS.items():
+        book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, mult, cseq), balance=balance)
+    return book
+
+
+def _honest_text(contract: str, side: str, mark: bool, balance: int, seq: int, prev: bytes) -> bytes:
+    record = {"kind": "liquidation", "contract": contract, "id": "L-7", "side": side, "qty": "3",
+              "bankruptcy_price": "39000", "fill_price": "39100"}
+    if mark:
+        record["mark_price"] = "39120.5"
+    fields = _book(balance).liquidation_entry(record)
+    return entry_mod.entry_text(fields, seq, prev, "2026-11-23T18:59:07.123Z")
+
+
+def _full_path_accepts(data: bytes, seq: int, prev: bytes, before: int) -> tuple | None:
+    """The main process's full check of ``data`` with the fund at ``before``:
+    (delta, paid, adl, balance) if it passes, else None."""
+    keys = verify.KeyHistory(_SIGNER.verifier())
+    sigs = verify._Signatures()
+    book = _book(before)
+    try:
+        obj, text = verify.check_entry_shape(data, seq, keys, sigs)
+        if obj.get("prev") != verify.base64.b64encode(prev).decode() or obj.get("seq") != seq:
+            return None
+        time = verify.parse_time(obj.get("time"))
+        expected = verify.rebuild(book, obj)
+        if entry_mod.entry_text(expected, seq, prev, time) != text:
+            return None
+        sigs.check()
+    except Exception:  # noqa: BLE001 - any refusal
+        return None
+    _, delta, paid, adl, balance = book._last
+    return delta, paid, adl, balance
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    contract=st.sampled_from(sorted(_CONTRACTS)),
+    side=st.sampled_from(["long", "short"]),
+    mark=st.booleans(),
+    balance=st.sampled_from([0, 5, 10**8, 10**12]),
+    edit=st.one_of(
+        st.none(),
+        st.tuples(st.just("char"), st.integers(0, 400), st.characters(min_codepoint=0x20, max_codepoint=0x7e)),
+        st.tuples(st.just("cut"), st.integers(0, 400), st.integers(1, 3)),
+        st.tuples(st.just("field"), st.sampled_from(["adl", "balance", "bankruptcy_price", "contract", "delta",
+                                                     "fill_price", "id", "mark_price", "paid", "qty", "side",
+                                                     "time", "prev"]), st.sampled_from(_TRICKY)),
+    ),
+)
+def test_fast_path_accepts_only_what_the_full_check_accepts(contract, side, mark, balance, edit):
+    seq, prev = 9, merkle.leaf_hash(b"entry 8")
+    text = _honest_text(contract, side, mark, balance, seq, prev)
+    if edit is not None and edit[0] == "char":
+        i = edit[1] % (len(text) - 1)
+        text = text[:i] + edit[2].encode() + text[i + 1:]
+    elif edit is not None and edit[0] == "cut":
+        i = edit[1] % (len(text) - 1)
+        text = text[:i] + text[i + edit[2]:]
+    elif edit is not None:
+        import json as _json
+
+        obj = _json.loads(text)
+        obj[edit[1]] = edit[2]
+        text = _json.dumps(obj, separators=(",", ":"), sort_keys=edit[2] != "short").encode() + b"\n"
+    if not text.endswith(b"\n") or b"\n" in text[:-1]:
+        return
+    data = note.sign_note(text, [_SIGNER])
+    v = _SIGNER.verifier()
+    leaf = merkle.leaf_hash(data)
+    for prev_b64 in (None, verify.base64.b64encode(prev).decode()):
+        fast = None
+        try:
+            fast = verify._fast_liquidation(data, seq, v, v.public_key, _book(0), prev_b64, leaf, None, None,
+                                            bytes(16))
+        except Exception:  # noqa: BLE001 - the worker treats an error as "leave it to the main process"
+            fast = None
+        if fast is None:
+            continue
+        symbol, before, delta, paid, adl, new_balance, _, _, _, entry_prev = fast
+        if prev_b64 is None and entry_prev != verify.base64.b64encode(prev).decode():
+            continue  # the main process refuses a chunk's first prev that is not the entry before
+        assert _full_path_accepts(data, seq, prev, before) == (delta, paid, adl, new_balance), (text, fast)
+    if edit is None:  # the honest entry takes the fast path, at the balance it was built on
+        fast = verify._fast_liquidation(data, seq, v, v.public_key, _book(0), None, leaf, None, None, bytes(16))
+        assert fast is not None and fast[1] == balance
