@@ -585,15 +585,17 @@ def _check_chunk_job(job: tuple) -> tuple:
 
 
 def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, contracts: dict, id_key: bytes,
-                db_columns: bool) -> tuple:
+                db_columns: bool, summarize: bool = True) -> tuple:
     """The entries ``first..end-1`` checked as far as they can be without the
-    state the entries before them leave. Returns ``(items, leaves,
-    first_prev, read_failed)``: per entry either a tuple of what the main
-    process must still check and apply, or None when the entry needs the
-    full sequential check (anything unusual: a contract or key entry, a
-    contract or key not in the tables given, any check failing); the leaf
-    hash of every entry read; the first entry's ``prev``; whether reading
-    stopped early. It never decides that an entry is bad: the main process
+    state the entries before them leave. Returns ``(items, summary,
+    leaves, first_prev, read_failed)``: ``items`` has per entry either a
+    tuple of what the main process must still check and apply, or None when
+    the entry needs the full sequential check (anything unusual: a contract
+    or key entry, a contract or key not in the tables given, any check
+    failing); when every entry passed and ``summarize``, ``items`` is None
+    and ``summary`` holds the same as one movement per fund
+    (:func:`_summarize`); then the leaf hash of every entry read, the first
+    entry's ``prev``, and whether reading stopped early. It never decides that an entry is bad: the main process
     re-checks every None with the full sequential path, which names the
     fault exactly.
 
@@ -641,7 +643,36 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
         seq += 1
     if seq != end:
         read_failed = True
-    return items, leaves, first_prev, read_failed
+    if summarize and not read_failed and None not in items:
+        summary = _summarize(items, first)
+        if summary is not None:
+            return None, summary, leaves, first_prev, False
+    return items, None, leaves, first_prev, read_failed
+
+
+def _summarize(items: list[tuple], first: int) -> tuple[dict, list[int]] | None:
+    """A chunk whose entries all passed, as one movement per fund: ``({symbol:
+    (balance before, balance after, credited, paid, adl, liquidations, last
+    seq, last time, last price)}, [id hashes])``, so the main process applies
+    it in a few steps. None unless each entry starts from the balance the
+    fund's previous entry in the chunk left."""
+    funds: dict[str, list] = {}
+    hashes = []
+    for i, (symbol, before, delta, paid, adl, balance, h, time, price) in enumerate(items):
+        f = funds.get(symbol)
+        if f is None:
+            f = funds[symbol] = [before, before, 0, 0, 0, 0, 0, None, None]
+        elif f[1] != before:
+            return None
+        f[1] = balance
+        if delta > 0:
+            f[2] += delta
+        f[3] += paid
+        f[4] += adl
+        f[5] += 1
+        f[6], f[7], f[8] = first + i, time, price
+        hashes.append(h)
+    return {symbol: tuple(f) for symbol, f in funds.items()}, hashes
 
 
 def _liquidation_pattern() -> re.Pattern:
@@ -856,6 +887,28 @@ class _Run:
         self.book.seen.hashes.add(h)
         return True
 
+    def apply_summary(self, funds: dict, hashes: list[int]) -> bool:
+        """Apply a chunk given as one movement per fund (see :func:`_summarize`)
+        if it starts from the running balances and brings no id seen before."""
+        book = self.book
+        for symbol, s in funds.items():
+            fund = book.funds.get(symbol)
+            if fund is None or fund.balance != s[0]:
+                return False
+        seen = book.seen.hashes
+        if len(set(hashes)) != len(hashes) or not seen.isdisjoint(hashes):
+            return False
+        for symbol, (_, balance, credited, paid, adl, count, last_seq, last_time, last_price) in funds.items():
+            fund = book.funds[symbol]
+            fund.balance = balance
+            fund.credited += credited
+            fund.paid += paid
+            fund.adl += adl
+            fund.liquidations += count
+            fund.last_seq, fund.last_time, fund.last_price = last_seq, last_time, last_price
+        seen.update(hashes)
+        return True
+
     def leaf(self, leaf: bytes) -> None:
         """The Merkle side of the entry just checked, then advance. The
         hashes the tree builder computes for the leaf (the leaf hash, then
@@ -1010,7 +1063,7 @@ def _check_entries(run: _Run, source: Source, start: int, size: int, pool, worke
     spec = source.spec()
     contracts: dict = {}
 
-    def submit(first: int, end: int):
+    def submit(first: int, end: int, summarize: bool = True):
         book = run.book
         if len(contracts) != len(book.funds):
             contracts.clear()
@@ -1018,7 +1071,7 @@ def _check_entries(run: _Run, source: Source, start: int, size: int, pool, worke
                 c = f.contract
                 contracts[symbol] = (c.currency, c.scale, c.type, c.multiplier, c.seq)
         k = run.keys.current
-        job = ((k.name, k.key_id, k.public_key), dict(contracts), book.seen.key, db_columns)
+        job = ((k.name, k.key_id, k.public_key), dict(contracts), book.seen.key, db_columns, summarize)
         if pool is None:
             return k, _Done(check_chunk, (source, size, first, end, *job))
         return k, pool.submit(_check_chunk_job, (spec, size, first, end, *job))
@@ -1035,7 +1088,8 @@ def _check_entries(run: _Run, source: Source, start: int, size: int, pool, worke
             nxt += 1
         (first, end), n_contracts, key, fut = pending.popleft()
         result = fut.result()
-        if (n_contracts != len(run.book.funds) or key is not run.keys.current) and None in result[0]:
+        if (n_contracts != len(run.book.funds) or key is not run.keys.current) and result[0] is not None \
+                and None in result[0]:
             # Submitted before a contract or key entry was applied: check it
             # again with the tables as they are now.
             key, fut = submit(first, end)
@@ -1059,10 +1113,16 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
     get the full check from the main process's own reading. After a
     contract or key entry, what is left of the chunk is checked again by a
     worker with the new tables."""
-    items, leaves, first_prev, read_failed = result
+    items, summary, leaves, first_prev, read_failed = result
     base = first  # the seq of items[0]
     reread = None
     agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
+    if summary is not None:
+        if agree and run.keys.current is key and run.apply_summary(*summary):
+            for leaf in leaves:
+                run.leaf(leaf)
+            return
+        items = []  # something is off: the whole chunk gets the full check
     for seq in range(first, end):
         i = seq - base
         item = items[i] if i < len(items) else None
@@ -1079,8 +1139,8 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
         agree = i < len(leaves) and leaves[i] == leaf
         run.leaf(leaf)
         if tables != (len(run.book.funds), run.keys.current) and None in items[i + 1 :] and seq + 1 < end:
-            key, fut = submit(seq + 1, end)
-            items, leaves, first_prev, read_failed = fut.result()
+            key, fut = submit(seq + 1, end, summarize=False)
+            items, _, leaves, first_prev, read_failed = fut.result()
             base = seq + 1
             agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
     if read_failed:
