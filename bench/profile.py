@@ -25,19 +25,20 @@ all of it, then the write pass):
   ids, inserts, summaries, commits);
 * other: the loops, ``derived_columns``, dict copies.
 
-Verify stages, per entry, main process (1 worker: signatures inline, so
-their cost is seen; all cores: CPU seconds of the main process and of the
-workers):
+Verify stages, per entry (1 worker: the chunk checks run inline in the main
+process, so every stage is seen; all cores: the main process's stages, and
+the CPU seconds of the worker processes):
 
-* read: fetching entries from the source (SQLite or files);
-* note parse: ``split_note``; JSON parse: ``parse_entry_text``;
-* rules: ``rebuild`` (the fund rules) and ``apply``, and ``parse_time``;
-* canonical JSON: ``entry_text`` (the rebuilt entry, compared byte for byte);
-* Merkle: ``leaf_hash``, the compact range, hash tiles;
-* database cross-check: ``DbCrossCheck.entry`` (derived columns and stored
-  hashes of a database source);
-* signatures: ``crypto_sign_open`` (inline), or handing batches to the
-  workers and waiting for them.
+* read: fetching entries from the source (SQLite rows or entry bundles);
+* note parse: splitting the signature line off;
+* worker: pattern + rules: ``_fast_liquidation`` less its signature check
+  (the canonical-text pattern, the fund rules, the derived columns of a
+  database row);
+* signature: ``crypto_sign_open``;
+* Merkle: leaf hash; worker: chunk summary (``_summarize``);
+* main: apply results (``apply_summary``, ``fast``); Merkle tree, hash
+  tiles and a database's stored hashes (``leaf``, ``flush_tree``); the full
+  check of contract and key entries and anything a worker left.
 """
 
 from __future__ import annotations
@@ -238,32 +239,30 @@ def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
 
 
 def profile_verify(source: str, workers: int, with_cprofile: bool = False) -> tuple[str, dict]:
-    from ledger import fund, merkle, note, verify as v
+    from ledger import merkle, verify as v
 
     stages = Stages()
     targets = [
-        (note, "split_note", "note parse (split_note)"),
-        *([(v, "_split_one_signature", "note parse (split_note)")] if hasattr(v, "_split_one_signature") else []),
-        (v, "parse_entry_text", "JSON parse (parse_entry_text)"),
-        (v, "parse_time", "rules: parse_time"),
-        (v, "rebuild", "rules: rebuild"),
-        (fund.FundBook, "apply", "rules: apply"),
-        (v, "entry_text", "canonical JSON (entry_text)"),
-        (merkle, "leaf_hash", "Merkle: leaf hash, range, tiles"),
-        (merkle.CompactRange, "append", "Merkle: leaf hash, range, tiles"),
-        (v.TileChecker, "add", "Merkle: leaf hash, range, tiles"),
-        (v.DbCrossCheck, "entry", "database cross-check"),
-        (v.SignatureChecker, "add", "signatures (inline, or queue/wait)"),
-        (v.SignatureChecker, "finish", "signatures (inline, or queue/wait)"),
+        (v, "_split_one_signature", "note parse (signature line)"),
+        (v, "_fast_liquidation", "worker: pattern + rules"),
+        (v, "crypto_sign_open", "signature (libsodium)"),
+        (v, "_check_signatures", "signature (libsodium)"),
+        (merkle, "leaf_hash", "Merkle: leaf hash"),
+        (v, "_summarize", "worker: chunk summary"),
+        (v._Run, "apply_summary", "main: apply results"),
+        (v._Run, "fast", "main: apply results"),
+        (v._Run, "leaf", "main: Merkle, tiles, hashes"),
+        (v.DbCrossCheck, "flush_tree", "main: Merkle, tiles, hashes"),
+        (v._Run, "full", "main: full check (rare)"),
     ]
-    orig_entries = {}
-    for cls in (v.DbSource, v._FileTree):
-        orig_entries[cls] = cls.entries
+    orig_rows = {}
+    for cls in (v.DbSource, v.Source):
+        orig_rows[cls] = cls.entry_rows
 
-        def entries(self, tree_size, start=0, _orig=cls.entries):
-            return stages.wrap_iter("read entries (source)", _orig(self, tree_size, start))
+        def entry_rows(self, tree_size, start=0, end=None, _orig=cls.entry_rows):
+            return stages.wrap_iter("read entries (source)", _orig(self, tree_size, start, end))
 
-        cls.entries = entries
+        cls.entry_rows = entry_rows
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0 = time.process_time()
     try:
@@ -272,19 +271,20 @@ def profile_verify(source: str, workers: int, with_cprofile: bool = False) -> tu
             rep = v.verify_path(source, workers=workers)
             wall = _now() - t0
     finally:
-        for cls, fn in orig_entries.items():
-            cls.entries = fn
+        for cls, fn in orig_rows.items():
+            cls.entry_rows = fn
     cpu = time.process_time() - cpu0
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     child = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     n = rep.entries_checked
     order = [
-        "read entries (source)", "note parse (split_note)", "JSON parse (parse_entry_text)", "rules: parse_time",
-        "rules: rebuild", "rules: apply", "canonical JSON (entry_text)", "Merkle: leaf hash, range, tiles",
-        "database cross-check", "signatures (inline, or queue/wait)",
+        "read entries (source)", "note parse (signature line)", "worker: pattern + rules",
+        "signature (libsodium)", "Merkle: leaf hash", "worker: chunk summary", "main: apply results",
+        "main: Merkle, tiles, hashes", "main: full check (rare)",
     ]
     kind = "database" if os.path.isfile(source) else "export"
-    extra = [f"signature workers: {child:.1f} CPU s, {child / n * 1e6:.1f} µs/entry"] if workers > 1 else []
+    extra = ([f"worker processes: {child:.1f} CPU s, {child / n * 1e6:.1f} µs/entry (stages above: main process)"]
+             if workers > 1 else [])
     text = _report(f"verify of a {kind}, {n:,} entries, {workers} worker{'s' if workers > 1 else ''} (stage timers)",
                    stages, wall, n, order, cpu, extra)
     if with_cprofile:  # a second run, without the stage timers
