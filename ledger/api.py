@@ -11,10 +11,12 @@ import tempfile
 from dataclasses import dataclass
 from typing import IO, Callable, Iterator
 
-from . import keys, merkle, note
+from . import chainsign, keys, merkle, note
+from . import importer as importer_mod
 from .entry import parse_json_object
 from .errors import FundledgerError, InputError, LimitError, RuleError, StoreError
 from .fund import DuplicateContract, DuplicateLiquidation, parse_time
+from .importer import fast_liquidation
 from .store import AppendResult, Store
 
 MAX_IMPORT_LINE_BYTES = 65536
@@ -65,9 +67,10 @@ class ImportResult:
     tree_size: int = 0
 
 
-def _records(stream: IO[bytes]) -> Iterator[tuple[int, dict]]:
-    """``(line number, record)`` for each non-blank line of JSON Lines."""
-    for lineno, raw in enumerate(iter(lambda: stream.readline(MAX_IMPORT_LINE_BYTES + 1), b""), 1):
+def _records(stream: IO[bytes], first_line: int = 1) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` for each non-blank line of JSON Lines
+    (numbered from ``first_line``)."""
+    for lineno, raw in enumerate(iter(lambda: stream.readline(MAX_IMPORT_LINE_BYTES + 1), b""), first_line):
         if len(raw) > MAX_IMPORT_LINE_BYTES:
             raise LimitError(f"line {lineno}: longer than {MAX_IMPORT_LINE_BYTES} bytes")
         if not raw.strip():
@@ -77,17 +80,17 @@ def _records(stream: IO[bytes]) -> Iterator[tuple[int, dict]]:
             kind = record.get("kind")
             if kind not in RECORD_KINDS:
                 raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract and liquidation exist")
-            extra = set(record) - RECORD_FIELDS[kind]
-            if extra:
+            if not record.keys() <= RECORD_FIELDS[kind]:
+                extra = set(record) - RECORD_FIELDS[kind]
                 raise RuleError(f"unknown field {sorted(extra)[0][:40]!r} in a {kind} record")
         except FundledgerError as e:
             raise type(e)(f"line {lineno}: {e}") from None
         yield lineno, record
 
 
-def _chunks(stream: IO[bytes], size: int) -> Iterator[list[tuple[int, dict]]]:
+def _chunks(stream: IO[bytes], size: int, first_line: int = 1) -> Iterator[list[tuple[int, dict]]]:
     chunk: list[tuple[int, dict]] = []
-    for item in _records(stream):
+    for item in _records(stream, first_line):
         chunk.append(item)
         if len(chunk) >= size:
             yield chunk
@@ -101,11 +104,21 @@ def check_import(store: Store, stream: IO[bytes]) -> tuple[int, int]:
     against the ledger's state, nothing written. Returns ``(records,
     duplicates)``; raises on the first bad line."""
     book = store.load_book()
+    funds, seen = book.funds, book.seen
     records = duplicates = 0
     for chunk in _chunks(stream, IMPORT_BATCH):
-        book.seen.prefetch([r for _, r in chunk])
+        seen.prefetch([r for _, r in chunk])
         for lineno, record in chunk:
             records += 1
+            f = fast_liquidation(record, funds) if record["kind"] == "liquidation" else None
+            if f is not None:
+                # every input valid and canonical: what book.check does for it
+                key = (f[1], f[2])
+                if key in seen:
+                    duplicates += 1
+                else:
+                    seen.add(key)
+                continue
             try:
                 book.check(record)
                 t = record.get("time")
@@ -134,35 +147,76 @@ def import_records(
     was interrupted appends exactly what is missing. ``stream`` must be
     seekable (the CLI spools standard input to a temporary file).
     ``on_checked(total)`` is called between the passes, ``progress(n)``
-    after each committed batch of ``n`` records."""
-    store.check_signer([signer])  # a wrong key is refused before any reading
-    total, _ = check_import(store, stream)
-    on_checked(total)
-    stream.seek(0)
-    result = ImportResult(lines=total)
-    batch: list[dict] = []
-    first_line = 0
+    after each committed batch of ``n`` records.
 
-    def flush() -> None:
+    Pass 1 checks each record by building its entry against one snapshot of
+    the ledger, and a chain signer (a child process for large inputs) signs
+    the entries meanwhile; pass 2 writes them, each transaction checking
+    that the chain head is still the one they were built on. If another
+    writer moved it, the rest is appended the ordinary way (see
+    ledger/importer.py)."""
+    store.check_signer([signer])  # a wrong key is refused before any reading
+    batch_size = max(1, batch_size)
+    use_process = (os.cpu_count() or 1) > 1 and _worth_a_process(stream)
+    chain = chainsign.ProcessChain(signer) if use_process else chainsign.InlineChain(signer)
+    spools = importer_mod.Spools()
+    result = ImportResult()
+    try:
+        with store.snapshot():
+            # pass 1, and the state the entries are built on: one view of the ledger
+            prep = importer_mod.prepare(
+                store, signer, _chunks(stream, batch_size), stream.tell, chain, spools
+            )
+        result.lines = prep.records
+        on_checked(prep.records)
+        try:
+            importer_mod.write(store, signer, prep, chain, spools, result, progress)
+            fallback = None
+        except importer_mod.Fallback as f:
+            fallback = f
+    finally:
+        chain.close()
+        spools.close()
+    if fallback is not None:
+        # another writer moved the head: the rest the ordinary way
+        stream.seek(fallback.offset)
+        _append_batches(store, signer, stream, batch_size, result, progress, fallback.next_line)
+    if result.tree_size == 0:
+        result.tree_size = store.size()
+    return result
+
+
+PIPELINE_MIN_BYTES = 1 << 20  # sign in a child process from an input this large on
+
+
+def _worth_a_process(stream: IO[bytes]) -> bool:
+    """Starting the signing process costs about 0.1 s: worth it from a few
+    thousand records on."""
+    try:
+        here = stream.tell()
+        end = stream.seek(0, os.SEEK_END)
+        stream.seek(here)
+    except (OSError, ValueError):
+        return True
+    return end - here >= PIPELINE_MIN_BYTES
+
+
+def _append_batches(store, signer, stream, batch_size, result, progress, first_line) -> None:
+    """Append the records from the stream's position, one ``Store.append``
+    (state read inside the transaction) per batch."""
+    for chunk in _chunks(stream, batch_size, first_line):
+        first = chunk[0][0]
+        batch = [r for _, r in chunk]
         try:
             r = store.append(batch, [signer])
         except FundledgerError as e:
             # Only reachable if another writer changed the ledger between the
             # passes; earlier batches stay committed and a re-run resumes.
-            raise type(e)(f"line {first_line} or after: {e}") from None
+            raise type(e)(f"line {first} or after: {e}") from None
         result.appended += len(r.appended)
         result.duplicates += len(r.duplicates)
         result.tree_size = r.tree_size
         progress(len(batch))
-        batch.clear()
-
-    for chunk in _chunks(stream, batch_size):
-        first_line = chunk[0][0]
-        batch.extend(r for _, r in chunk)
-        flush()
-    if result.tree_size == 0:
-        result.tree_size = store.size()
-    return result
 
 
 def spool(stream: IO[bytes]) -> IO[bytes]:

@@ -67,6 +67,9 @@ def _no_constant(s: str):
 
 
 def _unique_keys(pairs):
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
     obj = {}
     for k, v in pairs:
         if k in obj:

@@ -229,11 +229,23 @@ _CANONICAL_TIME = re.compile(
 
 def _valid_date(value: str) -> bool:
     """The date part of an already well-shaped time exists (no 31 April)."""
+    ok = _DATES_OK.get(value[:10])
+    if ok is None:
+        ok = _date_exists(value[:10])
+        if len(_DATES_OK) < 65536:
+            _DATES_OK[value[:10]] = ok
+    return ok
+
+
+_DATES_OK: dict[str, bool] = {}  # "YYYY-MM-DD" -> exists; a pure function's cache
+
+
+def _date_exists(day: str) -> bool:
     try:
-        datetime(int(value[0:4]), int(value[5:7]), int(value[8:10]))
+        datetime(int(day[0:4]), int(day[5:7]), int(day[8:10]))
     except ValueError:
         return False
-    return value[0:4] != "0000"
+    return day[0:4] != "0000"
 
 
 def now_time() -> str:

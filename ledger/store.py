@@ -431,10 +431,46 @@ class Store:
 
     def _head(self) -> tuple[int, bytes, merkle.TreeBuilder]:
         """``(size, hash of the last entry, tree builder at the right edge)``."""
+        size, prev, edge = self.chain_head()
+        return size, prev, merkle.TreeBuilder(size, edge)
+
+    def chain_head(self) -> tuple[int, bytes, list[bytes]]:
+        """``(size, hash of the last entry, the tree's right edge)``: the
+        state :meth:`append_prepared` checks. Read it in a :meth:`snapshot`
+        together with :meth:`load_book`."""
         head = self.conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         size = 0 if head is None else head[0] + 1
-        prev = entry_mod.ZERO_HASH if head is None else head[1]
-        return size, prev, merkle.TreeBuilder(size, self.read_hashes(merkle.compact_range_indexes(size)))
+        prev = entry_mod.ZERO_HASH if head is None else bytes(head[1])
+        return size, prev, self.read_hashes(merkle.compact_range_indexes(size))
+
+    def append_prepared(
+        self,
+        signers: Sequence[note.Signer],
+        size: int,
+        prev: bytes,
+        entry_rows: list[tuple],
+        tree_rows: list[tuple],
+        summary_rows: list[tuple],
+    ) -> bool:
+        """Insert entries built and signed ahead of the transaction on top of
+        the head ``(size, prev)`` (see ledger/importer.py), in ONE
+        transaction. The signer and the head are checked inside it: if
+        another writer moved the head, nothing is written and the result is
+        False; the caller must rebuild."""
+        with self._write() as conn:
+            self.check_signer(signers)
+            head = conn.execute("SELECT seq, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            now = (0, entry_mod.ZERO_HASH) if head is None else (head[0] + 1, bytes(head[1]))
+            if now != (size, prev):
+                conn.execute("ROLLBACK")
+                return False
+            if len(entry_rows) > MAX_BATCH:
+                raise InvariantError(f"more than {MAX_BATCH} entries in one append")
+            if entry_rows:
+                conn.executemany(_INSERT_ENTRY, entry_rows)
+                conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows)
+                self._upsert_summaries(summary_rows)
+        return True
 
     def _require_writer(self) -> None:
         if self.readonly:
@@ -507,7 +543,9 @@ class Store:
         return result
 
     def _write_summaries(self, book: FundBook, symbols: Iterable[str]) -> None:
-        rows = [contract_row(book.funds[s]) for s in sorted(symbols)]
+        self._upsert_summaries([contract_row(book.funds[s]) for s in sorted(symbols)])
+
+    def _upsert_summaries(self, rows: list[tuple]) -> None:
         cols = ", ".join(CONTRACT_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in CONTRACT_COLUMNS[1:])
         self.conn.executemany(

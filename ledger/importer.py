@@ -1,0 +1,345 @@
+"""A bulk import in two passes, with signing overlapped (``api.import_records``).
+
+Pass 1 (:func:`prepare`), inside one read snapshot of the ledger: every
+record is checked by *building* its entry against the ledger's state (the
+chain head, the funds, the liquidation ids already recorded):
+
+* :class:`Builder` turns a record into the entry's text templates around
+  ``prev`` (see :mod:`ledger.chainsign`) and its derived columns, exactly as
+  ``FundBook.build``/``apply`` and ``entry.entry_text`` do (a fast path for
+  liquidations whose inputs are already valid and canonical, the generic
+  code for everything else);
+* the templates go to a chain signer (a child process on the other core for
+  large inputs) which signs them in order meanwhile; signed entries and
+  derived columns wait in unlinked temporary spool files.
+
+A bad line anywhere raises (with its line number) before anything is
+written. Pass 2 (:func:`write`) inserts one transaction per batch of
+``batch_size`` records with :meth:`Store.append_prepared`, which checks
+inside ``BEGIN IMMEDIATE`` that the chain head is still the one the batch
+was built on. If another writer moved it, nothing of that batch is written,
+every speculative entry is discarded (:class:`Fallback`) and the caller
+appends the rest the ordinary way (``Store.append``, which reads the state
+inside each transaction). Only whole batches whose every signature came back
+are ever inserted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from hashlib import sha256
+from json.encoder import encode_basestring_ascii as _json_str
+from typing import Callable
+
+from . import entry as entry_mod
+from .chainsign import sig_line_length
+from .errors import FundledgerError, LimitError, StoreError
+from .fund import (
+    _CANONICAL_POSITIVE,
+    _CANONICAL_TIME,
+    _PRINTABLE,
+    _SYMBOL,
+    MAX_ID_LENGTH,
+    MAX_SYMBOL_LENGTH,
+    DuplicateContract,
+    DuplicateLiquidation,
+    FundBook,
+    amount_str,
+    movement_units,
+    now_time,
+    parse_time,
+    _valid_date,
+)
+from .store import contract_row, derived_columns
+
+CHUNK = 200  # records per message to the chain signer
+_PREV_KEY = b'"prev":"'
+
+
+def fast_liquidation(record: dict, funds: dict):
+    """The inputs of a liquidation record when every one of them is already
+    valid and canonical (what ``FundBook._liquidation_inputs`` and
+    ``parse_time`` accept and return unchanged), else None: the caller then
+    takes the generic path, which gives the same result or the error."""
+    sym = record.get("contract")
+    if type(sym) is not str:
+        return None
+    fund = funds.get(sym)
+    if fund is None or len(sym) > MAX_SYMBOL_LENGTH or _SYMBOL.match(sym) is None:
+        return None
+    lid = record.get("id")
+    side = record.get("side")
+    qty = record.get("qty")
+    bp = record.get("bankruptcy_price")
+    fp = record.get("fill_price")
+    mp = record.get("mark_price")
+    t = record.get("time")
+    if (
+        type(lid) is str and len(lid) <= MAX_ID_LENGTH and _PRINTABLE.match(lid) is not None
+        and (side == "long" or side == "short") and type(side) is str
+        and type(qty) is str and _CANONICAL_POSITIVE.match(qty) is not None
+        and type(bp) is str and _CANONICAL_POSITIVE.match(bp) is not None
+        and type(fp) is str and _CANONICAL_POSITIVE.match(fp) is not None
+        and (mp is None or (type(mp) is str and _CANONICAL_POSITIVE.match(mp) is not None))
+        and (t is None or (type(t) is str and _CANONICAL_TIME.match(t) is not None and _valid_date(t)))
+    ):
+        return fund, sym, lid, side, qty, bp, fp, mp, t
+    return None
+
+
+_ZEROS: dict[int, str] = {}
+
+
+def _zero(scale: int) -> str:
+    z = _ZEROS[scale] = amount_str(0, scale)
+    return z
+
+
+class Builder:
+    """Builds entries from records against a book, seq after seq."""
+
+    def __init__(self, book: FundBook, size: int, sig_len: int, clock: Callable[[], str] = now_time):
+        self.book = book
+        self.seq = size
+        self.clock = clock
+        self.sig_len = sig_len
+        self.touched: set[str] = set()
+
+    def build(self, record: dict):
+        """``(pre, post, rest)`` for the next entry, or None for a replay.
+        ``rest`` is the entry's derived columns after ``(seq, data, leaf)``,
+        as a spool line (:func:`_rest_line`)."""
+        seq = self.seq
+        f = fast_liquidation(record, self.book.funds)
+        if f is None:
+            return self._generic(record, seq)
+        fund, sym, lid, side, qty, bp, fp, mp, t = f
+        seen = self.book.seen
+        key = (sym, lid)
+        if key in seen:
+            return None
+        c = fund.contract
+        scale = c.scale
+        w, _, f = qty.partition(".")
+        q = (int(w + f), len(f))
+        w, _, f = bp.partition(".")
+        b = (int(w + f), len(f))
+        w, _, f = fp.partition(".")
+        delta = movement_units(c.type, side, q, c.multiplier_dec, b, (int(w + f), len(f)), scale)
+        balance = fund.balance
+        zero = _ZEROS.get(scale) or _zero(scale)
+        if delta >= 0:
+            paid = adl = 0
+            p_s = a_s = zero
+            balance += delta
+        else:
+            paid = -delta if -delta < balance else balance
+            adl = -delta - paid
+            balance -= paid
+            p_s, a_s = amount_str(paid, scale), amount_str(adl, scale)
+        time = self.clock() if t is None else t
+        d_s, b_s = amount_str(delta, scale), amount_str(balance, scale)
+        lid_json = _json_str(lid)
+        if mp is None:
+            pre = (f'{{"adl":"{a_s}","balance":"{b_s}","bankruptcy_price":"{bp}","contract":"{sym}",'
+                   f'"delta":"{d_s}","fill_price":"{fp}","id":{lid_json},"kind":"liquidation",'
+                   f'"paid":"{p_s}","prev":"')
+        else:
+            pre = (f'{{"adl":"{a_s}","balance":"{b_s}","bankruptcy_price":"{bp}","contract":"{sym}",'
+                   f'"delta":"{d_s}","fill_price":"{fp}","id":{lid_json},"kind":"liquidation",'
+                   f'"mark_price":"{mp}","paid":"{p_s}","prev":"')
+        post = f'","qty":"{qty}","seq":{seq},"side":"{side}","time":"{time}"}}'
+        # fund.apply() of these fields, inline
+        if delta > 0:
+            fund.credited += delta
+        fund.paid += paid
+        fund.adl += adl
+        fund.balance = balance
+        fund.liquidations += 1
+        fund.last_seq = seq
+        fund.last_time = time
+        fund.last_price = fp if mp is None else mp
+        seen.add(key)
+        self.touched.add(sym)
+        self.seq = seq + 1
+        pre_b, post_b = pre.encode("ascii"), post.encode("ascii")
+        self._check_size(len(pre_b) + len(post_b))
+        # the derived columns after (seq, data, leaf), as a spool line (see _rest_line)
+        rest = (f"{time}\tliquidation\t{sym}\t{lid}\t{side}\t{qty}\t{bp}\t{fp}\t{'' if mp is None else mp}"
+                f"\t{d_s}\t{p_s}\t{a_s}\t{b_s}").encode("ascii")
+        return pre_b, post_b, rest
+
+    def _generic(self, record: dict, seq: int):
+        book = self.book
+        try:
+            fields = book.build(record)
+        except (DuplicateLiquidation, DuplicateContract):
+            return None
+        t = record.get("time")
+        time = self.clock() if t is None else parse_time(t)
+        text = entry_mod.entry_text(fields, seq, entry_mod.ZERO_HASH, time)
+        i = text.index(_PREV_KEY) + len(_PREV_KEY)
+        pre, post = text[:i], text[i + 44 : -1]
+        self._check_size(len(pre) + len(post))
+        fields["seq"] = seq
+        fields["time"] = time
+        book.apply(fields)
+        self.touched.add(fields["contract"])
+        self.seq = seq + 1
+        return pre, post, _rest_line(derived_columns(seq, b"", b"", fields)[3:])
+
+    def _check_size(self, n: int) -> None:
+        size = n + 45 + self.sig_len
+        if size > entry_mod.MAX_ENTRY_BYTES:
+            raise LimitError(f"entry of {size} bytes is over the {entry_mod.MAX_ENTRY_BYTES}-byte limit")
+
+    def summaries(self) -> list[tuple]:
+        """``contracts`` rows of the funds touched since the last call."""
+        rows = [contract_row(self.book.funds[s]) for s in sorted(self.touched)]
+        self.touched = set()
+        return rows
+
+
+def _rest_line(rest: tuple) -> bytes:
+    """Derived columns as one spool line: tab-separated, None as empty (no
+    value is empty, and printable ASCII has no tab)."""
+    return "\t".join(["" if x is None else x for x in rest]).encode("ascii")
+
+
+def _rest_tuple(line: str) -> tuple:
+    return tuple([x or None for x in line.split("\t")])
+
+
+@dataclass
+class Batch:
+    """One transaction's worth of input, built and sent for signing."""
+
+    offset: int  # stream position before its first line
+    next_line: int  # line number at that position
+    records: int = 0
+    dups: int = 0
+    entries: int = 0
+    summaries: list = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """What pass 1 leaves for the write pass."""
+
+    size: int
+    prev: bytes
+    edge: list
+    records: int = 0
+    duplicates: int = 0
+    batches: list = field(default_factory=list)
+
+
+class Fallback(Exception):
+    """The head moved under the speculative entries: the ordinary path must
+    take over at ``offset`` (line ``next_line``)."""
+
+    def __init__(self, offset: int, next_line: int):
+        super().__init__(offset, next_line)
+        self.offset = offset
+        self.next_line = next_line
+
+
+class Spools:
+    """The derived columns of the built entries, one frame per request."""
+
+    def __init__(self):
+        from .chainsign import _Spool
+
+        self.rests = _Spool()
+
+    def close(self) -> None:
+        self.rests.close()
+
+
+def prepare(store, signer, chunks, tell, chain, spools: Spools) -> Prepared:
+    """Pass 1: check and build every record of ``chunks`` (one chunk per
+    batch of ``(line number, record)``) against the ledger, sending the
+    entries to ``chain`` for signing as they are built. Call inside a
+    :meth:`Store.snapshot`; raises on the first bad line, and nothing is
+    written anywhere but the spools."""
+    size, prev, edge = store.chain_head()
+    book = store.load_book()
+    builder = Builder(book, size, sig_line_length(signer.name))
+    chain.start(prev)
+    out = Prepared(size, prev, edge)
+    seen = book.seen
+    offset, next_line = tell(), 1
+    for chunk in chunks:
+        b = Batch(offset, next_line, records=len(chunk))
+        seen.prefetch([r for _, r in chunk])
+        pieces: list[bytes] = []
+        rests: list[bytes] = []
+        for lineno, record in chunk:
+            try:
+                built = builder.build(record)
+            except FundledgerError as e:
+                raise type(e)(f"line {lineno}: {e}") from None
+            if built is None:
+                b.dups += 1
+                continue
+            pre, post, rest = built
+            pieces.append(pre)
+            pieces.append(post)
+            rests.append(rest)
+            if len(rests) >= CHUNK:
+                chain.send(pieces)
+                spools.rests.put(b"\n".join(rests))
+                b.entries += len(rests)
+                pieces, rests = [], []
+        if rests:
+            chain.send(pieces)
+            spools.rests.put(b"\n".join(rests))
+            b.entries += len(rests)
+        b.summaries = builder.summaries()
+        out.records += b.records
+        out.duplicates += b.dups
+        out.batches.append(b)
+        offset, next_line = tell(), chunk[-1][0] + 1
+    return out
+
+
+def write(store, signer, prep: Prepared, chain, spools: Spools, result, progress) -> None:
+    """Pass 2: one transaction per batch, each checking that the head is the
+    one its entries were built on (else :class:`Fallback`)."""
+    stack = list(prep.edge)  # the tree's right edge, as merkle.TreeBuilder keeps it
+    size, prev = prep.size, prep.prev
+    for b in prep.batches:
+        rows: list[tuple] = []
+        tree_rows: list[tuple] = []
+        add_row, add_tree = rows.append, tree_rows.append
+        seq = size
+        while len(rows) < b.entries:
+            datas, leaves = chain.recv()
+            rests = spools.rests.get().decode("ascii").split("\n")
+            if not (len(datas) == len(leaves) == len(rests)):
+                raise StoreError("the signing process sent a short result")
+            for data, leaf, rest in zip(datas, leaves, rests):
+                add_row((seq, data, leaf) + _rest_tuple(rest))
+                # merkle.TreeBuilder.append, inline
+                idx = 2 * seq - seq.bit_count()
+                h = leaf
+                add_tree((idx, h))
+                k = seq
+                while k & 1:
+                    h = sha256(b"\x01" + stack.pop() + h).digest()
+                    idx += 1
+                    add_tree((idx, h))
+                    k >>= 1
+                stack.append(h)
+                seq += 1
+        if len(rows) != b.entries:
+            raise StoreError("the signing process sent a short result")
+        if not store.append_prepared([signer], size, prev, rows, tree_rows, b.summaries):
+            raise Fallback(b.offset, b.next_line)
+        if rows:
+            size, prev = seq, rows[-1][2]
+        result.appended += len(rows)
+        result.duplicates += b.dups
+        result.tree_size = size
+        progress(b.records)
+        chain.pump()
