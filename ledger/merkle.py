@@ -126,6 +126,8 @@ def _need_size(x: object, what: str) -> int:
 
 
 def _need_hash(h: object, what: str) -> bytes:
+    if type(h) is bytes and len(h) == HASH_SIZE:
+        return h
     if not isinstance(h, (bytes, bytearray)) or len(h) != HASH_SIZE:
         raise InvariantError(f"{what} is not a {HASH_SIZE}-byte hash")
     return bytes(h)
@@ -166,6 +168,11 @@ def stored_hash_index(level: int, n: int) -> int:
     """
     if not _is_int(level) or not _is_int(n) or level < 0 or n < 0:
         raise InvariantError(f"bad stored hash coordinates ({level!r}, {n!r})")
+    return _stored_index(level, n)
+
+
+def _stored_index(level: int, n: int) -> int:
+    """:func:`stored_hash_index` for coordinates this module computed itself."""
     m = ((n + 1) << level) - 1
     return 2 * m - m.bit_count() + level
 
@@ -249,7 +256,7 @@ def _subtree_indexes(lo: int, hi: int, need: list[int]) -> list[int]:
         level = k.bit_length() - 1
         if lo & (k - 1):
             raise InvariantError("bad math in _subtree_indexes")
-        need.append(stored_hash_index(level, lo >> level))
+        need.append(_stored_index(level, lo >> level))
         lo += k
     return need
 
