@@ -216,6 +216,9 @@ class DbSource(Source):
         from .store import Store  # only database sources need sqlite
 
         self.store = Store.open(path, readonly=True)
+        # A verifier streams the whole file once: no mapping (its pages would
+        # count in this process's resident memory for nothing).
+        self.store.conn.execute("PRAGMA mmap_size=0")
         self.path = os.path.abspath(path)
         self.description = f"database {path}"
         # One read transaction for the whole run: a consistent snapshot even

@@ -600,3 +600,19 @@ def test_store_opened_before_rotation_refuses_retired_key(ledger):
         assert dump(ledger.db) == before
     finally:
         early.close()
+
+
+def test_sqlite_utils_view_of_the_store(ledger):
+    """``Store.db`` is the same connection through sqlite-utils, imported
+    only when asked for (the CLI's start-up does not pay for it)."""
+    import subprocess
+    import sys
+
+    import sqlite_utils
+
+    ledger.contract()
+    assert isinstance(ledger.store.db, sqlite_utils.Database)
+    assert ledger.store.db["contracts"].count == 1
+    code = "import sys, ledger.cli; print('sqlite_utils' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
