@@ -137,6 +137,15 @@ def derived_columns(seq: int, data: bytes, leaf_hash: bytes, obj: dict) -> tuple
     )
 
 
+def liquidation_row(seq: int, data: bytes, leaf_hash: bytes, time: str, contract: str, liquidation_id: str, side: str,
+                    qty: str, bankruptcy_price: str, fill_price: str, mark_price: str | None, delta: str, paid: str,
+                    adl: str, balance: str) -> tuple:
+    """:func:`derived_columns` of a liquidation entry given field by field
+    (the verifier's per-entry path, without building a dict)."""
+    return (seq, data, leaf_hash, time, "liquidation", contract, liquidation_id, side, qty, bankruptcy_price,
+            fill_price, mark_price, delta, paid, adl, balance)
+
+
 def contract_row(fund: Fund) -> tuple:
     s = fund.summary()
     return (

@@ -616,7 +616,7 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
         book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, multiplier, cseq))
     derived = None
     if db_columns:
-        from .store import derived_columns as derived
+        from .store import liquidation_row as derived
     items: list = []
     leaves: list[bytes] = []
     first_prev = None
@@ -765,14 +765,9 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
         crypto_sign_open(signature + text, public_key)
     except Exception:  # noqa: BLE001 - nacl's BadSignatureError or a libsodium refusal
         return None
-    if derived is not None:
-        fields = {"kind": "liquidation", "contract": contract, "id": lid, "side": side, "qty": qty_s,
-                  "bankruptcy_price": bankruptcy_s, "fill_price": fill_s, "delta": delta_s, "paid": paid_s,
-                  "adl": adl_s, "balance": balance_s, "seq": seq, "time": time}
-        if mark_s is not None:
-            fields["mark_price"] = mark_s
-        if tuple(row) != derived(seq, data, leaf, fields):
-            return None
+    if derived is not None and tuple(row) != derived(seq, data, leaf, time, contract, lid, side, qty_s, bankruptcy_s,
+                                                     fill_s, mark_s, delta_s, paid_s, adl_s, balance_s):
+        return None
     return (contract, before, delta, paid, adl, balance, id_hash(id_key, contract, lid), time,
             fill_s if mark_s is None else mark_s, prev)
 

@@ -616,3 +616,21 @@ def test_sqlite_utils_view_of_the_store(ledger):
     code = "import sys, ledger.cli; print('sqlite_utils' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_liquidation_row_is_the_derived_columns(ledger):
+    """The verifier's field-by-field row equals the one the writer stores."""
+    from ledger import entry as entry_mod
+    from ledger.store import derived_columns, liquidation_row
+
+    ledger.contract()
+    ledger.liquidation(mark_price="39120")
+    ledger.liquidation(id="L-2", side="short", fill_price="38000")
+    for seq in (1, 2):
+        row = ledger.store.conn.execute("SELECT * FROM entries WHERE seq = ?", (seq,)).fetchone()
+        text, _ = entry_mod.note.split_note(row[1], entry_mod.MAX_ENTRY_BYTES)
+        obj = entry_mod.parse_entry_text(text)
+        assert row == derived_columns(seq, row[1], row[2], obj)
+        assert row == liquidation_row(seq, row[1], row[2], obj["time"], obj["contract"], obj["id"], obj["side"],
+                                      obj["qty"], obj["bankruptcy_price"], obj["fill_price"], obj.get("mark_price"),
+                                      obj["delta"], obj["paid"], obj["adl"], obj["balance"])
