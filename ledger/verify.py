@@ -810,14 +810,14 @@ class _Reread:
         self.end = end
 
     def get(self, seq: int) -> tuple[bytes, tuple | None]:
-        item = None
+        """Entry ``seq``: the next one, or the last one read again."""
         while self.next_seq <= seq:
             try:
-                item = next(self.it)
+                self.last = next(self.it)
             except StopIteration:
                 raise MissingEntries(f"entry {self.next_seq} is missing", seq=self.next_seq) from None
             self.next_seq += 1
-        return item
+        return self.last
 
     def drain(self) -> None:
         for _ in self.it:
@@ -1136,7 +1136,10 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
         # the worker's later checks of prev assumed its own reading
         agree = i < len(leaves) and leaves[i] == leaf
         run.leaf(leaf)
-        if tables != (len(run.book.funds), run.keys.current) and None in items[i + 1 :] and seq + 1 < end:
+        if (tables != (len(run.book.funds), run.keys.current) and seq + 1 < end and None in items[i + 1 :]
+                and (i + 1 < len(items) and items[i + 1] is not None or not _table_entry(reread.get(seq + 1)[0]))):
+            # (when the next entry registers a contract or a key too, its own
+            # full check comes first: one resubmission for a run of them)
             key, fut = submit(seq + 1, end, summarize=False)
             items, _, leaves, first_prev, read_failed = fut.result()
             base = seq + 1
@@ -1146,6 +1149,12 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
             reread = _Reread(source, run.size, first, end)
             reread.get(end - 1)
         reread.drain()
+
+
+def _table_entry(data: bytes) -> bool:
+    """Whether an entry looks like a contract or key entry (scheduling only:
+    every entry is checked in full anyway)."""
+    return b'"kind":"contract"' in data or b'"kind":"key"' in data
 
 
 def _recorded_before(source: Source, size: int, seq: int, pair: tuple[str, str]) -> bool:

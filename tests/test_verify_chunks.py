@@ -237,3 +237,17 @@ def test_fast_path_accepts_only_what_the_full_check_accepts(contract, side, mark
     if edit is None:  # the honest entry takes the fast path, at the balance it was built on
         fast = verify._fast_liquidation(data, seq, v, v.public_key, _book(0), None, leaf, None, None, bytes(16))
         assert fast is not None and fast[1] == balance
+
+
+def test_a_run_of_registrations_costs_one_recheck(ledger, monkeypatch):
+    """Contracts listed one after another at the start: the rest of the
+    chunk is sent back to a worker once, not once per contract."""
+    for s in ("A", "B", "C", "D", "E"):
+        ledger.contract(f"{s}USDTM")
+    ledger.append(*[dict(r, contract=f"{'ABCDE'[i % 5]}USDTM") for i, r in enumerate(liquidations(0, 100))])
+    ledger.checkpoint()
+    calls = []
+    real = verify.check_chunk
+    monkeypatch.setattr(verify, "check_chunk", lambda *a: calls.append(a[2:4]) or real(*a))
+    assert verify.verify_path(ledger.db, workers=1).tree_size == 105
+    assert calls == [(0, 105), (5, 105)]
