@@ -184,6 +184,16 @@ def movement_units(
     return (num * 10**scale) // den  # floor division: rounds toward -infinity
 
 
+def settle(before: int, delta: int) -> tuple[int, int, int]:
+    """``(paid, adl, balance)`` of a movement ``delta`` on a fund holding
+    ``before`` (rule 3): a surplus is credited; a shortfall is paid up to
+    the balance and the rest passed to auto-deleveraging."""
+    if delta >= 0:
+        return 0, 0, before + delta
+    paid = min(-delta, before)
+    return paid, -delta - paid, before - paid
+
+
 # --- times ------------------------------------------------------------------------
 
 
@@ -300,6 +310,19 @@ class Fund:
     last_seq: int = -1
     last_time: str | None = None
     last_price: str | None = None  # mark price of the latest liquidation, else its fill price
+
+    def advance(self, delta: int, paid: int, adl: int, balance: int, seq: int, time: str | None,
+                price: str) -> None:
+        """The fund after liquidation ``seq`` (figures from :func:`settle`)."""
+        if delta > 0:
+            self.credited += delta
+        self.paid += paid
+        self.adl += adl
+        self.balance = balance
+        self.liquidations += 1
+        self.last_seq = seq
+        self.last_time = time
+        self.last_price = price
 
     def summary(self) -> dict:
         """The stable JSON shape of one fund (``balance --json``, ``verify --json``)."""
@@ -430,12 +453,7 @@ class FundBook:
         symbol = fund.contract.symbol
         c = fund.contract
         delta = movement_units(c.type, side, qty[:2], c.multiplier_dec, bankruptcy[:2], fill[:2], c.scale)
-        if delta >= 0:
-            paid, adl, balance = 0, 0, fund.balance + delta
-        else:
-            paid = min(-delta, fund.balance)
-            adl = -delta - paid
-            balance = fund.balance - paid
+        paid, adl, balance = settle(fund.balance, delta)
         fields = {
             "kind": "liquidation",
             "contract": symbol,
@@ -494,15 +512,7 @@ class FundBook:
         expected = fund.balance + delta if delta >= 0 else fund.balance - paid
         if balance != expected or balance < 0:
             raise InvariantError(f"seq {seq}: balance {balance} != {expected}")
-        if delta > 0:
-            fund.credited += delta
-        fund.paid += paid
-        fund.adl += adl
-        fund.balance = balance
-        fund.liquidations += 1
-        fund.last_seq = seq
-        fund.last_time = entry["time"]
-        fund.last_price = entry.get("mark_price", entry["fill_price"])
+        fund.advance(delta, paid, adl, balance, seq, entry["time"], entry.get("mark_price", entry["fill_price"]))
         self.seen.add((symbol, entry["id"]))
 
 

@@ -43,6 +43,7 @@ from .fund import (
     MAX_SYMBOL_LENGTH,
     DuplicateContract,
     DuplicateLiquidation,
+    settle,
     FundBook,
     amount_str,
     movement_units,
@@ -126,16 +127,10 @@ class Builder:
         b = (int(w + f), len(f))
         w, _, f = fp.partition(".")
         delta = movement_units(c.type, side, q, c.multiplier_dec, b, (int(w + f), len(f)), scale)
-        balance = fund.balance
-        zero = _ZEROS.get(scale) or _zero(scale)
+        paid, adl, balance = settle(fund.balance, delta)
         if delta >= 0:
-            paid = adl = 0
-            p_s = a_s = zero
-            balance += delta
+            p_s = a_s = _ZEROS.get(scale) or _zero(scale)
         else:
-            paid = -delta if -delta < balance else balance
-            adl = -delta - paid
-            balance -= paid
             p_s, a_s = amount_str(paid, scale), amount_str(adl, scale)
         time = self.clock() if t is None else t
         d_s, b_s = amount_str(delta, scale), amount_str(balance, scale)
@@ -150,15 +145,7 @@ class Builder:
                    f'"mark_price":"{mp}","paid":"{p_s}","prev":"')
         post = f'","qty":"{qty}","seq":{seq},"side":"{side}","time":"{time}"}}'
         # fund.apply() of these fields, inline
-        if delta > 0:
-            fund.credited += delta
-        fund.paid += paid
-        fund.adl += adl
-        fund.balance = balance
-        fund.liquidations += 1
-        fund.last_seq = seq
-        fund.last_time = time
-        fund.last_price = fp if mp is None else mp
+        fund.advance(delta, paid, adl, balance, seq, time, fp if mp is None else mp)
         seen.add(key)
         self.touched.add(sym)
         self.seq = seq + 1

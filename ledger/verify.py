@@ -51,7 +51,7 @@ from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
 from .errors import FundledgerError, InputError, VerificationError
 from .fund import (
     _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, Contract, Fund, FundBook, _valid_date, amount_str, movement_units,
-    parse_time, positive_decimal,
+    parse_time, positive_decimal, settle,
 )
 
 MAX_CHECKPOINT_BYTES = 1 << 20
@@ -700,15 +700,6 @@ def _liquidation_pattern() -> re.Pattern:
 _LIQUIDATION_TEXT = _liquidation_pattern()
 
 
-def _settle(before: int, delta: int) -> tuple[int, int, int]:
-    """``(paid, adl, balance)`` of a movement ``delta`` on a fund holding
-    ``before`` (rule 3), as :meth:`FundBook.liquidation_entry` computes them."""
-    if delta >= 0:
-        return 0, 0, before + delta
-    paid = min(-delta, before)
-    return paid, -delta - paid, before - paid
-
-
 def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row, derived, id_key):
     """One liquidation entry for :func:`check_chunk`: the tuple the main
     process applies (plus the entry's prev last), or None.
@@ -757,7 +748,7 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
         return None
     if before < 0:
         return None
-    paid, adl, balance = _settle(before, delta)
+    paid, adl, balance = settle(before, delta)
     if (amount_str(delta, scale) != delta_s or amount_str(paid, scale) != paid_s
             or amount_str(adl, scale) != adl_s or amount_str(balance, scale) != balance_s):
         return None
@@ -873,15 +864,7 @@ class _Run:
         fund = self.book.funds.get(symbol)
         if fund is None or fund.balance != before or h in self.book.seen.hashes:
             return False
-        fund.balance = balance
-        if delta > 0:
-            fund.credited += delta
-        fund.paid += paid
-        fund.adl += adl
-        fund.liquidations += 1
-        fund.last_seq = self.seq
-        fund.last_time = time
-        fund.last_price = price
+        fund.advance(delta, paid, adl, balance, self.seq, time, price)
         self.book.seen.hashes.add(h)
         return True
 
