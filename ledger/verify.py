@@ -819,8 +819,8 @@ class _Run:
     """The sequential state of one verification: funds, ids, keys, chain
     head, Merkle tree, and the cross-checks that follow the leaves."""
 
-    def __init__(self, source, book, keys, tree, prev, seq, tiles, db_checks, roots, roots_wanted):
-        self.source, self.book, self.keys, self.tree = source, book, keys, tree
+    def __init__(self, size, book, keys, tree, prev, seq, tiles, db_checks, roots, roots_wanted):
+        self.size, self.book, self.keys, self.tree = size, book, keys, tree
         self.prev, self.seq, self.tiles, self.db_checks = prev, seq, tiles, db_checks
         self.roots, self.roots_wanted = roots, roots_wanted
         self.sigs = _Signatures()
@@ -1000,8 +1000,7 @@ def verify(
     if workers is None:
         workers = (os.cpu_count() or 1) if size - start >= 8 * CHUNK else 1
     tree = merkle.TreeBuilder(tree.size, tree.hashes())
-    run = _Run(source, book, keys, tree, prev, start, tiles, db_checks, roots, roots_wanted)
-    run.size = size
+    run = _Run(size, book, keys, tree, prev, start, tiles, db_checks, roots, roots_wanted)
     book.seen.confirm = lambda pair: _recorded_before(source, size, run.seq, pair)
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
