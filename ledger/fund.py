@@ -127,12 +127,15 @@ def decimal_str(units: int, digits: int) -> str:
 def amount_str(units: int, scale: int) -> str:
     """An amount of ``units * 10**-scale`` with exactly ``scale`` digits after
     the point (``"100.00000000"`` at scale 8)."""
-    sign = "-" if units < 0 else ""
-    units = abs(units)
-    if scale == 0:
-        return f"{sign}{units}"
-    whole, frac = divmod(units, 10**scale)
-    return f"{sign}{whole}.{frac:0{scale}d}"
+    sign = ""
+    if units < 0:
+        sign, units = "-", -units
+    digits = str(units)
+    if not scale:
+        return sign + digits
+    if len(digits) <= scale:  # a leading "0." and the fraction's leading zeros
+        digits = "0" * (scale + 1 - len(digits)) + digits
+    return f"{sign}{digits[:-scale]}.{digits[-scale:]}"
 
 
 def parse_amount(text: str, scale: int, name: str = "amount") -> int:

@@ -87,6 +87,28 @@ def test_a_fault_at_a_chunk_edge_is_named(eventful, monkeypatch, workers, seq):
     assert e.value.seq == seq
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("seq", [15, 16, 17, 130])
+def test_a_signature_that_does_not_verify_is_named(eventful, monkeypatch, workers, seq):
+    """A well-formed signature line by the right key over another text: the
+    entry passes every other fast check, and the chunk's batch of
+    signature verifications is what catches it."""
+    ledger, out = eventful
+    import tamper_util as tu
+
+    other = ledger.store.entry(seq - 3)
+    line = other[other.rindex(b"\n", 0, len(other) - 1):]
+
+    def swap(e: bytes) -> bytes:
+        return e[: e.rindex(b"\n", 0, len(e) - 1)] + line
+
+    tu.edit_bundle_entry(__import__("pathlib").Path(out), seq, 188, swap)
+    monkeypatch.setattr(verify, "CHUNK", 16)
+    with pytest.raises(VerificationError) as e:
+        verify.verify_path(out, workers=workers)
+    assert (e.value.seq, str(e.value)) == (seq, f"seq {seq}: signature does not verify")
+
+
 def test_id_hash_collisions_are_settled_exactly(eventful, monkeypatch):
     """With a hash that collides all the time the verdicts stay exact: an
     honest log passes, a replayed id is still a duplicate."""
@@ -230,7 +252,9 @@ def test_fast_path_accepts_only_what_the_full_check_accepts(contract, side, mark
             fast = None
         if fast is None:
             continue
-        symbol, before, delta, paid, adl, new_balance, _, _, _, entry_prev = fast
+        symbol, before, delta, paid, adl, new_balance, _, _, _, entry_prev, signed = fast
+        # what check_chunk verifies afterwards: this entry's own text and signature
+        assert signed[64:] == text and verify.crypto_sign_open(signed, v.public_key) == text
         if prev_b64 is None and entry_prev != verify.base64.b64encode(prev).decode():
             continue  # the main process refuses a chunk's first prev that is not the entry before
         assert _full_path_accepts(data, seq, prev, before) == (delta, paid, adl, new_balance), (text, fast)
