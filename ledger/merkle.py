@@ -215,6 +215,20 @@ def stored_hash_count(n: int) -> int:
     return 2 * n - n.bit_count()
 
 
+def leaf_of_stored_index(index: int) -> int:
+    """The leaf whose append stores hash ``index``: the largest n with
+    ``stored_hash_count(n) <= index`` (``2n - popcount(n)`` grows with n)."""
+    _need_size(index, "stored hash index")
+    lo, hi = 0, index  # stored_hash_count(index) >= index for every index
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if 2 * mid - mid.bit_count() <= index:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def stored_hashes_for_leaf(n: int, leaf: bytes, reader: HashReader) -> list[bytes]:
     """The hashes to store when leaf number ``n`` (hash ``leaf``) is appended,
     as x/mod ``StoredHashesForRecordHash``.
@@ -645,6 +659,28 @@ class TreeBuilder:
         stack.append(h)
         self.size = n + 1
         return 2 * n - n.bit_count(), out
+
+    def extend(self, leaves: Sequence[bytes]) -> list[bytes]:
+        """:meth:`append` for each leaf HASH of ``leaves`` in turn, in one
+        loop; the stored hashes they add, in index order (the first at
+        ``2n - popcount(n)`` for the size n before)."""
+        out: list[bytes] = []
+        add = out.append
+        stack = self._stack
+        push, pop = stack.append, stack.pop
+        sha256 = hashlib.sha256
+        n = self.size
+        for h in leaves:
+            add(h)
+            k = n
+            while k & 1:
+                h = sha256(b"\x01" + pop() + h).digest()  # node_hash(left sibling, h)
+                add(h)
+                k >>= 1
+            push(h)
+            n += 1
+        self.size = n
+        return out
 
     def root(self) -> bytes:
         return _fold(self._stack)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import array
 import base64
+import bisect
 import binascii
 import hashlib
 import json
@@ -477,7 +478,32 @@ class TileChecker:
         returned for it: ``hashes[8 * L]``, when present, is the root of the
         2**(8L)-leaf subtree the leaf completes, the next entry of a level-L
         tile (so no subtree root is hashed twice)."""
-        level = 0
+        self._add(0, hashes)
+
+    def add_run(self, first: int, leaves: Sequence[bytes], stored: Sequence[bytes]) -> None:
+        """:meth:`add_built` for the leaves ``first, first + 1, ...``, given as
+        their leaf hashes and the stored hashes
+        :meth:`merkle.TreeBuilder.extend` returned for them."""
+        base = 2 * first - first.bit_count()
+        i, n = 0, len(leaves)
+        while i < n:
+            buf = self.levels[0]
+            take = min(n - i, merkle.TILE_WIDTH - len(buf))
+            buf.extend(leaves[i : i + take])
+            i += take
+            if len(buf) < merkle.TILE_WIDTH:
+                return
+            # leaf ``seq`` filled the level-0 tile: what add_built does with
+            # its hashes (the leaf hash, then one per trailing 1 bit of seq)
+            seq = first + i - 1
+            start = 2 * seq - seq.bit_count() - base
+            count = (~seq & (seq + 1)).bit_length()
+            self._compare(0, self.index[0], buf)
+            self.levels[0] = []
+            self.index[0] += 1
+            self._add(1, stored[start : start + count])
+
+    def _add(self, level: int, hashes: Sequence[bytes]) -> None:
         while True:
             if level == len(self.levels):
                 self.levels.append([])
@@ -852,6 +878,7 @@ class _Run:
         self.size, self.book, self.keys, self.tree = size, book, keys, tree
         self.prev, self.seq, self.tiles, self.db_checks = prev, seq, tiles, db_checks
         self.roots, self.roots_wanted = roots, roots_wanted
+        self._wanted_sorted = sorted(roots_wanted)
         self.sigs = _Signatures()
 
     def full(self, data: bytes, row) -> bytes:
@@ -934,6 +961,24 @@ class _Run:
         self.seq += 1
         if self.seq in self.roots_wanted:
             self.roots[self.seq] = self.tree.root()
+
+    def leaves(self, leaves: list[bytes]) -> None:
+        """:meth:`leaf` for each of ``leaves`` in turn (a chunk that passed
+        whole), with the tree, tile and stored-hash work done in one loop."""
+        first, end = self.seq, self.seq + len(leaves)
+        wanted = self._wanted_sorted
+        k = bisect.bisect_right(wanted, first)
+        if not leaves or k < len(wanted) and wanted[k] <= end or len(wanted) != len(self.roots_wanted):
+            for leaf in leaves:  # a root is wanted inside the run: leaf by leaf
+                self.leaf(leaf)
+            return
+        stored = self.tree.extend(leaves)
+        if self.tiles is not None:
+            self.tiles.add_run(first, leaves, stored)
+        if self.db_checks is not None:
+            self.db_checks.tree_run(len(leaves), stored)
+        self.prev = leaves[-1]
+        self.seq = end
 
 
 def verify(
@@ -1128,8 +1173,7 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
     agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
     if summary is not None:
         if agree and run.keys.current is key and run.apply_summary(*summary):
-            for leaf in leaves:
-                run.leaf(leaf)
+            run.leaves(leaves)
             return
         items = []  # something is off: the whole chunk gets the full check
     for seq in range(first, end):
@@ -1276,7 +1320,6 @@ class DbCrossCheck:
         self.derived_columns = derived_columns
         self.checked = 0
         self.want: list[bytes] = []
-        self.want_seq: list[int] = []
         self.next_id = 0
         self.tree_rows = self.store.conn.execute("SELECT id, hash FROM tree ORDER BY id")
 
@@ -1293,12 +1336,16 @@ class DbCrossCheck:
         bulk by :meth:`flush_tree`)."""
         self.checked += 1
         self.want.extend(hashes)
-        self.want_seq.extend([seq] * len(hashes))
+
+    def tree_run(self, leaves: int, stored: list[bytes]) -> None:
+        """:meth:`tree` for a run of ``leaves`` leaves, given as the stored
+        hashes :meth:`merkle.TreeBuilder.extend` returned for them."""
+        self.checked += leaves
+        self.want.extend(stored)
 
     def flush_tree(self) -> None:
         """Compare the stored hashes queued by :meth:`tree` with the table."""
         want, self.want = self.want, []
-        want_seq, self.want_seq = self.want_seq, []
         if not want:
             return
         rows = self.tree_rows.fetchmany(len(want))
@@ -1309,7 +1356,8 @@ class DbCrossCheck:
                 return
         for i, h in enumerate(want):
             if i >= len(rows) or tuple(rows[i]) != (first_id + i, h):
-                raise VerificationError("a stored Merkle hash does not match the entries", seq=want_seq[i])
+                raise VerificationError("a stored Merkle hash does not match the entries",
+                                        seq=merkle.leaf_of_stored_index(first_id + i))
 
     def finish(self, book: FundBook, roots: dict[int, bytes], keys: KeyHistory) -> None:
         from .store import contract_row

@@ -848,3 +848,40 @@ def test_tile_hash_reader_swapped_tiles(big_store):
     # The untouched edge tile still serves its hashes.
     last = stored_hash_index(0, n - 1)
     assert r.read_hashes([last]) == big_store.read_hashes([last])
+
+
+# --- TreeBuilder.extend, leaf_of_stored_index ----------------------------------------
+
+
+@given(st.integers(0, 300), st.lists(st.integers(1, 70), max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_tree_builder_extend_is_append_leaf_by_leaf(start, runs):
+    leaves = [merkle.leaf_hash(b"%d" % i) for i in range(start + sum(runs))]
+    one = merkle.TreeBuilder()
+    for leaf in leaves[:start]:
+        one.append(leaf)
+    many = merkle.TreeBuilder(start, one.hashes())
+    at = start
+    for n in runs:
+        want = []
+        for leaf in leaves[at : at + n]:
+            first, hashes = one.append(leaf)
+            assert first == merkle.stored_hash_count(at) + len(want)
+            want.extend(hashes)
+        assert many.extend(leaves[at : at + n]) == want
+        assert (many.size, many.root()) == (one.size, one.root())
+        at += n
+
+
+def test_leaf_of_stored_index_inverts_the_layout():
+    index = 0
+    for n in range(2000):
+        for _ in range(1 + (~n & (n + 1)).bit_length() - 1):
+            assert merkle.leaf_of_stored_index(index) == n
+            index += 1
+    assert index == merkle.stored_hash_count(2000)
+    n = 2**40 + 12345
+    assert merkle.leaf_of_stored_index(merkle.stored_hash_count(n)) == n
+    assert merkle.leaf_of_stored_index(merkle.stored_hash_count(n) - 1) == n - 1
+    with pytest.raises(InvariantError):
+        merkle.leaf_of_stored_index(-1)

@@ -275,3 +275,38 @@ def test_a_run_of_registrations_costs_one_recheck(ledger, monkeypatch):
     monkeypatch.setattr(verify, "check_chunk", lambda *a: calls.append(a[2:4]) or real(*a))
     assert verify.verify_path(ledger.db, workers=1).tree_size == 105
     assert calls == [(0, 105), (5, 105)]
+
+
+class _Tiles(verify.TileChecker):
+    """A TileChecker that records the tiles it would compare."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.compared = []
+
+    def _compare(self, level, index, hashes):
+        self.compared.append((level, index, b"".join(hashes)))
+
+
+@pytest.mark.parametrize("start", [0, 5, 255, 256, 1024, 65535 - 700])
+def test_tile_runs_are_leaf_by_leaf(start):
+    """add_run over runs of any length gives the tiles add_built gives leaf
+    by leaf, including the level-1 and level-2 tiles that leaves complete."""
+    from ledger import merkle
+
+    leaves = [merkle.leaf_hash(b"%d" % i) for i in range(start + 70_000)]
+    one, many = _Tiles(), _Tiles()
+    b1, b2 = merkle.TreeBuilder(), merkle.TreeBuilder()
+    for leaf in leaves[:start]:  # the same state before the runs
+        one.add_built(b1.append(leaf)[1])
+        many.add_built(b2.append(leaf)[1])
+    for leaf in leaves[start:]:
+        one.add_built(b1.append(leaf)[1])
+    at, size = start, 1
+    while at < len(leaves):
+        run = leaves[at : at + size]
+        many.add_run(at, run, b2.extend(run))
+        at += len(run)
+        size = size * 3 % 1031 + 1
+    assert many.compared == one.compared and (many.levels, many.index) == (one.levels, one.index)
+    assert {c[0] for c in one.compared} >= {0, 1}
