@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import sys
 import urllib.error
 import urllib.parse
@@ -43,7 +44,7 @@ import urllib.request
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from nacl.bindings import crypto_sign_open
 
@@ -263,11 +264,60 @@ class DbSource(Source):
     def read_tile(self, level: int, index: int, width: int) -> bytes:
         return b"".join(self.store.read_hashes(merkle.tile_hash_indexes(level, index, width)))
 
+    def prefetch(self, progress: Callable[[], float]) -> Callable[[], None]:
+        """Ask the OS to read the database file ahead of a full
+        verification: at most PREFETCH_AHEAD_BYTES past the share of the
+        file that ``progress()`` (0 to 1) says is done, since rows are laid
+        out roughly in seq order. The workers then find their pages cached
+        instead of reading them one at a time (a run on a cold cache was
+        about 15% slower). Returns the function that stops it."""
+        stop = threading.Event()
+        if not hasattr(os, "posix_fadvise"):
+            return stop.set
+        thread = threading.Thread(target=_prefetch, args=(self.path, progress, stop), daemon=True)
+        thread.start()
+
+        def finish() -> None:
+            stop.set()
+            thread.join()
+
+        return finish
+
     def close(self) -> None:
         try:
             self.store.conn.execute("COMMIT")
         finally:
             self.store.close()
+
+
+PREFETCH_AHEAD_BYTES = 64 << 20  # how far a database is read ahead of the verification
+_PREFETCH_POLL_S = 0.05
+
+
+def _prefetch(path: str, progress: Callable[[], float], stop: threading.Event) -> None:
+    """The loop of :meth:`DbSource.prefetch`: ``posix_fadvise(WILLNEED)``
+    over the file (then its WAL) in order, never more than
+    PREFETCH_AHEAD_BYTES ahead of ``progress() * size``. Advice only: any
+    error ends it quietly."""
+    try:
+        for name in (path, path + "-wal"):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                size, done = os.fstat(fd).st_size, 0
+                while done < size and not stop.is_set():
+                    want = size if name != path else min(size, int(progress() * size) + PREFETCH_AHEAD_BYTES)
+                    if want > done:
+                        os.posix_fadvise(fd, done, want - done, os.POSIX_FADV_WILLNEED)
+                        done = want
+                    else:
+                        stop.wait(_PREFETCH_POLL_S)
+            finally:
+                os.close(fd)
+    except OSError:
+        return
 
 
 def source_from_spec(spec: tuple) -> Source:
@@ -1077,6 +1127,9 @@ def verify(
     run = _Run(size, book, keys, tree, prev, start, tiles, db_checks, roots, roots_wanted)
     book.seen.confirm = lambda pair: _recorded_before(source, size, run.seq, pair)
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    stop_prefetch = None
+    if db_checks is not None and size > 0:  # a full run reads the whole file
+        stop_prefetch = source.prefetch(lambda: run.seq / size)
     try:
         _check_entries(run, source, start, size, pool, workers, db_checks is not None)
     except MissingEntries:
@@ -1085,6 +1138,8 @@ def verify(
         open_checkpoint(cp_bytes, [k for _, k in keys.keys])
         raise
     finally:
+        if stop_prefetch is not None:
+            stop_prefetch()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     seq = run.seq

@@ -310,3 +310,35 @@ def test_tile_runs_are_leaf_by_leaf(start):
         size = size * 3 % 1031 + 1
     assert many.compared == one.compared and (many.levels, many.index) == (one.levels, one.index)
     assert {c[0] for c in one.compared} >= {0, 1}
+
+
+def test_a_full_database_run_reads_the_file_ahead(eventful, monkeypatch):
+    """The file is advised in order from its start, never more than
+    PREFETCH_AHEAD_BYTES past the verification's progress, then its WAL;
+    a database run starts it and stops it, with the same verdict."""
+    import os
+    import threading
+
+    ledger, _ = eventful
+    ledger.store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    calls = []
+    monkeypatch.setattr(verify, "PREFETCH_AHEAD_BYTES", 8192)
+    monkeypatch.setattr(verify.os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off, n, advice)),
+                        raising=False)
+    size = os.path.getsize(ledger.db)
+    steps = iter([0.0, 0.0, 0.1, 0.25, 0.5, 0.5, 0.9] + [1.0] * 100)
+    done = []
+    verify._prefetch(ledger.db, lambda: done.append(next(steps)) or done[-1], threading.Event())
+    main = calls[: next(i for i, c in enumerate(calls) if c[0] + c[1] == size) + 1]
+    assert main[0][0] == 0 and all(a[0] + a[1] == b[0] for a, b in zip(main, main[1:]))
+    assert [off + n for off, n, _ in main] == sorted({min(size, int(p * size) + 8192) for p in done})
+    assert {c[2] for c in calls} == {os.POSIX_FADV_WILLNEED} and len(main) > 3
+    wal = calls[len(main):]  # then the WAL, whole
+    assert wal == ([(0, os.path.getsize(ledger.db + "-wal"), os.POSIX_FADV_WILLNEED)]
+                   if os.path.exists(ledger.db + "-wal") and os.path.getsize(ledger.db + "-wal") else [])
+
+    calls.clear()
+    reference = verify.verify_path(ledger.db, workers=1).as_json()
+    assert calls and calls[0][0] == 0  # a full database run reads ahead
+    monkeypatch.delattr(verify.os, "posix_fadvise")  # not on every OS: then no read-ahead
+    assert verify.verify_path(ledger.db, workers=2).as_json()["root"] == reference["root"]
