@@ -314,13 +314,13 @@ def test_tile_runs_are_leaf_by_leaf(start):
 
 def test_a_full_database_run_reads_the_file_ahead(eventful, monkeypatch):
     """The file is advised in order from its start, never more than
-    PREFETCH_AHEAD_BYTES past the verification's progress, then its WAL;
-    a database run starts it and stops it, with the same verdict."""
+    PREFETCH_AHEAD_BYTES past the verification's progress; a database run
+    starts it and stops it, with the same verdict."""
     import os
     import threading
 
     ledger, _ = eventful
-    ledger.store.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    ledger.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every row in the main file
     calls = []
     monkeypatch.setattr(verify, "PREFETCH_AHEAD_BYTES", 8192)
     monkeypatch.setattr(verify.os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off, n, advice)),
@@ -328,17 +328,39 @@ def test_a_full_database_run_reads_the_file_ahead(eventful, monkeypatch):
     size = os.path.getsize(ledger.db)
     steps = iter([0.0, 0.0, 0.1, 0.25, 0.5, 0.5, 0.9] + [1.0] * 100)
     done = []
-    verify._prefetch(ledger.db, lambda: done.append(next(steps)) or done[-1], threading.Event())
-    main = calls[: next(i for i, c in enumerate(calls) if c[0] + c[1] == size) + 1]
-    assert main[0][0] == 0 and all(a[0] + a[1] == b[0] for a, b in zip(main, main[1:]))
-    assert [off + n for off, n, _ in main] == sorted({min(size, int(p * size) + 8192) for p in done})
-    assert {c[2] for c in calls} == {os.POSIX_FADV_WILLNEED} and len(main) > 3
-    wal = calls[len(main):]  # then the WAL, whole
-    assert wal == ([(0, os.path.getsize(ledger.db + "-wal"), os.POSIX_FADV_WILLNEED)]
-                   if os.path.exists(ledger.db + "-wal") and os.path.getsize(ledger.db + "-wal") else [])
+    fd = os.open(ledger.db, os.O_RDONLY)
+    try:
+        verify._prefetch(fd, lambda: done.append(next(steps)) or done[-1], threading.Event())
+        os.fstat(fd)  # still open: closing it is the caller's business
+    finally:
+        os.close(fd)
+    assert calls[0][0] == 0 and all(a[0] + a[1] == b[0] for a, b in zip(calls, calls[1:]))
+    assert [off + n for off, n, _ in calls] == sorted({min(size, int(p * size) + 8192) for p in done})
+    assert {c[2] for c in calls} == {os.POSIX_FADV_WILLNEED} and len(calls) > 3 and calls[-1][0] + calls[-1][1] == size
 
     calls.clear()
     reference = verify.verify_path(ledger.db, workers=1).as_json()
     assert calls and calls[0][0] == 0  # a full database run reads ahead
     monkeypatch.delattr(verify.os, "posix_fadvise")  # not on every OS: then no read-ahead
     assert verify.verify_path(ledger.db, workers=2).as_json()["root"] == reference["root"]
+
+
+def test_the_read_ahead_descriptor_outlives_the_connection(eventful, monkeypatch):
+    """Closing a descriptor of the database file would drop the process's
+    locks on it, the read snapshot's too: it is closed only after SQLite."""
+    import os
+
+    ledger, _ = eventful
+    monkeypatch.setattr(verify.os, "posix_fadvise", lambda *a: None, raising=False)
+    source = verify.DbSource(ledger.db)
+    stop = source.prefetch(lambda: 0.0)
+    stop()
+    fd = source._prefetch_fd
+    os.fstat(fd)  # stopped, still open
+    order = []
+    real_close = source.store.close
+    monkeypatch.setattr(source.store, "close", lambda: order.append("sqlite") or real_close())
+    real_os_close = os.close
+    monkeypatch.setattr(verify.os, "close", lambda n: order.append(n) or real_os_close(n))
+    source.close()
+    assert order == ["sqlite", fd]
