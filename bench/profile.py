@@ -32,10 +32,11 @@ the CPU seconds of the worker processes):
 * worker: pattern + rules: ``_fast_liquidation`` less its signature check
   (the canonical-text pattern, the fund rules, the derived columns of a
   database row);
-* signature: ``crypto_sign_open``;
+* signature: ``crypto_sign_open`` (a chunk's signatures in one loop after
+  its other checks);
 * Merkle: leaf hash; worker: chunk summary (``_summarize``);
 * main: apply results (``apply_summary``, ``fast``); Merkle tree, hash
-  tiles and a database's stored hashes (``leaf``, ``flush_tree``); the full
+  tiles and a database's stored hashes (``leaf``, ``leaves``, ``flush_tree``); the full
   check of contract and key entries and anything a worker left.
 """
 
@@ -244,7 +245,7 @@ def profile_verify(source: str, workers: int, with_cprofile: bool = False) -> tu
 
     stages = Stages()
     targets = [
-        (v, "_split_one_signature", "note parse (signature line)"),
+        (v, "_split_signature_line", "note parse (signature line)"),
         (v, "_fast_liquidation", "worker: pattern + rules"),
         (v, "crypto_sign_open", "signature (libsodium)"),
         (v, "_check_signatures", "signature (libsodium)"),
@@ -253,6 +254,7 @@ def profile_verify(source: str, workers: int, with_cprofile: bool = False) -> tu
         (v._Run, "apply_summary", "main: apply results"),
         (v._Run, "fast", "main: apply results"),
         (v._Run, "leaf", "main: Merkle, tiles, hashes"),
+        (v._Run, "leaves", "main: Merkle, tiles, hashes"),
         (v.DbCrossCheck, "flush_tree", "main: Merkle, tiles, hashes"),
         (v._Run, "full", "main: full check (rare)"),
     ]
