@@ -13,14 +13,9 @@ chain signer runs only this loop::
     prev = SHA-256(0x00 || data)
 
 which gives, byte for byte, what ``entry.sign_entry(entry.entry_text(...))``
-gives for the same entry (``note.sign_note`` with one Ed25519 signer). The
-same loop then makes the entry's ``entries`` row (with the derived columns
-the importer sent along) and the stored Merkle hashes it adds
-(``merkle.TreeBuilder.append``, from the tree's right edge), so the writing
-pass only inserts: the signing process has the spare time, the writer has
-none.
+gives for the same entry (``note.sign_note`` with one Ed25519 signer).
 
-Two chain signers share that loop (:func:`sign_rows`):
+Two chain signers share that loop (:func:`sign_chain`):
 
 * :class:`InlineChain` signs in the calling process;
 * :class:`ProcessChain` runs it in a child process (``python -c`` importing
@@ -38,13 +33,13 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import marshal
 import os
 import select
 import struct
 import subprocess
 import sys
 import tempfile
+from array import array
 
 from nacl.bindings import crypto_sign
 
@@ -52,7 +47,6 @@ from .errors import StoreError
 
 _SIG_PREFIX = "\u2014 ".encode()  # as note._SIG_PREFIX
 _U32 = struct.Struct("<I")
-_START_HEAD = struct.Struct("<QB")  # after the prev hash: first seq, number of edge hashes
 _START, _CONTINUE = b"S", b"C"
 _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032  # Linux fcntl
 _PIPE_SIZE = 1 << 20
@@ -63,51 +57,23 @@ def sig_line_length(name: str) -> int:
     return 1 + len(_SIG_PREFIX) + len(name.encode("utf-8")) + 1 + 92 + 1  # base64 of 4 + 64 bytes is 92
 
 
-class ChainState:
-    """What signing carries from one request to the next: the leaf hash of
-    the last entry, the next seq, and the tree's right edge (the roots of
-    its perfect subtrees, as ``merkle.TreeBuilder`` keeps them)."""
-
-    __slots__ = ("prev", "seq", "stack")
-
-    def __init__(self, prev: bytes, seq: int, edge: list[bytes]):
-        self.prev, self.seq, self.stack = prev, seq, list(edge)
-
-
-def sign_rows(pieces: list[bytes], state: ChainState, sk: bytes, kid: bytes, sep: bytes) -> tuple[list, list]:
-    """Sign ``pieces`` (``pre0, post0, rest0, pre1, ...``) in order from
-    ``state``, which it advances. ``rest`` is the entry's derived columns
-    after ``(seq, data, leaf_hash)``, tab-separated, empty for NULL. Returns
-    the ``entries`` rows ``(seq, data, leaf_hash, *rest)`` and the ``tree``
-    rows ``(stored index, hash)`` they add."""
+def sign_chain(pieces: list[bytes], prev: bytes, sk: bytes, kid: bytes, sep: bytes) -> tuple[list[bytes], list[bytes]]:
+    """Sign ``pieces`` (``pre0, post0, pre1, post1, ...``) in order from the
+    leaf hash ``prev``; returns ``(entry bytes, leaf hashes)``."""
     b2a = binascii.b2a_base64
     sha = hashlib.sha256
     sign = crypto_sign
-    prev, seq, stack = state.prev, state.seq, state.stack
-    push, pop = stack.append, stack.pop
-    rows: list[tuple] = []
-    tree: list[tuple] = []
-    add_row, add_tree = rows.append, tree.append
+    datas: list[bytes] = []
+    leaves: list[bytes] = []
+    add_data, add_leaf = datas.append, leaves.append
     it = iter(pieces)
-    for pre, post, rest in zip(it, it, it):
+    for pre, post in zip(it, it):
         text = pre + b2a(prev, newline=False) + post + b"\n"
         data = text + sep + b2a(kid + sign(text, sk)[:64])  # b2a_base64 ends the line with "\n"
         prev = sha(b"\x00" + data).digest()
-        add_row((seq, data, prev, *[x or None for x in rest.decode("ascii").split("\t")]))
-        # merkle.TreeBuilder.append, inline: the leaf, then a node per trailing 1 bit
-        idx = 2 * seq - seq.bit_count()
-        h = prev
-        add_tree((idx, h))
-        k = seq
-        while k & 1:
-            h = sha(b"\x01" + pop() + h).digest()
-            idx += 1
-            add_tree((idx, h))
-            k >>= 1
-        push(h)
-        seq += 1
-    state.prev, state.seq = prev, seq
-    return rows, tree
+        add_data(data)
+        add_leaf(prev)
+    return datas, leaves
 
 
 def _sep(name: str) -> bytes:
@@ -154,19 +120,22 @@ class InlineChain:
         self._sk = signer._sk
         self._kid = signer.key_id
         self._sep = _sep(signer.name)
-        self._state: ChainState | None = None
+        self._prev: bytes | None = None
         self._spool = _Spool()
 
-    def start(self, prev: bytes, seq: int, edge: list[bytes]) -> None:
-        self._state = ChainState(prev, seq, edge)
+    def start(self, prev: bytes) -> None:
+        self._prev = prev
 
     def send(self, pieces: list[bytes]) -> None:
-        self._spool.put(_encode_result(*sign_rows(pieces, self._state, self._sk, self._kid, self._sep)))
+        datas, leaves = sign_chain(pieces, self._prev, self._sk, self._kid, self._sep)
+        if leaves:
+            self._prev = leaves[-1]
+        self._spool.put(_encode_result(datas, leaves))
 
     def pump(self) -> None:
         pass
 
-    def recv(self) -> tuple[list, list]:
+    def recv(self) -> tuple[list[bytes], list[bytes]]:
         return _decode_result(self._spool.get())
 
     def close(self) -> None:
@@ -225,10 +194,8 @@ class ProcessChain:
         last = (err or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
         raise StoreError("the signing process failed" + (f": {last[0][:200]}" if last else ""))
 
-    def start(self, prev: bytes, seq: int, edge: list[bytes]) -> None:
-        if len(prev) != 32 or len(edge) > 64 or any(len(h) != 32 for h in edge):
-            raise StoreError("internal error: a bad chain head")
-        self._pending_start = prev + _START_HEAD.pack(seq, len(edge)) + b"".join(edge)
+    def start(self, prev: bytes) -> None:
+        self._pending_start = prev
         self._first = True
 
     def send(self, pieces: list[bytes]) -> None:
@@ -272,7 +239,7 @@ class ProcessChain:
             self.pump()  # reads what is left, then fails on end of file
         self.pump()
 
-    def recv(self) -> tuple[list, list]:
+    def recv(self) -> tuple[list[bytes], list[bytes]]:
         while not self._spool.frames:
             if self._received >= self._sent:
                 raise StoreError("internal error: no signing request in flight")
@@ -329,21 +296,29 @@ def _grow_pipe(fd: int) -> int:
         return 65536
 
 
-def _encode_result(rows: list, tree: list) -> bytes:
-    """Rows and tree rows as one frame body (``marshal``: both ends are this
-    module on the same interpreter, and it is the fastest codec for tuples
-    of ints, bytes and strings)."""
-    return marshal.dumps((rows, tree))
+def _encode_result(datas: list[bytes], leaves: list[bytes]) -> bytes:
+    lens = array("I", map(len, datas))
+    if sys.byteorder != "little":  # pragma: no cover
+        lens.byteswap()
+    return _U32.pack(len(datas)) + lens.tobytes() + b"".join(leaves) + b"".join(datas)
 
 
-def _decode_result(body: bytes) -> tuple[list, list]:
-    try:
-        rows, tree = marshal.loads(body)
-    except (EOFError, ValueError, TypeError):
-        raise StoreError("the signing process sent a malformed result") from None
-    if type(rows) is not list or type(tree) is not list:
+def _decode_result(body: bytes) -> tuple[list[bytes], list[bytes]]:
+    (n,) = _U32.unpack_from(body)
+    lens = array("I")
+    lens.frombytes(body[4 : 4 + 4 * n])
+    if sys.byteorder != "little":  # pragma: no cover
+        lens.byteswap()
+    pos = 4 + 4 * n
+    leaves = [body[i : i + 32] for i in range(pos, pos + 32 * n, 32)]
+    pos += 32 * n
+    datas = []
+    for ln in lens:
+        datas.append(body[pos : pos + ln])
+        pos += ln
+    if pos != len(body):
         raise StoreError("the signing process sent a malformed result")
-    return rows, tree
+    return datas, leaves
 
 
 def _read_exact(f, n: int) -> bytes | None:
@@ -371,21 +346,21 @@ def _child() -> None:
     signer = Signer(key[36:].decode("utf-8"), key[32:36], key[:32])
     del key
     sk, kid, sep = signer._sk, signer.key_id, _sep(signer.name)
-    state = None
+    prev = None
     while True:
         head = _read_exact(inp, 4)
         if head is None:
             return
         body = _read_exact(inp, _U32.unpack(head)[0])
         if body[:1] == _START:
-            seq, n = _START_HEAD.unpack_from(body, 33)
-            at = 33 + _START_HEAD.size
-            edge = [body[i : i + 32] for i in range(at, at + 32 * n, 32)]
-            state, body = ChainState(body[1:33], seq, edge), body[at + 32 * n :]
-        elif body[:1] == _CONTINUE and state is not None:
+            prev, body = body[1:33], body[33:]
+        elif body[:1] == _CONTINUE and prev is not None:
             body = body[1:]
         else:
             raise ValueError("bad request")
-        res = _encode_result(*sign_rows(body.split(b"\n"), state, sk, kid, sep))
+        datas, leaves = sign_chain(body.split(b"\n"), prev, sk, kid, sep)
+        if leaves:
+            prev = leaves[-1]
+        res = _encode_result(datas, leaves)
         out.write(_U32.pack(len(res)) + res)
         out.flush()

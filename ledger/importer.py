@@ -9,10 +9,9 @@ chain head, the funds, the liquidation ids already recorded):
   ``FundBook.build``/``apply`` and ``entry.entry_text`` do (a fast path for
   liquidations whose inputs are already valid and canonical, the generic
   code for everything else);
-* the templates and derived columns go to a chain signer (a child process
-  on the other core for large inputs) which signs them in order meanwhile
-  and returns each entry's ``entries`` row and stored Merkle hashes, ready
-  to insert; they wait in an unlinked temporary spool file.
+* the templates go to a chain signer (a child process on the other core for
+  large inputs) which signs them in order meanwhile; signed entries and
+  derived columns wait in unlinked temporary spool files.
 
 A bad line anywhere raises (with its line number) before anything is
 written. Pass 2 (:func:`write`) inserts one transaction per batch of
@@ -28,6 +27,7 @@ are ever inserted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from hashlib import sha256
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
@@ -109,7 +109,7 @@ class Builder:
     def build(self, record: dict):
         """``(pre, post, rest)`` for the next entry, or None for a replay.
         ``rest`` is the entry's derived columns after ``(seq, data, leaf)``,
-        as one tab-separated line (:func:`_rest_line`)."""
+        as a spool line (:func:`_rest_line`)."""
         seq = self.seq
         f = fast_liquidation(record, self.book.funds)
         if f is None:
@@ -151,7 +151,7 @@ class Builder:
         self.seq = seq + 1
         pre_b, post_b = pre.encode("ascii"), post.encode("ascii")
         self._check_size(len(pre_b) + len(post_b))
-        # the derived columns after (seq, data, leaf), as one line (see _rest_line)
+        # the derived columns after (seq, data, leaf), as a spool line (see _rest_line)
         rest = (f"{time}\tliquidation\t{sym}\t{lid}\t{side}\t{qty}\t{bp}\t{fp}\t{'' if mp is None else mp}"
                 f"\t{d_s}\t{p_s}\t{a_s}\t{b_s}").encode("ascii")
         return pre_b, post_b, rest
@@ -188,9 +188,13 @@ class Builder:
 
 
 def _rest_line(rest: tuple) -> bytes:
-    """Derived columns as one line for the chain signer: tab-separated, None as empty (no
+    """Derived columns as one spool line: tab-separated, None as empty (no
     value is empty, and printable ASCII has no tab)."""
     return "\t".join(["" if x is None else x for x in rest]).encode("ascii")
+
+
+def _rest_tuple(line: str) -> tuple:
+    return tuple([x or None for x in line.split("\t")])
 
 
 @dataclass
@@ -227,24 +231,36 @@ class Fallback(Exception):
         self.next_line = next_line
 
 
-def prepare(store, signer, chunks, tell, chain) -> Prepared:
+class Spools:
+    """The derived columns of the built entries, one frame per request."""
+
+    def __init__(self):
+        from .chainsign import _Spool
+
+        self.rests = _Spool()
+
+    def close(self) -> None:
+        self.rests.close()
+
+
+def prepare(store, signer, chunks, tell, chain, spools: Spools) -> Prepared:
     """Pass 1: check and build every record of ``chunks`` (one chunk per
     batch of ``(line number, record)``) against the ledger, sending the
     entries to ``chain`` for signing as they are built. Call inside a
     :meth:`Store.snapshot`; raises on the first bad line, and nothing is
-    written anywhere but the chain signer's spool."""
+    written anywhere but the spools."""
     size, prev, edge = store.chain_head()
     book = store.load_book()
     builder = Builder(book, size, sig_line_length(signer.name))
-    chain.start(prev, size, edge)
+    chain.start(prev)
     out = Prepared(size, prev, edge)
     seen = book.seen
     offset, next_line = tell(), 1
     for chunk in chunks:
         b = Batch(offset, next_line, records=len(chunk))
         seen.prefetch([r for _, r in chunk])
-        pieces: list[bytes] = []  # pre, post, rest of each entry
-        add = pieces.extend
+        pieces: list[bytes] = []
+        rests: list[bytes] = []
         for lineno, record in chunk:
             try:
                 built = builder.build(record)
@@ -253,15 +269,19 @@ def prepare(store, signer, chunks, tell, chain) -> Prepared:
             if built is None:
                 b.dups += 1
                 continue
-            add(built)
-            if len(pieces) >= 3 * CHUNK:
+            pre, post, rest = built
+            pieces.append(pre)
+            pieces.append(post)
+            rests.append(rest)
+            if len(rests) >= CHUNK:
                 chain.send(pieces)
-                b.entries += len(pieces) // 3
-                pieces = []
-                add = pieces.extend
-        if pieces:
+                spools.rests.put(b"\n".join(rests))
+                b.entries += len(rests)
+                pieces, rests = [], []
+        if rests:
             chain.send(pieces)
-            b.entries += len(pieces) // 3
+            spools.rests.put(b"\n".join(rests))
+            b.entries += len(rests)
         b.summaries = builder.summaries()
         out.records += b.records
         out.duplicates += b.dups
@@ -270,22 +290,36 @@ def prepare(store, signer, chunks, tell, chain) -> Prepared:
     return out
 
 
-def write(store, signer, prep: Prepared, chain, result, progress) -> None:
+def write(store, signer, prep: Prepared, chain, spools: Spools, result, progress) -> None:
     """Pass 2: one transaction per batch, each checking that the head is the
-    one its entries were built on (else :class:`Fallback`). The chain signer
-    returns each batch's rows ready to insert."""
+    one its entries were built on (else :class:`Fallback`)."""
+    stack = list(prep.edge)  # the tree's right edge, as merkle.TreeBuilder keeps it
     size, prev = prep.size, prep.prev
     for b in prep.batches:
         rows: list[tuple] = []
         tree_rows: list[tuple] = []
+        add_row, add_tree = rows.append, tree_rows.append
+        seq = size
         while len(rows) < b.entries:
-            got, got_tree = chain.recv()
-            if not got:
+            datas, leaves = chain.recv()
+            rests = spools.rests.get().decode("ascii").split("\n")
+            if not (len(datas) == len(leaves) == len(rests)):
                 raise StoreError("the signing process sent a short result")
-            rows += got
-            tree_rows += got_tree
-        seq = size + len(rows)
-        if len(rows) != b.entries or rows and (rows[0][0] != size or rows[-1][0] != seq - 1):
+            for data, leaf, rest in zip(datas, leaves, rests):
+                add_row((seq, data, leaf) + _rest_tuple(rest))
+                # merkle.TreeBuilder.append, inline
+                idx = 2 * seq - seq.bit_count()
+                h = leaf
+                add_tree((idx, h))
+                k = seq
+                while k & 1:
+                    h = sha256(b"\x01" + stack.pop() + h).digest()
+                    idx += 1
+                    add_tree((idx, h))
+                    k >>= 1
+                stack.append(h)
+                seq += 1
+        if len(rows) != b.entries:
             raise StoreError("the signing process sent a short result")
         if not store.append_prepared([signer], size, prev, rows, tree_rows, b.summaries):
             raise Fallback(b.offset, b.next_line)
