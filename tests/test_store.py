@@ -350,6 +350,35 @@ def test_replay_writes_nothing_and_reports_duplicate(ledger):
     assert ledger.append(liq(1, "ETHUSDTM")).appended == [5]
 
 
+@pytest.mark.parametrize(
+    "recorded, incoming, lookups",
+    [
+        (["L-5"], ["L-6", "L-7"], False),  # every new id sorts after the greatest: one seek
+        (["L-5"], ["L-6", "L-5"], True),  # a replay among them
+        (["L-5"], ["L-4"], True),  # an id below the greatest may be recorded
+        (["L-9"], ["L-10"], True),  # text order: "L-10" < "L-9"
+        (["L-9"], ["L-90", "M"], False),
+        (["~"], ["!"], True),  # the ends of printable ASCII
+        ([], ["L-1"], False),
+    ],
+)
+def test_replay_lookups_skip_ids_past_the_greatest(ledger, recorded, incoming, lookups):
+    """Replays are found whichever way the ids sort; the per-id lookups are
+    skipped only when no incoming id can be recorded already."""
+    ledger.contract()
+    if recorded:
+        ledger.append(*[dict(liq(0), id=i) for i in recorded])
+    statements = []
+    ledger.store.conn.set_trace_callback(statements.append)
+    try:
+        r = ledger.append(*[dict(liq(0), id=i) for i in incoming])
+    finally:
+        ledger.store.conn.set_trace_callback(None)
+    replays = [i for i in incoming if i in recorded]
+    assert len(r.duplicates) == len(replays) and len(r.appended) == len(incoming) - len(replays)
+    assert any("liquidation_id IN" in q for q in statements) == lookups
+
+
 def test_contract_summary_matches_replay_of_entries(ledger):
     ledger.contract()
     ledger.contract(symbol="XBTUSDM", currency="XBT", type="inverse", multiplier="100")
