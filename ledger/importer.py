@@ -44,7 +44,7 @@ from .fund import (
     settle,
     FundBook,
     amount_str,
-    movement_units,
+    canonical_movement,
     now_time,
     parse_time,
     _valid_date,
@@ -117,14 +117,8 @@ class Builder:
         key = (sym, lid)
         if key in seen:
             return None
-        c = fund.contract
-        scale = c.scale
-        w, _, f = qty.partition(".")
-        q = (int(w + f), len(f))
-        w, _, f = bp.partition(".")
-        b = (int(w + f), len(f))
-        w, _, f = fp.partition(".")
-        delta = movement_units(c.type, side, q, c.multiplier_dec, b, (int(w + f), len(f)), scale)
+        scale = fund.contract.scale
+        delta = canonical_movement(fund.contract, side, qty, bp, fp)
         paid, adl, balance = settle(fund.balance, delta)
         if delta >= 0:
             p_s = a_s = _ZEROS.get(scale) or _zero(scale)

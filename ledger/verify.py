@@ -53,7 +53,7 @@ from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
 from .errors import FundledgerError, InputError, InvariantError, VerificationError
 from .fund import (
     _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, Contract, Fund, FundBook, _valid_date,
-    amount_str, movement_units, parse_time, settle,
+    amount_str, canonical_movement, parse_time, settle,
 )
 
 MAX_CHECKPOINT_BYTES = 1 << 20
@@ -841,16 +841,9 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
     fund = book.funds.get(contract)
     if fund is None or len(lid) > MAX_ID_LENGTH or not _PRINTABLE.match(lid):
         return None
-    c = fund.contract
-    # The pattern took qty and the prices in canonical spelling only (what
-    # positive_decimal returns unchanged), so they parse as it parses them.
-    w, _, f = qty_s.partition(".")
-    qty = (int(w + f), len(f))
-    w, _, f = bankruptcy_s.partition(".")
-    bankruptcy = (int(w + f), len(f))
-    w, _, f = fill_s.partition(".")
-    scale = c.scale
-    delta = movement_units(c.type, side, qty, c.multiplier_dec, bankruptcy, (int(w + f), len(f)), scale)
+    # (the pattern took qty and the prices in canonical spelling only)
+    scale = fund.contract.scale
+    delta = canonical_movement(fund.contract, side, qty_s, bankruptcy_s, fill_s)
     # The balance before this entry, as its own figures imply it; the
     # comparisons below show they are what the rules give from it.
     try:

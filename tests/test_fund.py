@@ -760,3 +760,20 @@ def test_errors_are_input_errors():
     """Every rule failure is an InputError (exit 2), duplicates included."""
     assert issubclass(RuleError, InputError)
     assert issubclass(DuplicateLiquidation, RuleError) and issubclass(DuplicateContract, RuleError)
+
+
+@SETTINGS
+@given(
+    st.sampled_from(["linear", "inverse"]), st.sampled_from(["long", "short"]),
+    st.tuples(st.integers(1, 10**12), st.integers(0, 8)), st.tuples(st.integers(1, 10**9), st.integers(0, 6)),
+    st.tuples(st.integers(1, 10**9), st.integers(0, 6)), st.integers(0, 12),
+)
+def test_canonical_movement_is_movement_units_of_the_parsed_inputs(ctype, side, qty, bankruptcy, fill, scale):
+    from ledger.fund import Contract, canonical_movement, positive_decimal
+
+    contract = Contract("XBTUSDTM", "USDT", scale, ctype, "0.001", 0)
+    texts = [decimal_str(*x) for x in (qty, bankruptcy, fill)]
+    parsed = [positive_decimal(t, "x") for t in texts]
+    assert [p[2] for p in parsed] == texts  # canonical spelling, as the fast paths require
+    want = movement_units(ctype, side, parsed[0][:2], contract.multiplier_dec, parsed[1][:2], parsed[2][:2], scale)
+    assert canonical_movement(contract, side, *texts) == want
