@@ -36,8 +36,8 @@ import hashlib
 import json
 import os
 import re
-import threading
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
