@@ -866,20 +866,10 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
             fill_s if mark_s is None else mark_s, prev, signature + text)
 
 
-_DATES_OK: dict[str, bool] = {}
-
-
 def _canonical_time(value: str) -> bool:
-    """``parse_time(value) == value``, with the calendar check cached per date."""
-    if not _CANONICAL_TIME.match(value):
-        return False
-    ok = _DATES_OK.get(value[:10])
-    if ok is None:
-        if len(_DATES_OK) > 100_000:
-            _DATES_OK.clear()
-        ok = _DATES_OK[value[:10]] = _valid_date(value)
-    return ok
-
+    """``parse_time(value) == value`` (the calendar check is cached per date
+    by :func:`ledger.fund._valid_date`)."""
+    return _CANONICAL_TIME.match(value) is not None and _valid_date(value)
 
 
 
@@ -1004,7 +994,7 @@ class _Run:
         if self.tiles is not None:
             self.tiles.add_built(hashes)
         if self.db_checks is not None:
-            self.db_checks.tree(self.seq, hashes)
+            self.db_checks.tree(hashes)
         self.prev = leaf
         self.seq += 1
         if self.seq in self.roots_wanted:
@@ -1384,9 +1374,9 @@ class DbCrossCheck:
         if tuple(row) != self.derived_columns(seq, data, leaf, fields):
             raise VerificationError("a derived column of the entries table does not match the entry", seq=seq)
 
-    def tree(self, seq: int, hashes: list[bytes]) -> None:
-        """The stored Merkle hashes appending leaf ``seq`` adds (compared in
-        bulk by :meth:`flush_tree`)."""
+    def tree(self, hashes: list[bytes]) -> None:
+        """The stored Merkle hashes appending the next leaf adds (compared in
+        bulk by :meth:`flush_tree`, which names a bad one's leaf)."""
         self.checked += 1
         self.want.extend(hashes)
 
