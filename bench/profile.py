@@ -42,6 +42,7 @@ the CPU seconds of the worker processes):
 
 from __future__ import annotations
 
+import bisect
 import cProfile
 import io
 import os
@@ -321,6 +322,7 @@ def sqlite_breakdown(source_db: str, n: int = 20_000, batch: int = 2000) -> tupl
     tree = src.conn.execute("SELECT id, hash FROM tree WHERE id < ? ORDER BY id",
                             (merkle.stored_hash_count(n),)).fetchall()
     src.close()
+    tree_ids = [r[0] for r in tree]
     no_index = "\n".join(ln for ln in store_mod.SCHEMA.splitlines() if "INDEX" not in ln and "WHERE liquidation_id" not in ln)
     variants = [
         ("store schema, append-only triggers", store_mod.SCHEMA + store_mod.TRIGGERS),
@@ -339,7 +341,8 @@ def sqlite_breakdown(source_db: str, n: int = 20_000, batch: int = 2000) -> tupl
             t0 = _now()
             for k in range(0, n, batch):
                 part = rows[k:k + batch]
-                hi = merkle.stored_hash_count(k + len(part))
+                # the tree rows of these leaves: ids below the next leaf's stored index
+                hi = bisect.bisect_left(tree_ids, merkle.stored_hash_count(k + len(part)))
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(store_mod._INSERT_ENTRY, part)
                 conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree[t_i:hi])

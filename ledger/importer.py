@@ -299,10 +299,11 @@ def write(store, signer, prep: Prepared, chain, spools: Spools, result, progress
                 raise StoreError("the signing process sent a short result")
             for data, leaf, rest in zip(datas, leaves, rests):
                 add_row((seq, data, leaf) + _rest_tuple(rest))
-                # merkle.TreeBuilder.append, inline
+                # merkle.TreeBuilder.append and store.tree_rows_of, inline:
+                # the nodes this leaf completes (the leaf hash itself is
+                # the entry's leaf_hash column)
                 idx = 2 * seq - seq.bit_count()
                 h = leaf
-                add_tree((idx, h))
                 k = seq
                 while k & 1:
                     h = sha256(b"\x01" + stack.pop() + h).digest()

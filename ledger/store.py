@@ -1,19 +1,27 @@
 """The SQLite store: the only module that touches the database.
 
-Layout (see docs/FORMAT.md for the public formats)::
+Layout, schema 2 (see docs/FORMAT.md for the public formats)::
 
     meta(key, value)                 origin, vkey, schema version
     entries(seq INTEGER PRIMARY KEY, data BLOB, leaf_hash BLOB, ...derived columns)
-    tree(id INTEGER PRIMARY KEY, hash BLOB)      RFC 6962 stored hashes, id = stored_hash_index
+    tree(id INTEGER PRIMARY KEY, hash BLOB)      RFC 6962 stored hashes above the leaves
     contracts(symbol PRIMARY KEY, ...)           per-fund summary, rewritten on each append
     checkpoints(id, tree_size, root, time, note) every signed checkpoint, in order
     cosignatures(checkpoint_id, name, key_id, line, timestamp)
 
+The stored Merkle hashes are x/mod's: hash (level L, n) has the stored-hash
+index ``merkle.stored_hash_index(L, n)``. Those of level 0, the leaf hashes,
+are ``entries.leaf_hash`` (of entry n); ``tree`` holds the others (about one
+per entry), each under its stored-hash index, so its ids skip the leaves'.
+Schema 1 kept the leaf hashes in ``tree`` too: it is read as it is, and a
+writer upgrades it in place when it opens it (:func:`upgrade_schema_1`).
+
 ``entries``, ``tree`` and ``checkpoints`` are append-only: triggers refuse
-UPDATE and DELETE, and a BEFORE INSERT trigger refuses any row that is not
-the next one (which also defeats ``INSERT OR REPLACE``). Everything but
-``entries.data`` and ``checkpoints.note`` is derived; the verifier
-cross-checks it against those bytes.
+UPDATE and DELETE, and BEFORE INSERT triggers refuse any row that is not the
+next one (``tree``: whose id is not above every id there), which also
+defeats ``INSERT OR REPLACE``, and a liquidation id a contract has recorded.
+Everything but ``entries.data`` and ``checkpoints.note`` is derived; the
+verifier cross-checks it against those bytes.
 
 Writes run under ``BEGIN IMMEDIATE``: one writer at a time, and the writer
 reads the head of the chain inside its own transaction, so two processes
@@ -34,7 +42,8 @@ from . import merkle, note
 from .errors import InvariantError, ProofError, StoreError
 from .fund import Contract, DuplicateContract, DuplicateLiquidation, Fund, FundBook, now_time, parse_time
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+READABLE_SCHEMAS = ("1", "2")  # schema 1: leaf hashes in `tree` too; upgraded by a writer
 MAX_BATCH = 10_000  # entries in one transaction
 BUSY_TIMEOUT_MS = 30_000
 READER_MMAP_BYTES = 1 << 30  # read-only connections map up to 1 GiB of the file
@@ -97,25 +106,48 @@ CREATE TABLE cosignatures (
 );
 """
 
-_APPEND_ONLY = """
+_NO_UPDATE = """
 CREATE TRIGGER {t}_no_update BEFORE UPDATE ON {t}
     BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END;
+"""
+_NO_DELETE = """
 CREATE TRIGGER {t}_no_delete BEFORE DELETE ON {t}
     BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END;
-CREATE TRIGGER {t}_next_only BEFORE INSERT ON {t}
-    WHEN NEW.{k} IS NOT (SELECT COALESCE(MAX({k}), {first} - 1) + 1 FROM {t})
-    BEGIN SELECT RAISE(ABORT, '{t}: only the next row may be inserted'); END;
+"""
+_TREE_NO_DELETE = _NO_DELETE.format(t="tree")
+
+# One BEFORE INSERT trigger per table: a trigger costs a sub-program call per
+# row, most of its cost (docs/PERFORMANCE.md).
+_ENTRIES_INSERT = """
+CREATE TRIGGER entries_insert BEFORE INSERT ON entries BEGIN
+    SELECT RAISE(ABORT, 'entries: only the next row may be inserted')
+        WHERE NEW.seq IS NOT (SELECT COALESCE(MAX(seq), -1) + 1 FROM entries);
+    SELECT RAISE(ABORT, 'entries: a liquidation id is recorded once per contract')
+        WHERE NEW.liquidation_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM entries WHERE contract = NEW.contract AND liquidation_id = NEW.liquidation_id);
+END;
+"""
+_TREE_INSERT = """
+CREATE TRIGGER tree_insert BEFORE INSERT ON tree
+    WHEN NEW.id <= (SELECT MAX(id) FROM tree)
+    BEGIN SELECT RAISE(ABORT, 'tree: only a row above every stored id may be inserted'); END;
+"""
+_CHECKPOINTS_INSERT = """
+CREATE TRIGGER checkpoints_next_only BEFORE INSERT ON checkpoints
+    WHEN NEW.id IS NOT (SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints)
+    BEGIN SELECT RAISE(ABORT, 'checkpoints: only the next row may be inserted'); END;
 """
 
-TRIGGERS = "".join(
-    _APPEND_ONLY.format(t=t, k=k, first=first)
-    for t, k, first in (("entries", "seq", 0), ("tree", "id", 0), ("checkpoints", "id", 1))
-) + """
-CREATE TRIGGER entries_no_replace_liquidation BEFORE INSERT ON entries
-    WHEN NEW.liquidation_id IS NOT NULL AND EXISTS (
-        SELECT 1 FROM entries WHERE contract = NEW.contract AND liquidation_id = NEW.liquidation_id)
-    BEGIN SELECT RAISE(ABORT, 'entries: a liquidation id is recorded once per contract'); END;
-"""
+TRIGGERS = (
+    "".join(_NO_UPDATE.format(t=t) + _NO_DELETE.format(t=t) for t in ("entries", "tree", "checkpoints"))
+    + _ENTRIES_INSERT + _TREE_INSERT + _CHECKPOINTS_INSERT
+)
+TRIGGER_NAMES = tuple(
+    [f"{t}_{w}" for t in ("entries", "tree", "checkpoints") for w in ("no_update", "no_delete")]
+    + ["entries_insert", "tree_insert", "checkpoints_next_only"]
+)
+# schema 1's BEFORE INSERT triggers on entries and tree, replaced by upgrade_schema_1
+_SCHEMA_1_INSERT_TRIGGERS = ("entries_next_only", "entries_no_replace_liquidation", "tree_next_only")
 
 ENTRY_COLUMNS = (
     "seq", "data", "leaf_hash", "time", "kind", "contract", "liquidation_id", "side", "qty",
@@ -223,8 +255,9 @@ class Store:
         self.path = path
         self.readonly = readonly
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("schema") != SCHEMA_VERSION:
+        if meta.get("schema") not in READABLE_SCHEMAS:
             raise StoreError(f"{path}: unknown schema version {meta.get('schema')!r}")
+        self.schema: str = meta["schema"]
         self.origin: str = meta["origin"]
         self.vkey: str = meta["vkey"]  # the first key: the trust anchor, published as `vkey`
         # the key that signs now (differs from vkey after a rotation)
@@ -273,6 +306,9 @@ class Store:
             store = cls(conn, path, readonly)
             if not readonly:
                 cls._writer_pragmas(conn)
+                if store.schema != SCHEMA_VERSION:
+                    upgrade_schema_1(conn)
+                    store.schema = SCHEMA_VERSION
             return store
         except sqlite3.DatabaseError as e:
             if conn is not None:
@@ -506,6 +542,8 @@ class Store:
     def _require_writer(self) -> None:
         if self.readonly:
             raise InvariantError("write on a read-only store")
+        if self.schema != SCHEMA_VERSION:
+            raise InvariantError(f"write on a schema {self.schema} store")
 
     def check_signer(self, signers: Sequence[note.Signer]) -> None:
         """Refuse a key that is not the ledger's current log key. Reads the
@@ -562,8 +600,7 @@ class Store:
                 book.apply(fields)
                 touched.add(fields["contract"])
                 entry_rows.append(derived_columns(size, data, leaf, fields))
-                first, hashes = builder.append(leaf)
-                tree_rows.extend(zip(range(first, first + len(hashes)), hashes))
+                tree_rows.extend(tree_rows_of(size, builder.append(leaf)[1]))
                 result.appended.append(size)
                 size += 1
                 prev = leaf
@@ -612,10 +649,7 @@ class Store:
             leaf = merkle.leaf_hash(data)
             fields.update(seq=size, time=time)
             conn.execute(_INSERT_ENTRY, derived_columns(size, data, leaf, fields))
-            first, hashes = builder.append(leaf)
-            conn.executemany(
-                "INSERT INTO tree (id, hash) VALUES (?, ?)", list(zip(range(first, first + len(hashes)), hashes))
-            )
+            conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows_of(size, builder.append(leaf)[1]))
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('current_vkey', ?)", (nv.vkey(),))
         self.current_vkey = nv.vkey()
         return size
@@ -675,28 +709,93 @@ class Store:
             )
 
 
+def tree_rows_of(n: int, hashes: Sequence[bytes]) -> list[tuple[int, bytes]]:
+    """The ``tree`` rows ``(id, hash)`` for the stored hashes appending leaf
+    ``n`` adds, given as ``merkle.TreeBuilder.append`` returns them: the
+    leaf hash first (kept as ``entries.leaf_hash``, not in ``tree``), then
+    one node per trailing 1 bit of n, at the stored-hash indexes after it."""
+    first = 2 * n - n.bit_count()  # merkle.stored_hash_index(0, n)
+    return list(zip(range(first + 1, first + len(hashes)), hashes[1:]))
+
+
 def read_tree_hashes(conn: sqlite3.Connection, indexes: Sequence[int]) -> list[bytes]:
     """The stored hashes at ``indexes`` (stored-hash indexes), in order, read
-    from any connection to a ledger (the site uses its own read-only one)."""
+    from any connection to a ledger (the site uses its own read-only one):
+    a level-0 hash from ``entries.leaf_hash``, any other from ``tree`` (a
+    schema 1 ledger has them all in ``tree``)."""
     if not indexes:
         return []
     idx = list(indexes)
-    if len(idx) <= 500 and all(a < b for a, b in zip(idx, idx[1:])):
-        # the usual case (proofs, compact ranges, tiles): increasing
-        # indexes, one query whose rows come back in the same order
-        q = f"SELECT hash FROM tree WHERE id IN ({','.join('?' * len(idx))}) ORDER BY id"
-        hashes = [r[0] for r in conn.execute(q, idx)]
+    run = _leaf_run(idx)
+    if run is not None:  # a hash tile of level 0, or a compact range's last leaf
+        hashes = [r[0] for r in conn.execute(
+            "SELECT leaf_hash FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (run, run + len(idx))
+        )]
         if len(hashes) == len(idx):
             return hashes
+        raise ProofError(f"the leaf hash of entry {run + len(hashes)} is missing")
     found: dict[int, bytes] = {}
     for i in range(0, len(idx), 500):
         part = idx[i : i + 500]
         q = f"SELECT id, hash FROM tree WHERE id IN ({','.join('?' * len(part))})"
-        found.update((r[0], bytes(r[1])) for r in conn.execute(q, part))
+        found.update(conn.execute(q, part))
+    if len(found) < len(idx):
+        leaves: dict[int, int] = {}  # seq -> stored-hash index
+        for i in idx:
+            if i not in found:
+                level, n = merkle.split_stored_hash_index(i)
+                if level != 0:
+                    raise ProofError(f"stored hash {i} is missing")
+                leaves[n] = i
+        seqs = list(leaves)
+        for k in range(0, len(seqs), 500):
+            part = seqs[k : k + 500]
+            q = f"SELECT seq, leaf_hash FROM entries WHERE seq IN ({','.join('?' * len(part))})"
+            found.update((leaves[seq], h) for seq, h in conn.execute(q, part))
     try:
         return [found[i] for i in idx]
     except KeyError as e:
         raise ProofError(f"stored hash {e.args[0]} is missing") from None
+
+
+def _leaf_run(indexes: list[int]) -> int | None:
+    """n when ``indexes`` are the stored-hash indexes of leaves n, n+1, ...
+    (``2m - popcount(m)`` for each m), else None."""
+    level, n = merkle.split_stored_hash_index(indexes[0])
+    if level != 0:
+        return None
+    for m, i in enumerate(indexes, n):
+        if i != 2 * m - m.bit_count():
+            return None
+    return n
+
+
+def upgrade_schema_1(conn: sqlite3.Connection) -> None:
+    """Upgrade a schema 1 ledger to schema 2 in place, in one transaction:
+    drop the leaf hashes from ``tree`` (``entries.leaf_hash`` holds each
+    one) and put schema 2's BEFORE INSERT triggers in place of schema 1's
+    (the upgraded schema is then exactly a new ledger's).
+    Entries, checkpoints and every other hash are untouched, so the log and
+    its proofs are the same; a reader sees schema 1 or 2, never a mix."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        (schema,) = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if schema == "1":  # (else another writer upgraded it meanwhile)
+            for t in _SCHEMA_1_INSERT_TRIGGERS + ("tree_no_delete", "checkpoints_next_only"):
+                conn.execute(f"DROP TRIGGER IF EXISTS {t}")  # (early schema 1 files lack some)
+            (size,) = conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM entries").fetchone()
+            conn.executemany("DELETE FROM tree WHERE id = ?", ((2 * n - n.bit_count(),) for n in range(size)))
+            # (one statement per call: executescript would commit first)
+            for sql in (_TREE_NO_DELETE, _ENTRIES_INSERT, _TREE_INSERT, _CHECKPOINTS_INSERT):
+                conn.execute(sql)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        _rollback(conn)
+        raise StoreError(f"upgrading the ledger from schema 1: {e}") from None
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 def _sqlite_text(value: object) -> bool:
@@ -726,9 +825,3 @@ class _DictReader:
             return [self.cache[i] for i in indexes]
         except KeyError as e:
             raise InvariantError(f"stored hash {e.args[0]} not cached") from None
-
-
-def _stored_ids(n: int) -> list[int]:
-    """The stored-hash indexes written when leaf ``n`` is appended."""
-    first = merkle.stored_hash_index(0, n)
-    return list(range(first, first + merkle.stored_hash_count(n + 1) - merkle.stored_hash_count(n)))

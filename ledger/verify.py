@@ -1362,8 +1362,12 @@ class DbCrossCheck:
         self.store = source.store
         self.derived_columns = derived_columns
         self.checked = 0
-        self.want: list[bytes] = []
-        self.next_id = 0
+        # schema 1 keeps the leaf hashes in `tree` too; schema 2 has them
+        # only as entries.leaf_hash (checked with the other derived columns).
+        # Read in the run's snapshot: a writer may upgrade the file meanwhile.
+        (schema,) = self.store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        self.leaf_rows = schema == "1"
+        self.want: list[tuple[int, bytes]] = []  # the (id, hash) rows `tree` must hold next
         self.tree_rows = self.store.conn.execute("SELECT id, hash FROM tree ORDER BY id")
 
     def checkpoint_sizes(self) -> set[int]:
@@ -1375,16 +1379,33 @@ class DbCrossCheck:
             raise VerificationError("a derived column of the entries table does not match the entry", seq=seq)
 
     def tree(self, hashes: list[bytes]) -> None:
-        """The stored Merkle hashes appending the next leaf adds (compared in
-        bulk by :meth:`flush_tree`, which names a bad one's leaf)."""
-        self.checked += 1
-        self.want.extend(hashes)
+        """The stored Merkle hashes appending the next leaf adds (the leaf
+        hash, then one node per trailing 1 bit of its index), compared in
+        bulk by :meth:`flush_tree`, which names a bad one's leaf."""
+        n = self.checked
+        self.checked = n + 1
+        first = 2 * n - n.bit_count()  # merkle.stored_hash_index(0, n)
+        skip = 0 if self.leaf_rows else 1
+        self.want.extend(zip(range(first + skip, first + len(hashes)), hashes[skip:]))
 
     def tree_run(self, leaves: int, stored: list[bytes]) -> None:
         """:meth:`tree` for a run of ``leaves`` leaves, given as the stored
         hashes :meth:`merkle.TreeBuilder.extend` returned for them."""
-        self.checked += leaves
-        self.want.extend(stored)
+        n, end = self.checked, self.checked + leaves
+        self.checked = end
+        base = 2 * n - n.bit_count()
+        if self.leaf_rows:
+            self.want.extend(zip(range(base, base + len(stored)), stored))
+            return
+        # leaf k's hash is stored[2k - popcount(k) - base]; the nodes it
+        # completes follow it, up to the next leaf's
+        add = self.want.extend
+        a = 0
+        for k in range(n + 1, end + 1):
+            b = 2 * k - k.bit_count() - base
+            if b - a > 1:
+                add(zip(range(base + a + 1, base + b), stored[a + 1 : b]))
+            a = b
 
     def flush_tree(self) -> None:
         """Compare the stored hashes queued by :meth:`tree` with the table."""
@@ -1392,15 +1413,14 @@ class DbCrossCheck:
         if not want:
             return
         rows = self.tree_rows.fetchmany(len(want))
-        first_id = self.next_id
-        self.next_id += len(want)
-        if len(rows) == len(want) and rows[0][0] == first_id and rows[-1][0] == self.next_id - 1:
-            if [r[1] for r in rows] == want:
-                return
-        for i, h in enumerate(want):
-            if i >= len(rows) or tuple(rows[i]) != (first_id + i, h):
+        if rows == want:
+            return
+        for i, (index, h) in enumerate(want):
+            if i >= len(rows) or tuple(rows[i]) != (index, h):
+                # (a row whose id comes first is one the tree may not hold)
+                first = index if i >= len(rows) or not isinstance(rows[i][0], int) else min(index, rows[i][0])
                 raise VerificationError("a stored Merkle hash does not match the entries",
-                                        seq=merkle.leaf_of_stored_index(first_id + i))
+                                        seq=merkle.leaf_of_stored_index(max(first, 0)))
 
     def finish(self, book: FundBook, roots: dict[int, bytes], keys: KeyHistory) -> None:
         from .store import contract_row

@@ -159,8 +159,8 @@ def lib_verify(source, trusted=None) -> dict:
 
 # --- the attacker's tools: database ---------------------------------------------------------
 
-TRIGGERS = [f"{t}_{w}" for t in ("entries", "tree", "checkpoints") for w in ("no_update", "no_delete", "next_only")]
-TRIGGERS.append("entries_no_replace_liquidation")
+TRIGGERS = [f"{t}_{w}" for t in ("entries", "tree", "checkpoints") for w in ("no_update", "no_delete")]
+TRIGGERS += ["entries_insert", "tree_insert", "checkpoints_next_only"]
 
 
 def copy_ledger(src: str, dst: Path) -> str:
@@ -215,8 +215,10 @@ def set_data(conn, seq: int, data: bytes, sync: bool = False) -> None:
 def resync(conn) -> None:
     """Recompute ``leaf_hash`` and the derived columns of every entry from its
     ``data`` as the writer would store them (as far as the JSON says), and
-    rebuild the ``tree`` table from the leaf hashes."""
+    rebuild the ``tree`` table from the leaf hashes (the stored hashes above
+    the leaves, as the writer keeps them)."""
     from ledger import merkle
+    from ledger.store import tree_rows_of
 
     rows = conn.execute("SELECT seq, data FROM entries ORDER BY seq").fetchall()
     cache: dict[int, bytes] = {}
@@ -238,9 +240,9 @@ def resync(conn) -> None:
              obj.get("delta"), obj.get("paid"), obj.get("adl"), obj.get("balance"), seq),
         )
         first = merkle.stored_hash_index(0, n)
-        for i, x in enumerate(merkle.stored_hashes_for_leaf(n, h, R())):
-            cache[first + i] = x
-            conn.execute("INSERT INTO tree (id, hash) VALUES (?, ?)", (first + i, x))
+        hashes = merkle.stored_hashes_for_leaf(n, h, R())
+        cache.update(zip(range(first, first + len(hashes)), hashes))
+        conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows_of(n, hashes))
     conn.execute("COMMIT")
 
 

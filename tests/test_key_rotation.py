@@ -64,18 +64,19 @@ def _forge(ledger, signer):
     """Append an entry signed by ``signer`` behind the writer's back."""
     conn = sqlite3.connect(ledger.db)
     for t in ("entries", "tree"):
-        conn.execute(f"DROP TRIGGER {t}_next_only")
+        conn.execute(f"DROP TRIGGER {t}_insert")
     size, prev = conn.execute("SELECT seq + 1, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
     rec = verify.verify_path(ledger.db).book
     fields = rec.build(liq(40))
     data = entry.sign_entry(entry.entry_text(fields, size, prev, "2026-11-23T00:00:00Z"), [signer])
-    from ledger.store import _DictReader, _stored_ids, derived_columns
+    from ledger.store import _DictReader, derived_columns, tree_rows_of
 
     fields.update(seq=size, time="2026-11-23T00:00:00Z")
     conn.execute(f"INSERT INTO entries VALUES ({','.join('?' * 16)})", derived_columns(size, data, merkle.leaf_hash(data), fields))
     edge = merkle.compact_range_indexes(size)
     cache = dict(zip(edge, ledger.store.read_hashes(edge)))
-    conn.executemany("INSERT INTO tree VALUES (?, ?)", list(zip(_stored_ids(size), merkle.stored_hashes_for_leaf(size, merkle.leaf_hash(data), _DictReader(cache)))))
+    hashes = merkle.stored_hashes_for_leaf(size, merkle.leaf_hash(data), _DictReader(cache))
+    conn.executemany("INSERT INTO tree VALUES (?, ?)", tree_rows_of(size, hashes))
     conn.commit()
     conn.close()
     return size

@@ -9,14 +9,16 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sqlite3
 
 import pytest
 
 from ledger import api, merkle, note
 from ledger.entry import parse_entry_text
-from ledger.errors import InvariantError, RuleError, StoreError
+from ledger.errors import InvariantError, ProofError, RuleError, StoreError, VerificationError
 from ledger.fund import FundBook
+from ledger import store as store_mod
 from ledger.store import Store, derived_columns
 from ledger.verify import verify_path
 
@@ -71,6 +73,19 @@ class DictReader:
 
     def read_hashes(self, indexes):
         return [self.d[i] for i in indexes]
+
+
+def set_stored_hash(db: str, index: int, value: bytes) -> None:
+    """Overwrite stored hash ``index``: a leaf's in entries.leaf_hash, any other in tree."""
+    level, n = merkle.split_stored_hash_index(index)
+    c = raw(db)
+    if level == 0:
+        cur = c.execute("UPDATE entries SET leaf_hash = ? WHERE seq = ?", (value, n))
+    else:
+        cur = c.execute("UPDATE tree SET hash = ? WHERE id = ?", (value, index))
+    if cur.rowcount != 1:
+        raise RuntimeError(f"no stored hash {index}")
+    c.close()
 
 
 def drop_triggers(db: str) -> None:
@@ -195,7 +210,8 @@ def _row(c, table, key, value):
     return c.execute(f"SELECT * FROM {table} WHERE {key} = ?", (value,)).fetchone()
 
 
-TABLES = [("entries", "seq", 0), ("tree", "id", 0), ("checkpoints", "id", 1)]
+# (the tree table's first row is node (1, 0), stored hash 2: leaf hashes are entries.leaf_hash)
+TABLES = [("entries", "seq", 0), ("tree", "id", 2), ("checkpoints", "id", 1)]
 
 
 @pytest.mark.parametrize("table, key, first", TABLES)
@@ -236,13 +252,22 @@ def test_triggers_refuse_insert_or_replace_and_gaps(filled, table, key, first):
         c.execute(f"INSERT OR REPLACE INTO {table} VALUES ({q})", row)
     with pytest.raises(sqlite3.DatabaseError):
         c.execute(f"REPLACE INTO {table} VALUES ({q})", row)
-    # a gap: not the next row
-    gap = list(row)
-    gap[0] = top + 2
-    with pytest.raises(sqlite3.DatabaseError, match="only the next row"):
-        c.execute(f"INSERT INTO {table} VALUES ({q})", gap)
-    with pytest.raises(sqlite3.DatabaseError, match="only the next row"):
-        c.execute(f"INSERT OR IGNORE INTO {table} VALUES ({q})", gap)
+    if table == "tree":
+        # no row below the greatest id, not even in a free id (a leaf's)
+        for free in (0, 1, merkle.stored_hash_index(0, 4), top - 1):
+            assert c.execute("SELECT COUNT(*) FROM tree WHERE id = ?", (free,)).fetchone()[0] == 0
+            with pytest.raises(sqlite3.DatabaseError, match="above every stored id"):
+                c.execute(f"INSERT INTO {table} VALUES ({q})", [free, row[1]])
+            with pytest.raises(sqlite3.DatabaseError, match="above every stored id"):
+                c.execute(f"INSERT OR IGNORE INTO {table} VALUES ({q})", [free, row[1]])
+    else:
+        # a gap: not the next row
+        gap = list(row)
+        gap[0] = top + 2
+        with pytest.raises(sqlite3.DatabaseError, match="only the next row"):
+            c.execute(f"INSERT INTO {table} VALUES ({q})", gap)
+        with pytest.raises(sqlite3.DatabaseError, match="only the next row"):
+            c.execute(f"INSERT OR IGNORE INTO {table} VALUES ({q})", gap)
     neg = list(row)
     neg[0] = -1
     with pytest.raises(sqlite3.DatabaseError):
@@ -426,9 +451,28 @@ def test_stored_tree_hashes_equal_recomputed(ledger):
             expected[first + j] = h
     c = raw(ledger.db)
     stored = dict(c.execute("SELECT id, hash FROM tree").fetchall())
+    leaf_column = [h for (h,) in c.execute("SELECT leaf_hash FROM entries ORDER BY seq")]
     c.close()
-    assert stored == expected
-    assert len(stored) == merkle.stored_hash_count(size)
+    # the tree table holds every stored hash above the leaves; entries.leaf_hash the leaves'
+    assert stored == {i: h for i, h in expected.items() if merkle.split_stored_hash_index(i)[0] > 0}
+    assert len(stored) == merkle.stored_hash_count(size) - size
+    assert leaf_column == leaves
+    # any set of stored hashes reads back right: all, runs of leaves, singles, mixed, unordered
+    every = sorted(expected)
+    assert ledger.store.read_hashes(every) == [expected[i] for i in every]
+    leaf_ids = [merkle.stored_hash_index(0, n) for n in range(size)]
+    for lo, hi in ((0, size), (5, 6), (7, 40), (size - 1, size)):
+        assert ledger.store.read_hashes(leaf_ids[lo:hi]) == leaves[lo:hi]
+    for i in every:
+        assert ledger.store.read_hashes([i]) == [expected[i]]
+    mixed = [every[-1], leaf_ids[3], every[2], leaf_ids[3], leaf_ids[0]]
+    assert ledger.store.read_hashes(mixed) == [expected[i] for i in mixed]
+    with pytest.raises(ProofError, match="missing"):
+        ledger.store.read_hashes([merkle.stored_hash_index(0, size)])  # a leaf not there yet
+    with pytest.raises(ProofError, match="missing"):
+        ledger.store.read_hashes([merkle.stored_hash_index(0, size - 1), merkle.stored_hash_index(0, size)])
+    with pytest.raises(ProofError, match="missing"):
+        ledger.store.read_hashes([merkle.stored_hash_index(3, 8)])  # a node not there yet
     for k in range(size + 1):
         want = rfc6962_root(leaves[:k])
         assert merkle.tree_hash(k, reader) == want
@@ -477,9 +521,7 @@ def test_checkpoint_refused_when_stored_tree_tampered(ledger, target):
     ledger.checkpoint()  # size 3
     ledger.append(liq(3), liq(4))  # size 5
     drop_triggers(ledger.db)
-    c = raw(ledger.db)
-    c.execute("UPDATE tree SET hash = ? WHERE id = ?", (hashlib.sha256(b"forged").digest(), target))
-    c.close()
+    set_stored_hash(ledger.db, target, hashlib.sha256(b"forged").digest())
     before = dump(ledger.db)
     with pytest.raises(StoreError, match="refusing to sign"):
         ledger.checkpoint()
@@ -495,9 +537,7 @@ def test_checkpoint_refused_when_new_part_of_tree_tampered(ledger, previous_chec
         ledger.checkpoint()  # size 3
     ledger.append(liq(3), liq(4))  # size 5
     drop_triggers(ledger.db)
-    c = raw(ledger.db)
-    c.execute("UPDATE tree SET hash = ? WHERE id = ?", (hashlib.sha256(b"forged").digest(), merkle.stored_hash_index(0, 4)))
-    c.close()
+    set_stored_hash(ledger.db, merkle.stored_hash_index(0, 4), hashlib.sha256(b"forged").digest())
     before = dump(ledger.db)
     with pytest.raises(StoreError, match="refusing to sign"):
         ledger.checkpoint()
@@ -663,3 +703,122 @@ def test_liquidation_row_is_the_derived_columns(ledger):
         assert row == liquidation_row(seq, row[1], row[2], obj["time"], obj["contract"], obj["id"], obj["side"],
                                       obj["qty"], obj["bankruptcy_price"], obj["fill_price"], obj.get("mark_price"),
                                       obj["delta"], obj["paid"], obj["adl"], obj["balance"])
+
+
+# --- schema 1 ledgers ------------------------------------------------------------------------------
+
+SCHEMA1 = os.path.join(os.path.dirname(__file__), "data", "schema1")  # provenance: its README.md
+SCHEMA1_ROOT_14 = base64.b64decode("KR7AJtIrFnKUhkYk+BqpbZf2sCNODFmv1Q/NjkcBGVE=")
+SCHEMA1_ROOT_20 = base64.b64decode("y9tJFZzsXMHQ+nPhM+5RSML494G2FF8/+SJUmPTcY80=")
+
+
+@pytest.fixture
+def schema1(tmp_path):
+    """A copy of the schema 1 ledger of tests/data/schema1 and its key."""
+    db, key = str(tmp_path / "fund.db"), str(tmp_path / "fund.key")
+    shutil.copyfile(os.path.join(SCHEMA1, "fund.db"), db)
+    shutil.copyfile(os.path.join(SCHEMA1, "fund.key"), key)
+    os.chmod(key, 0o600)
+    return db, key
+
+
+def _schema_of(db: str) -> tuple[str, list[str], int]:
+    c = raw(db)
+    try:
+        (schema,) = c.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        triggers = sorted(r[0] for r in c.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger'"))
+        return schema, triggers, c.execute("SELECT COUNT(*) FROM tree").fetchone()[0]
+    finally:
+        c.close()
+
+
+def test_schema1_is_read_as_it_is(schema1):
+    db, _ = schema1
+    before = dump(db)
+    assert _schema_of(db)[0] == "1" and count(db, "tree") == merkle.stored_hash_count(20) == 38
+    s = Store.open(db, readonly=True)
+    try:
+        assert s.schema == "1" and s.size() == 20
+        assert s.tree_hash(14) == SCHEMA1_ROOT_14 and s.tree_hash() == SCHEMA1_ROOT_20
+        every = list(range(merkle.stored_hash_count(20)))
+        leaves = [merkle.leaf_hash(d) for _, d in s.iter_entries()]
+        assert [s.read_hashes([i])[0] for i in every] == s.read_hashes(every)
+        assert s.read_hashes([merkle.stored_hash_index(0, n) for n in range(20)]) == leaves
+        receipt = api.prove(s, 7)
+        with pytest.raises(InvariantError):
+            s.append([liq(99)], [])
+    finally:
+        s.close()
+    result = verify_path(db, workers=1)
+    assert (result.tree_size, result.root) == (20, SCHEMA1_ROOT_20)
+    assert api.check_receipt(receipt, note.parse_vkey(open(os.path.join(SCHEMA1, "fund.vkey")).read().strip()))
+    assert dump(db) == before  # reading wrote nothing
+
+
+def test_schema1_verify_checks_its_leaf_rows(schema1):
+    db, _ = schema1
+    drop_triggers(db)
+    c = raw(db)
+    c.execute("UPDATE tree SET hash = zeroblob(32) WHERE id = ?", (merkle.stored_hash_index(0, 9),))
+    c.close()
+    with pytest.raises(VerificationError, match="stored Merkle hash") as e:
+        verify_path(db, workers=1)
+    assert e.value.seq == 9
+
+
+def test_a_writer_upgrades_schema1_in_place(schema1, tmp_path):
+    db, key = schema1
+    from ledger.keys import load_key_file
+
+    signer = load_key_file(key)
+    s = Store.open(db)
+    try:
+        assert s.schema == "2"
+        assert s.tree_hash(14) == SCHEMA1_ROOT_14 and s.tree_hash() == SCHEMA1_ROOT_20
+    finally:
+        s.close()
+    # the same schema, triggers and tree rows as a ledger made by this version
+    fresh, _ = api.init_ledger(str(tmp_path / "fresh.db"), str(tmp_path / "fresh.key"), ORIGIN)
+    fresh.close()
+    schema, triggers, tree_rows = _schema_of(db)
+    assert (schema, triggers) == _schema_of(str(tmp_path / "fresh.db"))[:2]
+    c = raw(db)
+    assert {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")} == set(store_mod.TRIGGER_NAMES)
+    c.close()
+    assert tree_rows == merkle.stored_hash_count(20) - 20
+    result = verify_path(db, workers=1)
+    assert (result.tree_size, result.root) == (20, SCHEMA1_ROOT_20)
+    # and it is written to as any other: appends, checkpoints, the triggers
+    s = Store.open(db)
+    try:
+        assert s.append([liq(100, contract="XBTUSDTM")], [signer]).appended == [20]
+        assert s.add_checkpoint([signer])[0] == 21
+    finally:
+        s.close()
+    c = raw(db)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        c.execute("DELETE FROM tree")
+    with pytest.raises(sqlite3.DatabaseError, match="above every stored id"):
+        c.execute("INSERT INTO tree VALUES (0, zeroblob(32))")
+    with pytest.raises(sqlite3.DatabaseError, match="once per contract"):
+        c.execute("INSERT INTO entries SELECT 21, data, leaf_hash, time, kind, contract, liquidation_id, side, qty, "
+                  "bankruptcy_price, fill_price, mark_price, delta, paid, adl, balance FROM entries WHERE seq = 20")
+    c.close()
+    result = verify_path(db, workers=1)
+    assert result.tree_size == 21 and result.checkpoint_size == 21
+    # a second open finds schema 2 and changes nothing
+    before = dump(db)
+    Store.open(db).close()
+    assert dump(db) == before
+
+
+def test_schema1_upgrade_is_all_or_nothing(schema1, monkeypatch):
+    db, _ = schema1
+    before = dump(db)
+    monkeypatch.setattr(store_mod, "_TREE_INSERT", "CREATE TRIGGER broken")
+    with pytest.raises(StoreError, match="upgrading the ledger from schema 1"):
+        Store.open(db)
+    assert dump(db) == before and _schema_of(db)[0] == "1"
+    monkeypatch.undo()
+    Store.open(db).close()
+    assert _schema_of(db)[0] == "2"

@@ -293,7 +293,9 @@ def test_db_amount_edited_signature_invalid(hdb, sync):
         ("UPDATE entries SET liquidation_id = 'X' WHERE seq = 35", 35),
         ("UPDATE entries SET time = '2020-01-01T00:00:00Z' WHERE seq = 2", 2),
         ("UPDATE entries SET leaf_hash = zeroblob(32) WHERE seq = 5", 5),
-        (f"UPDATE tree SET hash = zeroblob(32) WHERE id = {merkle.stored_hash_index(0, MID)}", MID),
+        # a leaf's hash is entries.leaf_hash: a row for it in tree is one too many
+        (f"INSERT INTO tree VALUES ({merkle.stored_hash_index(0, MID)}, zeroblob(32))", MID),
+        (f"INSERT INTO tree SELECT {merkle.stored_hash_index(0, MID)}, leaf_hash FROM entries WHERE seq = {MID}", MID),
         # hash (2, 7) covers leaves 28..31: stored when leaf 31 is appended
         (f"UPDATE tree SET hash = zeroblob(32) WHERE id = {merkle.stored_hash_index(2, 7)}", 31),
         ("UPDATE contracts SET balance = '1' || balance WHERE symbol = 'XBTUSDTM'", None),
@@ -301,7 +303,7 @@ def test_db_amount_edited_signature_invalid(hdb, sync):
         ("UPDATE checkpoints SET root = zeroblob(32) WHERE id = 1", None),
     ],
     ids=["entries.balance", "entries.delta", "entries.liquidation_id", "entries.time", "entries.leaf_hash",
-         "tree.leaf", "tree.node", "contracts.balance", "contracts.adl", "checkpoints.root"],
+         "tree.leaf-zero", "tree.leaf-copy", "tree.node", "contracts.balance", "contracts.adl", "checkpoints.root"],
 )
 def test_db_only_a_derived_column_changed(hdb, sql, seq):
     conn = tu.open_rw(hdb)

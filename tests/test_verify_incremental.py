@@ -62,12 +62,11 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     data = entry.sign_entry(entry.entry_text(fields, len(rows), prev, "2026-11-23T00:00:00Z"), [ledger.signer])
     conn = sqlite3.connect(ledger.db)
     for t in ("entries", "tree"):
-        conn.execute(f"DROP TRIGGER {t}_next_only")
+        conn.execute(f"DROP TRIGGER {t}_insert")
     from ledger.store import derived_columns
 
     fields.update(seq=len(rows), time="2026-11-23T00:00:00Z")
     conn.execute("DROP INDEX entries_liquidation")
-    conn.execute("DROP TRIGGER entries_no_replace_liquidation")
     conn.execute(f"INSERT INTO entries VALUES ({','.join('?' * 16)})", derived_columns(len(rows), data, merkle.leaf_hash(data), fields))
     conn.commit()
     conn.close()
@@ -75,17 +74,13 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     from ledger import merkle as m
 
     # extend the stored tree and sign a checkpoint with the real key
-    cache = {}
-    for seq, d in store.iter_entries():
-        pass
-    from ledger.store import _stored_ids, _DictReader
+    from ledger.store import _DictReader, tree_rows_of
 
     edge = m.compact_range_indexes(len(rows))
     cache = dict(zip(edge, store.read_hashes(edge)))
-    ids = _stored_ids(len(rows))
     hashes = m.stored_hashes_for_leaf(len(rows), m.leaf_hash(data), _DictReader(cache))
     conn = sqlite3.connect(ledger.db)
-    conn.executemany("INSERT INTO tree VALUES (?, ?)", list(zip(ids, hashes)))
+    conn.executemany("INSERT INTO tree VALUES (?, ?)", tree_rows_of(len(rows), hashes))
     conn.commit()
     conn.close()
     ledger.store.add_checkpoint([ledger.signer])
