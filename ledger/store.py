@@ -47,6 +47,7 @@ READABLE_SCHEMAS = ("1", "2")  # schema 1: leaf hashes in `tree` too; upgraded b
 MAX_BATCH = 10_000  # entries in one transaction
 BUSY_TIMEOUT_MS = 30_000
 READER_MMAP_BYTES = 1 << 30  # read-only connections map up to 1 GiB of the file
+MAX_HASH_READ = 1 << 12  # stored hashes in one read: a tile is 256, a proof about 2 * 64
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -721,53 +722,56 @@ def tree_rows_of(n: int, hashes: Sequence[bytes]) -> list[tuple[int, bytes]]:
 def read_tree_hashes(conn: sqlite3.Connection, indexes: Sequence[int]) -> list[bytes]:
     """The stored hashes at ``indexes`` (stored-hash indexes), in order, read
     from any connection to a ledger (the site uses its own read-only one):
-    a level-0 hash from ``entries.leaf_hash``, any other from ``tree`` (a
-    schema 1 ledger has them all in ``tree``)."""
+    a leaf's hash from ``entries.leaf_hash``, any other from ``tree`` (a
+    schema 1 ledger has the leaves' there too, and they are used: the
+    verifier checks that they are equal)."""
     if not indexes:
         return []
     idx = list(indexes)
-    run = _leaf_run(idx)
-    if run is not None:  # a hash tile of level 0, or a compact range's last leaf
+    if len(idx) > MAX_HASH_READ:
+        raise InvariantError(f"more than {MAX_HASH_READ} stored hashes in one read")
+    first = leaf_at(idx[0])
+    if first is not None and all(i == 2 * m - m.bit_count() for m, i in enumerate(idx, first)):
+        # a run of leaves (a hash tile of level 0): one range scan
         hashes = [r[0] for r in conn.execute(
-            "SELECT leaf_hash FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (run, run + len(idx))
+            "SELECT leaf_hash FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (first, first + len(idx))
         )]
         if len(hashes) == len(idx):
             return hashes
-        raise ProofError(f"the leaf hash of entry {run + len(hashes)} is missing")
-    found: dict[int, bytes] = {}
-    for i in range(0, len(idx), 500):
-        part = idx[i : i + 500]
-        q = f"SELECT id, hash FROM tree WHERE id IN ({','.join('?' * len(part))})"
-        found.update(conn.execute(q, part))
+        raise ProofError(f"stored hash {idx[len(hashes)]} is missing")
+    # the nodes from tree; what it lacks must be leaves (few: a proof has
+    # at most one), from entries
+    found: dict[int, bytes] = dict(conn.execute(f"SELECT id, hash FROM tree WHERE id IN ({','.join('?' * len(idx))})", idx))
     if len(found) < len(idx):
         leaves: dict[int, int] = {}  # seq -> stored-hash index
         for i in idx:
             if i not in found:
-                level, n = merkle.split_stored_hash_index(i)
-                if level != 0:
+                n = leaf_at(i)
+                if n is None:
                     raise ProofError(f"stored hash {i} is missing")
                 leaves[n] = i
-        seqs = list(leaves)
-        for k in range(0, len(seqs), 500):
-            part = seqs[k : k + 500]
-            q = f"SELECT seq, leaf_hash FROM entries WHERE seq IN ({','.join('?' * len(part))})"
-            found.update((leaves[seq], h) for seq, h in conn.execute(q, part))
+        q = f"SELECT seq, leaf_hash FROM entries WHERE seq IN ({','.join('?' * len(leaves))})"
+        found.update((leaves[n], h) for n, h in conn.execute(q, list(leaves)))
     try:
         return [found[i] for i in idx]
     except KeyError as e:
         raise ProofError(f"stored hash {e.args[0]} is missing") from None
 
 
-def _leaf_run(indexes: list[int]) -> int | None:
-    """n when ``indexes`` are the stored-hash indexes of leaves n, n+1, ...
-    (``2m - popcount(m)`` for each m), else None."""
-    level, n = merkle.split_stored_hash_index(indexes[0])
-    if level != 0:
-        return None
-    for m, i in enumerate(indexes, n):
-        if i != 2 * m - m.bit_count():
-            return None
-    return n
+def leaf_at(index: int) -> int | None:
+    """n if ``index`` is the stored-hash index of leaf n (``2n - popcount(n)``),
+    else None (a node's). The largest n with ``2n - popcount(n) <= index``
+    is a fixed point of ``n = (index + popcount(n)) // 2``: a few rounds
+    from ``index // 2`` reach it or come next to it, and the two loops
+    settle it exactly (``2n - popcount(n)`` grows with n)."""
+    n = index >> 1
+    for _ in range(3):
+        n = (index + n.bit_count()) >> 1
+    while 2 * n - n.bit_count() > index:
+        n -= 1
+    while 2 * (n + 1) - (n + 1).bit_count() <= index:
+        n += 1
+    return n if 2 * n - n.bit_count() == index else None
 
 
 def upgrade_schema_1(conn: sqlite3.Connection) -> None:
