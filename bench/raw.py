@@ -78,6 +78,29 @@ def ed25519_pynacl(n: int) -> dict:
     return {"sign": _rate(sign, n), "verify": _rate(verify, n)}
 
 
+def pynacl_rate(op: str, n: int = 20000) -> float:
+    """One raw libsodium rate (``op`` "sign" or "verify"), best of 3, on
+    its own: taken right before a throughput run, so that the run's ratio
+    compares two figures from the same minutes (the host's speed drifts)."""
+    from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
+
+    pk, sk = crypto_sign_seed_keypair(bytes(range(32)))
+    msgs = [os.urandom(MSG_BYTES) for _ in range(256)]
+    if op == "sign":
+        def run(k):
+            for i in range(k):
+                crypto_sign(msgs[i & 255], sk)[:64]
+    elif op == "verify":
+        signed = [crypto_sign(m, sk) for m in msgs]
+
+        def run(k):
+            for i in range(k):
+                crypto_sign_open(signed[i & 255], pk)
+    else:
+        raise ValueError(op)
+    return _rate(run, n)
+
+
 def ed25519_openssl(n: int) -> dict | None:
     try:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

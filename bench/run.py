@@ -220,16 +220,18 @@ def bench_raw(t: Table, quick: bool) -> dict:
     return r
 
 
-def bench_import(t: Table, work: str, n: int, sign_rate: float) -> None:
+def bench_import(t: Table, work: str, n: int, start_sign_rate: float) -> None:
     log(f"append: bulk import of {n:,} liquidations")
     d = os.path.join(work, "import")
     jsonl = os.path.join(work, "import.jsonl")
     lines = gen.write_jsonl(jsonl, n)
-    aim_rate = 0.7 * sign_rate
     # in-process: the library call the CLI makes; best of 3 fresh ledgers,
-    # as the raw rates are best of 3 (other jobs on the machine only slow a run)
-    times = []
+    # as the raw rates are best of 3 (other jobs on the machine only slow a
+    # run). The raw sign rate is measured again right before each run: the
+    # ratio is best import / best of those, figures from the same minutes.
+    times, raws = [], []
     for _ in range(3):
+        raws.append(raw.pynacl_rate("sign"))
         store, signer, db, key = gen.new_ledger(d)
         t0 = time.perf_counter()
         with open(jsonl, "rb") as f:
@@ -239,17 +241,22 @@ def bench_import(t: Table, work: str, n: int, sign_rate: float) -> None:
         shutil.rmtree(d)
         if r.appended != lines:
             raise RuntimeError(f"import appended {r.appended} of {lines}")
-    rate = r.appended / min(times)
+    rate, sign_rate = r.appended / min(times), max(raws)
+    aim_rate = 0.7 * sign_rate
     t.add("append", f"import, in-process api.import_records ({human(n)})", rate, "/s", fmt_rate(rate),
           f"{rate / sign_rate:.2f} × raw sign", "≥ 0.70 × raw sign", rate >= aim_rate,
-          note="best of 3: " + ", ".join(fmt_rate(r.appended / x) for x in times))
+          note="best of 3 (raw sign measured before each): " + ", ".join(
+              f"{fmt_rate(r.appended / x)} ({fmt_rate(y)})" for x, y in zip(times, raws))
+          + f"; raw sign at the start of the run {fmt_rate(start_sign_rate)}")
     # the real CLI, once, on a fresh ledger
     store, signer, db, key = gen.new_ledger(d)
     store.close()
+    cli_raw = raw.pynacl_rate("sign")
     el, rss = run_cli_rss(["import", jsonl, "--db", db, "--key", key])
     rate = lines / el
     t.add("append", f"import, CLI `fundledger import` ({human(n)}, process wall time)", rate, "/s",
-          fmt_rate(rate), f"{rate / sign_rate:.2f} × raw sign", "≥ 0.70 × raw sign", rate >= aim_rate)
+          fmt_rate(rate), f"{rate / cli_raw:.2f} × raw sign", "≥ 0.70 × raw sign", rate >= 0.7 * cli_raw,
+          note=f"one run; raw sign measured before it: {fmt_rate(cli_raw)}")
     t.add("memory", f"peak RSS of `fundledger import` ({human(n)} lines)", rss, "MiB", f"{rss:,.0f} MiB")
     os.unlink(jsonl)
     shutil.rmtree(d)
@@ -304,15 +311,15 @@ def bench_verify(t: Table, work: str, db: str, export_dir: str, size: int, raw_v
     from ledger.verify import verify_path
 
     log(f"verify: full verification of {size:,} entries")
-    aim_all = 0.7 * raw_verify * cores
     state = os.path.join(work, "verifier.state")
     for label, src in (("export", export_dir), ("database", db)):
         for workers in (1, cores):
             # all cores: best of 3 runs, as the raw rates and the import
             # (other jobs on the machine only ever slow a run down); for a
             # database the first run also saves the verifier state (--state)
-            times = []
+            times, raws = [], []
             for attempt in range(3 if workers == cores else 1):
+                raws.append(raw.pynacl_rate("verify"))  # (the same minutes: see bench_import)
                 t0 = time.perf_counter()
                 rep = verify_path(src, workers=workers, state_path=state if (
                     label == "database" and workers == cores and attempt == 0) else None)
@@ -321,14 +328,16 @@ def bench_verify(t: Table, work: str, db: str, export_dir: str, size: int, raw_v
                     raise RuntimeError(f"verified {rep.tree_size} < {size}")
             el = min(times)
             rate = rep.tree_size / el
-            ref = raw_verify * workers
+            ref = max(raws) * workers
             who = "1 worker" if workers == 1 else f"{workers} workers (all cores)"
             t.add("verify", f"full verify, {label}, {who} ({human(size)})", rate, "/s", fmt_rate(rate),
                   f"{rate / ref:.2f} × raw verify × {workers}",
                   "≥ 0.70 × raw verify × cores" if workers == cores else "",
-                  (rate >= aim_all) if workers == cores else None,
+                  (rate >= 0.7 * max(raws) * cores) if workers == cores else None,
                   note=f"{el:.1f} s" + (f"; best of {len(times)}: " + ", ".join(f"{x:.1f} s" for x in times)
                                          if len(times) > 1 else "")
+                  + "; raw verify measured before each: " + ", ".join(fmt_rate(x) for x in raws)
+                  + f" (at the start of the run {fmt_rate(raw_verify)})"
                   + (" (the first also saved --state)" if label == "database" and workers == cores else ""))
     return state
 
