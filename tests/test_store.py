@@ -845,3 +845,20 @@ def test_leaf_at_small_and_at_powers_of_two():
 def test_hash_reads_are_bounded(filled):
     with pytest.raises(InvariantError, match="stored hashes in one read"):
         filled.store.read_hashes(range(store_mod.MAX_HASH_READ + 1))
+
+
+def test_a_reader_sees_schema1_or_2_never_a_mix(schema1):
+    db, _ = schema1
+    reader = Store.open(db, readonly=True)
+    try:
+        with reader.snapshot():
+            before = reader.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            Store.open(db).close()  # a writer upgrades the file meanwhile
+            during = (reader.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone(),
+                      reader.conn.execute("SELECT COUNT(*) FROM tree").fetchone()[0], reader.tree_hash())
+        after = (reader.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone(),
+                 reader.conn.execute("SELECT COUNT(*) FROM tree").fetchone()[0], reader.tree_hash())
+    finally:
+        reader.close()
+    assert before == ("1",) and during == (("1",), 38, SCHEMA1_ROOT_20)
+    assert after == (("2",), 18, SCHEMA1_ROOT_20)
