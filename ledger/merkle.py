@@ -229,6 +229,26 @@ def leaf_of_stored_index(index: int) -> int:
     return lo
 
 
+def leaf_at_stored_index(index: int) -> int | None:
+    """n if ``index`` is the stored-hash index of leaf n (``2n - popcount(n)``),
+    else None (a node's). Arithmetic only, for readers that must tell a
+    leaf's index from a node's (:func:`split_stored_hash_index` walks).
+
+    The leaf m whose append stores ``index`` is the largest with
+    ``2m - popcount(m) <= index``, so ``m ≈ (index + popcount(m)) / 2``, and
+    popcount changes little near m: a few rounds of that map from
+    ``index // 2`` come within a step or two of m, and the two loops settle
+    it exactly (``2m - popcount(m)`` grows with m)."""
+    n = index >> 1
+    for _ in range(3):
+        n = (index + n.bit_count()) >> 1
+    while 2 * n - n.bit_count() > index:
+        n -= 1
+    while 2 * (n + 1) - (n + 1).bit_count() <= index:
+        n += 1
+    return n if 2 * n - n.bit_count() == index else None
+
+
 def stored_hashes_for_leaf(n: int, leaf: bytes, reader: HashReader) -> list[bytes]:
     """The hashes to store when leaf number ``n`` (hash ``leaf``) is appended,
     as x/mod ``StoredHashesForRecordHash``.

@@ -484,18 +484,8 @@ class Store:
         block ends normally (unless it rolled back itself), rolled back on
         any exception; SQLite failures become one-line StoreErrors."""
         self._require_writer()
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with _immediate(self.conn, self.path) as conn:
             yield conn
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            _rollback(conn)
-            raise StoreError(f"{self.path}: {e}") from None
-        except BaseException:
-            _rollback(conn)
-            raise
 
     def _head(self) -> tuple[int, bytes, merkle.TreeBuilder]:
         """``(size, hash of the last entry, tree builder at the right edge)``."""
@@ -730,7 +720,7 @@ def read_tree_hashes(conn: sqlite3.Connection, indexes: Sequence[int]) -> list[b
     idx = list(indexes)
     if len(idx) > MAX_HASH_READ:
         raise InvariantError(f"more than {MAX_HASH_READ} stored hashes in one read")
-    first = leaf_at(idx[0])
+    first = merkle.leaf_at_stored_index(idx[0])
     if first is not None and all(i == 2 * m - m.bit_count() for m, i in enumerate(idx, first)):
         # a run of leaves (a hash tile of level 0): one range scan
         hashes = [r[0] for r in conn.execute(
@@ -746,7 +736,7 @@ def read_tree_hashes(conn: sqlite3.Connection, indexes: Sequence[int]) -> list[b
         leaves: dict[int, int] = {}  # seq -> stored-hash index
         for i in idx:
             if i not in found:
-                n = leaf_at(i)
+                n = merkle.leaf_at_stored_index(i)
                 if n is None:
                     raise ProofError(f"stored hash {i} is missing")
                 leaves[n] = i
@@ -758,22 +748,6 @@ def read_tree_hashes(conn: sqlite3.Connection, indexes: Sequence[int]) -> list[b
         raise ProofError(f"stored hash {e.args[0]} is missing") from None
 
 
-def leaf_at(index: int) -> int | None:
-    """n if ``index`` is the stored-hash index of leaf n (``2n - popcount(n)``),
-    else None (a node's). The largest n with ``2n - popcount(n) <= index``
-    is a fixed point of ``n = (index + popcount(n)) // 2``: a few rounds
-    from ``index // 2`` reach it or come next to it, and the two loops
-    settle it exactly (``2n - popcount(n)`` grows with n)."""
-    n = index >> 1
-    for _ in range(3):
-        n = (index + n.bit_count()) >> 1
-    while 2 * n - n.bit_count() > index:
-        n -= 1
-    while 2 * (n + 1) - (n + 1).bit_count() <= index:
-        n += 1
-    return n if 2 * n - n.bit_count() == index else None
-
-
 def upgrade_schema_1(conn: sqlite3.Connection) -> None:
     """Upgrade a schema 1 ledger to schema 2 in place, in one transaction:
     drop the leaf hashes from ``tree`` (``entries.leaf_hash`` holds each
@@ -781,8 +755,7 @@ def upgrade_schema_1(conn: sqlite3.Connection) -> None:
     (the upgraded schema is then exactly a new ledger's).
     Entries, checkpoints and every other hash are untouched, so the log and
     its proofs are the same; a reader sees schema 1 or 2, never a mix."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
+    with _immediate(conn, "upgrading the ledger from schema 1"):
         (schema,) = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if schema == "1":  # (else another writer upgraded it meanwhile)
             for t in _SCHEMA_1_INSERT_TRIGGERS + ("tree_no_delete", "checkpoints_next_only"):
@@ -793,10 +766,21 @@ def upgrade_schema_1(conn: sqlite3.Connection) -> None:
             for sql in (_TREE_NO_DELETE, _ENTRIES_INSERT, _TREE_INSERT, _CHECKPOINTS_INSERT):
                 conn.execute(sql)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
-        conn.execute("COMMIT")
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection, what: str):
+    """One write transaction under ``BEGIN IMMEDIATE``: committed if the
+    block ends normally (unless it rolled back itself), rolled back on any
+    exception; SQLite failures become one-line StoreErrors about ``what``."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        if conn.in_transaction:
+            conn.execute("COMMIT")
     except sqlite3.Error as e:
         _rollback(conn)
-        raise StoreError(f"upgrading the ledger from schema 1: {e}") from None
+        raise StoreError(f"{what}: {e}") from None
     except BaseException:
         _rollback(conn)
         raise

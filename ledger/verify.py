@@ -1418,7 +1418,7 @@ class DbCrossCheck:
         for i, (index, h) in enumerate(want):
             if i >= len(rows) or tuple(rows[i]) != (index, h):
                 # (a row whose id comes first is one the tree may not hold)
-                first = index if i >= len(rows) or not isinstance(rows[i][0], int) else min(index, rows[i][0])
+                first = index if i >= len(rows) else min(index, rows[i][0])
                 raise VerificationError("a stored Merkle hash does not match the entries",
                                         seq=merkle.leaf_of_stored_index(max(first, 0)))
 

@@ -31,6 +31,7 @@ from ledger.merkle import (  # noqa: E402
     compact_range_indexes,
     entries_path,
     hashes_from_tile,
+    leaf_at_stored_index,
     leaf_hash,
     new_tiles,
     node_hash,
@@ -885,3 +886,19 @@ def test_leaf_of_stored_index_inverts_the_layout():
     assert merkle.leaf_of_stored_index(merkle.stored_hash_count(n) - 1) == n - 1
     with pytest.raises(InvariantError):
         merkle.leaf_of_stored_index(-1)
+
+
+@given(st.integers(min_value=0, max_value=(1 << 62)))
+def test_leaf_at_stored_index_agrees_with_split_stored_hash_index(index):
+    level, n = split_stored_hash_index(index)
+    assert leaf_at_stored_index(index) == (n if level == 0 else None)
+
+
+def test_leaf_at_stored_index_small_and_at_powers_of_two():
+    for index in range(5000):
+        level, n = split_stored_hash_index(index)
+        assert leaf_at_stored_index(index) == (n if level == 0 else None)
+    for k in range(1, 62):
+        for n in (2**k - 1, 2**k, 2**k + 1):
+            i = stored_hash_index(0, n)
+            assert leaf_at_stored_index(i) == n and leaf_at_stored_index(i + 1) in (None, n + 1)

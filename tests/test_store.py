@@ -13,8 +13,6 @@ import shutil
 import sqlite3
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from ledger import api, merkle, note
 from ledger.entry import parse_entry_text
@@ -824,22 +822,6 @@ def test_schema1_upgrade_is_all_or_nothing(schema1, monkeypatch):
     monkeypatch.undo()
     Store.open(db).close()
     assert _schema_of(db)[0] == "2"
-
-
-@given(st.integers(min_value=0, max_value=(1 << 62)))
-def test_leaf_at_agrees_with_split_stored_hash_index(index):
-    level, n = merkle.split_stored_hash_index(index)
-    assert store_mod.leaf_at(index) == (n if level == 0 else None)
-
-
-def test_leaf_at_small_and_at_powers_of_two():
-    for index in range(5000):
-        level, n = merkle.split_stored_hash_index(index)
-        assert store_mod.leaf_at(index) == (n if level == 0 else None)
-    for k in range(1, 62):
-        for n in (2**k - 1, 2**k, 2**k + 1):
-            i = merkle.stored_hash_index(0, n)
-            assert store_mod.leaf_at(i) == n and store_mod.leaf_at(i + 1) in (None, n + 1)
 
 
 def test_hash_reads_are_bounded(filled):
