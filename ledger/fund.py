@@ -138,6 +138,16 @@ def amount_str(units: int, scale: int) -> str:
     return f"{sign}{digits[:-scale]}.{digits[-scale:]}"
 
 
+ZEROS: dict[int, str] = {}  # scale -> amount_str(0, scale), filled by zero_str
+
+
+def zero_str(scale: int) -> str:
+    """``amount_str(0, scale)``, kept per scale (hot paths look in
+    :data:`ZEROS` first: ``ZEROS.get(scale) or zero_str(scale)``)."""
+    z = ZEROS[scale] = amount_str(0, scale)
+    return z
+
+
 def parse_amount(text: str, scale: int, name: str = "amount") -> int:
     """Inverse of :func:`amount_str`, accepting only that exact spelling."""
     if not isinstance(text, str):

@@ -39,6 +39,7 @@ from .fund import (
     _CANONICAL_TIME,
     _PRINTABLE,
     MAX_ID_LENGTH,
+    ZEROS,
     DuplicateContract,
     DuplicateLiquidation,
     settle,
@@ -47,6 +48,7 @@ from .fund import (
     canonical_movement,
     now_time,
     parse_time,
+    zero_str,
     _valid_date,
 )
 from .store import contract_row, derived_columns
@@ -86,14 +88,6 @@ def fast_liquidation(record: dict, funds: dict):
     return None
 
 
-_ZEROS: dict[int, str] = {}
-
-
-def _zero(scale: int) -> str:
-    z = _ZEROS[scale] = amount_str(0, scale)
-    return z
-
-
 class Builder:
     """Builds entries from records against a book, seq after seq."""
 
@@ -121,7 +115,7 @@ class Builder:
         delta = canonical_movement(fund.contract, side, qty, bp, fp)
         paid, adl, balance = settle(fund.balance, delta)
         if delta >= 0:
-            p_s = a_s = _ZEROS.get(scale) or _zero(scale)
+            p_s = a_s = ZEROS.get(scale) or zero_str(scale)
         else:
             p_s, a_s = amount_str(paid, scale), amount_str(adl, scale)
         time = self.clock() if t is None else t

@@ -52,8 +52,8 @@ from . import merkle, note
 from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
 from .errors import FundledgerError, InputError, InvariantError, VerificationError
 from .fund import (
-    _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, Contract, Fund, FundBook, _valid_date,
-    amount_str, canonical_movement, parse_time, settle,
+    _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
+    amount_str, canonical_movement, parse_time, settle, zero_str,
 )
 
 MAX_CHECKPOINT_BYTES = 1 << 20
@@ -793,10 +793,13 @@ def _liquidation_pattern() -> re.Pattern:
     if not _CANONICAL_POSITIVE.pattern.endswith(r"\Z"):
         raise InvariantError("_CANONICAL_POSITIVE must end with \\Z")
     positive = f"({_CANONICAL_POSITIVE.pattern[:-2]})"  # what positive_decimal returns unchanged
+    if not _CANONICAL_TIME.pattern.endswith(r"\Z"):
+        raise InvariantError("_CANONICAL_TIME must end with \\Z")
+    time = f"({_CANONICAL_TIME.pattern[:-2]})"  # what parse_time returns unchanged, but for the calendar
     fields = {"adl": plain, "balance": plain, "bankruptcy_price": positive, "contract": plain, "delta": plain,
               "fill_price": positive, "id": plain, "kind": '"liquidation"', "mark_price": positive,
               "paid": plain, "prev": plain, "qty": positive, "seq": "(0|[1-9][0-9]*)",
-              "side": '"(long|short)"', "time": plain}
+              "side": '"(long|short)"', "time": time}
     parts = []
     for k in sorted(fields):
         v = fields[k]
@@ -836,7 +839,8 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
         return None
     (adl_s, balance_s, bankruptcy_s, contract, delta_s, fill_s, lid, mark_s, paid_s, prev, qty_s, seq_s, side,
      time) = m.groups()
-    if int(seq_s) != seq or (prev_b64 is not None and prev != prev_b64) or not _canonical_time(time):
+    # (the pattern took the time in canonical spelling only; the date must exist)
+    if int(seq_s) != seq or (prev_b64 is not None and prev != prev_b64) or not _valid_date(time):
         return None
     fund = book.funds.get(contract)
     if fund is None or len(lid) > MAX_ID_LENGTH or not _PRINTABLE.match(lid):
@@ -855,21 +859,24 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
         return None
     if before < 0:
         return None
-    paid, adl, balance = settle(before, delta)
-    if (amount_str(delta, scale) != delta_s or amount_str(paid, scale) != paid_s
-            or amount_str(adl, scale) != adl_s or amount_str(balance, scale) != balance_s):
-        return None
+    if delta >= 0:  # settle(before, delta): a surplus, nothing paid or passed to ADL
+        paid = adl = 0
+        balance = before + delta
+        zero = ZEROS.get(scale) or zero_str(scale)
+        if paid_s != zero or adl_s != zero or amount_str(delta, scale) != delta_s \
+                or amount_str(balance, scale) != balance_s:
+            return None
+    else:
+        paid, adl, balance = settle(before, delta)
+        if (amount_str(delta, scale) != delta_s or amount_str(paid, scale) != paid_s
+                or amount_str(adl, scale) != adl_s or amount_str(balance, scale) != balance_s):
+            return None
     if derived is not None and tuple(row) != derived(seq, data, leaf, time, contract, lid, side, qty_s, bankruptcy_s,
                                                      fill_s, mark_s, delta_s, paid_s, adl_s, balance_s):
         return None
     return (contract, before, delta, paid, adl, balance, id_hash(id_key, contract, lid), time,
             fill_s if mark_s is None else mark_s, prev, signature + text)
 
-
-def _canonical_time(value: str) -> bool:
-    """``parse_time(value) == value`` (the calendar check is cached per date
-    by :func:`ledger.fund._valid_date`)."""
-    return _CANONICAL_TIME.match(value) is not None and _valid_date(value)
 
 
 
