@@ -7,7 +7,6 @@ fractions.Fraction and the test's own formatting) wherever possible.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re

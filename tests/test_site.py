@@ -10,7 +10,6 @@ import base64
 import functools
 import http.client
 import json
-import os
 import sqlite3
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
