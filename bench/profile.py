@@ -17,11 +17,11 @@ seconds of the signing process:
 
 * pass 1: JSON parse of each input line (``parse_json_object``); the fund
   rules and the entry's text around ``prev`` (``importer.Builder.build``);
-  handing entries to the signer and spooling the derived columns;
-* pass 2: receiving the signed entries; SQLite: every statement on the
-  store's connection (prefetch of duplicate ids, inserts, summaries,
-  commits);
-* other: the loops, the rows and stored Merkle hashes of pass 2.
+  handing the templates and derived columns to the signer;
+* pass 2: reading back the rows the signer made (entries and Merkle
+  nodes); SQLite: every statement on the store's connection (prefetch of
+  duplicate ids, inserts, summaries, commits);
+* other: the loops of both passes.
 
 Verify stages, per entry (1 worker: the chunk checks run inline in the main
 process, so every stage is seen; all cores: the main process's stages, and
@@ -200,13 +200,11 @@ def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
         targets = [
             (api, "parse_json_object", "pass 1: JSON parse"),
             (importer.Builder, "build", "pass 1: rules + entry template"),
-            (chainsign._Spool, "put", "pass 1: spool + send to signer"),
-            (chainsign._Spool, "get", "pass 2: signed entries back"),
-            (chainsign.ProcessChain, "send", "pass 1: spool + send to signer"),
-            (chainsign.InlineChain, "send", "pass 1: spool + send to signer"),
+            (chainsign.ProcessChain, "send", "pass 1: hand over to the signer"),
+            (chainsign.InlineChain, "send", "rows + Merkle (in-process chain only)"),
             (chainsign, "crypto_sign", "signing (in-process chain only)"),
-            (chainsign.ProcessChain, "recv", "pass 2: signed entries back"),
-            (chainsign.InlineChain, "recv", "pass 2: signed entries back"),
+            (chainsign.ProcessChain, "recv", "pass 2: rows back from the signer"),
+            (chainsign.InlineChain, "recv", "pass 2: rows back from the signer"),
         ]
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with patched(targets, stages):
@@ -219,11 +217,12 @@ def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         child = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         order = [
-            "pass 1: JSON parse", "pass 1: rules + entry template", "pass 1: spool + send to signer",
-            "signing (in-process chain only)", "pass 2: signed entries back", "SQLite",
+            "pass 1: JSON parse", "pass 1: rules + entry template", "pass 1: hand over to the signer",
+            "signing (in-process chain only)", "rows + Merkle (in-process chain only)",
+            "pass 2: rows back from the signer", "SQLite",
         ]
         extra = [f"signing process: {child:.1f} CPU s, {child / max(r.appended, 1) * 1e6:.1f} µs/entry "
-                 "(Ed25519, base64, leaf hash; stages above: main process)"]
+                 "(Ed25519, base64, leaf hash, Merkle nodes, rows; stages above: main process)"]
         text = _report(f"import of {lines:,} records (api.import_records, in-process, stage timers)",
                        stages, wall, r.appended, order, cpu, extra)
         data = {"entries": r.appended, "wall_s": wall, "cpu_s": cpu, "signer_cpu_s": child,

@@ -159,24 +159,22 @@ def import_records(
     batch_size = max(1, batch_size)
     use_process = (os.cpu_count() or 1) > 1 and _worth_a_process(stream)
     chain = chainsign.ProcessChain(signer) if use_process else chainsign.InlineChain(signer)
-    spools = importer_mod.Spools()
     result = ImportResult()
     try:
         with store.snapshot():
             # pass 1, and the state the entries are built on: one view of the ledger
             prep = importer_mod.prepare(
-                store, signer, _chunks(stream, batch_size), stream.tell, chain, spools
+                store, signer, _chunks(stream, batch_size), stream.tell, chain
             )
         result.lines = prep.records
         on_checked(prep.records)
         try:
-            importer_mod.write(store, signer, prep, chain, spools, result, progress)
+            importer_mod.write(store, signer, prep, chain, result, progress)
             fallback = None
         except importer_mod.Fallback as f:
             fallback = f
     finally:
         chain.close()
-        spools.close()
     if fallback is not None:
         # another writer moved the head: the rest the ordinary way
         stream.seek(fallback.offset)

@@ -2,9 +2,9 @@
 
 Entry N+1's text holds ``prev = base64(SHA-256(0x00 || entry N's bytes))``,
 so entries are signed strictly one after another. Everything else about an
-entry (parsing, the fund rules, canonical JSON, SQLite) does not depend on
-``prev``, so the importer builds each entry's text as two *templates* around
-it, ``pre`` (up to and including ``"prev":"``) and ``post`` (from the closing
+entry (parsing, the fund rules, canonical JSON) does not depend on ``prev``,
+so the importer builds each entry's text as two *templates* around it,
+``pre`` (up to and including ``"prev":"``) and ``post`` (from the closing
 quote of ``prev`` to the end of the JSON line, without the newline), and a
 chain signer runs only this loop::
 
@@ -13,9 +13,15 @@ chain signer runs only this loop::
     prev = SHA-256(0x00 || data)
 
 which gives, byte for byte, what ``entry.sign_entry(entry.entry_text(...))``
-gives for the same entry (``note.sign_note`` with one Ed25519 signer).
+gives for the same entry (``note.sign_note`` with one Ed25519 signer). The
+same loop also adds each leaf to the Merkle tree's right edge (RFC 6962
+section 2.1, as ``merkle.TreeBuilder``) and turns the entry into the rows
+the store inserts: the ``entries`` row (``seq``, the bytes, the leaf hash,
+then the derived columns the importer computed, sent along as a *rest
+line*) and the ``tree`` rows of the nodes the leaf completes. So the
+importing process only inserts rows it gets ready-made (:func:`sign_batch`).
 
-Two chain signers share that loop (:func:`sign_chain`):
+Two chain signers share that loop:
 
 * :class:`InlineChain` signs in the calling process;
 * :class:`ProcessChain` runs it in a child process (``python -c`` importing
@@ -25,6 +31,11 @@ Two chain signers share that loop (:func:`sign_chain`):
   environment. Requests and results are length-prefixed frames on pipes; the
   parent bounds what is in flight so neither side can block the other.
 
+Results travel as :mod:`marshal` frames (a list of row tuples is read back
+in C, several times faster than parsing a text format). marshal trusts its
+input, and it only ever reads frames this code wrote: the child's, from a
+pipe between the two processes, or its own, from an unlinked temporary file.
+
 A chain signer never touches the database: the importer inserts only whole
 batches whose every signature came back, inside its own write transaction.
 """
@@ -33,13 +44,13 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import marshal
 import os
 import select
 import struct
 import subprocess
 import sys
 import tempfile
-from array import array
 
 from nacl.bindings import crypto_sign
 
@@ -47,6 +58,7 @@ from .errors import StoreError
 
 _SIG_PREFIX = "\u2014 ".encode()  # as note._SIG_PREFIX
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 _START, _CONTINUE = b"S", b"C"
 _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032  # Linux fcntl
 _PIPE_SIZE = 1 << 20
@@ -57,23 +69,77 @@ def sig_line_length(name: str) -> int:
     return 1 + len(_SIG_PREFIX) + len(name.encode("utf-8")) + 1 + 92 + 1  # base64 of 4 + 64 bytes is 92
 
 
-def sign_chain(pieces: list[bytes], prev: bytes, sk: bytes, kid: bytes, sep: bytes) -> tuple[list[bytes], list[bytes]]:
-    """Sign ``pieces`` (``pre0, post0, pre1, post1, ...``) in order from the
-    leaf hash ``prev``; returns ``(entry bytes, leaf hashes)``."""
+def sign_batch(items: list[bytes], seq: int, prev: bytes, edge: list[bytes], sk: bytes, kid: bytes,
+               sep: bytes) -> tuple[list[tuple], list[tuple], bytes]:
+    """Sign ``items`` (``pre0, post0, rest0, pre1, ...``) in order, the first
+    as entry ``seq`` after the leaf hash ``prev``, on a tree whose right edge
+    (``merkle.TreeBuilder``'s stack) is ``edge``, updated in place. Returns
+    ``(entries rows, tree rows, the last leaf hash)``; a rest line is the
+    derived columns after ``(seq, data, leaf_hash)``, tab-separated, None as
+    empty (see ``importer._rest_line``)."""
     b2a = binascii.b2a_base64
     sha = hashlib.sha256
     sign = crypto_sign
-    datas: list[bytes] = []
-    leaves: list[bytes] = []
-    add_data, add_leaf = datas.append, leaves.append
-    it = iter(pieces)
-    for pre, post in zip(it, it):
+    rows: list[tuple] = []
+    tree_rows: list[tuple] = []
+    add_row, add_tree = rows.append, tree_rows.append
+    pop, push = edge.pop, edge.append
+    it = iter(items)
+    for pre, post, rest in zip(it, it, it):
         text = pre + b2a(prev, newline=False) + post + b"\n"
         data = text + sep + b2a(kid + sign(text, sk)[:64])  # b2a_base64 ends the line with "\n"
-        prev = sha(b"\x00" + data).digest()
-        add_data(data)
-        add_leaf(prev)
-    return datas, leaves
+        prev = h = sha(b"\x00" + data).digest()
+        add_row((seq, data, prev) + tuple([x or None for x in rest.decode("ascii").split("\t")]))
+        # the nodes this leaf completes, under their stored-hash indexes
+        # (merkle.stored_hash_index: leaf seq is 2*seq - popcount(seq))
+        idx = 2 * seq - seq.bit_count()
+        k = seq
+        while k & 1:
+            h = sha(b"\x01" + pop() + h).digest()
+            idx += 1
+            add_tree((idx, h))
+            k >>= 1
+        push(h)
+        seq += 1
+    return rows, tree_rows, prev
+
+
+class _ChainState:
+    """Where the chain stands between two requests."""
+
+    def __init__(self, seq: int, prev: bytes, edge: list[bytes]):
+        self.seq, self.prev, self.edge = seq, prev, list(edge)
+
+    def sign(self, items: list[bytes], sk: bytes, kid: bytes, sep: bytes) -> bytes:
+        """One request signed: its result frame body."""
+        rows, tree_rows, prev = sign_batch(items, self.seq, self.prev, self.edge, sk, kid, sep)
+        self.seq += len(rows)
+        self.prev = prev
+        return marshal.dumps((rows, tree_rows))
+
+
+def _start_frame(seq: int, prev: bytes, edge: list[bytes]) -> bytes:
+    """What a chain needs to start on: the size, the head's leaf hash, the edge."""
+    return _U64.pack(seq) + prev + bytes([len(edge)]) + b"".join(edge)
+
+
+def _parse_start(body: bytes) -> tuple[_ChainState, bytes]:
+    if len(body) < 41 or len(body) < 41 + 32 * body[40]:
+        raise ValueError("bad start")
+    (seq,) = _U64.unpack_from(body)
+    prev, n = body[8:40], body[40]
+    edge = [body[41 + 32 * i : 73 + 32 * i] for i in range(n)]
+    return _ChainState(seq, prev, edge), body[41 + 32 * n :]
+
+
+def _decode_result(body: bytes) -> tuple[list[tuple], list[tuple]]:
+    try:
+        rows, tree_rows = marshal.loads(body)
+    except (ValueError, EOFError, TypeError) as e:
+        raise StoreError("the signing process sent a malformed result") from e
+    if type(rows) is not list or type(tree_rows) is not list:
+        raise StoreError("the signing process sent a malformed result")
+    return rows, tree_rows
 
 
 def _sep(name: str) -> bytes:
@@ -82,7 +148,9 @@ def _sep(name: str) -> bytes:
 
 class _Spool:
     """Length-prefixed frames in an unlinked temporary file: written at the
-    end, read back in order (positional I/O, so both can interleave)."""
+    end (by this process with :meth:`put`, or by a child process sharing
+    the file, which reports each frame's length, :meth:`written`), read back
+    in order with positional I/O, so both can interleave."""
 
     def __init__(self):
         self._f = tempfile.TemporaryFile()
@@ -98,6 +166,14 @@ class _Spool:
             n += os.pwrite(self._fd, data[n:], self._end + n)
         self._end += len(data)
         self.frames += 1
+
+    def written(self, n: int) -> None:
+        """Another process appended a frame of ``n`` bytes (after its length)."""
+        self._end += 4 + n
+        self.frames += 1
+
+    def fileno(self) -> int:
+        return self._fd
 
     def get(self) -> bytes:
         (n,) = _U32.unpack(os.pread(self._fd, 4, self._pos))
@@ -120,22 +196,19 @@ class InlineChain:
         self._sk = signer._sk
         self._kid = signer.key_id
         self._sep = _sep(signer.name)
-        self._prev: bytes | None = None
+        self._state: _ChainState | None = None
         self._spool = _Spool()
 
-    def start(self, prev: bytes) -> None:
-        self._prev = prev
+    def start(self, seq: int, prev: bytes, edge: list[bytes]) -> None:
+        self._state = _ChainState(seq, prev, edge)
 
-    def send(self, pieces: list[bytes]) -> None:
-        datas, leaves = sign_chain(pieces, self._prev, self._sk, self._kid, self._sep)
-        if leaves:
-            self._prev = leaves[-1]
-        self._spool.put(_encode_result(datas, leaves))
+    def send(self, items: list[bytes]) -> None:
+        self._spool.put(self._state.sign(items, self._sk, self._kid, self._sep))
 
     def pump(self) -> None:
         pass
 
-    def recv(self) -> tuple[list[bytes], list[bytes]]:
+    def recv(self) -> tuple[list[tuple], list[tuple]]:
         return _decode_result(self._spool.get())
 
     def close(self) -> None:
@@ -145,28 +218,38 @@ class InlineChain:
 class ProcessChain:
     """Signs in a child process. ``send`` queues a request and never blocks
     (up to MAX_BACKLOG bytes of requests not yet taken by the child);
-    ``pump`` moves requests to the child and its results to a spool file
-    without blocking; ``recv`` returns the results of the oldest request not
-    yet returned, waiting for them if needed."""
+    ``pump`` moves requests to the child and takes its reports without
+    blocking; ``recv`` returns the results of the oldest request not yet
+    returned, waiting for them if needed.
+
+    The child writes its results straight into the spool file (an unlinked
+    temporary file it inherits the descriptor of) and reports only each
+    frame's length on its standard output, so the results never cross a
+    pipe or this process's memory until :meth:`recv` reads them."""
 
     MAX_BACKLOG = 32 << 20
 
     def __init__(self, signer):
         pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = f"import sys; sys.path.insert(0, {pkg_parent!r}); from ledger.chainsign import _child; _child()"
-        self._p = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            close_fds=True, bufsize=0,
-        )
+        self._spool = _Spool()
+        fd = self._spool.fileno()
+        code = f"import sys; sys.path.insert(0, {pkg_parent!r}); from ledger.chainsign import _child; _child({fd})"
+        try:
+            self._p = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                close_fds=True, pass_fds=(fd,), bufsize=0,
+            )
+        except BaseException:
+            self._spool.close()
+            raise
         self._w = self._p.stdin.fileno()
         self._r = self._p.stdout.fileno()
         _grow_pipe(self._w)
         _grow_pipe(self._r)
         self._backlog = bytearray()  # request frames not yet written to the child
-        self._buf = bytearray()  # result bytes read, not yet a whole frame
+        self._buf = bytearray()  # report bytes read, not yet a whole one
         self._sent = 0  # requests queued
-        self._spool = _Spool()
         self._received = 0  # result frames spooled
         self._first = True
         self._pending_start = b""
@@ -194,17 +277,17 @@ class ProcessChain:
         last = (err or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
         raise StoreError("the signing process failed" + (f": {last[0][:200]}" if last else ""))
 
-    def start(self, prev: bytes) -> None:
-        self._pending_start = prev
+    def start(self, seq: int, prev: bytes, edge: list[bytes]) -> None:
+        self._pending_start = _start_frame(seq, prev, edge)
         self._first = True
 
-    def send(self, pieces: list[bytes]) -> None:
+    def send(self, items: list[bytes]) -> None:
         if self._first:
             head = _START + self._pending_start
             self._first = False
         else:
             head = _CONTINUE
-        body = head + b"\n".join(pieces)
+        body = head + b"\n".join(items)
         self._backlog += _U32.pack(len(body))
         self._backlog += body
         self._sent += 1
@@ -224,13 +307,13 @@ class ProcessChain:
             del self._backlog[:n]
         while True:
             try:
-                chunk = os.read(self._r, 1 << 20)
+                chunk = os.read(self._r, 65536)
             except BlockingIOError:
                 return
             if not chunk:
                 self._fail()
             self._buf += chunk
-            self._frames()
+            self._reports()
 
     def _wait(self) -> None:
         """Block until the child can take requests or has sent results."""
@@ -239,22 +322,20 @@ class ProcessChain:
             self.pump()  # reads what is left, then fails on end of file
         self.pump()
 
-    def recv(self) -> tuple[list[bytes], list[bytes]]:
+    def recv(self) -> tuple[list[tuple], list[tuple]]:
         while not self._spool.frames:
             if self._received >= self._sent:
                 raise StoreError("internal error: no signing request in flight")
             self._wait()
         return _decode_result(self._spool.get())
 
-    def _frames(self) -> None:
+    def _reports(self) -> None:
         buf = self._buf
-        while len(buf) >= 4:
-            (n,) = _U32.unpack_from(buf)
-            if len(buf) < 4 + n:
-                return
-            self._spool.put(bytes(buf[4 : 4 + n]))
-            del buf[: 4 + n]
+        whole = len(buf) - len(buf) % 4
+        for (n,) in _U32.iter_unpack(buf[:whole]):
+            self._spool.written(n)
             self._received += 1
+        del buf[:whole]
 
     def close(self) -> None:
         p = self._p
@@ -296,31 +377,6 @@ def _grow_pipe(fd: int) -> int:
         return 65536
 
 
-def _encode_result(datas: list[bytes], leaves: list[bytes]) -> bytes:
-    lens = array("I", map(len, datas))
-    if sys.byteorder != "little":  # pragma: no cover
-        lens.byteswap()
-    return _U32.pack(len(datas)) + lens.tobytes() + b"".join(leaves) + b"".join(datas)
-
-
-def _decode_result(body: bytes) -> tuple[list[bytes], list[bytes]]:
-    (n,) = _U32.unpack_from(body)
-    lens = array("I")
-    lens.frombytes(body[4 : 4 + 4 * n])
-    if sys.byteorder != "little":  # pragma: no cover
-        lens.byteswap()
-    pos = 4 + 4 * n
-    leaves = [body[i : i + 32] for i in range(pos, pos + 32 * n, 32)]
-    pos += 32 * n
-    datas = []
-    for ln in lens:
-        datas.append(body[pos : pos + ln])
-        pos += ln
-    if pos != len(body):
-        raise StoreError("the signing process sent a malformed result")
-    return datas, leaves
-
-
 def _read_exact(f, n: int) -> bytes | None:
     out = f.read(n)
     if not out:
@@ -333,8 +389,10 @@ def _read_exact(f, n: int) -> bytes | None:
     return out
 
 
-def _child() -> None:
-    """The signing process: key frame, then request frames until EOF."""
+def _child(spool_fd: int) -> None:
+    """The signing process: key frame, then request frames until EOF; each
+    result frame is appended to the spool file ``spool_fd`` and its length
+    reported on standard output."""
     from .note import Signer
 
     inp = sys.stdin.buffer
@@ -346,21 +404,22 @@ def _child() -> None:
     signer = Signer(key[36:].decode("utf-8"), key[32:36], key[:32])
     del key
     sk, kid, sep = signer._sk, signer.key_id, _sep(signer.name)
-    prev = None
+    state = None
     while True:
         head = _read_exact(inp, 4)
         if head is None:
             return
         body = _read_exact(inp, _U32.unpack(head)[0])
         if body[:1] == _START:
-            prev, body = body[1:33], body[33:]
-        elif body[:1] == _CONTINUE and prev is not None:
+            state, body = _parse_start(body[1:])
+        elif body[:1] == _CONTINUE and state is not None:
             body = body[1:]
         else:
             raise ValueError("bad request")
-        datas, leaves = sign_chain(body.split(b"\n"), prev, sk, kid, sep)
-        if leaves:
-            prev = leaves[-1]
-        res = _encode_result(datas, leaves)
-        out.write(_U32.pack(len(res)) + res)
+        res = state.sign(body.split(b"\n"), sk, kid, sep)
+        head = _U32.pack(len(res))
+        data = memoryview(head + res)
+        while data:  # a regular file takes it whole; the loop is for the rule
+            data = data[os.write(spool_fd, data):]
+        out.write(head)
         out.flush()

@@ -9,9 +9,10 @@ chain head, the funds, the liquidation ids already recorded):
   ``FundBook.build``/``apply`` and ``entry.entry_text`` do (a fast path for
   liquidations whose inputs are already valid and canonical, the generic
   code for everything else);
-* the templates go to a chain signer (a child process on the other core for
-  large inputs) which signs them in order meanwhile; signed entries and
-  derived columns wait in unlinked temporary spool files.
+* the templates and the derived columns go to a chain signer (a child
+  process on the other core for large inputs) which signs them in order
+  meanwhile, hashes the Merkle tree and returns the rows to insert; they
+  wait in an unlinked temporary spool file.
 
 A bad line anywhere raises (with its line number) before anything is
 written. Pass 2 (:func:`write`) inserts one transaction per batch of
@@ -27,7 +28,6 @@ are ever inserted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from hashlib import sha256
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
@@ -101,7 +101,7 @@ class Builder:
     def build(self, record: dict):
         """``(pre, post, rest)`` for the next entry, or None for a replay.
         ``rest`` is the entry's derived columns after ``(seq, data, leaf)``,
-        as a spool line (:func:`_rest_line`)."""
+        as a rest line (:func:`_rest_line`)."""
         seq = self.seq
         f = fast_liquidation(record, self.book.funds)
         if f is None:
@@ -137,7 +137,7 @@ class Builder:
         self.seq = seq + 1
         pre_b, post_b = pre.encode("ascii"), post.encode("ascii")
         self._check_size(len(pre_b) + len(post_b))
-        # the derived columns after (seq, data, leaf), as a spool line (see _rest_line)
+        # the derived columns after (seq, data, leaf), as a rest line (see _rest_line)
         rest = (f"{time}\tliquidation\t{sym}\t{lid}\t{side}\t{qty}\t{bp}\t{fp}\t{'' if mp is None else mp}"
                 f"\t{d_s}\t{p_s}\t{a_s}\t{b_s}").encode("ascii")
         return pre_b, post_b, rest
@@ -174,13 +174,10 @@ class Builder:
 
 
 def _rest_line(rest: tuple) -> bytes:
-    """Derived columns as one spool line: tab-separated, None as empty (no
-    value is empty, and printable ASCII has no tab)."""
+    """Derived columns as one rest line for the chain signer
+    (``chainsign.sign_batch``): tab-separated, None as empty (no value is
+    empty, and printable ASCII has no tab)."""
     return "\t".join(["" if x is None else x for x in rest]).encode("ascii")
-
-
-def _rest_tuple(line: str) -> tuple:
-    return tuple([x or None for x in line.split("\t")])
 
 
 @dataclass
@@ -217,36 +214,24 @@ class Fallback(Exception):
         self.next_line = next_line
 
 
-class Spools:
-    """The derived columns of the built entries, one frame per request."""
-
-    def __init__(self):
-        from .chainsign import _Spool
-
-        self.rests = _Spool()
-
-    def close(self) -> None:
-        self.rests.close()
-
-
-def prepare(store, signer, chunks, tell, chain, spools: Spools) -> Prepared:
+def prepare(store, signer, chunks, tell, chain) -> Prepared:
     """Pass 1: check and build every record of ``chunks`` (one chunk per
     batch of ``(line number, record)``) against the ledger, sending the
     entries to ``chain`` for signing as they are built. Call inside a
     :meth:`Store.snapshot`; raises on the first bad line, and nothing is
-    written anywhere but the spools."""
+    written anywhere but the chain signer's spool."""
     size, prev, edge = store.chain_head()
     book = store.load_book()
     builder = Builder(book, size, sig_line_length(signer.name))
-    chain.start(prev)
+    chain.start(size, prev, edge)
     out = Prepared(size, prev, edge)
     seen = book.seen
     offset, next_line = tell(), 1
     for chunk in chunks:
         b = Batch(offset, next_line, records=len(chunk))
         seen.prefetch([r for _, r in chunk])
-        pieces: list[bytes] = []
-        rests: list[bytes] = []
+        items: list[bytes] = []  # pre, post, rest of each entry (chainsign.sign_batch)
+        limit = 3 * CHUNK
         for lineno, record in chunk:
             try:
                 built = builder.build(record)
@@ -255,19 +240,14 @@ def prepare(store, signer, chunks, tell, chain, spools: Spools) -> Prepared:
             if built is None:
                 b.dups += 1
                 continue
-            pre, post, rest = built
-            pieces.append(pre)
-            pieces.append(post)
-            rests.append(rest)
-            if len(rests) >= CHUNK:
-                chain.send(pieces)
-                spools.rests.put(b"\n".join(rests))
-                b.entries += len(rests)
-                pieces, rests = [], []
-        if rests:
-            chain.send(pieces)
-            spools.rests.put(b"\n".join(rests))
-            b.entries += len(rests)
+            items += built
+            if len(items) >= limit:
+                chain.send(items)
+                b.entries += len(items) // 3
+                items = []
+        if items:
+            chain.send(items)
+            b.entries += len(items) // 3
         b.summaries = builder.summaries()
         out.records += b.records
         out.duplicates += b.dups
@@ -276,42 +256,25 @@ def prepare(store, signer, chunks, tell, chain, spools: Spools) -> Prepared:
     return out
 
 
-def write(store, signer, prep: Prepared, chain, spools: Spools, result, progress) -> None:
+def write(store, signer, prep: Prepared, chain, result, progress) -> None:
     """Pass 2: one transaction per batch, each checking that the head is the
     one its entries were built on (else :class:`Fallback`)."""
-    stack = list(prep.edge)  # the tree's right edge, as merkle.TreeBuilder keeps it
     size, prev = prep.size, prep.prev
     for b in prep.batches:
         rows: list[tuple] = []
         tree_rows: list[tuple] = []
-        add_row, add_tree = rows.append, tree_rows.append
-        seq = size
         while len(rows) < b.entries:
-            datas, leaves = chain.recv()
-            rests = spools.rests.get().decode("ascii").split("\n")
-            if not (len(datas) == len(leaves) == len(rests)):
-                raise StoreError("the signing process sent a short result")
-            for data, leaf, rest in zip(datas, leaves, rests):
-                add_row((seq, data, leaf) + _rest_tuple(rest))
-                # merkle.TreeBuilder.append and store.tree_rows_of, inline:
-                # the nodes this leaf completes (the leaf hash itself is
-                # the entry's leaf_hash column)
-                idx = 2 * seq - seq.bit_count()
-                h = leaf
-                k = seq
-                while k & 1:
-                    h = sha256(b"\x01" + stack.pop() + h).digest()
-                    idx += 1
-                    add_tree((idx, h))
-                    k >>= 1
-                stack.append(h)
-                seq += 1
+            r, t = chain.recv()
+            if not r or r[0][0] != size + len(rows):
+                raise StoreError("the signing process sent a result out of order")
+            rows += r
+            tree_rows += t
         if len(rows) != b.entries:
             raise StoreError("the signing process sent a short result")
         if not store.append_prepared([signer], size, prev, rows, tree_rows, b.summaries):
             raise Fallback(b.offset, b.next_line)
         if rows:
-            size, prev = seq, rows[-1][2]
+            size, prev = size + len(rows), rows[-1][2]
         result.appended += len(rows)
         result.duplicates += b.dups
         result.tree_size = size

@@ -8,6 +8,7 @@ stage fails."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -322,20 +323,63 @@ def test_the_key_reaches_the_signing_process_only_through_its_pipe(tmp_path, mon
 
     monkeypatch.setattr(chainsign.subprocess, "Popen", popen)
     chain = chainsign.ProcessChain(signer)
+    leaf0 = hashlib.sha256(b"leaf 0").digest()
     try:
-        chain.start(bytes(32))
-        chain.send([b'{"a":"1","prev":"', b'"}'])
-        datas, leaves = chain.recv()
+        chain.start(1, leaf0, [leaf0])
+        chain.send([b'{"a":"1","prev":"', b'"}', b"x\t\ty"])
+        rows, tree_rows = chain.recv()
     finally:
         chain.close()
     secrets = [signer.seed, signer.seed.hex(), signer.skey(), signer.skey().split("+", 4)[4]]  # name, id, then base64
     blob = repr(seen["args"]) + repr(seen["env"]) + repr(dict(os.environ))
     for s in secrets:
         assert (s if isinstance(s, str) else s.hex()) not in blob
-    # and what it signs is what note.sign_note signs
-    text = b'{"a":"1","prev":"' + b"A" * 43 + b'="}\n'
-    assert datas == [note.sign_note(text, [signer])]
-    assert leaves == [hashlib.sha256(b"\x00" + datas[0]).digest()]
+    # and what it signs is what note.sign_note signs, chained to leaf0
+    text = b'{"a":"1","prev":"' + base64.b64encode(leaf0) + b'"}\n'
+    data = note.sign_note(text, [signer])
+    leaf1 = hashlib.sha256(b"\x00" + data).digest()
+    assert rows == [(1, data, leaf1, "x", None, "y")]
+    # the node leaf 1 completes: stored hash index 2 (RFC 6962 MTH of two leaves)
+    assert tree_rows == [(2, hashlib.sha256(b"\x01" + leaf0 + leaf1).digest())]
+
+
+@pytest.mark.parametrize("start", [0, 1, 5, 7, 8, 1023])
+def test_both_chain_signers_give_the_tree_builders_rows(start):
+    """From any tree size and right edge, in requests of any size, both
+    chain signers give the rows merkle.TreeBuilder and store.tree_rows_of
+    give for the same leaves."""
+    from ledger import merkle
+    from ledger.store import tree_rows_of
+
+    signer = fixed_signer()
+    prior = [hashlib.sha256(b"%d" % i).digest() for i in range(start)]
+    tb = merkle.TreeBuilder()
+    for h in prior:
+        tb.append(h)
+    prev = prior[-1] if prior else bytes(32)
+    items = []
+    for i in range(40):
+        items += [b'{"n":"%d","prev":"' % i, b'"}', b"%d\t" % i]
+    results = []
+    for chain in (chainsign.InlineChain(signer), chainsign.ProcessChain(signer)):
+        try:
+            chain.start(start, prev, list(tb._stack))
+            for lo, hi in ((0, 1), (1, 4), (4, 33), (33, 40)):
+                chain.send(items[3 * lo : 3 * hi])
+            got = [chain.recv() for _ in range(4)]
+        finally:
+            chain.close()
+        results.append(([r for g in got for r in g[0]], [t for g in got for t in g[1]]))
+    assert results[0] == results[1]
+    rows, tree_rows = results[0]
+    assert [r[0] for r in rows] == list(range(start, start + 40))
+    assert [r[3:] for r in rows] == [(str(i), None) for i in range(40)]
+    leaves = [r[2] for r in rows]
+    assert leaves[0] == hashlib.sha256(b"\x00" + rows[0][1]).digest()
+    want = []
+    for i, h in enumerate(leaves):
+        want += tree_rows_of(start + i, tb.append(h)[1])
+    assert tree_rows == want and len(want) == 40 - (start + 40).bit_count() + start.bit_count()
 
 
 def test_cli_import_large_enough_for_the_signing_process(tmp_path):
@@ -359,3 +403,25 @@ def test_cli_import_large_enough_for_the_signing_process(tmp_path):
         ref_store.append(recs[k : k + api.IMPORT_BATCH], [signer])
     ref_store.close()
     assert dump(db) == dump(ref)
+
+
+def test_a_malformed_result_frame_is_a_store_error_not_a_crash():
+    with pytest.raises(StoreError, match="malformed result"):
+        chainsign._decode_result(b"\x00garbage")
+    with pytest.raises(StoreError, match="malformed result"):
+        chainsign._decode_result(__import__("marshal").dumps(("rows", [])))
+
+
+@pytest.mark.parametrize("start", [b"", b"\x00" * 40, b"\x00" * 40 + b"\x01", b"\x00" * 40 + b"\x02" + b"\x00" * 63])
+def test_the_signing_process_refuses_a_truncated_start(start):
+    """A start frame shorter than its header (size, head, edge count and the
+    edge's hashes) stops the child: the parent reports a failed signing
+    process, and no rows."""
+    chain = chainsign.ProcessChain(fixed_signer())
+    try:
+        chain._pending_start = start  # what start() would have encoded, cut short
+        chain.send([])
+        with pytest.raises(StoreError, match="signing process failed"):
+            chain.recv()
+    finally:
+        chain.close()
