@@ -216,38 +216,38 @@ class InlineChain:
 
 
 class ProcessChain:
-    """Signs in a child process. ``send`` queues a request and never blocks
-    (up to MAX_BACKLOG bytes of requests not yet taken by the child);
-    ``pump`` moves requests to the child and takes its reports without
-    blocking; ``recv`` returns the results of the oldest request not yet
-    returned, waiting for them if needed.
+    """Signs in a child process. ``send`` queues a request and never blocks;
+    ``pump`` tells the child about queued requests and takes its reports
+    without blocking; ``recv`` returns the results of the oldest request not
+    yet returned, waiting for them if needed.
 
-    The child writes its results straight into the spool file (an unlinked
-    temporary file it inherits the descriptor of) and reports only each
-    frame's length on its standard output, so the results never cross a
-    pipe or this process's memory until :meth:`recv` reads them."""
-
-    MAX_BACKLOG = 32 << 20
+    Both directions go through unlinked temporary files the child inherits
+    the descriptors of: requests are appended to one and results to the
+    other, and each side only sends the other a frame's length on a pipe.
+    So neither side ever waits for the other to make room, the only memory
+    in flight is four bytes a request, and no frame is copied through a
+    pipe. The import needs temporary space for both (docs/OPERATOR.md)."""
 
     def __init__(self, signer):
         pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self._requests = _Spool()
         self._spool = _Spool()
-        fd = self._spool.fileno()
-        code = f"import sys; sys.path.insert(0, {pkg_parent!r}); from ledger.chainsign import _child; _child({fd})"
+        fds = (self._requests.fileno(), self._spool.fileno())
+        code = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
+                f"from ledger.chainsign import _child; _child({fds[0]}, {fds[1]})")
         try:
             self._p = subprocess.Popen(
                 [sys.executable, "-c", code],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                close_fds=True, pass_fds=(fd,), bufsize=0,
+                close_fds=True, pass_fds=fds, bufsize=0,
             )
         except BaseException:
+            self._requests.close()
             self._spool.close()
             raise
         self._w = self._p.stdin.fileno()
         self._r = self._p.stdout.fileno()
-        _grow_pipe(self._w)
-        _grow_pipe(self._r)
-        self._backlog = bytearray()  # request frames not yet written to the child
+        self._notes = bytearray()  # request lengths not yet written to the child
         self._buf = bytearray()  # report bytes read, not yet a whole one
         self._sent = 0  # requests queued
         self._received = 0  # result frames spooled
@@ -288,23 +288,21 @@ class ProcessChain:
         else:
             head = _CONTINUE
         body = head + b"\n".join(items)
-        self._backlog += _U32.pack(len(body))
-        self._backlog += body
+        self._requests.put(body)
+        self._notes += _U32.pack(len(body))
         self._sent += 1
         self.pump()
-        while len(self._backlog) > self.MAX_BACKLOG:
-            self._wait()
 
     def pump(self) -> None:
         """Move what can move now, without blocking."""
-        if self._backlog:
+        if self._notes:
             try:
-                n = os.write(self._w, self._backlog)
+                n = os.write(self._w, self._notes)
             except BlockingIOError:
                 n = 0
             except OSError:
                 self._fail()
-            del self._backlog[:n]
+            del self._notes[:n]
         while True:
             try:
                 chunk = os.read(self._r, 65536)
@@ -317,7 +315,7 @@ class ProcessChain:
 
     def _wait(self) -> None:
         """Block until the child can take requests or has sent results."""
-        select.select([self._r], [self._w] if self._backlog else [], [], 5.0)
+        select.select([self._r], [self._w] if self._notes else [], [], 5.0)
         if self._p.poll() is not None:
             self.pump()  # reads what is left, then fails on end of file
         self.pump()
@@ -356,6 +354,7 @@ class ProcessChain:
                 f.close()
             except OSError:
                 pass
+        self._requests.close()
         self._spool.close()
 
     def kill(self) -> None:
@@ -389,10 +388,11 @@ def _read_exact(f, n: int) -> bytes | None:
     return out
 
 
-def _child(spool_fd: int) -> None:
-    """The signing process: key frame, then request frames until EOF; each
-    result frame is appended to the spool file ``spool_fd`` and its length
-    reported on standard output."""
+def _child(requests_fd: int, spool_fd: int) -> None:
+    """The signing process: the key frame on standard input, then the
+    length of each request, read from the file ``requests_fd`` in order,
+    until end of input; each result frame is appended to the file
+    ``spool_fd`` and its length reported on standard output."""
     from .note import Signer
 
     inp = sys.stdin.buffer
@@ -405,11 +405,17 @@ def _child(spool_fd: int) -> None:
     del key
     sk, kid, sep = signer._sk, signer.key_id, _sep(signer.name)
     state = None
+    pos = 0
     while True:
         head = _read_exact(inp, 4)
         if head is None:
             return
-        body = _read_exact(inp, _U32.unpack(head)[0])
+        n = _U32.unpack(head)[0]
+        frame = os.pread(requests_fd, 4 + n, pos)
+        if len(frame) != 4 + n or frame[:4] != head:
+            raise ValueError("bad request")
+        pos += 4 + n
+        body = frame[4:]
         if body[:1] == _START:
             state, body = _parse_start(body[1:])
         elif body[:1] == _CONTINUE and state is not None:
