@@ -248,15 +248,20 @@ def bench_import(t: Table, work: str, n: int, start_sign_rate: float) -> None:
           note="best of 3 (raw sign measured before each): " + ", ".join(
               f"{fmt_rate(r.appended / x)} ({fmt_rate(y)})" for x, y in zip(times, raws))
           + f"; raw sign at the start of the run {fmt_rate(start_sign_rate)}")
-    # the real CLI, once, on a fresh ledger
-    store, signer, db, key = gen.new_ledger(d)
-    store.close()
-    cli_raw = raw.pynacl_rate("sign")
-    el, rss = run_cli_rss(["import", jsonl, "--db", db, "--key", key])
-    rate = lines / el
+    # the real CLI on fresh ledgers, best of 3 the same way
+    cli_times, cli_raws, rss = [], [], 0.0
+    for _ in range(3):
+        store, signer, db, key = gen.new_ledger(d)
+        store.close()
+        cli_raws.append(raw.pynacl_rate("sign"))
+        el, peak = run_cli_rss(["import", jsonl, "--db", db, "--key", key])
+        cli_times.append(el)
+        rss = max(rss, peak)
+    rate, cli_raw = lines / min(cli_times), max(cli_raws)
     t.add("append", f"import, CLI `fundledger import` ({human(n)}, process wall time)", rate, "/s",
           fmt_rate(rate), f"{rate / cli_raw:.2f} × raw sign", "≥ 0.70 × raw sign", rate >= 0.7 * cli_raw,
-          note=f"one run; raw sign measured before it: {fmt_rate(cli_raw)}")
+          note="best of 3 (raw sign measured before each): " + ", ".join(
+              f"{fmt_rate(lines / x)} ({fmt_rate(y)})" for x, y in zip(cli_times, cli_raws)))
     t.add("memory", f"peak RSS of `fundledger import` ({human(n)} lines)", rss, "MiB", f"{rss:,.0f} MiB")
     os.unlink(jsonl)
     shutil.rmtree(d)
