@@ -28,13 +28,14 @@ Two chain signers share that loop:
   this module only, no SQLite), so that signing takes one core while the
   importer parses, checks and writes on the other. The private key goes to
   the child through its standard input, never through a file, argv or the
-  environment. Requests and results are length-prefixed frames on pipes; the
-  parent bounds what is in flight so neither side can block the other.
+  environment. Requests and results are length-prefixed frames in two
+  unlinked temporary files the child inherits; the pipes carry only each
+  frame's length, so neither side ever waits for the other to make room.
 
 Results travel as :mod:`marshal` frames (a list of row tuples is read back
 in C, several times faster than parsing a text format). marshal trusts its
-input, and it only ever reads frames this code wrote: the child's, from a
-pipe between the two processes, or its own, from an unlinked temporary file.
+input, and it only ever reads frames this code wrote, from an unlinked
+temporary file that only this process and its signing child hold.
 
 A chain signer never touches the database: the importer inserts only whole
 batches whose every signature came back, inside its own write transaction.
@@ -60,8 +61,6 @@ _SIG_PREFIX = "\u2014 ".encode()  # as note._SIG_PREFIX
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _START, _CONTINUE = b"S", b"C"
-_F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032  # Linux fcntl
-_PIPE_SIZE = 1 << 20
 
 
 def sig_line_length(name: str) -> int:
@@ -363,19 +362,6 @@ class ProcessChain:
         self.close()
 
 
-def _grow_pipe(fd: int) -> int:
-    try:
-        import fcntl
-
-        try:
-            fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
-        except OSError:
-            pass
-        return fcntl.fcntl(fd, _F_GETPIPE_SZ)
-    except (ImportError, OSError):
-        return 65536
-
-
 def _read_exact(f, n: int) -> bytes | None:
     out = f.read(n)
     if not out:
@@ -425,7 +411,7 @@ def _child(requests_fd: int, spool_fd: int) -> None:
         res = state.sign(body.split(b"\n"), sk, kid, sep)
         head = _U32.pack(len(res))
         data = memoryview(head + res)
-        while data:  # a regular file takes it whole; the loop is for the rule
+        while data:  # a regular file takes it whole; this does not rely on it
             data = data[os.write(spool_fd, data):]
         out.write(head)
         out.flush()

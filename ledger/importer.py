@@ -198,7 +198,6 @@ class Prepared:
 
     size: int
     prev: bytes
-    edge: list
     records: int = 0
     duplicates: int = 0
     batches: list = field(default_factory=list)
@@ -224,7 +223,7 @@ def prepare(store, signer, chunks, tell, chain) -> Prepared:
     book = store.load_book()
     builder = Builder(book, size, sig_line_length(signer.name))
     chain.start(size, prev, edge)
-    out = Prepared(size, prev, edge)
+    out = Prepared(size, prev)
     seen = book.seen
     offset, next_line = tell(), 1
     for chunk in chunks:
