@@ -356,12 +356,6 @@ class ProcessChain:
         self._requests.close()
         self._spool.close()
 
-    def kill(self) -> None:
-        if self._p.poll() is None:
-            self._p.kill()
-        self.close()
-
-
 def _read_exact(f, n: int) -> bytes | None:
     out = f.read(n)
     if not out:
