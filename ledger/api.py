@@ -355,14 +355,54 @@ def key_at(store: Store, tree_size: int) -> note.Verifier:
 
 def rotate_key(store: Store, old: note.Signer, new_key_path: str) -> tuple[int, note.Signer]:
     """Create a new log key at ``new_key_path`` (0600) and hand the log over
-    to it with a key entry signed by both keys."""
-    new = keys.create_key_file(new_key_path, store.origin)
+    to it with a key entry signed by both keys.
+
+    Safe to run again after a crash: a key file left at ``new_key_path`` by
+    an interrupted run (a key for this log that the log never used) is
+    reused; one that the log already uses means the rotation is done."""
+    store.check_signer([old])  # a retired or wrong key: refused before any file is made
+    new = _new_or_orphan_key(store, new_key_path)
+    created = new is None
+    if created:
+        new = keys.create_key_file(new_key_path, store.origin)
     try:
         seq = store.rotate_key(old, new)
     except BaseException:
-        os.unlink(new_key_path)
+        if created and not _log_uses(store, new):
+            os.unlink(new_key_path)
         raise
     return seq, new
+
+
+def _log_uses(store: Store, signer: note.Signer) -> bool:
+    """Whether the log holds ``signer``'s key; True when that cannot be read
+    (a key file is never removed unless the log surely does not use it)."""
+    try:
+        return any(v == signer.verifier().vkey() for _, v in store.key_history())
+    except Exception:
+        return True
+
+
+def _new_or_orphan_key(store: Store, path: str) -> note.Signer | None:
+    """None if ``path`` does not exist; the key it holds if that is an
+    unused Ed25519 key named the origin (left by an interrupted rotation);
+    else InputError: the file is something else, or the rotation to it was
+    already made."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        signer = keys.load_key_file(path)
+    except FundledgerError as e:
+        raise InputError(f"{path} already exists and is not a usable key ({e}): refusing to overwrite it") from None
+    if signer.name != store.origin or signer.alg != note.ALG_ED25519:
+        raise InputError(f"{path} already exists and is not a key of this log: refusing to overwrite it")
+    vkey = signer.verifier().vkey()
+    for start, used in store.key_history():
+        if used == vkey:
+            if start > 0 and vkey == store.current_vkey:
+                raise InputError(f"{path} is already the log key (key entry at seq {start - 1}): the rotation is done")
+            raise InputError(f"{path} holds a key this log has already used")
+    return signer
 
 
 def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier]) -> dict:

@@ -18,20 +18,42 @@ MAX_KEY_FILE_BYTES = 4096
 
 def create_key_file(path: str, name: str, alg: int = note.ALG_ED25519) -> note.Signer:
     """Generate a key named ``name`` and write it to ``path`` (0600, never
-    overwriting). ``alg`` 0x04 makes a witness (cosignature/v1) key."""
+    overwriting). ``alg`` 0x04 makes a witness (cosignature/v1) key.
+
+    The key is written and synced under a temporary name, then linked to
+    ``path`` (which fails if it exists) and the directory synced: a crash
+    leaves either no key file or a whole one that is on disk."""
     signer = note.generate_signer(name, alg)
+    if os.path.lexists(path):
+        raise KeyFileError(f"{path} already exists: refusing to overwrite a key")
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(signer.skey() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
     except FileExistsError:
         raise KeyFileError(f"{path} already exists: refusing to overwrite a key") from None
     except OSError as e:
         raise KeyFileError(f"{path}: {e.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(signer.skey() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    _sync_directory(directory)
     return signer
+
+
+def _sync_directory(directory: str) -> None:
+    """fsync a directory, so that a file just linked into it survives a crash."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_key_file(path: str) -> note.Signer:
