@@ -304,9 +304,10 @@ def _prove(store: Store, seq: int) -> bytes:
     _, size, _, _, _ = _latest(store)
     if not 0 <= seq < size:
         raise InputError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
-    proof = merkle.prove_inclusion(size, seq, store)
-    receipt = note.Receipt(seq, tuple(proof), store.published_checkpoint(), store.entry(seq))
-    return note.format_receipt(receipt)
+    keys = [(start - 1, store.entry(start - 1)) for start, _ in store.key_history()[1:]]
+    from .verify import format_receipts
+
+    return format_receipts(seq, size, store.published_checkpoint(), store.entry(seq), keys, store)
 
 
 def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int | None = None) -> bytes:
@@ -405,34 +406,46 @@ def _new_or_orphan_key(store: Store, path: str) -> note.Signer | None:
     return signer
 
 
-def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier]) -> dict:
-    """Check a receipt offline: the checkpoint is signed by a log key, the
-    entry in ``extra`` is signed by a log key too and is included in that
-    tree. After a key rotation pass both keys: an older entry is signed by
-    the old key, the newer checkpoint by the new one. Returns the entry's
-    JSON object."""
-    if isinstance(verifiers, note.Verifier):
-        verifiers = [verifiers]
-    from .entry import parse_entry_text
-    from .errors import VerificationError
-    from .verify import open_checkpoint
+def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
+                  witnesses: list[note.Verifier] = (), quorum: int | None = None) -> dict:
+    """Check a receipt offline against the log's first key ``verifiers[0]``.
 
+    The receipt's key proofs (one per rotation in its tree) give which key
+    was in force at which size; the checkpoint must be signed by the key in
+    force at its size and the entry by the key in force at its seq. Any
+    further ``verifiers`` are later log keys the reader knows of: the
+    receipt must show the hand-over to each. With ``witnesses``, ``quorum``
+    of them (default: all) must have cosigned the checkpoint: only that
+    exposes a history that the holder of a retired key signed as if the
+    rotation never happened. Returns the entry's JSON object and more."""
+    from .verify import KeyHistory, check_lone_entry, parse_receipts, unverified_checkpoint
+    from .errors import VerificationError
+    from .witness import require_cosignatures
+
+    anchors = [verifiers] if isinstance(verifiers, note.Verifier) else list(verifiers)
     try:
-        r = note.parse_receipt(data)
+        r, *key_proofs = parse_receipts(data)
     except FundledgerError as e:
         raise VerificationError(f"receipt: {e}") from None
-    cp = open_checkpoint(r.checkpoint, verifiers)
+    cp = unverified_checkpoint(r.checkpoint, anchors[0].name)
+    history = KeyHistory(anchors[0])
+    history.follow(key_proofs, cp)
+    history.open_checkpoint(r.checkpoint, cp.tree_size)
+    for later in anchors[1:]:
+        if not any(v.vkey() == later.vkey() for _, v in history.keys):
+            raise VerificationError(f"the receipt does not show the hand-over to the key {later.vkey()}")
+    cosigs = require_cosignatures(r.checkpoint, witnesses, quorum) if witnesses or quorum is not None else []
     if r.extra is None:
         raise VerificationError("receipt carries no entry")
     try:
-        text, _ = note.open_note(r.extra, verifiers, max_bytes=65535)
-    except FundledgerError as e:
-        raise VerificationError(f"receipt entry: {e}") from None
+        obj = check_lone_entry(r.extra, r.leaf_index, history.upto(r.leaf_index))
+    except VerificationError as e:
+        raise VerificationError(f"receipt entry: {e.reason}") from None
+    if obj.get("kind") == "key" and not history.knows(r.leaf_index + 1, note.parse_vkey(obj["vkey"])):
+        raise VerificationError("the receipt's key entry is missing from its key proofs")
     merkle.verify_inclusion(merkle.leaf_hash(r.extra), r.leaf_index, cp.tree_size, r.proof, cp.root_hash)
-    obj = parse_entry_text(text)
-    if obj.get("seq") != r.leaf_index:
-        raise VerificationError(f"entry seq {obj.get('seq')} is not the receipt's index {r.leaf_index}")
-    return {"ok": True, "seq": r.leaf_index, "tree_size": cp.tree_size, "entry": obj}
+    return {"ok": True, "seq": r.leaf_index, "tree_size": cp.tree_size, "entry": obj,
+            "keys": [{"from_size": start, "vkey": v.vkey()} for start, v in history.keys], "cosignatures": cosigs}
 
 
 def attach_cosignatures(store: Store, lines: bytes, witnesses: list[note.Verifier]) -> list[str]:

@@ -353,21 +353,33 @@ def prove(seq, out, db_path):
 @cli.command("check-receipt")
 @click.argument("receipt", type=click.File("rb"))
 @click.option("--vkey", "vkeys", required=True, multiple=True,
-              help="The log's verifier key (or a file holding it); repeat it with the old and new keys after a rotation.")
+              help="The log's first verifier key (or a file holding it): the trust anchor. Repeat it with later "
+                   "log keys you know of: the receipt must then show the hand-over to each.")
+@click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable.")
+@click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
 @click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
 @handled
-def check_receipt(receipt, vkeys, as_json):
+def check_receipt(receipt, vkeys, witnesses, quorum, as_json):
     """Check a receipt offline: signed checkpoint, signed entry, inclusion.
+
+    After a key rotation the receipt carries the key entries with their
+    proofs, so the log's first key suffices: the checkpoint must be signed
+    by the key in force at its size, the entry by the key in force at its
+    seq. Whoever holds a retired key can still sign a history in which the
+    rotation never happened: require witnesses (--witness) to rule that out.
 
     Example: fundledger check-receipt entry-42.proof --vkey fund.vkey
     """
     from .verify import load_vkey
 
-    r = api.check_receipt(receipt.read(1 << 20), [load_vkey(v) for v in vkeys])
+    r = api.check_receipt(receipt.read(1 << 20), [load_vkey(v) for v in vkeys],
+                          [load_vkey(w) for w in witnesses], quorum)
     if as_json:
         echo_json(r)
     else:
         click.echo(f"receipt verified: entry {r['seq']} is in the log of size {r['tree_size']}")
+        if r["cosignatures"]:
+            click.echo(f"cosigned by {', '.join(r['cosignatures'])}")
 
 
 @cli.command()
@@ -474,10 +486,12 @@ def key_rotate(new_key_path, db_path, key_path):
     """Hand the log over to a new signing key.
 
     Appends a key entry announcing the new key, signed by the current key
-    and by the new one. From then on only the new key signs; an entry or
-    checkpoint signed by the old key after this fails verification. Keep
-    using the first key as the trust anchor (it stays in `vkey`); verifiers
-    follow the hand-over in the log. Give witnesses the new key.
+    and by the new one. From then on only the new key's signature counts:
+    an entry signed by the old key after this, or a later checkpoint signed
+    by it alone, fails verification. Keep using the first key as the trust
+    anchor (it stays in `vkey`); verifiers and receipts follow the hand-over
+    in the log. Tell each witness with `fundledger witness add-key`. If the
+    command is interrupted, run it again with the same --new-key.
 
     Example: fundledger key rotate --new-key fund-2027.key
     """
@@ -544,6 +558,29 @@ def witness_add_checkpoint(request, out, key_path, state_path):
     from .witness import add_checkpoint
 
     out.write(add_checkpoint(key_path, state_path, request.read(1 << 20)))
+
+
+@witness.command("add-key")
+@click.argument("request", type=click.File("rb"))
+@click.argument("key_proof", type=click.File("rb"))
+@click.option("--out", type=click.File("wb"), default="-", help="Write the cosignature line here [default: stdout].")
+@witness_options
+@handled
+def witness_add_key(request, key_proof, out, key_path, state_path):
+    """Follow a rotation of a log's key, and cosign the checkpoint that shows it.
+
+    REQUEST is an add-checkpoint request (`fundledger consistency`) whose
+    checkpoint the new key signed; KEY_PROOF is the receipt of the key entry
+    against that same checkpoint (`fundledger prove SEQ`). The key entry
+    must come after the size this witness cosigned and be signed by the key
+    in force there and by the new key. From then on this witness accepts
+    the new key and refuses the retired one.
+
+    Example: fundledger witness add-key request.txt key-entry.proof --out witness-reply.txt
+    """
+    from .witness import add_key
+
+    out.write(add_key(key_path, state_path, request.read(1 << 20), key_proof.read(1 << 20)))
 
 
 def main() -> None:  # console script

@@ -616,7 +616,7 @@ class Store:
     def key_history(self) -> list[tuple[int, str]]:
         """``(first seq it signs, vkey)`` of every log key, oldest first."""
         out = [(0, self.vkey)]
-        for seq, data in self.conn.execute("SELECT seq, data FROM entries WHERE kind = 'key' ORDER BY seq"):
+        for seq, data in self.conn.execute("SELECT seq, data FROM entries WHERE contract = '' AND kind = 'key' ORDER BY seq"):
             text, _ = note.split_note(data, entry_mod.MAX_ENTRY_BYTES)
             out.append((seq + 1, entry_mod.parse_entry_text(text)["vkey"]))
         return out

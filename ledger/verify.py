@@ -50,7 +50,7 @@ from nacl.bindings import crypto_sign_open
 
 from . import merkle, note
 from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
-from .errors import FundledgerError, InputError, InvariantError, VerificationError
+from .errors import FormatError, FundledgerError, InputError, InvariantError, LimitError, VerificationError
 from .fund import (
     _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
     amount_str, canonical_movement, parse_time, settle, zero_str,
@@ -61,6 +61,7 @@ MAX_VKEY_BYTES = 4096
 MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
 MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
 HTTP_TIMEOUT_S = 30
+MAX_KEY_PROOFS = 64  # key entries a receipt or a witness request may prove
 
 
 class MissingEntries(VerificationError):
@@ -476,6 +477,171 @@ class KeyHistory:
                 key = v
         return key
 
+    def upto(self, seq: int) -> "KeyHistory":
+        """The history as entry ``seq`` sees it: the rotations before it."""
+        return KeyHistory(self.keys[0][1], [(s, v) for s, v in self.keys[1:] if s <= seq])
+
+    def knows(self, start: int, v: note.Verifier) -> bool:
+        return any(s == start and k.vkey() == v.vkey() for s, k in self.keys)
+
+    def follow(self, receipts: Sequence[note.Receipt], cp: note.Checkpoint, first_new: int = 0) -> None:
+        """Add the rotations that ``receipts`` prove: key entries with their
+        inclusion proofs in ``cp``, in seq order. One this history holds
+        already is passed over; a new one must come after the latest known
+        one and at a seq of at least ``first_new``."""
+        if len(receipts) > MAX_KEY_PROOFS:
+            raise LimitError(f"more than {MAX_KEY_PROOFS} key proofs")
+        last = -1
+        for r in receipts:
+            seq = r.leaf_index
+            if r.extra is None or seq <= last:
+                raise VerificationError("key proofs must each carry a key entry, in seq order")
+            last = seq
+            merkle.verify_inclusion(merkle.leaf_hash(r.extra), seq, cp.tree_size, r.proof, cp.root_hash)
+            obj = check_lone_entry(r.extra, seq, self.upto(seq))
+            if obj.get("kind") != "key":
+                raise VerificationError("a key proof's entry is not a key entry", seq=seq)
+            new = note.parse_vkey(obj["vkey"])
+            if self.knows(seq + 1, new):
+                continue
+            if seq + 1 <= self.keys[-1][0] or seq < first_new:
+                raise VerificationError("a key entry the known key history does not hold", seq=seq)
+            self.rotate(seq, new)
+
+    def open_checkpoint(self, data: bytes, tree_size: int, what: str = "checkpoint") -> note.Checkpoint:
+        """The checkpoint of ``tree_size`` signed by the key in force there;
+        a signature by any other key of the log does not count (a retired
+        key's alone fails, and is named as such)."""
+        try:
+            return open_checkpoint(data, [self.at(tree_size)], what)
+        except VerificationError:
+            retired = [v for _, v in self.keys if v is not self.at(tree_size)]
+            if retired and _signed_by_any(data, retired):
+                raise VerificationError(
+                    f"{what} of size {tree_size} is signed by a retired log key, not by the key in force at that size"
+                ) from None
+            raise
+
+
+def unverified_cosigners(data: bytes, origin: str, verified: Sequence[str]) -> list[str]:
+    """The names on a checkpoint's other signature lines: neither the log's
+    own (named the origin, whichever key) nor a cosignature verified against
+    a witness key the reader gave. Nobody checked them: never call them
+    cosignatures."""
+    names: list[str] = []
+    for s in note.split_note(data, MAX_CHECKPOINT_BYTES)[1]:
+        if s.name != origin and s.name not in verified and s.name not in names:
+            names.append(s.name)
+    return names
+
+
+def _explain_missing(e: MissingEntries, cp_bytes: bytes, known: list[note.Verifier]) -> None:
+    """Entries are missing: a bad signature by a known key is the better
+    explanation (the checkpoint may claim entries that do not exist). A
+    checkpoint by no key known so far may be by one the missing entries
+    announce: the missing tile stays the fault, with the seq it would hold."""
+    if _signed_by_any(cp_bytes, known):
+        return
+    if _has_line_by(cp_bytes, known):
+        open_checkpoint(cp_bytes, known)
+    raise MissingEntries(
+        f"{e.reason}; the checkpoint is signed by no key known before it (a key entry among the missing may announce it)",
+        seq=e.seq,
+    ) from None
+
+
+def _has_line_by(data: bytes, keys: Sequence[note.Verifier]) -> bool:
+    ids = {(k.name, k.key_id) for k in keys}
+    return any((s.name, s.key_id) in ids for s in note.split_note(data, MAX_CHECKPOINT_BYTES)[1])
+
+
+def _signed_by_any(data: bytes, keys: Sequence[note.Verifier]) -> bool:
+    try:
+        note.open_note(data, keys, max_bytes=MAX_CHECKPOINT_BYTES)
+    except FundledgerError:
+        return False
+    return True
+
+
+def check_lone_entry(data: bytes, seq: int, keys: KeyHistory) -> dict:
+    """An entry seen without its log (a receipt's): signed as the verifier
+    requires at ``seq`` (``keys.current`` is the key in force there), its
+    ``seq`` right, its time canonical and, for a key entry, exactly the
+    canonical key entry. A liquidation's figures need the log: not here."""
+    sigs = _Signatures()
+    obj, text = check_entry_shape(data, seq, keys, sigs)
+    if obj.get("seq") != seq:
+        raise VerificationError(f"seq is {str(obj.get('seq'))[:20]}, expected {seq}", seq=seq)
+    try:
+        time = parse_time(obj.get("time"))
+        prev = base64.b64decode(obj.get("prev"), validate=True) if isinstance(obj.get("prev"), str) else b""
+    except (FundledgerError, binascii.Error):
+        raise VerificationError("bad time or prev", seq=seq) from None
+    if len(prev) != 32:
+        raise VerificationError("bad prev", seq=seq)
+    if obj.get("kind") == "key":
+        expected = key_entry_fields(obj.get("vkey"))
+        if entry_text(expected, seq, prev, time) != text:
+            raise VerificationError("the key entry is not canonical", seq=seq)
+    try:
+        sigs.check()
+    except VerificationError:
+        raise VerificationError("invalid signature", seq=seq) from None
+    return obj
+
+
+RECEIPT_SIG_PREFIX = "\u2014 ".encode()
+
+
+def parse_receipts(data: bytes) -> list[note.Receipt]:
+    """A receipt file: one C2SP tlog-proof@v1 for the entry, then, after a
+    key rotation, one for each key entry in the same checkpoint (see
+    docs/FORMAT.md). Each block ends after its checkpoint's signature lines."""
+    if len(data) > note.MAX_NOTE_BYTES:
+        raise LimitError(f"receipt of {len(data)} bytes is over the {note.MAX_NOTE_BYTES}-byte limit")
+    blocks, pos = [], 0
+    while pos < len(data):
+        if len(blocks) > MAX_KEY_PROOFS:
+            raise LimitError(f"more than {MAX_KEY_PROOFS} key proofs")
+        end = _receipt_end(data, pos)
+        blocks.append(note.parse_receipt(data[pos:end]))
+        pos = end
+    if not blocks:
+        raise FormatError("empty receipt")
+    if any(b.checkpoint != blocks[0].checkpoint for b in blocks):
+        raise FormatError("a key proof is not against the receipt's checkpoint")
+    return blocks
+
+
+def format_receipts(seq: int, tree_size: int, checkpoint: bytes, data: bytes,
+                    key_entries: list[tuple[int, bytes]], reader) -> bytes:
+    """The receipt of entry ``seq`` (``data``) against ``checkpoint``: its
+    tlog-proof@v1, then one for each key entry ``(seq, bytes)`` in that tree,
+    so that a reader holding only the log's first key can follow every
+    rotation to the key that signed the checkpoint (docs/FORMAT.md). A log
+    that never rotated gets the plain tlog-proof@v1."""
+    blocks = [(seq, data)] + [(k, d) for k, d in key_entries if k < tree_size]
+    return b"".join(
+        note.format_receipt(note.Receipt(i, tuple(merkle.prove_inclusion(tree_size, i, reader)), checkpoint, d))
+        for i, d in blocks
+    )
+
+
+def _receipt_end(data: bytes, pos: int) -> int:
+    """Where the tlog-proof block starting at ``pos`` ends: after the
+    signature lines that follow its proof's and its checkpoint's blank lines."""
+    proof_end = data.find(b"\n\n", pos)
+    text_end = data.find(b"\n\n", proof_end + 2) if proof_end >= 0 else -1
+    if text_end < 0:
+        return len(data)
+    p = text_end + 2
+    while data.startswith(RECEIPT_SIG_PREFIX, p):
+        nl = data.find(b"\n", p)
+        if nl < 0:
+            return len(data)
+        p = nl + 1
+    return p
+
 
 def explain_mismatch(obj: dict, expected: dict) -> str:
     for k in obj:
@@ -503,6 +669,7 @@ class Report:
     key_source: str
     cosignatures: list[str] = field(default_factory=list)
     state: "VerifierState | None" = None
+    unverified_cosignatures: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict:
         return {
@@ -514,6 +681,7 @@ class Report:
             "source": self.source,
             "key": self.key_source,
             "cosignatures": self.cosignatures,
+            "unverified_cosignatures": self.unverified_cosignatures,
             "contracts": [f.summary() for _, f in sorted(self.book.funds.items())],
         }
 
@@ -1068,17 +1236,12 @@ def verify(
     # Parsed now, its signature checked once the entries have told which key
     # was in force at its size (see KeyHistory).
     cp = unverified_checkpoint(cp_bytes, log_key.name)
-    cosigs = [s.name for s in note.split_note(cp_bytes, MAX_CHECKPOINT_BYTES)[1] if s.key_id != log_key.key_id]
+    cosigs: list[str] = []
     if witnesses:
-        from .witness import count_cosignatures
+        from .witness import require_cosignatures
 
-        need = len(witnesses) if quorum is None else quorum
-        good = count_cosignatures(cp_bytes, witnesses)
-        if len(good) < need:
-            raise VerificationError(
-                f"the checkpoint has {len(good)} valid cosignatures of the named witnesses, {need} required"
-            )
-        cosigs = good
+        cosigs = require_cosignatures(cp_bytes, witnesses, quorum)
+    unverified = unverified_cosigners(cp_bytes, log_key.name, cosigs)
 
     trusted_cp = None
     if trusted is not None:
@@ -1127,10 +1290,8 @@ def verify(
         stop_prefetch = source.prefetch(lambda: run.seq / size)
     try:
         _check_entries(run, source, start, size, pool, workers, db_checks is not None)
-    except MissingEntries:
-        # A checkpoint no known key signed explains this better: it may
-        # claim entries that do not exist.
-        open_checkpoint(cp_bytes, [k for _, k in keys.keys])
+    except MissingEntries as e:
+        _explain_missing(e, cp_bytes, [k for _, k in keys.keys])
         raise
     finally:
         if stop_prefetch is not None:
@@ -1138,9 +1299,9 @@ def verify(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     seq = run.seq
-    open_checkpoint(cp_bytes, [keys.at(cp.tree_size)])
+    keys.open_checkpoint(cp_bytes, cp.tree_size)
     if trusted_cp is not None:
-        open_checkpoint(trusted, [keys.at(trusted_cp.tree_size)], "trusted checkpoint")
+        keys.open_checkpoint(trusted, trusted_cp.tree_size, "trusted checkpoint")
     if roots[cp.tree_size] != cp.root_hash:
         raise VerificationError(
             f"the checkpoint's root does not match the entries (size {cp.tree_size})",
@@ -1155,7 +1316,8 @@ def verify(
         tiles.finish()
     if db_checks is not None:
         db_checks.finish(book, roots, keys)
-    report = Report(size, tree.root(), book, cp.tree_size, seq - start, source.description, key_source, cosigs)
+    report = Report(size, tree.root(), book, cp.tree_size, seq - start, source.description, key_source, cosigs,
+                    unverified_cosignatures=unverified)
     if keep_state and size == cp.tree_size:
         report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, run.prev, book, keys)
     return report

@@ -2,11 +2,14 @@
 side of collecting cosignatures.
 
 A witness keeps its own cosignature/v1 key (type 0x04) and, for each log it
-watches, the last checkpoint it cosigned. Given an add-checkpoint request
+watches, the last checkpoint it cosigned and the log's key history (each
+key with the first tree size it signs). Given an add-checkpoint request
 (``old <size>``, a consistency proof, the new signed checkpoint) it cosigns
 only if:
 
-* the checkpoint is signed by the log's key (else: refused, exit 1);
+* the checkpoint is signed by the log key in force at its size (else:
+  refused, exit 1); a retired key's signature does not count. A rotation
+  is learnt from the operator with :func:`add_key`;
 * ``old`` is exactly the size it last cosigned (else: conflict, exit 1, with
   the size it holds: the client must send a proof from that size);
 * the new size is not smaller, and the proof shows the new tree extends the
@@ -99,32 +102,84 @@ def add_log(state_path: str, vkey: str) -> str:
         state = _read_state(state_path)
         if v.name in state["logs"]:
             raise InputError(f"already witnessing {v.name}")
-        state["logs"][v.name] = {"vkey": v.vkey(), "size": 0, "root": base64.b64encode(merkle.EMPTY_ROOT).decode(), "checkpoint": None}
+        state["logs"][v.name] = {"vkey": v.vkey(), "size": 0, "root": base64.b64encode(merkle.EMPTY_ROOT).decode(),
+                                 "checkpoint": None, "keys": [{"vkey": v.vkey(), "from_size": 0}]}
         _write_state(state_path, state)
     return v.name
 
 
 def add_checkpoint(key_path: str, state_path: str, request: bytes, now: int | None = None) -> bytes:
     """Handle one add-checkpoint request; returns the cosignature line."""
-    signer = load_key_file(key_path)
-    if signer.alg != note.ALG_COSIGNATURE_V1:
-        raise InputError(f"{key_path} is not a cosignature/v1 witness key")
+    return _cosign(key_path, state_path, request, None, now)
+
+
+def add_key(key_path: str, state_path: str, request: bytes, key_proofs: bytes, now: int | None = None) -> bytes:
+    """Learn a rotation of a log's key, and cosign the checkpoint that shows it.
+
+    An add-checkpoint request has no room for a key entry, so the operator
+    hands it over here: ``request`` is an add-checkpoint request whose
+    checkpoint the new key signed, ``key_proofs`` the receipt of the key
+    entry (``fundledger prove <seq>``: tlog-proof@v1 blocks against that same
+    checkpoint). The key entry must lie past the size this witness cosigned
+    and be signed by the key in force there and by the new key; from then on
+    the new key is in force and the retired one signs nothing it accepts."""
+    return _cosign(key_path, state_path, request, key_proofs, now)
+
+
+def _parse_request(request: bytes) -> tuple[note.ConsistencyProof, bytes, note.Checkpoint]:
     try:
         req = note.parse_consistency(request)
         text, _sigs = note.split_note(req.checkpoint)
-        cp = note.parse_checkpoint(text)
+        return req, text, note.parse_checkpoint(text)
     except FundledgerError as e:
         raise InputError(f"bad add-checkpoint request: {e}") from None
+
+
+def _parse_key_proofs(data: bytes, text: bytes) -> list[note.Receipt]:
+    from .verify import parse_receipts
+
+    try:
+        receipts = parse_receipts(data)
+        same = note.split_note(receipts[0].checkpoint)[0] == text
+    except FundledgerError as e:
+        raise InputError(f"bad key proof: {e}") from None
+    if not same:
+        raise InputError("the key proof is not against the request's checkpoint")
+    by_seq: dict[int, note.Receipt] = {}
+    for r in receipts:  # `prove <seq>` of a key entry holds it twice
+        if by_seq.setdefault(r.leaf_index, r).extra != r.extra:
+            raise InputError(f"bad key proof: two entries at seq {r.leaf_index}")
+    return [by_seq[i] for i in sorted(by_seq)]
+
+
+def _log_keys(log: dict):
+    """The log's key history as this witness knows it (a state written
+    before rotations were followed holds the first key only)."""
+    from .verify import KeyHistory
+
+    try:
+        rows = log.get("keys") or [{"vkey": log["vkey"], "from_size": 0}]
+        first, *later = [(int(r["from_size"]), note.parse_vkey(r["vkey"])) for r in rows]
+    except (KeyError, TypeError, ValueError, FundledgerError) as e:
+        raise InputError(f"witness state: bad key history for the log ({e})") from None
+    return KeyHistory(first[1], later)
+
+
+def _cosign(key_path: str, state_path: str, request: bytes, key_proofs: bytes | None, now: int | None) -> bytes:
+    signer = load_key_file(key_path)
+    if signer.alg != note.ALG_COSIGNATURE_V1:
+        raise InputError(f"{key_path} is not a cosignature/v1 witness key")
+    req, text, cp = _parse_request(request)
+    receipts = None if key_proofs is None else _parse_key_proofs(key_proofs, text)
     with _locked(state_path):
         state = _read_state(state_path)
         log = state["logs"].get(cp.origin)
         if log is None:
             raise InputError(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
-        verifier = note.parse_vkey(log["vkey"])
-        try:
-            note.open_note(req.checkpoint, [verifier])
-        except FundledgerError as e:
-            raise VerificationError(f"checkpoint not signed by the log key: {e}") from None
+        keys = _log_keys(log)
+        if receipts is not None:
+            keys.follow(receipts, cp, first_new=log["size"])
+        _check_log_signature(req.checkpoint, keys, cp.tree_size)
         if req.old_size != log["size"]:
             raise WitnessConflict(f"conflict: this witness holds size {log['size']}, the request proves from {req.old_size}")
         if cp.tree_size < log["size"]:
@@ -132,9 +187,21 @@ def add_checkpoint(key_path: str, state_path: str, request: bytes, now: int | No
         old_root = base64.b64decode(log["root"])
         merkle.verify_consistency(log["size"], cp.tree_size, req.proof, old_root, cp.root_hash)
         line = note.cosign(text, signer, int(time.time()) if now is None else now)
-        log.update(size=cp.tree_size, root=base64.b64encode(cp.root_hash).decode(), checkpoint=req.checkpoint.decode())
+        log.update(size=cp.tree_size, root=base64.b64encode(cp.root_hash).decode(), checkpoint=req.checkpoint.decode(),
+                   keys=[{"vkey": v.vkey(), "from_size": start} for start, v in keys.keys])
         _write_state(state_path, state)
     return line
+
+
+def _check_log_signature(checkpoint: bytes, keys, tree_size: int) -> None:
+    """The checkpoint must be signed by the log key in force at its size."""
+    try:
+        keys.open_checkpoint(checkpoint, tree_size)
+    except FundledgerError as e:
+        raise VerificationError(
+            f"checkpoint not signed by the log key in force at size {tree_size} ({e}); after a rotation"
+            " of the log's key, give this witness the key entry with `fundledger witness add-key`"
+        ) from None
 
 
 # --- the ledger's side -----------------------------------------------------------
@@ -158,11 +225,36 @@ def check_cosignatures(checkpoint_note: bytes, lines: bytes, witnesses: Sequence
     return out
 
 
+def distinct_witnesses(witnesses: Sequence[note.Verifier]) -> list[note.Verifier]:
+    """The witness keys, each once (the same key given twice is one witness)."""
+    out: list[note.Verifier] = []
+    for w in witnesses:
+        if all(w.vkey() != o.vkey() for o in out):
+            out.append(w)
+    return out
+
+
+def require_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier], quorum: int | None) -> list[str]:
+    """The names of the witnesses whose cosignature on the checkpoint
+    verifies; VerificationError unless ``quorum`` of them (default: all)
+    did. A key given twice counts once; a quorum above the number of
+    distinct keys is bad usage (InputError)."""
+    distinct = distinct_witnesses(witnesses)
+    need = len(distinct) if quorum is None else quorum
+    if need > len(distinct):
+        raise InputError(f"--quorum {need} is more than the {len(distinct)} distinct --witness keys given")
+    good = count_cosignatures(checkpoint_note, distinct)
+    if len(good) < need:
+        raise VerificationError(f"the checkpoint has {len(good)} valid cosignatures of the named witnesses, {need} required")
+    return good
+
+
 def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier]) -> list[str]:
-    """Names of the ``witnesses`` with a valid cosignature on the note."""
+    """Names of the ``witnesses`` with a valid cosignature on the note, each
+    witness key counted once."""
     text, sigs = note.split_note(checkpoint_note)
     good = []
-    for w in witnesses:
+    for w in distinct_witnesses(witnesses):
         for s in sigs:
             if (s.name, s.key_id) == (w.name, w.key_id):
                 try:

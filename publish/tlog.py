@@ -19,6 +19,7 @@ from typing import Sequence
 from ledger import merkle, note
 from ledger.errors import FundledgerError, ProofError
 from ledger.store import read_tree_hashes
+from ledger.verify import format_receipts
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def entry_bytes(conn, seq: int) -> bytes | None:
 
 def receipt(conn, seq: int) -> bytes | None:
     """A C2SP tlog-proof@v1 receipt for entry ``seq`` against the latest
-    checkpoint (the entry in ``extra``), or None if that checkpoint does not
+    checkpoint (the entry in ``extra``; after a key rotation, followed by
+    the key entries' proofs: see ledger.verify.format_receipts), or None if that checkpoint does not
     cover the entry. One read transaction: the checkpoint, the proof and the
     entry come from the same snapshot."""
     conn.execute("BEGIN")
@@ -113,11 +115,15 @@ def receipt(conn, seq: int) -> bytes | None:
         cp = latest_checkpoint(conn)
         if cp is None or not 0 <= seq < cp.tree_size:
             return None
-        proof = merkle.prove_inclusion(cp.tree_size, seq, ConnHashReader(conn))
         data = entry_bytes(conn, seq)
         if data is None:
             raise ProofError(f"entry {seq} is missing")
-        return note.format_receipt(note.Receipt(seq, tuple(proof), cp.published, data))
+        keys = conn.execute(
+            "SELECT seq, data FROM entries WHERE contract = '' AND kind = 'key' AND seq < ? ORDER BY seq",
+            (cp.tree_size,),
+        ).fetchall()
+        return format_receipts(seq, cp.tree_size, cp.published, data, [(k, bytes(d)) for k, d in keys],
+                             ConnHashReader(conn))
     finally:
         conn.execute("COMMIT")
 

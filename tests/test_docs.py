@@ -85,7 +85,7 @@ def test_every_help_example_runs(tmp_path):
         "fundledger balance", "fundledger history", "fundledger checkpoint", "fundledger export",
         "fundledger prove", "fundledger check-receipt", "fundledger consistency", "fundledger verify",
         "fundledger witness init", "fundledger witness add-log", "fundledger witness add-checkpoint",
-        "fundledger attach-cosignatures", "fundledger key rotate", "fundledger demo",
+        "fundledger attach-cosignatures", "fundledger key rotate", "fundledger witness add-key", "fundledger demo",
     ]
     commands = dict(leaf_commands())
     missing = set(commands) - set(order) - set(NOT_RUN)
@@ -99,6 +99,12 @@ def test_every_help_example_runs(tmp_path):
         "fundledger liquidation XBTUSDTM --id L-2 --side short --qty 5 --bankruptcy-price 40000 "
         "--fill-price 39990 && fundledger checkpoint && fundledger export public/",
         "fundledger witness add-checkpoint": "fundledger consistency --old-size 0 --out request.txt",
+        # the witness's cosigned checkpoint; the key entry is the entry at its size
+        "fundledger witness add-key": "fundledger checkpoint --key fund-2027.key && python -c \"import json\n"
+        "log = list(json.load(open('witness.json'))['logs'].values())[0]\n"
+        "open('cosigned.checkpoint', 'w').write(log['checkpoint'])\nprint(log['size'])\" > key-seq && "
+        "fundledger consistency cosigned.checkpoint --out request.txt && "
+        "fundledger prove $(cat key-seq) --out key-entry.proof",
     }
     for name in order:
         ex = example(commands[name])
