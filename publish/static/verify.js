@@ -393,7 +393,13 @@
     const proof = [];
     while (i < lines.length && lines[i] !== "") { const h = b64decode(lines[i], `${what} proof`); if (h.length !== 32) fail(`${what}: bad proof hash`); proof.push(h); i++; }
     if (i >= lines.length) fail(`${what} has no checkpoint`);
-    const cp = enc.encode(lines.slice(i + 1).join("\n"));
+    // the checkpoint note ends after its signature lines: after a key rotation
+    // the key entries' own tlog-proof blocks follow (docs/FORMAT.md, receipts)
+    let end = i + 1;
+    while (end < lines.length && lines[end] !== "") end++;
+    end++;
+    while (end < lines.length && lines[end].startsWith("\u2014 ")) end++;
+    const cp = enc.encode(lines.slice(i + 1, end).join("\n") + "\n");
     return { index, proof, extra, checkpoint: cp };
   }
 
