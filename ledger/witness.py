@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import Sequence
 
 from . import merkle, note
-from .errors import FundledgerError, InputError, VerificationError
+from .errors import FundledgerError, InputError, SignatureError, VerificationError
 from .keys import create_key_file, load_key_file, write_public
 
 MAX_STATE_BYTES = 16 << 20
@@ -159,7 +159,10 @@ def check_cosignatures(checkpoint_note: bytes, lines: bytes, witnesses: Sequence
 
 
 def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier]) -> list[str]:
-    """Names of the ``witnesses`` with a valid cosignature on the note."""
+    """Names of the ``witnesses`` with a valid cosignature on the note. As
+    for any signed note (:func:`ledger.note.open_note`), the first line by a
+    named witness must verify, else SignatureError, whatever the quorum; a
+    later line by the same witness is ignored."""
     text, sigs = note.split_note(checkpoint_note)
     good = []
     for w in witnesses:
@@ -168,7 +171,7 @@ def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier
                 try:
                     note.verify_cosignature(text, s, w)
                 except FundledgerError:
-                    continue
+                    raise SignatureError(f"checkpoint: invalid cosignature by {s.name}+{s.key_id.hex()}") from None
                 good.append(w.name)
                 break
     return good
