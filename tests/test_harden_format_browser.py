@@ -1,0 +1,81 @@
+"""The browser's verifier (publish/static/verify.js) on the cases of
+tests/test_harden_format.py where it had its own rules: the order of checks
+when one entry breaks two, and a key entry handing the log to a small-order
+key (whose "signature" WebCrypto may accept for every message)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+import tamper_util as tu  # noqa: E402
+from conftest import ORIGIN  # noqa: E402
+from publish.site import BackgroundServer  # noqa: E402
+from test_harden_format import _resign_with_bad_signature, rotate_to_identity, small, tu_bump  # noqa: E402,F401
+
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VERDICT_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def verdict_of(browser, db: str) -> str:
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        with BackgroundServer(db) as url:
+            page.goto(url + "verify")
+            page.wait_for_selector("#verify-app[data-verdict]", timeout=VERDICT_TIMEOUT_MS)
+            return page.inner_text("#verdict-text")
+    finally:
+        ctx.close()
+
+
+def test_the_genuine_small_ledger_verifies(browser, small):
+    assert verdict_of(browser, small.db) == "verified"
+
+
+def test_a_rules_fault_is_named_before_a_bad_signature_of_the_same_entry(browser, small, tmp_path):
+    path = tu.copy_ledger(small.db, tmp_path / "two.db")
+    conn = tu.open_rw(path)
+    obj = tu.entry_obj(tu.entry_data(conn, 4))
+    obj["balance"] = tu_bump(obj["balance"])
+    tu.set_data(conn, 4, _resign_with_bad_signature(obj, small.signer), sync=True)
+    tu.sign_checkpoint(conn, small.signer, ORIGIN)
+    conn.close()
+    verdict = verdict_of(browser, path)
+    assert verdict.startswith("failed: entry 4: balance is "), verdict
+
+
+def test_a_bad_signature_is_named_before_a_later_entrys_fault(browser, small, tmp_path):
+    path = tu.copy_ledger(small.db, tmp_path / "sig.db")
+    conn = tu.open_rw(path)
+    obj = tu.entry_obj(tu.entry_data(conn, 4))
+    tu.set_data(conn, 4, _resign_with_bad_signature(obj, small.signer), sync=True)
+    obj = tu.entry_obj(tu.entry_data(conn, 8))
+    obj["delta"] = "0"
+    tu.set_data(conn, 8, tu.sign(tu.canonical(obj), small.signer), sync=True)
+    tu.sign_checkpoint(conn, small.signer, ORIGIN)
+    conn.close()
+    verdict = verdict_of(browser, path)
+    assert verdict == "failed: entry 4: the signature is not valid", verdict
+
+
+def test_a_key_entry_announcing_a_small_order_key_fails_in_the_browser(browser, small, tmp_path):
+    path, seq = rotate_to_identity(small.db, tmp_path / "r.db", small.signer)
+    verdict = verdict_of(browser, path)
+    assert verdict.startswith(f"failed: entry {seq}: the new key: the public key is a small-order"), verdict
