@@ -574,6 +574,15 @@ def listed_partial_tiles(root: str) -> list[tuple[int, int, int]]:
     return out
 
 
+def _tile_checker(source: Source, trusted_cp: note.Checkpoint | None) -> "TileChecker":
+    """The tile checks of a file source, with the older partial tiles it
+    knows of: a directory's own, and those of the trusted checkpoint's size."""
+    partials = [] if trusted_cp is None else implied_partial_tiles(trusted_cp.tree_size)
+    if isinstance(source, DirSource):
+        partials += listed_partial_tiles(source.root)
+    return TileChecker(source, partials)
+
+
 class TileChecker:
     """Recomputes every hash tile from the leaf hashes as they stream by and
     compares it with the published one. Level L tiles hold the hashes of
@@ -1214,12 +1223,7 @@ def verify(
     if resume is None:
         book, tree, prev, start = FundBook(seen=IdSet()), merkle.CompactRange(), ZERO_HASH, 0
         keys = KeyHistory(log_key)
-        tiles = None
-        if check_tiles and not isinstance(source, DbSource):
-            partials = [] if trusted_cp is None else implied_partial_tiles(trusted_cp.tree_size)
-            if isinstance(source, DirSource):
-                partials += listed_partial_tiles(source.root)
-            tiles = TileChecker(source, partials)
+        tiles = _tile_checker(source, trusted_cp) if check_tiles and not isinstance(source, DbSource) else None
     else:
         book, tree, prev, start, keys = resume.restore()
         roots[start] = tree.root()
