@@ -79,3 +79,32 @@ def test_a_key_entry_announcing_a_small_order_key_fails_in_the_browser(browser, 
     path, seq = rotate_to_identity(small.db, tmp_path / "r.db", small.signer)
     verdict = verdict_of(browser, path)
     assert verdict.startswith(f"failed: entry {seq}: the new key: the public key is a small-order"), verdict
+
+
+def test_a_wrong_hash_tile_names_the_first_leaf_under_the_wrong_hash(browser, small):
+    from publish.site import make_datasette
+
+    ds = make_datasette(small.db)
+    inner = ds.app()
+
+    async def flipping(scope, receive, send):
+        async def send2(message):
+            if message["type"] == "http.response.body" and scope.get("path") == "/tile/0/000.p/12" \
+                    and message.get("body"):
+                body = bytearray(message["body"])
+                body[3 * 32] ^= 1
+                message = dict(message, body=bytes(body))
+            await send(message)
+
+        await inner(scope, receive, send2)
+
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        with BackgroundServer(small.db, datasette=ds, app=flipping) as url:
+            page.goto(url + "verify")
+            page.wait_for_selector("#verify-app[data-verdict]", timeout=VERDICT_TIMEOUT_MS)
+            verdict = page.inner_text("#verdict-text")
+    finally:
+        ctx.close()
+    assert verdict == "failed: entry 3: the hash tile tile/0/000.p/12 does not match the entries", verdict

@@ -560,6 +560,7 @@
     paintProgress(0, cp.size, true);
     // older partial tiles a reader of the page's checkpoint fetches, checked with the tiles they are part of
     const older = pageSize > 0 && pageSize < cp.size ? impliedPartials(pageSize) : new Map();
+    const due = [];  // [level, index] of full tiles to compare
     const bundlePath = (index) => tilePath(-1, index, Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH));
     let next = cp.size > 0 ? get(bundlePath(0)) : null;
     for (let index = 0; index * TILE_WIDTH < cp.size; index++) {
@@ -615,17 +616,19 @@
         prev = leaves[i];
         // append the leaf to the tree
         let node = { h: leaves[i], height: 0 };
-        await pushLevel(0, node.h);
+        pushLevel(0, node.h);
         while (stack.length && stack[stack.length - 1].height === node.height) {
           const left = stack.pop();
           node = { h: await nodeHash(left.h, node.h), height: node.height + 1 };
-          if (node.height % 8 === 0) await pushLevel(node.height / 8, node.h);
+          if (node.height % 8 === 0) pushLevel(node.height / 8, node.h);
         }
         stack.push(node);
         if (seq + 1 === pageSize) pageBalances = book.balances();
       }
       if (error) { await firstBadSignature(width); fail(error, "entries"); }
       await firstBadSignature(width);
+      // the tiles these entries completed, now that every one of them passed
+      for (const [L, index] of due.splice(0)) await checkTile(L, index, levels[L]);
       if (paintProgress(first + width, cp.size, false)) await yieldToPage();
     }
     paintProgress(cp.size, cp.size, true);
@@ -645,11 +648,12 @@
       if (hashes.length % TILE_WIDTH) await checkTile(L, Math.floor(hashes.length / TILE_WIDTH), hashes);
     }
 
-    /** Hash ``h`` joins tile level L; a tile it completes is compared now, as ledger/verify.py does. */
-    async function pushLevel(L, h) {
+    /** Hash ``h`` joins tile level L; a tile it completes is due for comparison
+     * once its entries passed (at the end of their bundle), as ledger/verify.py does. */
+    function pushLevel(L, h) {
       const hashes = (levels[L] = levels[L] || []);
       hashes.push(h);
-      if (hashes.length % TILE_WIDTH === 0) await checkTile(L, hashes.length / TILE_WIDTH - 1, hashes);
+      if (hashes.length % TILE_WIDTH === 0) due.push([L, hashes.length / TILE_WIDTH - 1]);
     }
     /** Tile (L, index) as the entries give it, and its older partial tiles (at level 0, bundles too). */
     async function checkTile(L, index, hashes) {
