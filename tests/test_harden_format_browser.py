@@ -18,7 +18,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 import tamper_util as tu  # noqa: E402
 from conftest import ORIGIN  # noqa: E402
 from publish.site import BackgroundServer  # noqa: E402
-from test_harden_format import _resign_with_bad_signature, rotate_to_identity, small, tu_bump  # noqa: E402,F401
+from test_harden_format import _resign_with_bad_signature, forge, rotate_to_identity, small, tu_bump  # noqa: E402,F401
 
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -108,3 +108,30 @@ def test_a_wrong_hash_tile_names_the_first_leaf_under_the_wrong_hash(browser, sm
     finally:
         ctx.close()
     assert verdict == "failed: entry 3: the hash tile tile/0/000.p/12 does not match the entries", verdict
+
+
+FORGED = {  # entry seq, the change, what the browser must say (the Python verifier's cases)
+    "leap second": (3, {"time": "2016-12-31T23:59:60Z"}, "entry 3: time is not a valid date"),
+    "year 0000": (3, {"time": "0000-01-01T00:00:00Z"}, "entry 3: time is not a valid date"),
+    "multiplier 10^-19": (0, {"multiplier": "0.0000000000000000001"}, "entry 0: multiplier has too many digits"),
+    "mark_price null": (3, {"mark_price": None}, "entry 3: mark_price is not a decimal string"),
+    "scale 0 with a point": (7, {"balance": "5.0"}, "entry 7: balance is 5.0 but the rules give 5"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_the_browser_refuses_what_the_format_refuses(browser, small, tmp_path, case):
+    seq, change, said = FORGED[case]
+    path = forge(small.db, tmp_path / "f.db", seq, lambda o: o.update(change), small.signer)
+    assert verdict_of(browser, path) == "failed: " + said
+
+
+def test_the_browser_accepts_times_in_any_order(browser, ledger):
+    ledger.append({"kind": "contract", "symbol": "XBTUSDTM", "currency": "USDT", "scale": 8,
+                   "time": "2026-06-01T00:00:00Z"})
+    ledger.append(*[{"kind": "liquidation", "contract": "XBTUSDTM", "id": f"L-{i}", "side": "long", "qty": "1",
+                     "bankruptcy_price": "39000", "fill_price": "39100", "time": t}
+                    for i, t in enumerate(["2026-05-01T00:00:00Z", "2020-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])])
+    ledger.checkpoint()
+    ledger.store.close()
+    assert verdict_of(browser, ledger.db) == "verified"
