@@ -14,7 +14,8 @@ the http(s) URL where one is published) and checks, in one streaming pass:
    wrong movement, payout, ADL split or balance, an unknown kind or field, a
    duplicate liquidation id, a non-canonical spelling;
 5. the RFC 6962 root of all entries equals the checkpoint's root, and every
-   hash tile matches the recomputed tree;
+   hash tile matches the recomputed tree, older partial tiles included (an
+   export directory's, and those of the trusted checkpoint's size);
 6. with ``trusted``, the root at the trusted checkpoint's size equals its root
    (the log extends what the auditor saw) and the log is not older;
 7. for a database, every derived column, stored hash, summary row and stored

@@ -3,7 +3,9 @@
  * Fetches /vkey, /checkpoint and the C2SP tlog-tiles of this site and
  * checks, trusting nothing the server computed:
  *   - every entry is a signed note by the log key in force (Ed25519 via
- *     WebCrypto); a key entry hands over to a new key and is signed by both;
+ *     WebCrypto, after the explicit checks of docs/FORMAT.md: no small-order
+ *     or non-canonical key or R, S below L); a key entry hands over to a new
+ *     key and is signed by both;
  *   - entry n carries seq n and prev = base64 SHA-256(0x00 || entry n-1)
  *     (32 zero bytes for entry 0), in canonical JSON with exactly the
  *     fields of its kind;
@@ -13,6 +15,9 @@
  *     checkpoint is signed by the key in force at its size, and every hash
  *     tile equals the recomputed tree;
  *   - the balances shown on this page equal the recomputed ones.
+ * A failure names the same entry, and for an entry breaking several checks
+ * the same first one, as ledger/verify.py (docs/FORMAT.md, "The order of
+ * checks").
  * Over data-full-limit entries (default 50,000) it checks instead the
  * signed checkpoint and an inclusion proof (receipt) for each fund's entry
  * shown on the page; ?full=1 forces the full check.
