@@ -19,8 +19,8 @@ import pytest
 
 import tamper_util as tu
 from conftest import ORIGIN, Ledger
-from ledger import api, merkle, note
-from ledger.errors import KeyFileError, RuleError, SignatureError
+from ledger import merkle, note
+from ledger.errors import KeyFileError, RuleError
 from ledger.fund import FundBook, amount_str, parse_time
 from publish.export import export as do_export
 
