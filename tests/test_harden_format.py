@@ -10,7 +10,6 @@ import base64
 import functools
 import http.server
 import json
-import os
 import shutil
 import threading
 from pathlib import Path
@@ -380,8 +379,6 @@ def test_an_older_partial_tile_implied_by_the_trusted_checkpoint_is_checked_over
     served = tmp_path / "served"
     shutil.copytree(exp, served)
     # a URL cannot be listed: only the trusted size's partial tiles are known
-    os.remove(served / "tile/0/000.p/12")
-    shutil.copyfile(exp / "tile/0/000.p/12", served / "tile/0/000.p/12")
     _flip(served / "tile/0/000.p/12", 3 * 32)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
     t = threading.Thread(target=server.serve_forever, daemon=True)
