@@ -31,6 +31,15 @@ Choices where the specs are silent (the strict reading each time):
   (``str.isprintable``): no format characters such as U+200B or U+FEFF.
 * Key-id hex in vkeys and skeys is exactly 8 *lowercase* hex digits (the
   spelling Go's ``%08x`` writes).
+* Ed25519: before the equation, a public key or R that is a small-order
+  point or a non-canonical encoding, and an S not below L, are refused
+  (:data:`REFUSED_POINTS`, :func:`ed25519_shape_ok`); a vkey holding such a
+  key does not parse. libsodium refuses them too; WebCrypto, OpenSSL and Go
+  do not all do so, hence the explicit rule.
+* A note's signature lines are read as golang.org/x/mod/sumdb/note's Open
+  reads them: the first line by each known (name, key id) is verified and
+  a failure fails the note; a later line by the same key is ignored, as is
+  a line by an unknown key.
 * At most MAX_SIGNATURES (100, as note.go) signature lines per note.
 * A receipt or witness request holds at most MAX_PROOF_HASHES (63) hashes
   (tlog-witness states 63; a tree below 2**63 leaves never needs more for an
@@ -63,6 +72,9 @@ __all__ = [
     "MAX_TREE_SIZE",
     "RECEIPT_HEADER",
     "COSIGNATURE_HEADER",
+    "ED25519_ORDER",
+    "REFUSED_POINTS",
+    "ed25519_shape_ok",
     "key_id",
     "check_key_name",
     "Verifier",
@@ -109,6 +121,47 @@ _HASH_SIZE = 32
 _ED25519_SIG_SIZE = 64
 _KEY_SIZE = 32
 _COSIG_SIZE = 8 + _ED25519_SIG_SIZE
+
+# Ed25519 encodings every verifier refuses before the signature equation
+# (docs/FORMAT.md, "Signatures"), so that libsodium, OpenSSL, Go and WebCrypto
+# agree on every signature: a public key or R that is a small-order point or
+# a non-canonical encoding, and an S that is not below the group order L.
+_FIELD_P = (1 << 255) - 19
+ED25519_ORDER = (1 << 252) + 27742317777372353535851937790883648493
+"""L, the order of the Ed25519 base point: a signature's S must be below it."""
+_ORDER8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+"""y of two of the four points of order 8 (the other two have p - y)."""
+
+
+def _refused_points() -> frozenset[bytes]:
+    """The 32-byte point encodings refused as a key or R: the 8 small-order
+    points (orders 1, 2, 4, 8) in canonical form, x = 0 with the sign bit
+    set (the identity and the order-2 point spelled non-canonically), and
+    every y >= p with either sign bit (non-canonical, whatever it decodes
+    to): 48 strings, so that the check is one set lookup."""
+    out = set()
+    for y in (1, _FIELD_P - 1, 0, _ORDER8_Y, _FIELD_P - _ORDER8_Y):
+        out.update((y | sign << 255).to_bytes(32, "little") for sign in (0, 1))
+    for y in range(_FIELD_P, 1 << 255):
+        out.update((y | sign << 255).to_bytes(32, "little") for sign in (0, 1))
+    return frozenset(out)
+
+
+REFUSED_POINTS = _refused_points()
+
+
+def ed25519_shape_ok(public_key: bytes, signature: bytes) -> bool:
+    """The checks made before the Ed25519 equation: a 64-byte signature whose
+    R is neither small-order nor non-canonical and whose S is below L, by a
+    key that is neither. (S < 2**252 < L whenever its top byte is below
+    0x10: the integer compare is only for the rare rest.)"""
+    return (
+        len(signature) == _ED25519_SIG_SIZE
+        and signature[:32] not in REFUSED_POINTS
+        and (signature[63] < 0x10 or int.from_bytes(signature[32:], "little") < ED25519_ORDER)
+        and public_key not in REFUSED_POINTS
+    )
+
 
 _CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f]")
 _DECIMAL = re.compile(rb"0|[1-9][0-9]{0,18}")
@@ -255,8 +308,9 @@ class Verifier:
         _check_alg(self.alg)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        """Raw Ed25519 (RFC 8032, libsodium) of ``signature`` over ``message``."""
-        if len(signature) != _ED25519_SIG_SIZE:
+        """Raw Ed25519 (RFC 8032, libsodium) of ``signature`` over ``message``,
+        after the explicit checks of :func:`ed25519_shape_ok`."""
+        if not ed25519_shape_ok(self.public_key, signature):
             return False
         try:
             crypto_sign_open(bytes(signature) + bytes(message), self.public_key)
@@ -341,6 +395,8 @@ def _parse_key_parts(name: str, hex_id: str, b64: str, what: str) -> tuple[int, 
     if len(raw) != 1 + _KEY_SIZE:
         raise KeyFileError(f"malformed {what}: key is {len(raw)} bytes, not 33")
     _check_alg(raw[0])
+    if raw[1:] in REFUSED_POINTS and what == "verifier key":
+        raise KeyFileError(f"malformed {what}: the public key is a small-order or non-canonical Ed25519 point")
     return raw[0], raw[1:], bytes.fromhex(hex_id)
 
 
@@ -493,21 +549,21 @@ def _verify_sig(text: bytes, sig: NoteSignature, v: Verifier) -> bool:
 def open_note(msg: bytes, verifiers: Sequence[Verifier], max_bytes: int = MAX_NOTE_BYTES) -> tuple[bytes, list[Verifier]]:
     """Parse ``msg`` (as :func:`split_note`) and verify it. Returns the text
     and the verifiers whose signature verified (once each, in order of first
-    signature). Every signature line whose (name, key id) is a known
-    verifier's must verify, else SignatureError; lines of unknown keys are
-    ignored. A verifier of type 0x04 checks a cosignature/v1 over the text.
+    signature). The first signature line whose (name, key id) is a known
+    verifier's must verify, else SignatureError; a later line by the same
+    key is ignored without being checked, as are lines of unknown keys
+    (golang.org/x/mod/sumdb/note's Open does both). A verifier of type 0x04 checks a cosignature/v1 over the text.
     SignatureError("no valid signature by a known key") if none verified."""
     text, sigs = split_note(msg, max_bytes)
     known = _index_verifiers(verifiers)
     good: list[Verifier] = []
     for sig in sigs:
         v = known.get((sig.name, sig.key_id))
-        if v is None:
+        if v is None or v in good:
             continue
         if not _verify_sig(text, sig, v):
             raise SignatureError(f"invalid signature by {sig.name}+{sig.key_id.hex()}")
-        if v not in good:
-            good.append(v)
+        good.append(v)
     if not good:
         raise SignatureError("no valid signature by a known key")
     return text, good

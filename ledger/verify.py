@@ -14,7 +14,8 @@ the http(s) URL where one is published) and checks, in one streaming pass:
    wrong movement, payout, ADL split or balance, an unknown kind or field, a
    duplicate liquidation id, a non-canonical spelling;
 5. the RFC 6962 root of all entries equals the checkpoint's root, and every
-   hash tile matches the recomputed tree;
+   hash tile matches the recomputed tree, older partial tiles included (an
+   export directory's, and those of the trusted checkpoint's size);
 6. with ``trusted``, the root at the trusted checkpoint's size equals its root
    (the log extends what the auditor saw) and the log is not older;
 7. for a database, every derived column, stored hash, summary row and stored
@@ -347,8 +348,11 @@ def open_source(source: str) -> Source:
 
 def _check_signatures(batch: list[tuple[int, bytes, bytes, bytes]]) -> tuple[int, str] | None:
     """``(seq, public key, message, signature)`` items; the first failure.
-    Ed25519 by libsodium (``crypto_sign_open``), as in :mod:`ledger.note`."""
+    Ed25519 by libsodium (``crypto_sign_open``) after the explicit checks of
+    :func:`ledger.note.ed25519_shape_ok`, as in :mod:`ledger.note`."""
     for seq, public_key, message, signature in batch:
+        if not note.ed25519_shape_ok(public_key, signature):
+            return seq, "signature does not verify"
         try:
             crypto_sign_open(signature + message, public_key)
         except Exception:  # nacl's BadSignatureError or a libsodium refusal
@@ -387,6 +391,24 @@ def load_vkey(value: str) -> note.Verifier:
         return note.parse_vkey(text.strip())
     except FundledgerError as e:
         raise InputError(f"bad verifier key: {e}") from None
+
+
+def check_published_vkey(published: str | None, pinned: note.Verifier) -> None:
+    """A source that publishes a first key other than the pinned one fails
+    (exit 1): its readers would be told to trust another key. A source that
+    publishes none is judged by the pinned key alone."""
+    if published is None:
+        return
+    try:
+        key = note.parse_vkey(published.strip())
+    except FundledgerError as e:
+        raise VerificationError(f"the source publishes a bad vkey ({e}), not the pinned {_key_label(pinned)}") from None
+    if key.vkey() != pinned.vkey():
+        raise VerificationError(f"the source publishes the vkey {_key_label(key)}, not the pinned {_key_label(pinned)}")
+
+
+def _key_label(key: note.Verifier) -> str:
+    return f"{key.name}+{key.key_id.hex()}"
 
 
 def open_checkpoint(data: bytes, verifiers: Sequence[note.Verifier], what: str = "checkpoint") -> note.Checkpoint:
@@ -686,15 +708,70 @@ class Report:
         }
 
 
+def implied_partial_tiles(tree_size: int) -> list[tuple[int, int, int]]:
+    """The partial tiles ``(level, index, width)`` a tree of ``tree_size``
+    publishes (one per level at its right edge, at most), and its partial
+    entry bundle as level -1: what a reader of that tree's checkpoint fetches."""
+    w = merkle.TILE_WIDTH
+    out = []
+    level = 0
+    while tree_size >> (merkle.TILE_HEIGHT * level):
+        count = tree_size >> (merkle.TILE_HEIGHT * level)
+        if count % w:
+            out.append((level, count // w, count % w))
+        level += 1
+    if tree_size % w:
+        out.append((-1, tree_size // w, tree_size % w))
+    return out
+
+
+def listed_partial_tiles(root: str) -> list[tuple[int, int, int]]:
+    """Every partial tile and entry bundle file in an export directory:
+    files ``tile/.../<N>.p/<W>`` whose path :func:`merkle.parse_tile_path`
+    accepts (W 1..255 without leading zero). Any other name (``.p/256``,
+    ``.p/007``) is not a tile and is not looked at."""
+    out = []
+    for dirpath, _, files in os.walk(os.path.join(root, "tile")):
+        if not dirpath.endswith(".p"):
+            continue
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        for name in files:
+            try:
+                out.append(merkle.parse_tile_path(f"{rel}/{name}"))
+            except FundledgerError:
+                continue
+    return out
+
+
+def _tile_checker(source: Source, trusted_cp: note.Checkpoint | None) -> "TileChecker":
+    """The tile checks of a file source, with the older partial tiles it
+    knows of: a directory's own, and those of the trusted checkpoint's size."""
+    partials = [] if trusted_cp is None else implied_partial_tiles(trusted_cp.tree_size)
+    if isinstance(source, DirSource):
+        partials += listed_partial_tiles(source.root)
+    return TileChecker(source, partials)
+
+
 class TileChecker:
     """Recomputes every hash tile from the leaf hashes as they stream by and
     compares it with the published one. Level L tiles hold the hashes of
-    subtrees of 2**(8L) leaves."""
+    subtrees of 2**(8L) leaves.
 
-    def __init__(self, source: Source):
+    ``partials`` are the older partial tiles ``(level, index, width)`` to
+    check too (level -1: an entry bundle), each when tile ``(level, index)``
+    of the tree being checked is complete: a partial tile of width W must
+    hold the first W hashes of that tile (an older bundle, entries whose
+    leaf hashes are those). A partial tile as wide as or wider than the
+    tree's own tile there is not an older one and is skipped; one that is
+    missing is skipped too (an export need not keep them)."""
+
+    def __init__(self, source: Source, partials: Sequence[tuple[int, int, int]] = ()):
         self.source = source
         self.levels: list[list[bytes]] = [[]]
         self.index: list[int] = [0]
+        self.partials: dict[tuple[int, int], set[int]] = {}
+        for level, index, width in partials:
+            self.partials.setdefault((level, index), set()).add(width)
 
     def add_built(self, hashes: list[bytes]) -> None:
         """Add a leaf given as the hashes :meth:`merkle.TreeBuilder.append`
@@ -751,6 +828,8 @@ class TileChecker:
             raise VerificationError(e.reason, seq=first_leaf) from None
         want = b"".join(hashes)
         if got == want:
+            if self.partials:
+                self._compare_partials(level, index, hashes)
             return
         h = merkle.HASH_SIZE
         bad = next((i for i in range(len(hashes)) if got[i * h : (i + 1) * h] != hashes[i]), len(hashes) - 1)
@@ -758,6 +837,35 @@ class TileChecker:
             f"hash tile {path} does not match the entries",
             seq=(index * merkle.TILE_WIDTH + bad) << (merkle.TILE_HEIGHT * level),
         )
+
+    def _compare_partials(self, level: int, index: int, hashes: list[bytes]) -> None:
+        """The older partial tiles of tile ``(level, index)`` (and, at level
+        0, its older partial entry bundles) against ``hashes``, its complete
+        contents; a mismatch names the first leaf under the first wrong hash."""
+        h = merkle.HASH_SIZE
+        first_seq = index * merkle.TILE_WIDTH
+        for width in sorted(w for w in self.partials.get((level, index), ()) if w < len(hashes)):
+            path = merkle.tile_path(level, index, width)
+            got = self.source.fetch(path, MAX_TILE_BYTES)
+            if got is None or got == b"".join(hashes[:width]):
+                continue
+            bad = next((i for i in range(width) if got[i * h : (i + 1) * h] != hashes[i]), width - 1)
+            raise VerificationError(f"hash tile {path} does not match the entries",
+                                    seq=(first_seq + bad) << (merkle.TILE_HEIGHT * level))
+        if level != 0:
+            return
+        for width in sorted(w for w in self.partials.get((-1, index), ()) if w < len(hashes)):
+            path = merkle.entries_path(index, width)
+            data = self.source.fetch(path, MAX_BUNDLE_BYTES)
+            if data is None:
+                continue
+            try:
+                entries = split_bundle(data, width, first_seq)
+            except VerificationError as e:
+                raise VerificationError(f"{path}: {e.reason}", seq=e.seq) from None
+            for i, entry in enumerate(entries):
+                if merkle.leaf_hash(entry) != hashes[i]:
+                    raise VerificationError(f"entry bundle {path} does not match the entries", seq=first_seq + i)
 
     def finish(self) -> None:
         for level, buf in enumerate(self.levels):
@@ -912,7 +1020,12 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
     # The signatures in one tight loop after the rest: interleaved with the
     # Python checks above, each Ed25519 verification ran about 10% slower
     # (the interpreter's work evicts libsodium's tables from the caches).
+    refused = note.REFUSED_POINTS  # the explicit checks of note.ed25519_shape_ok (the key: parse_vkey's)
     for i, signed_message in signed:
+        if signed_message[:32] in refused or signed_message[63] >= 0x10 \
+                and int.from_bytes(signed_message[32:64], "little") >= note.ED25519_ORDER:
+            items[i] = None
+            continue
         try:
             crypto_sign_open(signed_message, public_key)
         except Exception:  # noqa: BLE001 - nacl's BadSignatureError or a libsodium refusal
@@ -1229,6 +1342,8 @@ def verify(
             raise VerificationError("the source publishes no verifier key; pass --vkey")
         vkeys = [load_vkey(published)]
         key_source = "published by the source (pass --vkey to pin it)"
+    else:
+        check_published_vkey(source.vkey(), vkeys[0])
     log_key = vkeys[0]
     cp_bytes = source.checkpoint()
     if cp_bytes is None:
@@ -1272,7 +1387,7 @@ def verify(
     if resume is None:
         book, tree, prev, start = FundBook(seen=IdSet()), merkle.CompactRange(), ZERO_HASH, 0
         keys = KeyHistory(log_key)
-        tiles = TileChecker(source) if check_tiles and not isinstance(source, DbSource) else None
+        tiles = _tile_checker(source, trusted_cp) if check_tiles and not isinstance(source, DbSource) else None
     else:
         book, tree, prev, start, keys = resume.restore()
         roots[start] = tree.root()

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from typing import Sequence
 
 from . import merkle, note
-from .errors import FundledgerError, InputError, VerificationError
+from .errors import FundledgerError, InputError, SignatureError, VerificationError
 from .keys import create_key_file, load_key_file, write_public
 
 MAX_STATE_BYTES = 16 << 20
@@ -250,8 +250,10 @@ def require_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifi
 
 
 def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier]) -> list[str]:
-    """Names of the ``witnesses`` with a valid cosignature on the note, each
-    witness key counted once."""
+    """Names of the ``witnesses`` with a valid cosignature on the note. As
+    for any signed note (:func:`ledger.note.open_note`), the first line by a
+    named witness must verify, else SignatureError, whatever the quorum; a
+    later line by the same witness is ignored. Each witness key counts once."""
     text, sigs = note.split_note(checkpoint_note)
     good = []
     for w in distinct_witnesses(witnesses):
@@ -260,7 +262,7 @@ def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier
                 try:
                     note.verify_cosignature(text, s, w)
                 except FundledgerError:
-                    continue
+                    raise SignatureError(f"checkpoint: invalid cosignature by {s.name}+{s.key_id.hex()}") from None
                 good.append(w.name)
                 break
     return good

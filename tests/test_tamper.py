@@ -877,7 +877,12 @@ def test_whole_log_resigned_by_a_foreign_key_fails_with_the_pinned_vkey(honest, 
     assert obj["contracts"] == model_of(honest.records).summaries()
     real_vkey = load_key_file(honest.key).verifier().vkey()
     rc, obj, err = tu.cli_verify(d / "pub", "--vkey", real_vkey)
+    assert rc == 1 and "publishes the vkey" in obj["reason"] and "not the pinned" in obj["reason"], (rc, obj, err)
+    published = (d / "pub" / "vkey").read_bytes()
+    (d / "pub" / "vkey").unlink()  # publishing no key: the entries themselves fail
+    rc, obj, err = tu.cli_verify(d / "pub", "--vkey", real_vkey)
     assert rc == 1 and obj["seq"] == 0 and "may not sign" in obj["reason"], (rc, obj, err)
+    (d / "pub" / "vkey").write_bytes(published)
     expect_fail(d / "pub", None, "--trusted", honest.cp43_path, reason="trusted checkpoint")
     expect_fail(d / "fund.db", None, "--trusted", honest.cp20_path, reason="trusted checkpoint")
 

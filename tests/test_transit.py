@@ -331,7 +331,7 @@ def test_a_validly_signed_entry_from_another_history_is_caught(site, logs):
 def test_a_substituted_key_is_caught_when_pinned(site, logs):
     """The server swaps in its own key and re-signs the checkpoint: the
     entries still carry the real key's signatures, and with --vkey pinned
-    the checkpoint itself is refused."""
+    the published key itself is refused, and without it the checkpoint."""
     evil = note.generate_signer(ORIGIN)
 
     def resign(data):
@@ -342,6 +342,9 @@ def test_a_substituted_key_is_caught_when_pinned(site, logs):
     site.alter["checkpoint"] = resign
     code, _, err = cli_verify(site.url)
     assert code == 1 and "signed by a key that may not sign here" in err
+    code, _, err = cli_verify(site.url, "--vkey", logs.vkey)
+    assert code == 1 and "the source publishes the vkey" in err and "not the pinned" in err
+    site.alter["vkey"] = 404  # publishing no key
     code, _, err = cli_verify(site.url, "--vkey", logs.vkey)
     assert code == 1 and "checkpoint: no valid signature by a known key" in err
 

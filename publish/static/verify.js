@@ -3,7 +3,9 @@
  * Fetches /vkey, /checkpoint and the C2SP tlog-tiles of this site and
  * checks, trusting nothing the server computed:
  *   - every entry is a signed note by the log key in force (Ed25519 via
- *     WebCrypto); a key entry hands over to a new key and is signed by both;
+ *     WebCrypto, after the explicit checks of docs/FORMAT.md: no small-order
+ *     or non-canonical key or R, S below L); a key entry hands over to a new
+ *     key and is signed by both;
  *   - entry n carries seq n and prev = base64 SHA-256(0x00 || entry n-1)
  *     (32 zero bytes for entry 0), in canonical JSON with exactly the
  *     fields of its kind;
@@ -13,6 +15,9 @@
  *     checkpoint is signed by the key in force at its size, and every hash
  *     tile equals the recomputed tree;
  *   - the balances shown on this page equal the recomputed ones.
+ * A failure names the same entry, and for an entry breaking several checks
+ * the same first one, as ledger/verify.py (docs/FORMAT.md, "The order of
+ * checks").
  * Over data-full-limit entries (default 50,000) it checks instead the
  * signed checkpoint and an inclusion proof (receipt) for each fund's entry
  * shown on the page; ?full=1 forces the full check.
@@ -101,6 +106,38 @@
     return (await sha256(concat(enc.encode(name), Uint8Array.of(0x0a, alg), pub))).subarray(0, 4);
   }
 
+  // --- Ed25519 checks made before WebCrypto's (docs/FORMAT.md, "Signatures") ------
+  // WebCrypto implementations differ on edge cases that libsodium refuses:
+  // a key or R that is a small-order point or a non-canonical encoding, an
+  // S not below L. Every fundledger verifier refuses them explicitly.
+
+  const FIELD_P = (1n << 255n) - 19n;
+  const ORDER_L = (1n << 252n) + 27742317777372353535851937790883648493n;
+  const ORDER8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022n;
+  function leBytes(n) {
+    const out = new Uint8Array(32);
+    for (let i = 0; i < 32; i++) { out[i] = Number(n & 0xffn); n >>= 8n; }
+    return out;
+  }
+  function leInt(bytes) {
+    let n = 0n;
+    for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]);
+    return n;
+  }
+  /** The 48 refused encodings (as hex): the 8 small-order points, x = 0 with the sign bit, every y >= p. */
+  const REFUSED_POINTS = (() => {
+    const out = new Set();
+    const ys = [1n, FIELD_P - 1n, 0n, ORDER8_Y, FIELD_P - ORDER8_Y];
+    for (let y = FIELD_P; y < (1n << 255n); y++) ys.push(y);
+    for (const y of ys) for (const sign of [0n, 1n]) out.add(hex(leBytes(y | (sign << 255n))));
+    return out;
+  })();
+  function refusedPoint(bytes) { return REFUSED_POINTS.has(hex(bytes)); }
+  /** R neither small-order nor non-canonical, S below L (S < 2**252 < L when its top byte is below 0x10). */
+  function sigShapeOk(sig) {
+    return sig.length === 64 && !refusedPoint(sig.subarray(0, 32)) && (sig[63] < 0x10 || leInt(sig.subarray(32)) < ORDER_L);
+  }
+
   /** A vkey "<name>+<hex key id>+<base64(0x01 || public key)>" as a WebCrypto key. */
   async function parseVkey(s, what) {
     // name and key id hold no "+"; the base64 key may
@@ -113,6 +150,7 @@
     const raw = b64decode(b64, what);
     if (raw.length !== 33 || raw[0] !== 0x01) fail(`${what} is not an Ed25519 key`);
     const pub = raw.subarray(1);
+    if (refusedPoint(pub)) fail(`${what}: the public key is a small-order or non-canonical Ed25519 point`);
     const kid = await keyId(name, 0x01, pub);
     if (hex(kid) !== hid) fail(`${what}: the key id does not match the key`);
     let key;
@@ -149,7 +187,7 @@
   }
 
   function verifySig(k, sig, text) {
-    if (sig.length !== 64) return Promise.resolve(false);
+    if (!sigShapeOk(sig)) return Promise.resolve(false);
     return crypto.subtle.verify({ name: "Ed25519" }, k.key, sig, text);
   }
 
@@ -174,18 +212,31 @@
   function tilePath(level, index, width) {
     return "tile/" + (level < 0 ? "entries" : level) + "/" + indexPath(index) + (width === TILE_WIDTH ? "" : ".p/" + width);
   }
+  /** The partial tiles a tree of `size` publishes: "<level>/<index>" -> [width] (level -1: the entry bundle). */
+  function impliedPartials(size) {
+    const out = new Map();
+    for (let L = 0; Math.floor(size / 2 ** (8 * L)) > 0; L++) {
+      const count = Math.floor(size / 2 ** (8 * L));
+      if (count % TILE_WIDTH) out.set(`${L}/${Math.floor(count / TILE_WIDTH)}`, [count % TILE_WIDTH]);
+    }
+    if (size % TILE_WIDTH) out.set(`-1/${Math.floor(size / TILE_WIDTH)}`, [size % TILE_WIDTH]);
+    return out;
+  }
+
+  /** The entries of a bundle, and the framing fault if any: an entry before
+   * the fault is checked (and named) first, as ledger/verify.py does. */
   function splitBundle(data, width, first) {
     const out = [];
     let pos = 0;
     for (let i = 0; i < width; i++) {
-      if (pos + 2 > data.length) fail(`entry ${first + i}: the entry bundle is truncated`);
+      if (pos + 2 > data.length) return { items: out, error: `entry ${first + i}: the entry bundle is truncated` };
       const n = (data[pos] << 8) | data[pos + 1];
-      if (pos + 2 + n > data.length) fail(`entry ${first + i}: the entry bundle is truncated`);
+      if (pos + 2 + n > data.length) return { items: out, error: `entry ${first + i}: the entry bundle is truncated` };
       out.push(data.subarray(pos + 2, pos + 2 + n));
       pos += 2 + n;
     }
-    if (pos !== data.length) fail(`the entry bundle at ${first} has extra bytes`);
-    return out;
+    if (pos !== data.length) return { items: out, error: `entry ${first + width - 1}: the entry bundle has bytes after its last entry` };
+    return { items: out, error: null };
   }
 
   // --- exact decimals (ledger/fund.py) -----------------------------------------------
@@ -291,10 +342,12 @@
       const kind = obj.kind;
       const want = FIELDS[kind];
       if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation and key exist`);
-      const have = Object.keys(obj).filter((k) => k !== "mark_price").sort();
-      const allowMark = kind === "liquidation";
-      if ("mark_price" in obj && !allowMark) fail("unexpected field mark_price");
-      if (have.join(",") !== want.join(",")) fail(`the fields of a ${kind} entry are wrong: ${have.join(", ")}`);
+      // the inputs first, then the set of fields, then the amounts (the order of ledger/verify.py)
+      const fields = () => {
+        const have = Object.keys(obj).filter((k) => k !== "mark_price").sort();
+        if ("mark_price" in obj && kind !== "liquidation") fail("unexpected field mark_price");
+        if (have.join(",") !== want.join(",")) fail(`the fields of a ${kind} entry are wrong: ${have.join(", ")}`);
+      };
       if (kind === "contract") {
         const sym = obj.contract;
         if (typeof sym !== "string" || !SYMBOL.test(sym)) fail("bad contract symbol");
@@ -303,16 +356,14 @@
         if (obj.type !== "linear" && obj.type !== "inverse") fail("bad contract type");
         const mult = positive(obj.multiplier, "multiplier");
         if (this.funds.has(sym)) fail(`contract ${sym} is registered twice`);
+        fields();
         this.funds.set(sym, { scale: obj.scale, type: obj.type, mult, currency: obj.currency, balance: 0n });
         return;
       }
       if (kind === "key") {
+        fields();
         if (obj.contract !== "") fail("a key entry must have an empty contract");
-        const k = await parseVkey(String(obj.vkey), "the new key");
-        if (k.name !== origin) fail("the new key is not named after the log");
-        if (this.keys.some((e) => equal(e.key.pub, k.pub))) fail("a key entry may not bring back a key already used");
-        this.keys.push({ start: seq + 1, key: k });
-        return;
+        return;  // the hand-over itself: rotate(), once the signatures are checked
       }
       // liquidation
       const fund = this.funds.get(obj.contract);
@@ -326,6 +377,7 @@
       const f = positive(obj.fill_price, "fill_price");
       if ("mark_price" in obj) positive(obj.mark_price, "mark_price");
       const delta = movementUnits(fund.type, obj.side, q, fund.mult, b, f, fund.scale);
+      fields();
       let paid = 0n, adl = 0n, balance;
       if (delta >= 0n) {
         balance = fund.balance + delta;
@@ -342,6 +394,14 @@
       fund.balance = balance;
       this.seen.add(idKey);
     }
+
+    /** The hand-over of a key entry whose signatures verified. */
+    async rotate(obj, seq, origin) {
+      const k = await parseVkey(String(obj.vkey), "the new key");
+      if (k.name !== origin) fail("the new key is not named after the log");
+      if (this.keys.some((e) => equal(e.key.pub, k.pub))) fail("a key entry may not bring back a key already used");
+      this.keys.push({ start: seq + 1, key: k });
+    }
   }
 
   /** Parse an entry's note; the signature checks it needs (run by the caller). */
@@ -352,7 +412,6 @@
     let obj;
     try { obj = JSON.parse(n.textStr); } catch (e) { fail(`entry ${seq}: broken JSON`); }
     if (obj === null || typeof obj !== "object" || Array.isArray(obj)) fail(`entry ${seq}: not a JSON object`);
-    if (canonical(obj) + "\n" !== n.textStr) fail(`entry ${seq}: not in canonical JSON`);
     const signers = [book.keyAt(seq)];
     if (obj.kind === "key") signers.push(await parseVkey(String(obj.vkey), `entry ${seq}: the new key`));
     if (n.sigs.length !== signers.length) fail(`entry ${seq}: ${n.sigs.length} signatures, expected ${signers.length}`);
@@ -361,7 +420,10 @@
       if (s.name !== k.name || !equal(s.kid, k.kid)) fail(`entry ${seq}: signed by a key that may not sign here (${s.name})`);
       return verifySig(k, s.sig, n.text);
     });
-    return { obj, checks };
+    // (the caller fails a non-canonical text with the rules, before the signatures)
+    let isCanonical = false;
+    try { isCanonical = canonical(obj) + "\n" === n.textStr; } catch (e) { if (!(e instanceof Failure)) throw e; }
+    return { obj, checks, isCanonical };
   }
 
   // --- inclusion proofs (RFC 9162 2.1.3.2) and receipts (c2sp.org/tlog-proof) --------
@@ -505,8 +567,11 @@
     // complete subtree hashes at tree levels 0, 8, 16, ...: what the hash tiles hold
     const levels = [];
     const stack = [];  // compact range: [{h, height}], largest first
-    step("entries", "running"); step("rules", "running"); step("tree", "running");
+    step("entries", "running"); step("rules", "running"); step("tree", "running"); step("tiles", "running");
     paintProgress(0, cp.size, true);
+    // older partial tiles a reader of the page's checkpoint fetches, checked with the tiles they are part of
+    const older = pageSize > 0 && pageSize < cp.size ? impliedPartials(pageSize) : new Map();
+    const due = [];  // [level, index] of full tiles to compare
     const bundlePath = (index) => tilePath(-1, index, Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH));
     let next = cp.size > 0 ? get(bundlePath(0)) : null;
     for (let index = 0; index * TILE_WIDTH < cp.size; index++) {
@@ -516,49 +581,70 @@
       // fetch the next bundle while this one is checked
       next = (index + 1) * TILE_WIDTH < cp.size ? get(bundlePath(index + 1)) : null;
       if (next) next.catch(() => {});
-      const items = splitBundle(bundle, width, first);
+      const { items, error } = splitBundle(bundle, width, first);
       const leaves = await Promise.all(items.map(leafHash));
+      // the signatures run while the next entries are checked; a failure is
+      // named in seq order, after the other checks of its own entry
       const sigChecks = [];
+      const firstBadSignature = async (upto) => {
+        for (let j = 0; j < upto; j++) if (!(await sigChecks[j])) fail(`entry ${first + j}: the signature is not valid`, "entries");
+      };
       for (let i = 0; i < width; i++) {
         const seq = first + i;
+        if (i === items.length) {
+          await firstBadSignature(i);
+          fail(error, "entries");
+        }
         let opened;
         try {
           opened = await openEntry(items[i], seq, book, anchor.name);
         } catch (e) {
-          if (e instanceof Failure) fail(e.message, "entries");
-          throw e;
+          if (!(e instanceof Failure)) throw e;
+          await firstBadSignature(i);
+          fail(e.message, "entries");
         }
-        const { obj, checks } = opened;
-        const signed = Promise.all(checks).then((oks) => oks.every(Boolean));
-        sigChecks.push(signed.then((ok) => ok || fail(`entry ${seq}: the signature is not valid`, "entries")));
+        const { obj, checks, isCanonical } = opened;
+        sigChecks.push(Promise.all(checks).then((oks) => oks.every(Boolean)));
         try {
-          if (obj.seq !== seq) fail(`seq is ${obj.seq}`, "entries");
+          // the order of ledger/verify.py: chain, time, rules, canonical form; then the signatures
           if (obj.prev !== b64encode(prev)) fail("prev is not the hash of the entry before", "entries");
+          if (obj.seq !== seq) fail(`seq is ${obj.seq}, expected ${seq}`, "entries");
           checkTime(obj.time);
           await book.apply(obj, seq, anchor.name);
+          if (!isCanonical) fail("not in canonical JSON");
         } catch (e) {
           if (!(e instanceof Failure)) throw e;
-          // a forged entry fails its signature first: say that, it is the root cause
-          if (!(await signed)) fail(`entry ${seq}: the signature is not valid`, "entries");
+          await firstBadSignature(i);
           fail(`entry ${seq}: ${e.message}`, e.step || "rules");
+        }
+        if (obj.kind === "key") {
+          await firstBadSignature(i + 1);  // the next entries are signed by the key it brings
+          try { await book.rotate(obj, seq, anchor.name); } catch (e) {
+            if (e instanceof Failure) fail(`entry ${seq}: ${e.message}`, "rules");
+            throw e;
+          }
         }
         prev = leaves[i];
         // append the leaf to the tree
         let node = { h: leaves[i], height: 0 };
-        (levels[0] = levels[0] || []).push(node.h);
+        pushLevel(0, node.h);
         while (stack.length && stack[stack.length - 1].height === node.height) {
           const left = stack.pop();
           node = { h: await nodeHash(left.h, node.h), height: node.height + 1 };
-          if (node.height % 8 === 0) (levels[node.height / 8] = levels[node.height / 8] || []).push(node.h);
+          if (node.height % 8 === 0) pushLevel(node.height / 8, node.h);
         }
         stack.push(node);
         if (seq + 1 === pageSize) pageBalances = book.balances();
       }
-      await Promise.all(sigChecks);
+      if (error) { await firstBadSignature(width); fail(error, "entries"); }
+      await firstBadSignature(width);
+      // the tiles these entries completed, now that every one of them passed
+      for (const [L, index] of due.splice(0)) await checkTile(L, index, levels[L]);
       if (paintProgress(first + width, cp.size, false)) await yieldToPage();
     }
     paintProgress(cp.size, cp.size, true);
     step("entries", "done"); step("rules", "done");
+    await checkCheckpointSignature(note, cp, book);
     // the root: fold the compact range from the right
     let root = await sha256(new Uint8Array(0));
     if (stack.length) {
@@ -567,15 +653,40 @@
     }
     if (!equal(root, cp.root)) fail(`the Merkle root of the ${cp.size} entries does not match the signed checkpoint`, "tree");
     step("tree", "done");
-    await checkCheckpointSignature(note, cp, book);
-    step("tiles", "running");
+    // the partial tiles at the right edge of each level
     for (let L = 0; L < levels.length; L++) {
       const hashes = levels[L] || [];
-      for (let index = 0; index * TILE_WIDTH < hashes.length; index++) {
-        const width = Math.min(TILE_WIDTH, hashes.length - index * TILE_WIDTH);
-        const tile = await get(tilePath(L, index, width));
-        const want = concat(...hashes.slice(index * TILE_WIDTH, index * TILE_WIDTH + width));
-        if (!equal(tile, want)) fail(`the hash tile ${tilePath(L, index, width)} does not match the entries`, "tiles");
+      if (hashes.length % TILE_WIDTH) await checkTile(L, Math.floor(hashes.length / TILE_WIDTH), hashes);
+    }
+
+    /** Hash ``h`` joins tile level L; a tile it completes is due for comparison
+     * once its entries passed (at the end of their bundle), as ledger/verify.py does. */
+    function pushLevel(L, h) {
+      const hashes = (levels[L] = levels[L] || []);
+      hashes.push(h);
+      if (hashes.length % TILE_WIDTH === 0) due.push([L, hashes.length / TILE_WIDTH - 1]);
+    }
+    /** Tile (L, index) as the entries give it, and its older partial tiles (at level 0, bundles too). */
+    async function checkTile(L, index, hashes) {
+      const all = hashes.slice(index * TILE_WIDTH, (index + 1) * TILE_WIDTH);
+      const widths = [all.length, ...(older.get(`${L}/${index}`) || []).filter((w) => w < all.length)];
+      for (const w of widths) {
+        const path = tilePath(L, index, w);
+        const tile = await get(path);
+        if (!equal(tile, concat(...all.slice(0, w)))) {
+          let bad = 0;
+          while (bad < w - 1 && equal(tile.subarray(bad * 32, bad * 32 + 32), all[bad])) bad++;
+          fail(`entry ${(index * TILE_WIDTH + bad) * 2 ** (8 * L)}: the hash tile ${path} does not match the entries`, "tiles");
+        }
+      }
+      if (L !== 0) return;
+      for (const w of (older.get(`-1/${index}`) || []).filter((w) => w < all.length)) {
+        const path = tilePath(-1, index, w);
+        const { items, error } = splitBundle(await get(path), w, index * TILE_WIDTH);
+        for (let i = 0; i < items.length; i++) {
+          if (!equal(await leafHash(items[i]), all[i])) fail(`entry ${index * TILE_WIDTH + i}: the entry bundle ${path} does not match the entries`, "tiles");
+        }
+        if (error) fail(`${path}: ${error}`, "tiles");
       }
     }
     step("tiles", "done");
@@ -594,9 +705,10 @@
       const r = parseReceipt(await get(`entry/${seq}/receipt`), `the receipt of entry ${seq}`);
       if (!equal(r.checkpoint, cpBytes)) fail("a new checkpoint was signed while checking: run again");
       if (r.index !== seq || !r.extra) fail(`the receipt of entry ${seq} is for another entry`);
-      const { obj, checks } = await openEntry(r.extra, seq, book, anchor.name);
-      for (const ok of await Promise.all(checks)) if (!ok) fail(`entry ${seq}: the signature is not valid`);
+      const { obj, checks, isCanonical } = await openEntry(r.extra, seq, book, anchor.name);
       if (obj.seq !== seq) fail(`entry ${seq}: seq is ${obj.seq}`);
+      if (!isCanonical) fail(`entry ${seq}: not in canonical JSON`);
+      for (const ok of await Promise.all(checks)) if (!ok) fail(`entry ${seq}: the signature is not valid`);
       if (!(await verifyInclusion(await leafHash(r.extra), seq, cp.size, r.proof, cp.root))) {
         fail(`entry ${seq} is not in the log of the signed checkpoint`);
       }
@@ -609,6 +721,7 @@
       const obj = await receiptFor(seq);
       if (obj.kind !== "key") fail(`entry ${seq} is not a key change`);
       await book.apply(obj, seq, anchor.name);
+      await book.rotate(obj, seq, anchor.name);
     }
     step("tree", "running");
     await checkCheckpointSignature(note, cp, book);
