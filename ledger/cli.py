@@ -70,9 +70,15 @@ def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
+# click >= 8.2 raises this for a group given no subcommand (8.1 prints the
+# help itself and exits 0)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class OneLineErrors(click.Group):
     """A group whose usage errors are one line on stderr and exit 2, like
-    every other bad input (click's default prints a usage block)."""
+    every other bad input (click's default prints a usage block). A group
+    called without a subcommand prints its whole help instead, readable."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -82,6 +88,11 @@ class OneLineErrors(click.Group):
         except click.exceptions.Abort:
             click.echo("fundledger: aborted", err=True)
             sys.exit(1)
+        except _NO_ARGS_IS_HELP as e:
+            # `fundledger` or a group such as `fundledger key` alone: the
+            # whole help as click prints it (stderr, exit 2), not one line
+            e.show()
+            sys.exit(2)
         except click.ClickException as e:
             where = f" ({e.ctx.command_path} --help for usage)" if getattr(e, "ctx", None) else ""
             message = " ".join(e.format_message().split())  # one line, whatever click wrapped
