@@ -486,8 +486,24 @@ def explain_mismatch(obj: dict, expected: dict) -> str:
             return f"missing field {k!r}"
     for k in expected:
         if obj[k] != expected[k]:
+            got, want = _json_kind(obj[k]), _json_kind(expected[k])
+            if got != want:  # "8" for 8 would read "is '8' but the rules give '8'"
+                return f"{k} is {got} {json.dumps(obj[k])[:60]} but the rules give {want} {json.dumps(expected[k])[:60]}"
             return f"{k} is {str(obj[k])[:60]!r} but the rules give {str(expected[k])[:60]!r}"
     return "entry is not in canonical encoding"
+
+
+def _json_kind(value: object) -> str:
+    """What kind of JSON value ``value`` is, for a message."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 @dataclass

@@ -78,3 +78,26 @@ def test_fundledger_alone_prints_help_in_a_real_process(tmp_path):
 def test_a_real_mistake_is_still_one_line(ledger):
     assert "No such command 'contracts'" in one_line(invoke(ledger, "contracts"), 2)
     assert "No such command 'ad'" in one_line(invoke(ledger, "contract", "ad"), 2)
+
+
+# --- the message for a field of the wrong JSON type -------------------------------------------
+
+
+def test_a_string_scale_is_named_as_a_string(log):
+    """A contract entry re-signed with "scale": "8" (a string, the rules give
+    the number 8): the reason says what is wrong, not "'8' but '8'"."""
+    import tamper_util as t
+
+    conn = t.open_rw(log.db)
+    obj = t.entry_obj(t.entry_data(conn, 0))
+    assert obj["scale"] == 8
+    obj["scale"] = "8"
+    t.set_data(conn, 0, t.sign(t.canonical(obj), log.signer), sync=True)
+    conn.commit()
+    conn.close()
+    with pytest.raises(VerificationError) as e:
+        verify.verify_path(log.db)
+    assert e.value.seq == 0
+    assert e.value.reason == 'scale is a string "8" but the rules give a number 8'
+    r = invoke(log, "verify")
+    assert one_line(r, 1) == 'fundledger: seq 0: scale is a string "8" but the rules give a number 8\n'
