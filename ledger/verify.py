@@ -1480,7 +1480,7 @@ def verify_path(
     checkpoint and witness keys, verify. With ``state_path``: resume from the
     state saved there if it exists, and save the new state after success."""
     vkeys = [load_vkey(vkey)] if vkey else []
-    witness_keys = [load_vkey(w) for w in witnesses]
+    witness_keys = distinct_witnesses([load_vkey(w) for w in witnesses])
     if quorum is not None and not 0 < quorum <= len(witness_keys):
         raise InputError(f"--quorum {quorum} needs at least that many --witness keys")
     trusted = None
@@ -1500,6 +1500,18 @@ def verify_path(
     if state_path and report.state is not None:
         report.state.dump(state_path)
     return report
+
+
+def distinct_witnesses(keys: list[note.Verifier]) -> list[note.Verifier]:
+    """``keys``, refusing one given twice (inline and as a file, or under
+    two names): a quorum counts witnesses, and one witness's cosignature
+    must never count twice."""
+    seen: set = set()
+    for k in keys:
+        if k.public_key in seen or (k.name, k.key_id) in seen:
+            raise InputError(f"--witness {k.name}+{k.key_id.hex()} is given twice: each witness counts once")
+        seen.update((k.public_key, (k.name, k.key_id)))
+    return keys
 
 
 @dataclass

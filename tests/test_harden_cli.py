@@ -101,3 +101,41 @@ def test_a_string_scale_is_named_as_a_string(log):
     assert e.value.reason == 'scale is a string "8" but the rules give a number 8'
     r = invoke(log, "verify")
     assert one_line(r, 1) == 'fundledger: seq 0: scale is a string "8" but the rules give a number 8\n'
+
+
+# --- a witness given twice ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cosigned(log, tmp_path):
+    """``(ledger, witness vkey, witness vkey file)``: the latest checkpoint
+    carries one witness's cosignature."""
+    from ledger import api, witness
+
+    key, state = str(tmp_path / "w.key"), str(tmp_path / "w.json")
+    w = witness.init_witness(key, state, "witness.example", str(tmp_path / "w.vkey"))
+    witness.add_log(state, log.store.vkey)
+    line = witness.add_checkpoint(key, state, api.consistency(log.store, old_size=0))
+    api.attach_cosignatures(log.store, line, [w.verifier()])
+    return log, w.verifier().vkey(), str(tmp_path / "w.vkey")
+
+
+def test_one_witness_given_twice_does_not_make_a_quorum_of_two(cosigned):
+    log, wk, wfile = cosigned
+    assert invoke(log, "verify", "--witness", wk).exit_code == 0
+    for again in (wk, wfile):  # the same key inline twice, or inline and as its file
+        err = one_line(invoke(log, "verify", "--witness", wk, "--witness", again, "--quorum", "2"), 2)
+        assert "is given twice: each witness counts once" in err
+    with pytest.raises(InputError, match="given twice"):
+        verify.verify_path(log.db, witnesses=[wk, wk], quorum=2)
+
+
+def test_one_witness_key_under_two_names_is_one_witness(cosigned):
+    """The same public key renamed is still one witness: refused too."""
+    log, wk, _ = cosigned
+    v = note.parse_vkey(wk)
+    renamed = note.Verifier("other.example", note.key_id("other.example", v.alg, v.public_key), v.public_key,
+                            v.alg).vkey()
+    assert note.parse_vkey(renamed).public_key == v.public_key
+    err = one_line(invoke(log, "verify", "--witness", wk, "--witness", renamed, "--quorum", "2"), 2)
+    assert "given twice" in err
