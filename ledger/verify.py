@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import threading
 import urllib.error
@@ -58,6 +59,7 @@ from .fund import (
 
 MAX_CHECKPOINT_BYTES = 1 << 20
 MAX_VKEY_BYTES = 4096
+MAX_STATE_BYTES = 1 << 30  # a verifier state: about 11 bytes per liquidation id, ~100 million ids
 MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
 MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
 HTTP_TIMEOUT_S = 30
@@ -1485,11 +1487,10 @@ def verify_path(
         raise InputError(f"--quorum {quorum} needs at least that many --witness keys")
     trusted = None
     if trusted_path is not None:
-        try:
-            with open(trusted_path, "rb") as f:
-                trusted = f.read(MAX_CHECKPOINT_BYTES + 1)
-        except OSError as e:
-            raise InputError(f"{trusted_path!r}: {e.strerror}") from None
+        trusted = read_small_file(trusted_path, MAX_CHECKPOINT_BYTES, "a checkpoint")
+        check_trusted_file(trusted, trusted_path, vkeys)
+    if state_path and not os.path.isdir(os.path.dirname(os.path.abspath(state_path))):
+        raise InputError(f"{state_path}: no such directory to keep the verifier state in")
     src = open_source(source)
     try:
         resume = VerifierState.load(state_path) if state_path and os.path.exists(state_path) else None
@@ -1500,6 +1501,46 @@ def verify_path(
     if state_path and report.state is not None:
         report.state.dump(state_path)
     return report
+
+
+def read_small_file(path: str, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path``, refusing (InputError, naming
+    ``what`` the file should be) anything else: a FIFO or a device, which
+    could block or never end, a directory, or more than ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not block
+    except OSError as e:
+        raise InputError(f"{path}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file, so not {what}")
+        raise InputError(f"{path}: larger than {limit} bytes, so not {what}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise InputError(f"{path}: {e.strerror}") from None
+    if len(data) > limit:
+        raise InputError(f"{path}: larger than {limit} bytes, so not {what}")
+    return data
+
+
+def check_trusted_file(data: bytes, path: str, vkeys: Sequence[note.Verifier]) -> None:
+    """Refuse a --trusted file that is plainly not a checkpoint of this log
+    (exit 2): not a checkpoint note at all, or, when the log key is pinned
+    with --vkey, one for another origin. A checkpoint of this log that the
+    log does not extend, or that its key did not sign, fails verification
+    later (exit 1); so does an origin other than that of a key the source
+    itself published, since the source may be an impostor."""
+    try:
+        text, _ = note.split_note(data, MAX_CHECKPOINT_BYTES)
+        cp = note.parse_checkpoint(text)
+    except FundledgerError as e:
+        raise InputError(f"{path}: not a checkpoint ({e})") from None
+    if vkeys and cp.origin != vkeys[0].name:
+        raise InputError(f"{path}: a checkpoint of the log {cp.origin[:80]!r}, not of {vkeys[0].name!r} (--vkey)")
 
 
 def distinct_witnesses(keys: list[note.Verifier]) -> list[note.Verifier]:
@@ -1577,6 +1618,8 @@ class VerifierState:
             book.seen = IdSet(key, packed)
             book.seen.exact = {(c, i) for c, i in self.seen_exact}
             prev = base64.b64decode(self.prev, validate=True)
+            if len(prev) != merkle.HASH_SIZE:
+                raise ValueError("the last entry's hash is not 32 bytes")
             ks = [(int(st), note.parse_vkey(v)) for st, v in self.keys]
             keys = KeyHistory(ks[0][1], ks[1:])
         except (ValueError, KeyError, TypeError, IndexError, FundledgerError) as e:
@@ -1584,19 +1627,36 @@ class VerifierState:
         return book, tree, prev, self.tree_size, keys
 
     def dump(self, path: str) -> None:
+        """Write the state to ``path`` atomically (a temporary file, then a
+        rename), never one larger than :meth:`load` reads."""
+        from .errors import LimitError
+
         obj = {"version": self.VERSION, **self.__dict__}
+        data = json.dumps(obj, separators=(",", ":")).encode()  # the C encoder
+        if len(data) > MAX_STATE_BYTES:
+            raise LimitError(f"{path}: the verifier state would be over {MAX_STATE_BYTES} bytes: not saved")
         tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(obj, separators=(",", ":")))  # the C encoder
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise InputError(f"{path}: cannot save the verifier state: {e.strerror}") from None
 
     @classmethod
     def load(cls, path: str) -> "VerifierState":
+        """The state saved in ``path``; InputError (exit 2) for anything that
+        is plainly not one: not a regular file, too large, not JSON, or JSON
+        of another shape or with values of the wrong types."""
+        data = read_small_file(path, MAX_STATE_BYTES, "a verifier state")
         try:
-            with open(path) as f:
-                obj = json.load(f)
+            obj = json.loads(data)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
             version = obj.pop("version")
             if version == 1:  # ids kept as pairs: hash them with a new key
                 seen = IdSet()
@@ -1607,9 +1667,53 @@ class VerifierState:
                 obj["seen_exact"] = sorted(map(list, seen.exact))
             elif version != cls.VERSION:
                 raise ValueError("unknown version")
+            _check_state_shape(obj)
             return cls(**obj)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{path}: not a verifier state ({e})") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path}: not a verifier state ({str(e)[:200]})") from None
+
+
+_STATE_FIELDS = {"origin": str, "checkpoint": str, "tree_size": int, "root": str, "edge": list, "prev": str,
+                 "funds": list, "seen_key": str, "seen": str, "seen_exact": list, "keys": list}
+_FUND_FIELDS = {"symbol": str, "currency": str, "scale": int, "type": str, "multiplier": str, "seq": int,
+                "balance": int, "credited": int, "paid": int, "adl": int, "liquidations": int, "last_seq": int,
+                "last_time": (str, type(None)), "last_price": (str, type(None))}
+
+
+def _check_fields(obj: object, fields: dict, what: str) -> None:
+    """``obj`` is a dict with exactly ``fields``, each of its type (an int
+    is never a bool, and never negative but for a fund's last_seq of -1)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    if set(obj) != set(fields):
+        raise ValueError(f"{what} has fields {sorted(obj)[:20]}, expected {sorted(fields)}")
+    for k, t in fields.items():
+        v = obj[k]
+        if not isinstance(v, t) or isinstance(v, bool):
+            raise ValueError(f"{what}: {k} is not {getattr(t, '__name__', 'a string or null')}")
+        if t is int and v < (-1 if k == "last_seq" else 0):
+            raise ValueError(f"{what}: {k} is negative")
+
+
+def _check_state_shape(obj: dict) -> None:
+    """Every field of a saved state of the right JSON type, deep enough that
+    restoring it and running on can only fail as bad input or as a log that
+    does not extend it, never with a TypeError half-way."""
+    from .fund import CONTRACT_TYPES, MAX_SCALE
+
+    _check_fields(obj, _STATE_FIELDS, "the state")
+    if obj["tree_size"] > merkle.MAX_TREE_SIZE:
+        raise ValueError("tree_size is over 2**64 - 1")
+    for name in ("edge", "seen_exact", "keys"):
+        for item in obj[name]:
+            if name == "edge" and not isinstance(item, str) or name != "edge" and not isinstance(item, list):
+                raise ValueError(f"{name} holds a {type(item).__name__}")
+    if any(len(p) != 2 or not all(isinstance(x, str) for x in p) for p in obj["seen_exact"]):
+        raise ValueError("seen_exact is not a list of [contract, id] pairs")
+    for f in obj["funds"]:
+        _check_fields(f, _FUND_FIELDS, "a fund")
+        if f["type"] not in CONTRACT_TYPES or f["scale"] > MAX_SCALE:
+            raise ValueError(f"fund {f['symbol'][:40]!r}: not a contract type and scale")
 
 
 def failure_json(e: VerificationError) -> dict:

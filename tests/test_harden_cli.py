@@ -139,3 +139,257 @@ def test_one_witness_key_under_two_names_is_one_witness(cosigned):
     assert note.parse_vkey(renamed).public_key == v.public_key
     err = one_line(invoke(log, "verify", "--witness", wk, "--witness", renamed, "--quorum", "2"), 2)
     assert "given twice" in err
+
+
+# --- malformed state and trusted files ----------------------------------------------------------
+
+
+def _sparse(path, size: int) -> str:
+    """A file of ``size`` bytes that takes no space (a hole)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return str(path)
+
+
+def _fifo(path) -> str:
+    os.mkfifo(path)
+    return str(path)
+
+
+def _state_edit(edit):
+    def make(saved: dict, path) -> str:
+        obj = json.loads(json.dumps(saved))
+        edit(obj)
+        path.write_text(json.dumps(obj))
+        return str(path)
+    return make
+
+
+def _raw(data: bytes):
+    def make(saved, path) -> str:
+        path.write_bytes(data)
+        return str(path)
+    return make
+
+
+def _set(key, value):
+    return _state_edit(lambda o: o.__setitem__(key, value))
+
+
+def _fund(key, value):
+    return _state_edit(lambda o: o["funds"][0].__setitem__(key, value))
+
+
+BAD_STATES = {
+    "empty": _raw(b""),
+    "not JSON": _raw(b"{\"version\": 2,"),
+    "not UTF-8": _raw(b"\xff\xfe{}"),
+    "a JSON string": _raw(b'"state"'),
+    "a JSON list": _raw(b"[1, 2]"),
+    "JSON null": _raw(b"null"),
+    "no version": _state_edit(lambda o: o.pop("version")),
+    "unknown version": _set("version", 99),
+    "a field missing": _state_edit(lambda o: o.pop("edge")),
+    "an extra field": _set("extra", 1),
+    "tree_size a string": _set("tree_size", "21"),
+    "tree_size a boolean": _set("tree_size", True),
+    "tree_size negative": _set("tree_size", -1),
+    "tree_size too large": _set("tree_size", 1 << 64),
+    "edge not a list": _set("edge", "AAAA"),
+    "edge holds a number": _set("edge", [1, 2]),
+    "edge not base64": _state_edit(lambda o: o["edge"].__setitem__(0, "!!not base64!!")),
+    "edge hash short": _state_edit(lambda o: o["edge"].__setitem__(0, base64.b64encode(b"x" * 31).decode())),
+    "prev short": _set("prev", base64.b64encode(b"x" * 31).decode()),
+    "prev not base64": _set("prev", "***"),
+    "seen not base64": _set("seen", "@@@@"),
+    "seen not 8-byte hashes": _set("seen", base64.b64encode(b"x" * 7).decode()),
+    "seen_key short": _set("seen_key", base64.b64encode(b"k" * 15).decode()),
+    "seen_exact not pairs": _set("seen_exact", [["XBTUSDTM"]]),
+    "seen_exact numbers": _set("seen_exact", [[1, 2]]),
+    "keys empty": _set("keys", []),
+    "keys not pairs": _set("keys", [["zero", "not a key"]]),
+    "funds not a list": _set("funds", {}),
+    "a fund not an object": _set("funds", ["XBTUSDTM"]),
+    "a fund balance a string": _fund("balance", "20.00000000"),
+    "a fund balance a float": _fund("balance", 2.5),
+    "a fund balance negative": _fund("balance", -1),
+    "a fund scale too large": _fund("scale", 99),
+    "a fund type unknown": _fund("type", "quanto"),
+    "a fund multiplier not a number": _fund("multiplier", "one"),
+    "a fund field missing": _state_edit(lambda o: o["funds"][0].pop("paid")),
+    "a fund last_time a number": _fund("last_time", 5),
+    "over the size limit": lambda saved, path: _sparse(path, verify.MAX_STATE_BYTES + 1),
+    "a FIFO": lambda saved, path: _fifo(path),
+    "another log's": _set("origin", "example.com/another-fund"),
+}
+
+
+@pytest.mark.parametrize("make", BAD_STATES.values(), ids=BAD_STATES.keys())
+def test_a_malformed_verifier_state_is_one_line_and_exit_2(log, tmp_path, make):
+    good = tmp_path / "good.state"
+    assert invoke(log, "verify", "--state", good).exit_code == 0
+    log.append(*liquidations(20, 3))
+    log.checkpoint()
+    bad = make(json.loads(good.read_text()), tmp_path / "bad.state")
+    before = os.stat(bad)
+    err = one_line(invoke(log, "verify", "--state", bad), 2)
+    assert "bad.state" in err or "the saved" in err
+    after = os.stat(bad)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+    with pytest.raises(InputError):
+        verify.verify_path(log.db, state_path=bad)
+    # the good state still resumes
+    assert invoke(log, "verify", "--state", good).exit_code == 0
+
+
+def test_a_directory_as_state_is_one_line_and_exit_2(log, tmp_path):
+    (tmp_path / "dir").mkdir()
+    one_line(invoke(log, "verify", "--state", tmp_path / "dir"), 2)
+    with pytest.raises(InputError, match="not a regular file"):
+        verify.verify_path(log.db, state_path=str(tmp_path / "dir"))
+    one_line(invoke(log, "verify", "--state", tmp_path / "nowhere" / "s.state"), 2)
+
+
+def test_a_state_of_this_log_that_it_does_not_extend_fails_verification(log, tmp_path):
+    """Well-formed and of this origin, but from another history: exit 1."""
+    from ledger.store import Store
+
+    good = tmp_path / "good.state"
+    assert invoke(log, "verify", "--state", good).exit_code == 0
+    other = Store.create(str(tmp_path / "fork.db"), log.store.origin, log.store.vkey)
+    other.append([{"kind": "contract", "symbol": "XBTUSDTM", "currency": "USDT", "scale": 8}], [log.signer])
+    forked = liquidations(0, 25)
+    forked[7]["fill_price"] = "40500"
+    other.append(forked, [log.signer])
+    other.add_checkpoint([log.signer])
+    other.close()
+    r = invoke(log, "verify", str(tmp_path / "fork.db"), "--state", good)
+    one_line(r, 1)
+
+
+def test_a_malformed_state_in_a_real_process(log, tmp_path):
+    state = tmp_path / "s.state"
+    state.write_text('{"version": 2, "tree_size": "5"}')
+    r = run_fundledger("verify", "--db", log.db, "--state", state)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.startswith("fundledger: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def _checkpoint_of(origin: str, signer=None) -> bytes:
+    signer = signer or note.generate_signer(origin)
+    return note.sign_note(note.Checkpoint(origin, 1, bytes(32)).text(), [signer])
+
+
+BAD_TRUSTED = {
+    "empty": lambda log, p: p.write_bytes(b""),
+    "text": lambda log, p: p.write_bytes(b"hello\n"),
+    "binary": lambda log, p: p.write_bytes(bytes(range(256))),
+    "an entry, not a checkpoint": lambda log, p: p.write_bytes(log.store.entry(0)),
+    "a checkpoint without signature": lambda log, p: p.write_bytes(log.store.latest_checkpoint()[4].split(b"\n\n")[0] + b"\n"),
+    "over the size limit": lambda log, p: _sparse(p, verify.MAX_CHECKPOINT_BYTES + 1),
+    "a FIFO": lambda log, p: _fifo(p),
+    "another origin, with --vkey": lambda log, p: p.write_bytes(_checkpoint_of("example.com/another-fund")),
+}
+
+
+@pytest.mark.parametrize("make", BAD_TRUSTED.values(), ids=BAD_TRUSTED.keys())
+def test_a_trusted_file_that_is_plainly_not_a_checkpoint_is_exit_2(log, tmp_path, make):
+    path = tmp_path / "trusted"
+    make(log, path)
+    vkey = ["--vkey", log.store.vkey]
+    err = one_line(invoke(log, "verify", "--trusted", path, *vkey), 2)
+    assert "trusted" in err
+    with pytest.raises(InputError):
+        verify.verify_path(log.db, log.store.vkey, trusted_path=str(path))
+
+
+def test_a_trusted_directory_or_missing_file_is_exit_2(log, tmp_path):
+    (tmp_path / "dir").mkdir()
+    one_line(invoke(log, "verify", "--trusted", tmp_path / "dir"), 2)
+    one_line(invoke(log, "verify", "--trusted", tmp_path / "missing"), 2)
+    with pytest.raises(InputError, match="not a regular file"):
+        verify.verify_path(log.db, trusted_path=str(tmp_path / "dir"))
+
+
+def test_a_trusted_checkpoint_the_log_does_not_back_is_exit_1(log, tmp_path):
+    """Checkpoints that are checkpoints: their failures are alarms."""
+    path = tmp_path / "trusted"
+    # another origin, the log key published by the source: the source may be an impostor
+    path.write_bytes(_checkpoint_of("example.com/another-fund"))
+    assert "origin" in one_line(invoke(log, "verify", "--trusted", path), 1)
+    # this origin, but signed by a key that is not the log's
+    path.write_bytes(_checkpoint_of(ORIGIN))
+    one_line(invoke(log, "verify", "--trusted", path, "--vkey", log.store.vkey), 1)
+    # this log's key, but a root the log does not have at that size
+    path.write_bytes(_checkpoint_of(ORIGIN, log.signer))
+    assert "rewritten" in one_line(invoke(log, "verify", "--trusted", path, "--vkey", log.store.vkey), 1)
+    # and the real one passes
+    path.write_bytes(log.store.latest_checkpoint()[4])
+    assert invoke(log, "verify", "--trusted", path, "--vkey", log.store.vkey).exit_code == 0
+
+
+def _witness_edit(edit):
+    def make(path):
+        obj = json.loads(path.read_text())
+        edit(obj)
+        path.write_text(json.dumps(obj))
+    return make
+
+
+def _log_field(key, value):
+    def edit(o):
+        (log,) = o["logs"].values()
+        if value is KeyError:
+            del log[key]
+        else:
+            log[key] = value
+    return _witness_edit(edit)
+
+
+BAD_WITNESS_STATES = {
+    "empty": lambda p: p.write_bytes(b""),
+    "not JSON": lambda p: p.write_bytes(b"{"),
+    "not UTF-8": lambda p: p.write_bytes(b"\xff"),
+    "a JSON list": lambda p: p.write_bytes(b"[]"),
+    "logs a list": lambda p: p.write_bytes(b'{"logs": []}'),
+    "a log a string": _witness_edit(lambda o: o["logs"].update({ORIGIN: "x"})),
+    "vkey missing": _log_field("vkey", KeyError),
+    "vkey not a key": _log_field("vkey", "not a key"),
+    "vkey of another log": _log_field("vkey", note.generate_signer("other.example").verifier().vkey()),
+    "size missing": _log_field("size", KeyError),
+    "size a string": _log_field("size", "0"),
+    "size negative": _log_field("size", -1),
+    "size a boolean": _log_field("size", False),
+    "root not base64": _log_field("root", "%%%"),
+    "root short": _log_field("root", base64.b64encode(b"r" * 31).decode()),
+    "root a number": _log_field("root", 0),
+    "checkpoint a number": _log_field("checkpoint", 7),
+    "over the size limit": lambda p: _sparse(p, (16 << 20) + 1),
+    "a FIFO": lambda p: (os.unlink(p), _fifo(p)),
+}
+
+
+@pytest.mark.parametrize("make", BAD_WITNESS_STATES.values(), ids=BAD_WITNESS_STATES.keys())
+def test_a_malformed_witness_state_is_one_line_and_exit_2(log, tmp_path, make):
+    from ledger import api
+
+    w = {"--key": str(tmp_path / "w.key"), "--state": str(tmp_path / "w.json")}
+    wargs = [x for kv in w.items() for x in kv]
+    assert invoke(log, "witness", "init", "witness.example", *wargs).exit_code == 0
+    assert invoke(log, "witness", "add-log", log.store.vkey, *wargs).exit_code == 0
+    (tmp_path / "req").write_bytes(api.consistency(log.store, old_size=0))
+    state = tmp_path / "w.json"
+    make(state)
+    before = os.stat(state)
+    for args in (["add-checkpoint", tmp_path / "req"], ["add-log", note.generate_signer("b.example").verifier().vkey()]):
+        err = one_line(invoke(log, "witness", *args, *wargs), 2)
+        assert "w.json" in err
+        after = os.stat(state)
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+
+
+def test_a_witness_state_in_a_missing_directory_is_exit_2(log, tmp_path):
+    err = one_line(invoke(log, "witness", "add-log", log.store.vkey, "--state", tmp_path / "no" / "w.json"), 2)
+    assert "w.json" in err
