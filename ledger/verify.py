@@ -515,19 +515,20 @@ class Report:
     tree_size: int
     root: bytes
     book: FundBook
-    checkpoint_size: int
+    checkpoint_size: int | None  # None: no signed checkpoint covers the entries yet (a database only)
     entries_checked: int
     source: str
     key_source: str
     cosignatures: list[str] = field(default_factory=list)
     state: "VerifierState | None" = None
+    state_note: str | None = None  # why no state was kept, when one was asked for
 
     def as_json(self) -> dict:
         return {
             "ok": True,
             "size": self.tree_size,
             "root": base64.b64encode(self.root).decode(),
-            "checkpoint_size": self.checkpoint_size,
+            "checkpoint_size": self.checkpoint_size,  # null: no checkpoint covers the entries
             "entries_checked": self.entries_checked,
             "source": self.source,
             "key": self.key_source,
@@ -1082,6 +1083,10 @@ def verify(
     log_key = vkeys[0]
     cp_bytes = source.checkpoint()
     if cp_bytes is None:
+        # A new ledger's entries are checked all the same; an export or a
+        # site without one, or a run that needs one to compare with, fails.
+        if isinstance(source, DbSource) and trusted is None and not witnesses and resume is None:
+            return _verify_uncovered(source, log_key, key_source, workers, keep_state)
         raise VerificationError("no signed checkpoint (run `fundledger checkpoint`)")
     # Parsed now, its signature checked once the entries have told which key
     # was in force at its size (see KeyHistory).
@@ -1143,8 +1148,14 @@ def verify(
     stop_prefetch = None
     if db_checks is not None and size > 0:  # a full run reads the whole file
         stop_prefetch = source.prefetch(lambda: run.seq / size)
+    snapshot = None
     try:
-        _check_entries(run, source, start, size, pool, workers, db_checks is not None)
+        if keep_state and start <= cp.tree_size < size:
+            # Entries follow the checkpoint (a live database): the state is
+            # the one at the checkpoint, taken as the run passes it.
+            _check_entries(run, source, start, cp.tree_size, pool, workers, db_checks is not None)
+            snapshot = VerifierState.capture(log_key.name, cp_bytes, cp.tree_size, tree, run.prev, book, keys)
+        _check_entries(run, source, run.seq, size, pool, workers, db_checks is not None)
     except MissingEntries:
         # A checkpoint no known key signed explains this better: it may
         # claim entries that do not exist.
@@ -1174,8 +1185,40 @@ def verify(
     if db_checks is not None:
         db_checks.finish(book, roots, keys)
     report = Report(size, tree.root(), book, cp.tree_size, seq - start, source.description, key_source, cosigs)
-    if keep_state and size == cp.tree_size:
-        report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, run.prev, book, keys)
+    if keep_state:
+        report.state = snapshot if snapshot is not None else \
+            VerifierState.capture(log_key.name, cp_bytes, size, tree, run.prev, book, keys)
+    return report
+
+
+def _verify_uncovered(source: DbSource, log_key: note.Verifier, key_source: str, workers: int | None,
+                      keep_state: bool) -> Report:
+    """:func:`verify` of a database no checkpoint covers yet (a new
+    ledger): every entry and every derived table is checked as usual, with
+    no signed root to compare. A pass says each entry is right; only a
+    checkpoint commits the operator to them as a whole, so no state is kept."""
+    size = source.size()
+    db_checks = DbCrossCheck(source)
+    book, keys = FundBook(seen=IdSet()), KeyHistory(log_key)
+    roots = {0: merkle.EMPTY_ROOT}
+    run = _Run(size, book, keys, merkle.TreeBuilder(), ZERO_HASH, 0, None, db_checks, roots,
+               db_checks.checkpoint_sizes())
+    book.seen.confirm = lambda pair: _recorded_before(source, size, run.seq, pair)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if size >= 8 * CHUNK else 1
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    stop_prefetch = source.prefetch(lambda: run.seq / size) if size > 0 else None
+    try:
+        _check_entries(run, source, 0, size, pool, workers, True)
+    finally:
+        if stop_prefetch is not None:
+            stop_prefetch()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    db_checks.finish(book, roots, keys)
+    report = Report(size, run.tree.root(), book, None, size, source.description, key_source)
+    if keep_state:
+        report.state_note = "no signed checkpoint covers the entries yet"
     return report
 
 

@@ -12,10 +12,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import ORIGIN, run_fundledger
 
-from ledger import entry, merkle, note, verify
+from ledger import note, verify
 from ledger.cli import cli
 from ledger.errors import InputError, VerificationError
-from ledger.fund import FundBook
 
 
 def invoke(ledger, *args, input=None):
@@ -393,3 +392,160 @@ def test_a_malformed_witness_state_is_one_line_and_exit_2(log, tmp_path, make):
 def test_a_witness_state_in_a_missing_directory_is_exit_2(log, tmp_path):
     err = one_line(invoke(log, "witness", "add-log", log.store.vkey, "--state", tmp_path / "no" / "w.json"), 2)
     assert "w.json" in err
+
+
+# --- verify --state on a log with entries after its checkpoint ----------------------------------
+
+
+def _comparable(state: dict) -> dict:
+    """A saved state less its random id-hash key and the hashes made with it."""
+    return {k: v for k, v in state.items() if k not in ("seen_key", "seen")}
+
+
+def test_state_is_saved_at_the_checkpoint_when_entries_follow_it(log, tmp_path):
+    from publish.export import export
+
+    export(log.store, str(tmp_path / "at-21"))  # the log as it was at its checkpoint
+    log.append(*liquidations(20, 10))  # a live log: entries after the checkpoint at 21
+    state = tmp_path / "s.state"
+    r = invoke(log, "verify", "--state", state)
+    assert r.exit_code == 0, r.output
+    assert "checkpoint at size 21" in r.stdout
+    assert "10 entries after it: checked, not yet covered by a checkpoint" in r.stdout
+    assert f"state saved in {state} at the checkpoint of size 21" in r.stdout
+    saved = json.loads(state.read_text())
+    assert saved["tree_size"] == 21
+    # exactly the state a run that stopped at the checkpoint keeps
+    verify.verify_path(str(tmp_path / "at-21"), state_path=str(tmp_path / "ref.state"))
+    assert _comparable(saved) == _comparable(json.loads((tmp_path / "ref.state").read_text()))
+    # and it resumes: the next run reads only what the new checkpoint adds
+    log.checkpoint()
+    again = verify.verify_path(log.db, state_path=str(state))
+    assert again.entries_checked == 10 and again.tree_size == 31
+    full = verify.verify_path(log.db)
+    assert again.root == full.root and again.as_json()["contracts"] == full.as_json()["contracts"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_state_at_a_checkpoint_inside_a_chunk_matches_a_run_that_stopped_there(ledger, tmp_path, workers):
+    """Several chunks, the checkpoint in the middle of one, worker processes:
+    the funds and ids kept are those at the checkpoint, not at the end."""
+    from publish.export import export
+
+    ledger.contract()
+    ledger.append(*liquidations(0, 1500))
+    ledger.checkpoint()
+    export(ledger.store, str(tmp_path / "at-cp"))
+    ledger.append(*liquidations(1500, 700))
+    state = tmp_path / "s.state"
+    r = verify.verify_path(ledger.db, workers=workers, state_path=str(state))
+    assert r.tree_size == 2201 and r.checkpoint_size == 1501 and r.entries_checked == 2201
+    verify.verify_path(str(tmp_path / "at-cp"), state_path=str(tmp_path / "ref.state"))
+    saved = json.loads(state.read_text())
+    assert _comparable(saved) == _comparable(json.loads((tmp_path / "ref.state").read_text()))
+    # the ids kept are those of the first 1500 liquidations: a replay of a later id is not "seen"
+    book, *_ = verify.VerifierState.load(str(state)).restore()
+    assert ("XBTUSDTM", "L-1499") in book.seen and ("XBTUSDTM", "L-1500") not in book.seen
+    ledger.checkpoint()
+    assert verify.verify_path(ledger.db, workers=workers, state_path=str(state)).entries_checked == 700
+
+
+# --- a database no checkpoint covers yet ---------------------------------------------------------
+
+
+@pytest.fixture
+def new_log(ledger):
+    """A contract and five liquidations, never checkpointed."""
+    ledger.contract()
+    ledger.append(*liquidations(0, 5))
+    return ledger
+
+
+def test_a_database_without_a_checkpoint_verifies_and_says_so(new_log):
+    r = invoke(new_log, "verify")
+    assert r.exit_code == 0, r.output
+    assert "verified 6 entries" in r.stdout
+    assert "no signed checkpoint covers these entries yet" in r.stdout
+    j = json.loads(invoke(new_log, "verify", "--json").stdout)
+    assert j["ok"] is True and j["checkpoint_size"] is None
+    assert j["size"] == 6 and j["entries_checked"] == 6 and j["contracts"][0]["liquidations"] == 5
+    import tamper_util as t
+
+    leaves = [t.leaf(new_log.store.entry(seq)) for seq in range(6)]
+    assert j["root"] == base64.b64encode(t.mth(leaves)).decode()
+
+
+def test_a_database_without_a_checkpoint_in_a_real_process(new_log):
+    r = run_fundledger("verify", "--db", new_log.db, "--json")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert j["ok"] is True and j["checkpoint_size"] is None and j["size"] == 6
+
+
+def test_an_empty_database_without_a_checkpoint_verifies(ledger):
+    j = json.loads(invoke(ledger, "verify", "--json").stdout)
+    assert j["ok"] is True and j["size"] == 0 and j["checkpoint_size"] is None
+
+
+def test_a_database_without_a_checkpoint_is_still_checked_in_full(new_log):
+    """No checkpoint is no excuse: a wrong amount, re-signed, still fails."""
+    import tamper_util as t
+
+    conn = t.open_rw(new_log.db)
+    obj = t.entry_obj(t.entry_data(conn, 3))
+    obj["balance"] = obj["balance"].replace("0.", "1.", 1) if obj["balance"].startswith("0.") else "1" + obj["balance"]
+    t.set_data(conn, 3, t.sign(t.canonical(obj), new_log.signer), sync=True)
+    conn.commit()
+    conn.close()
+    r = invoke(new_log, "verify")
+    assert "seq 3" in one_line(r, 1)
+    j = json.loads(invoke(new_log, "verify", "--json").stdout)
+    assert j["ok"] is False and j["seq"] == 3
+
+
+def test_an_export_without_a_checkpoint_still_fails(log, tmp_path):
+    from publish.export import export
+
+    export(log.store, str(tmp_path / "out"))
+    os.unlink(tmp_path / "out" / "checkpoint")
+    assert "no signed checkpoint" in one_line(invoke(log, "verify", tmp_path / "out", "--vkey", log.store.vkey), 1)
+
+
+def test_without_a_checkpoint_what_needs_one_fails(new_log, tmp_path, cosigned_elsewhere):
+    """A trusted checkpoint, witnesses or a saved state mean the log had a
+    checkpoint: a database without one now fails (exit 1)."""
+    trusted, wk, state = cosigned_elsewhere
+    for args in (["--trusted", trusted], ["--witness", wk], ["--state", state]):
+        assert "no signed checkpoint" in one_line(invoke(new_log, "verify", *args), 1)
+
+
+@pytest.fixture
+def cosigned_elsewhere(tmp_path):
+    """A checkpoint file, a witness key and a saved state of the test origin,
+    from another ledger of it."""
+    from conftest import Ledger
+
+    from ledger import api
+
+    d = tmp_path / "elsewhere"
+    d.mkdir()
+    store, signer = api.init_ledger(str(d / "fund.db"), str(d / "fund.key"), ORIGIN)
+    other = Ledger(d, str(d / "fund.db"), str(d / "fund.key"), store, signer)
+    other.contract()
+    other.checkpoint()
+    (d / "trusted").write_bytes(store.latest_checkpoint()[4])
+    verify.verify_path(other.db, state_path=str(d / "s.state"))
+    wk = note.generate_signer("witness.example", note.ALG_COSIGNATURE_V1).verifier().vkey()
+    store.close()
+    return str(d / "trusted"), wk, str(d / "s.state")
+
+
+def test_state_asked_for_without_a_checkpoint_says_why_none_is_saved(new_log, tmp_path):
+    state = tmp_path / "s.state"
+    r = invoke(new_log, "verify", "--state", state)
+    assert r.exit_code == 0, r.output
+    assert r.stderr == f"fundledger: no state saved in {state}: no signed checkpoint covers the entries yet\n"
+    assert not state.exists()
+    r = invoke(new_log, "verify", "--state", state, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["ok"] is True and "no state saved" in r.stderr
+    assert not state.exists()
