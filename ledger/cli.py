@@ -342,7 +342,7 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
     except FundledgerError as e:
         fail(e)
     if state_path and report.state is None:
-        click.echo(f"fundledger: no state saved in {state_path}: {report.state_note}", err=True)
+        click.echo(f"fundledger: no state saved in {state_path!r}: {report.state_note}", err=True)
     if as_json:
         echo_json(report.as_json())
         return

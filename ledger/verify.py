@@ -1530,10 +1530,10 @@ def verify_path(
         raise InputError(f"--quorum {quorum} needs at least that many --witness keys")
     trusted = None
     if trusted_path is not None:
-        trusted = read_small_file(trusted_path, MAX_CHECKPOINT_BYTES, "a checkpoint")
+        trusted = read_small_file(trusted_path, MAX_CHECKPOINT_BYTES, "a trusted checkpoint")
         check_trusted_file(trusted, trusted_path, vkeys)
     if state_path and not os.path.isdir(os.path.dirname(os.path.abspath(state_path))):
-        raise InputError(f"{state_path}: no such directory to keep the verifier state in")
+        raise InputError(f"{state_path!r}: no such directory to keep the verifier state in")
     src = open_source(source)
     try:
         resume = VerifierState.load(state_path) if state_path and os.path.exists(state_path) else None
@@ -1553,20 +1553,20 @@ def read_small_file(path: str, limit: int, what: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not block
     except OSError as e:
-        raise InputError(f"{path}: {e.strerror}") from None
+        raise InputError(f"{path!r}: {e.strerror}") from None
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
         os.close(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path}: not a regular file, so not {what}")
-        raise InputError(f"{path}: larger than {limit} bytes, so not {what}")
+            raise InputError(f"{path!r}: not a regular file, so not {what}")
+        raise InputError(f"{path!r}: larger than {limit} bytes, so not {what}")
     with os.fdopen(fd, "rb") as f:
         try:
             data = f.read(limit + 1)
         except OSError as e:
-            raise InputError(f"{path}: {e.strerror}") from None
+            raise InputError(f"{path!r}: {e.strerror}") from None
     if len(data) > limit:
-        raise InputError(f"{path}: larger than {limit} bytes, so not {what}")
+        raise InputError(f"{path!r}: larger than {limit} bytes, so not {what}")
     return data
 
 
@@ -1581,9 +1581,9 @@ def check_trusted_file(data: bytes, path: str, vkeys: Sequence[note.Verifier]) -
         text, _ = note.split_note(data, MAX_CHECKPOINT_BYTES)
         cp = note.parse_checkpoint(text)
     except FundledgerError as e:
-        raise InputError(f"{path}: not a checkpoint ({e})") from None
+        raise InputError(f"{path!r}: not a trusted checkpoint ({e})") from None
     if vkeys and cp.origin != vkeys[0].name:
-        raise InputError(f"{path}: a checkpoint of the log {cp.origin[:80]!r}, not of {vkeys[0].name!r} (--vkey)")
+        raise InputError(f"{path!r}: a trusted checkpoint of the log {cp.origin[:80]!r}, not of {vkeys[0].name!r} (--vkey)")
 
 
 def distinct_witnesses(keys: list[note.Verifier]) -> list[note.Verifier]:
@@ -1677,7 +1677,7 @@ class VerifierState:
         obj = {"version": self.VERSION, **self.__dict__}
         data = json.dumps(obj, separators=(",", ":")).encode()  # the C encoder
         if len(data) > MAX_STATE_BYTES:
-            raise LimitError(f"{path}: the verifier state would be over {MAX_STATE_BYTES} bytes: not saved")
+            raise LimitError(f"{path!r}: the verifier state would be over {MAX_STATE_BYTES} bytes: not saved")
         tmp = f"{path}.tmp-{os.getpid()}"
         try:
             with open(tmp, "wb") as f:
@@ -1688,7 +1688,7 @@ class VerifierState:
         except OSError as e:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-            raise InputError(f"{path}: cannot save the verifier state: {e.strerror}") from None
+            raise InputError(f"{path!r}: cannot save the verifier state: {e.strerror}") from None
 
     @classmethod
     def load(cls, path: str) -> "VerifierState":
@@ -1713,7 +1713,7 @@ class VerifierState:
             _check_state_shape(obj)
             return cls(**obj)
         except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{path}: not a verifier state ({str(e)[:200]})") from None
+            raise InputError(f"{path!r}: not a verifier state ({str(e)[:200]})") from None
 
 
 _STATE_FIELDS = {"origin": str, "checkpoint": str, "tree_size": int, "root": str, "edge": list, "prev": str,

@@ -59,7 +59,7 @@ def _read_state(path: str) -> dict:
     from .verify import read_small_file
 
     if not os.path.lexists(path):
-        raise InputError(f"{path}: no witness state (run `fundledger witness init`)")
+        raise InputError(f"{path!r}: no witness state (run `fundledger witness init`)")
     data = read_small_file(path, MAX_STATE_BYTES, "a witness state")
     try:
         state = json.loads(data)
@@ -68,7 +68,7 @@ def _read_state(path: str) -> dict:
         for origin, log in state["logs"].items():
             _check_log_state(origin, log)
     except (ValueError, FundledgerError) as e:
-        raise InputError(f"{path}: not a witness state ({str(e)[:200]})") from None
+        raise InputError(f"{path!r}: not a witness state ({str(e)[:200]})") from None
     return state
 
 
@@ -103,7 +103,7 @@ def _locked(path: str):
     try:
         lock = open(path + ".lock", "a")
     except OSError as e:  # e.g. no such directory: bad input, not a traceback
-        raise InputError(f"{path}: {e.strerror}") from None
+        raise InputError(f"{path!r}: {e.strerror}") from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -544,8 +544,16 @@ def test_state_asked_for_without_a_checkpoint_says_why_none_is_saved(new_log, tm
     state = tmp_path / "s.state"
     r = invoke(new_log, "verify", "--state", state)
     assert r.exit_code == 0, r.output
-    assert r.stderr == f"fundledger: no state saved in {state}: no signed checkpoint covers the entries yet\n"
+    assert r.stderr == f"fundledger: no state saved in {str(state)!r}: no signed checkpoint covers the entries yet\n"
     assert not state.exists()
     r = invoke(new_log, "verify", "--state", state, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["ok"] is True and "no state saved" in r.stderr
     assert not state.exists()
+
+
+def test_a_file_name_cannot_forge_a_second_error_line(log, tmp_path):
+    bad = tmp_path / "x\nfundledger: verified"
+    bad.write_text("not a state")
+    for args in (["verify", "--state", bad], ["verify", "--trusted", bad],
+                 ["witness", "add-log", log.store.vkey, "--state", bad]):
+        one_line(invoke(log, *args), 2)
