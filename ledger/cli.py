@@ -70,9 +70,15 @@ def echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
+# click >= 8.2 raises this for a group given no subcommand (8.1 prints the
+# help itself and exits 0)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class OneLineErrors(click.Group):
     """A group whose usage errors are one line on stderr and exit 2, like
-    every other bad input (click's default prints a usage block)."""
+    every other bad input (click's default prints a usage block). A group
+    called without a subcommand prints its whole help instead, readable."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -82,6 +88,11 @@ class OneLineErrors(click.Group):
         except click.exceptions.Abort:
             click.echo("fundledger: aborted", err=True)
             sys.exit(1)
+        except _NO_ARGS_IS_HELP as e:
+            # `fundledger` or a group such as `fundledger key` alone: the
+            # whole help as click prints it (stderr, exit 2), not one line
+            e.show()
+            sys.exit(2)
         except click.ClickException as e:
             where = f" ({e.ctx.command_path} --help for usage)" if getattr(e, "ctx", None) else ""
             message = " ".join(e.format_message().split())  # one line, whatever click wrapped
@@ -298,10 +309,10 @@ def checkpoint_cmd(db_path, key_path):
 @click.option("--vkey", help="The log's verifier key (or a file holding it); default: the one the source publishes.")
 @click.option("--trusted", "trusted_path", type=click.Path(dir_okay=False),
               help="A checkpoint you saved earlier: fail unless the log extends it.")
-@click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable.")
+@click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable, each witness once.")
 @click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False),
-              help="Incremental: resume from the state saved in this file (if any) and save the new one.")
+              help="Incremental: resume from the state saved in this file (if any) and save the one at the latest checkpoint.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes checking entries [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
 @db_option
@@ -311,6 +322,10 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
     SOURCE is a ledger database (default: --db), an export directory or the
     URL of a published site. Exit 0: verified; 1: verification failed (the
     first bad seq and why); 2: bad input.
+
+    A database whose entries no checkpoint covers yet is verified all the
+    same, and says so (--json: "checkpoint_size": null); an export or a URL
+    without a checkpoint fails.
 
     Example: fundledger verify public/ --vkey fund.vkey --trusted yesterday.checkpoint
     """
@@ -326,14 +341,24 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
         fail(e)
     except FundledgerError as e:
         fail(e)
+    if state_path and report.state is None:
+        click.echo(f"fundledger: no state saved in {state_path!r}: {report.state_note}", err=True)
     if as_json:
         echo_json(report.as_json())
         return
     r = report.as_json()
     click.echo(f"verified {r['entries_checked']} entries of {report.source}: tree size {r['size']}, root {r['root']}")
-    click.echo(f"checkpoint at size {r['checkpoint_size']} signed by the log key ({report.key_source})")
+    if r["checkpoint_size"] is None:
+        click.echo("no signed checkpoint covers these entries yet (the operator signs one with `fundledger checkpoint`)")
+    else:
+        click.echo(f"checkpoint at size {r['checkpoint_size']} signed by the log key ({report.key_source})")
+        after = r["size"] - r["checkpoint_size"]
+        if after:
+            click.echo(f"{after} {'entry' if after == 1 else 'entries'} after it: checked, not yet covered by a checkpoint")
     for c in r["contracts"]:
         click.echo(f"  {c['contract']:<14} {c['balance']:>28} {c['currency']}")
+    if report.state is not None:
+        click.echo(f"state saved in {state_path} at the checkpoint of size {report.state.tree_size}")
 
 
 @cli.command()

@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import threading
 import urllib.error
@@ -59,6 +60,7 @@ from .fund import (
 
 MAX_CHECKPOINT_BYTES = 1 << 20
 MAX_VKEY_BYTES = 4096
+MAX_STATE_BYTES = 1 << 30  # a verifier state: about 11 bytes per liquidation id, ~100 million ids
 MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
 MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
 HTTP_TIMEOUT_S = 30
@@ -674,8 +676,24 @@ def explain_mismatch(obj: dict, expected: dict) -> str:
             return f"missing field {k!r}"
     for k in expected:
         if obj[k] != expected[k]:
+            got, want = _json_kind(obj[k]), _json_kind(expected[k])
+            if got != want:  # "8" for 8 would read "is '8' but the rules give '8'"
+                return f"{k} is {got} {json.dumps(obj[k])[:60]} but the rules give {want} {json.dumps(expected[k])[:60]}"
             return f"{k} is {str(obj[k])[:60]!r} but the rules give {str(expected[k])[:60]!r}"
     return "entry is not in canonical encoding"
+
+
+def _json_kind(value: object) -> str:
+    """What kind of JSON value ``value`` is, for a message."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 @dataclass
@@ -685,20 +703,21 @@ class Report:
     tree_size: int
     root: bytes
     book: FundBook
-    checkpoint_size: int
+    checkpoint_size: int | None  # None: no signed checkpoint covers the entries yet (a database only)
     entries_checked: int
     source: str
     key_source: str
     cosignatures: list[str] = field(default_factory=list)
     state: "VerifierState | None" = None
     unverified_cosignatures: list[str] = field(default_factory=list)
+    state_note: str | None = None  # why no state was kept, when one was asked for
 
     def as_json(self) -> dict:
         return {
             "ok": True,
             "size": self.tree_size,
             "root": base64.b64encode(self.root).decode(),
-            "checkpoint_size": self.checkpoint_size,
+            "checkpoint_size": self.checkpoint_size,  # null: no checkpoint covers the entries
             "entries_checked": self.entries_checked,
             "source": self.source,
             "key": self.key_source,
@@ -1347,6 +1366,10 @@ def verify(
     log_key = vkeys[0]
     cp_bytes = source.checkpoint()
     if cp_bytes is None:
+        # A new ledger's entries are checked all the same; an export or a
+        # site without one, or a run that needs one to compare with, fails.
+        if isinstance(source, DbSource) and trusted is None and not witnesses and resume is None:
+            return _verify_uncovered(source, log_key, key_source, workers, keep_state)
         raise VerificationError("no signed checkpoint (run `fundledger checkpoint`)")
     # Parsed now, its signature checked once the entries have told which key
     # was in force at its size (see KeyHistory).
@@ -1403,8 +1426,14 @@ def verify(
     stop_prefetch = None
     if db_checks is not None and size > 0:  # a full run reads the whole file
         stop_prefetch = source.prefetch(lambda: run.seq / size)
+    snapshot = None
     try:
-        _check_entries(run, source, start, size, pool, workers, db_checks is not None)
+        if keep_state and start <= cp.tree_size < size:
+            # Entries follow the checkpoint (a live database): the state is
+            # the one at the checkpoint, taken as the run passes it.
+            _check_entries(run, source, start, cp.tree_size, pool, workers, db_checks is not None)
+            snapshot = VerifierState.capture(log_key.name, cp_bytes, cp.tree_size, tree, run.prev, book, keys)
+        _check_entries(run, source, run.seq, size, pool, workers, db_checks is not None)
     except MissingEntries as e:
         _explain_missing(e, cp_bytes, [k for _, k in keys.keys])
         raise
@@ -1433,8 +1462,40 @@ def verify(
         db_checks.finish(book, roots, keys)
     report = Report(size, tree.root(), book, cp.tree_size, seq - start, source.description, key_source, cosigs,
                     unverified_cosignatures=unverified)
-    if keep_state and size == cp.tree_size:
-        report.state = VerifierState.capture(log_key.name, cp_bytes, size, tree, run.prev, book, keys)
+    if keep_state:
+        report.state = snapshot if snapshot is not None else \
+            VerifierState.capture(log_key.name, cp_bytes, size, tree, run.prev, book, keys)
+    return report
+
+
+def _verify_uncovered(source: DbSource, log_key: note.Verifier, key_source: str, workers: int | None,
+                      keep_state: bool) -> Report:
+    """:func:`verify` of a database no checkpoint covers yet (a new
+    ledger): every entry and every derived table is checked as usual, with
+    no signed root to compare. A pass says each entry is right; only a
+    checkpoint commits the operator to them as a whole, so no state is kept."""
+    size = source.size()
+    db_checks = DbCrossCheck(source)
+    book, keys = FundBook(seen=IdSet()), KeyHistory(log_key)
+    roots = {0: merkle.EMPTY_ROOT}
+    run = _Run(size, book, keys, merkle.TreeBuilder(), ZERO_HASH, 0, None, db_checks, roots,
+               db_checks.checkpoint_sizes())
+    book.seen.confirm = lambda pair: _recorded_before(source, size, run.seq, pair)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if size >= 8 * CHUNK else 1
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    stop_prefetch = source.prefetch(lambda: run.seq / size) if size > 0 else None
+    try:
+        _check_entries(run, source, 0, size, pool, workers, True)
+    finally:
+        if stop_prefetch is not None:
+            stop_prefetch()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    db_checks.finish(book, roots, keys)
+    report = Report(size, run.tree.root(), book, None, size, source.description, key_source)
+    if keep_state:
+        report.state_note = "no signed checkpoint covers the entries yet"
     return report
 
 
@@ -1741,16 +1802,17 @@ def verify_path(
     checkpoint and witness keys, verify. With ``state_path``: resume from the
     state saved there if it exists, and save the new state after success."""
     vkeys = [load_vkey(vkey)] if vkey else []
-    witness_keys = [load_vkey(w) for w in witnesses]
+    from .witness import distinct_witnesses
+
+    witness_keys = distinct_witnesses([load_vkey(w) for w in witnesses])
     if quorum is not None and not 0 < quorum <= len(witness_keys):
         raise InputError(f"--quorum {quorum} needs at least that many --witness keys")
     trusted = None
     if trusted_path is not None:
-        try:
-            with open(trusted_path, "rb") as f:
-                trusted = f.read(MAX_CHECKPOINT_BYTES + 1)
-        except OSError as e:
-            raise InputError(f"{trusted_path!r}: {e.strerror}") from None
+        trusted = read_small_file(trusted_path, MAX_CHECKPOINT_BYTES, "a trusted checkpoint")
+        check_trusted_file(trusted, trusted_path, vkeys)
+    if state_path and not os.path.isdir(os.path.dirname(os.path.abspath(state_path))):
+        raise InputError(f"{state_path!r}: no such directory to keep the verifier state in")
     src = open_source(source)
     try:
         resume = VerifierState.load(state_path) if state_path and os.path.exists(state_path) else None
@@ -1761,6 +1823,46 @@ def verify_path(
     if state_path and report.state is not None:
         report.state.dump(state_path)
     return report
+
+
+def read_small_file(path: str, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path``, refusing (InputError, naming
+    ``what`` the file should be) anything else: a FIFO or a device, which
+    could block or never end, a directory, or more than ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not block
+    except OSError as e:
+        raise InputError(f"{path!r}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path!r}: not a regular file, so not {what}")
+        raise InputError(f"{path!r}: larger than {limit} bytes, so not {what}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise InputError(f"{path!r}: {e.strerror}") from None
+    if len(data) > limit:
+        raise InputError(f"{path!r}: larger than {limit} bytes, so not {what}")
+    return data
+
+
+def check_trusted_file(data: bytes, path: str, vkeys: Sequence[note.Verifier]) -> None:
+    """Refuse a --trusted file that is plainly not a checkpoint of this log
+    (exit 2): not a checkpoint note at all, or, when the log key is pinned
+    with --vkey, one for another origin. A checkpoint of this log that the
+    log does not extend, or that its key did not sign, fails verification
+    later (exit 1); so does an origin other than that of a key the source
+    itself published, since the source may be an impostor."""
+    try:
+        text, _ = note.split_note(data, MAX_CHECKPOINT_BYTES)
+        cp = note.parse_checkpoint(text)
+    except FundledgerError as e:
+        raise InputError(f"{path!r}: not a trusted checkpoint ({e})") from None
+    if vkeys and cp.origin != vkeys[0].name:
+        raise InputError(f"{path!r}: a trusted checkpoint of the log {cp.origin[:80]!r}, not of {vkeys[0].name!r} (--vkey)")
 
 
 @dataclass
@@ -1826,6 +1928,8 @@ class VerifierState:
             book.seen = IdSet(key, packed)
             book.seen.exact = {(c, i) for c, i in self.seen_exact}
             prev = base64.b64decode(self.prev, validate=True)
+            if len(prev) != merkle.HASH_SIZE:
+                raise ValueError("the last entry's hash is not 32 bytes")
             ks = [(int(st), note.parse_vkey(v)) for st, v in self.keys]
             keys = KeyHistory(ks[0][1], ks[1:])
         except (ValueError, KeyError, TypeError, IndexError, FundledgerError) as e:
@@ -1833,19 +1937,36 @@ class VerifierState:
         return book, tree, prev, self.tree_size, keys
 
     def dump(self, path: str) -> None:
+        """Write the state to ``path`` atomically (a temporary file, then a
+        rename), never one larger than :meth:`load` reads."""
+        from .errors import LimitError
+
         obj = {"version": self.VERSION, **self.__dict__}
+        data = json.dumps(obj, separators=(",", ":")).encode()  # the C encoder
+        if len(data) > MAX_STATE_BYTES:
+            raise LimitError(f"{path!r}: the verifier state would be over {MAX_STATE_BYTES} bytes: not saved")
         tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(obj, separators=(",", ":")))  # the C encoder
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            raise InputError(f"{path!r}: cannot save the verifier state: {e.strerror}") from None
 
     @classmethod
     def load(cls, path: str) -> "VerifierState":
+        """The state saved in ``path``; InputError (exit 2) for anything that
+        is plainly not one: not a regular file, too large, not JSON, or JSON
+        of another shape or with values of the wrong types."""
+        data = read_small_file(path, MAX_STATE_BYTES, "a verifier state")
         try:
-            with open(path) as f:
-                obj = json.load(f)
+            obj = json.loads(data)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
             version = obj.pop("version")
             if version == 1:  # ids kept as pairs: hash them with a new key
                 seen = IdSet()
@@ -1856,9 +1977,53 @@ class VerifierState:
                 obj["seen_exact"] = sorted(map(list, seen.exact))
             elif version != cls.VERSION:
                 raise ValueError("unknown version")
+            _check_state_shape(obj)
             return cls(**obj)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{path}: not a verifier state ({e})") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path!r}: not a verifier state ({str(e)[:200]})") from None
+
+
+_STATE_FIELDS = {"origin": str, "checkpoint": str, "tree_size": int, "root": str, "edge": list, "prev": str,
+                 "funds": list, "seen_key": str, "seen": str, "seen_exact": list, "keys": list}
+_FUND_FIELDS = {"symbol": str, "currency": str, "scale": int, "type": str, "multiplier": str, "seq": int,
+                "balance": int, "credited": int, "paid": int, "adl": int, "liquidations": int, "last_seq": int,
+                "last_time": (str, type(None)), "last_price": (str, type(None))}
+
+
+def _check_fields(obj: object, fields: dict, what: str) -> None:
+    """``obj`` is a dict with exactly ``fields``, each of its type (an int
+    is never a bool, and never negative but for a fund's last_seq of -1)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    if set(obj) != set(fields):
+        raise ValueError(f"{what} has fields {sorted(obj)[:20]}, expected {sorted(fields)}")
+    for k, t in fields.items():
+        v = obj[k]
+        if not isinstance(v, t) or isinstance(v, bool):
+            raise ValueError(f"{what}: {k} is not {getattr(t, '__name__', 'a string or null')}")
+        if t is int and v < (-1 if k == "last_seq" else 0):
+            raise ValueError(f"{what}: {k} is negative")
+
+
+def _check_state_shape(obj: dict) -> None:
+    """Every field of a saved state of the right JSON type, deep enough that
+    restoring it and running on can only fail as bad input or as a log that
+    does not extend it, never with a TypeError half-way."""
+    from .fund import CONTRACT_TYPES, MAX_SCALE
+
+    _check_fields(obj, _STATE_FIELDS, "the state")
+    if obj["tree_size"] > merkle.MAX_TREE_SIZE:
+        raise ValueError("tree_size is over 2**64 - 1")
+    for name in ("edge", "seen_exact", "keys"):
+        for item in obj[name]:
+            if name == "edge" and not isinstance(item, str) or name != "edge" and not isinstance(item, list):
+                raise ValueError(f"{name} holds a {type(item).__name__}")
+    if any(len(p) != 2 or not all(isinstance(x, str) for x in p) for p in obj["seen_exact"]):
+        raise ValueError("seen_exact is not a list of [contract, id] pairs")
+    for f in obj["funds"]:
+        _check_fields(f, _FUND_FIELDS, "a fund")
+        if f["type"] not in CONTRACT_TYPES or f["scale"] > MAX_SCALE:
+            raise ValueError(f"fund {f['symbol'][:40]!r}: not a contract type and scale")
 
 
 def failure_json(e: VerificationError) -> dict:

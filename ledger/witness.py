@@ -55,20 +55,40 @@ def init_witness(key_path: str, state_path: str, name: str, vkey_path: str | Non
 
 
 def _read_state(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_STATE_BYTES + 1)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no witness state (run `fundledger witness init`)") from None
-    if len(data) > MAX_STATE_BYTES:
-        raise InputError(f"{path}: witness state too large")
+    """The witness state in ``path``; InputError (exit 2) for anything that
+    is plainly not one: missing, not a regular file (a FIFO would block),
+    too large, not JSON, or a log whose fields are missing or of the wrong
+    type. Fields it does not know are kept."""
+    from .verify import read_small_file
+
+    if not os.path.lexists(path):
+        raise InputError(f"{path!r}: no witness state (run `fundledger witness init`)")
+    data = read_small_file(path, MAX_STATE_BYTES, "a witness state")
     try:
         state = json.loads(data)
-        if not isinstance(state.get("logs"), dict):
+        if not isinstance(state, dict) or not isinstance(state.get("logs"), dict):
             raise ValueError("no logs")
-    except (ValueError, AttributeError) as e:
-        raise InputError(f"{path}: not a witness state ({e})") from None
+        for origin, log in state["logs"].items():
+            _check_log_state(origin, log)
+    except (ValueError, FundledgerError) as e:
+        raise InputError(f"{path!r}: not a witness state ({str(e)[:200]})") from None
     return state
+
+
+def _check_log_state(origin: str, log: object) -> None:
+    """One log's entry of a witness state: its key (named ``origin``), the
+    size and root it last cosigned, that checkpoint or null."""
+    if not isinstance(log, dict):
+        raise ValueError(f"log {origin[:80]!r} is not a JSON object")
+    vkey, size, root, cp = (log.get(k) for k in ("vkey", "size", "root", "checkpoint"))
+    if not isinstance(vkey, str) or note.parse_vkey(vkey).name != origin:
+        raise ValueError(f"log {origin[:80]!r}: vkey is not its key")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= merkle.MAX_TREE_SIZE:
+        raise ValueError(f"log {origin[:80]!r}: size is not a tree size")
+    if not isinstance(root, str) or len(base64.b64decode(root, validate=True)) != merkle.HASH_SIZE:
+        raise ValueError(f"log {origin[:80]!r}: root is not a base64 hash")
+    if cp is not None and not isinstance(cp, str):
+        raise ValueError(f"log {origin[:80]!r}: checkpoint is not a note or null")
 
 
 def _write_state(path: str, state: dict) -> None:
@@ -83,7 +103,11 @@ def _write_state(path: str, state: dict) -> None:
 
 @contextmanager
 def _locked(path: str):
-    with open(path + ".lock", "a") as lock:
+    try:
+        lock = open(path + ".lock", "a")
+    except OSError as e:  # e.g. no such directory: bad input, not a traceback
+        raise InputError(f"{path!r}: {e.strerror}") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -225,24 +249,27 @@ def check_cosignatures(checkpoint_note: bytes, lines: bytes, witnesses: Sequence
     return out
 
 
-def distinct_witnesses(witnesses: Sequence[note.Verifier]) -> list[note.Verifier]:
-    """The witness keys, each once (the same key given twice is one witness)."""
-    out: list[note.Verifier] = []
-    for w in witnesses:
-        if all(w.vkey() != o.vkey() for o in out):
-            out.append(w)
-    return out
+def distinct_witnesses(keys: Sequence[note.Verifier]) -> list[note.Verifier]:
+    """``keys``, refusing one given twice (inline and as a file, or under
+    two names): a quorum counts witnesses, and one witness's cosignature
+    must never count twice."""
+    seen: set = set()
+    for k in keys:
+        if k.public_key in seen or (k.name, k.key_id) in seen:
+            raise InputError(f"--witness {k.name}+{k.key_id.hex()} is given twice: each witness counts once")
+        seen.update((k.public_key, (k.name, k.key_id)))
+    return list(keys)
 
 
 def require_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier], quorum: int | None) -> list[str]:
     """The names of the witnesses whose cosignature on the checkpoint
     verifies; VerificationError unless ``quorum`` of them (default: all)
-    did. A key given twice counts once; a quorum above the number of
-    distinct keys is bad usage (InputError)."""
+    did. A key given twice, or a quorum above the number of keys, is bad
+    usage (InputError)."""
     distinct = distinct_witnesses(witnesses)
     need = len(distinct) if quorum is None else quorum
     if need > len(distinct):
-        raise InputError(f"--quorum {need} is more than the {len(distinct)} distinct --witness keys given")
+        raise InputError(f"--quorum {need} is more than the {len(distinct)} --witness keys given")
     good = count_cosignatures(checkpoint_note, distinct)
     if len(good) < need:
         raise VerificationError(f"the checkpoint has {len(good)} valid cosignatures of the named witnesses, {need} required")
@@ -253,10 +280,11 @@ def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier
     """Names of the ``witnesses`` with a valid cosignature on the note. As
     for any signed note (:func:`ledger.note.open_note`), the first line by a
     named witness must verify, else SignatureError, whatever the quorum; a
-    later line by the same witness is ignored. Each witness key counts once."""
+    later line by the same witness is ignored. The caller gives each witness
+    once (:func:`distinct_witnesses`)."""
     text, sigs = note.split_note(checkpoint_note)
     good = []
-    for w in distinct_witnesses(witnesses):
+    for w in witnesses:
         for s in sigs:
             if (s.name, s.key_id) == (w.name, w.key_id):
                 try:

@@ -417,11 +417,6 @@ def test_verify_detects_tampering(xbt):
     assert r.exit_code == 1 and "seq 1" in r.stderr and r.stderr.count("\n") == 1
 
 
-def test_verify_without_checkpoint_fails(xbt):
-    r = invoke(xbt, "verify", "--json")
-    assert r.exit_code == 1 and json.loads(r.stdout)["ok"] is False
-
-
 def test_verify_bad_source_is_bad_input(xbt):
     r = invoke(xbt, "verify", str(xbt.dir / "nope"))
     assert r.exit_code == 2 and r.stderr.count("\n") == 1

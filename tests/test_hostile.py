@@ -591,7 +591,7 @@ def _huge_cases(world, tmp: Path):
         "verify an export whose checkpoint is 100 MB": (["verify", "--workers=1", exp], None, 1, "larger than"),
         "verify an export whose entry bundle is 100 MB": (["verify", "--workers=1", exp2], None, 1, "larger than"),
         "check-receipt of 100 MB": (["check-receipt", big_line, f"--vkey={world.vkey}"], None, 1, "receipt"),
-        "a 100 MB --trusted checkpoint": (["verify", "--workers=1", world.export, "--trusted", big_line], None, 1,
+        "a 100 MB --trusted checkpoint": (["verify", "--workers=1", world.export, "--trusted", big_line], None, 2,
                                           "trusted checkpoint"),
         "a 100 MB --vkey file": (["verify", "--workers=1", world.export, "--vkey", big_line], None, 2, "verifier key"),
         "a 100 MB witness request": (["witness", "add-checkpoint", big_line, f"--key={world.wkey}",
