@@ -203,29 +203,44 @@ def history(conn, symbol: str, before: int | None, limit: int, snap: Snapshot) -
     return rows, (rows[-1]["seq"] if more and rows else None)
 
 
+def _signed_point(data: bytes, symbol: str) -> tuple[str, str | None] | None:
+    """``(time, balance)`` from an entry's signed text (not from the derived
+    columns); None if it does not parse or is not about ``symbol``."""
+    try:
+        obj = json.loads(note.split_note(bytes(data), 65535)[0])
+    except (FundledgerError, ValueError):
+        return None
+    if not isinstance(obj, dict) or obj.get("contract") != symbol or not isinstance(obj.get("time"), str):
+        return None
+    balance = obj.get("balance")
+    return obj["time"], balance if isinstance(balance, str) else None
+
+
 def chart_points(conn, fund: dict) -> tuple[list[tuple[str, str | None]], bool]:
-    """``[(time, balance)]`` in log order for the balance chart, and whether
-    they are a sample. Every entry up to CHART_ALL_POINTS; beyond, the
-    balance at CHART_SAMPLES evenly spaced positions of the fund's history
-    (one indexed lookup each)."""
+    """``[(time, balance)]`` in log order for the balance chart, up to the
+    fund's last verified entry, and whether they are a sample. Every entry up
+    to CHART_ALL_POINTS; beyond, the balance at CHART_SAMPLES evenly spaced
+    positions of the fund's history (one indexed lookup each). Read from the
+    entries' signed text, not from the derived columns."""
     symbol = fund["symbol"]
+    first, last = fund["registered_seq"], max(fund["last_seq"], fund["registered_seq"])
     if fund["liquidations"] + 1 <= CHART_ALL_POINTS:
         rows = conn.execute(
-            "SELECT time, balance FROM entries WHERE contract = ? AND seq <= ? ORDER BY seq",
-            (symbol, max(fund["last_seq"], fund["registered_seq"])),
+            "SELECT data FROM entries WHERE contract = ? AND seq <= ? ORDER BY seq", (symbol, last)
         ).fetchall()
-        return [(r[0], r[1]) for r in rows], False
-    first, last = fund["registered_seq"], max(fund["last_seq"], fund["registered_seq"])
+        return [p for p in (_signed_point(r[0], symbol) for r in rows) if p is not None], False
     out, seen = [], set()
     for k in range(CHART_SAMPLES + 1):
         at = first + (last - first) * k // CHART_SAMPLES
         r = conn.execute(
-            "SELECT seq, time, balance FROM entries WHERE contract = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, data FROM entries WHERE contract = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
             (symbol, at),
         ).fetchone()
         if r is not None and r[0] not in seen:
             seen.add(r[0])
-            out.append((r[1], r[2]))
+            p = _signed_point(r[1], symbol)
+            if p is not None:
+                out.append(p)
     return out, True
 
 

@@ -257,11 +257,8 @@ def witness_keys(witnesses) -> tuple:
     ``note.Verifier``); InputError for anything else."""
     out = []
     for w in witnesses:
-        if isinstance(w, note.Verifier):
-            out.append(w)
-            continue
         try:
-            v = note.parse_vkey(str(w).strip())
+            v = w if isinstance(w, note.Verifier) else note.parse_vkey(str(w).strip())
         except FundledgerError as e:
             raise InputError(f"bad witness key: {e}") from None
         if v.alg != note.ALG_COSIGNATURE_V1:
@@ -312,12 +309,15 @@ def serve(db_path: str, host: str, port: int, witnesses=()) -> None:
 class BackgroundServer:
     """The site served by uvicorn in a daemon thread on a free loopback port
     (tests, embedding). ``with BackgroundServer(db) as url: ...``; ``url``
-    ends with ``/``."""
+    ends with ``/``. ``start()`` returns once the site has verified the
+    database's checkpoint too, waiting up to ``verified_timeout`` seconds
+    (None: not at all)."""
 
     def __init__(self, db_path: str, host: str = "127.0.0.1", port: int = 0, datasette: Datasette | None = None,
-                 app=None):
+                 app=None, verified_timeout: float | None = 60.0):
         import uvicorn
 
+        self.verified_timeout = verified_timeout
         self.datasette = datasette or make_datasette(db_path)
         asgi = app if app is not None else self.datasette.app()
         self.server = uvicorn.Server(uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on"))
@@ -337,6 +337,8 @@ class BackgroundServer:
             time.sleep(0.02)
         host, port = self.server.servers[0].sockets[0].getsockname()[:2]
         self.url = f"http://{host}:{port}/"
+        if self.verified_timeout is not None:
+            wait_verified(self.datasette, self.verified_timeout)
         return self.url
 
     def stop(self) -> None:

@@ -214,7 +214,7 @@ class SiteVerifier:
         self.snapshot = Snapshot()
         self.last_error: str | None = None  # the latest round that could not read the file
         self._state = None
-        self._seen: tuple | None = None  # the checkpoint (id, size, root) of the latest round
+        self._seen: tuple | None = None  # the checkpoint (id, size, root, note) of the latest round
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._done = threading.Condition()
@@ -243,17 +243,19 @@ class SiteVerifier:
         return self.snapshot
 
     def _latest(self) -> tuple | None:
-        """The latest checkpoint's ``(id, tree_size, root)``: one indexed read."""
+        """The latest checkpoint's ``(id, tree_size, root, note)``: one
+        indexed read. A note changed in place is a change too."""
         uri = "file:" + urllib.request.pathname2url(os.path.abspath(self.db_path)) + "?mode=ro"
         try:
             conn = sqlite3.connect(uri, uri=True, timeout=5)
             try:
-                row = conn.execute("SELECT id, tree_size, root FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+                row = conn.execute(
+                    "SELECT id, tree_size, root, note FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
             finally:
                 conn.close()
         except sqlite3.Error:
             return ("unreadable",)
-        return None if row is None else (row[0], row[1], bytes(row[2]))
+        return None if row is None else (row[0], row[1], bytes(row[2]), bytes(row[3]))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
