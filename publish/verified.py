@@ -4,8 +4,8 @@ itself, never the database's summary tables.
 A background thread watches the ledger's latest checkpoint (one indexed
 read, at most every ``poll_s`` seconds, never on a request). When it has
 changed, it runs :func:`ledger.verify.verify` in a short-lived child process
-(spawned, one worker, at a lower CPU priority, so that pages stay fast while
-it runs), resuming from the :class:`ledger.verify.VerifierState` the last
+(its own interpreter, at a lower CPU priority, so that pages stay fast
+while it runs; the verifier uses every core for a large round), resuming from the :class:`ledger.verify.VerifierState` the last
 round left: only the entries the new checkpoint adds are read. The result
 is published as an immutable :class:`Snapshot`; the pages take every
 balance, total and USD value from it, and mark what lies above its size as
@@ -41,6 +41,7 @@ from typing import Iterator
 from ledger import note
 from ledger.errors import FundledgerError, VerificationError
 from ledger.fund import amount_str
+from ledger.verify import DbSource, Source, verify
 
 POLL_S = 2.0  # how often the thread looks for a new checkpoint
 ROUND_TIMEOUT_S = 24 * 3600.0  # one verification round may take this long (a very large first round)
@@ -91,43 +92,39 @@ class Snapshot:
 # --- the child process: one round of the verifier ---------------------------------------------
 
 
-def _signed_source(db_path: str):
+class SignedSource(Source):
     """A verifier source over the ledger database that offers only what is
     signed or committed to: entries, the log-signed checkpoint note, the key
     and the stored tree hashes. It is not a ``DbSource``, so the verifier
-    checks exactly what a reader of the tiles would and keeps its state
+    checks exactly what a reader of the tiles would, and keeps its state
     (the derived tables are the database's own business)."""
-    from ledger.verify import DbSource, Source
 
-    class SignedSource(Source):
-        def __init__(self, path: str):
-            self.db = DbSource(path)
-            self.description = f"database {path}"
+    def __init__(self, path: str):
+        self.db = DbSource(path)
+        self.description = f"database {path}"
 
-        def vkey(self):
-            return self.db.vkey()
+    def vkey(self):
+        return self.db.vkey()
 
-        def checkpoint(self):
-            row = self.db.store.latest_checkpoint()  # the note alone: cosignatures are checked apart
-            return None if row is None else bytes(row[4])
+    def checkpoint(self):
+        row = self.db.store.latest_checkpoint()  # the note alone: cosignatures are checked apart
+        return None if row is None else bytes(row[4])
 
-        def checkpoint_id(self):
-            row = self.db.store.latest_checkpoint()
-            return None if row is None else row[0]
+    def checkpoint_id(self):
+        row = self.db.store.latest_checkpoint()
+        return None if row is None else row[0]
 
-        def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-            return self.db.entries(tree_size, start, end)
+    def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        return self.db.entries(tree_size, start, end)
 
-        def read_tile(self, level: int, index: int, width: int) -> bytes:
-            return self.db.read_tile(level, index, width)
+    def read_tile(self, level: int, index: int, width: int) -> bytes:
+        return self.db.read_tile(level, index, width)
 
-        def spec(self):
-            return self.db.spec()
+    def spec(self):
+        return self.db.spec()
 
-        def close(self):
-            self.db.close()
-
-    return SignedSource(db_path)
+    def close(self):
+        self.db.close()
 
 
 def _entry_fields(data: bytes) -> dict:
@@ -166,15 +163,13 @@ def verify_round(db_path: str, vkey: str, state) -> dict:
     plain data: ``{"ok": True, ...}`` or ``{"ok": False, "reason", "seq",
     "alarm"}`` (``alarm``: the verification failed, as opposed to the file
     being unreadable)."""
-    from ledger.verify import verify
-
     try:
-        src = _signed_source(db_path)
+        src = SignedSource(db_path)
     except FundledgerError as e:
         return {"ok": False, "reason": str(e), "seq": None, "alarm": False}
     try:
         cp_id = src.checkpoint_id()
-        report = verify(src, [note.parse_vkey(vkey)], resume=state, keep_state=True, workers=1)
+        report = verify(src, [note.parse_vkey(vkey)], resume=state, keep_state=True)
         start = state.tree_size if state is not None else 0
         moves = _movements(src, report, start)
     except VerificationError as e:
