@@ -34,7 +34,7 @@ from datasette.plugins import pm
 from datasette.utils import sqlite3
 
 from ledger import note
-from ledger.errors import InputError, StoreError, FundledgerError
+from ledger.errors import FundledgerError, InputError, StoreError
 
 from .verified import POLL_S, SiteVerifier
 
