@@ -445,18 +445,25 @@ def export(directory, full, db_path):
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--witness", "witnesses", multiple=True,
+              help="A witness's cosignature key (or file) the site checks cosignatures against. Repeatable; "
+                   "without it every cosignature is shown as an unverified claim.")
 @db_option
 @handled
-def serve(host, port, db_path):
+def serve(host, port, witnesses, db_path):
     """Serve the read-only transparency site (Datasette) and the log's C2SP
-    tiles, live from the ledger database.
+    tiles, live from the ledger database. The site verifies the log itself,
+    in the background, and shows only the balances it verified.
 
     Example: fundledger serve --db demo/fund.db --port 8001
     """
-    from publish.site import serve as run_site
+    from publish.site import serve as run_site, witness_keys
 
+    from .verify import load_vkey
+
+    keys = witness_keys([load_vkey(w) for w in witnesses])
     open_store(db_path, readonly=True).close()  # a clear error for a missing ledger
-    run_site(db_path, host, port)
+    run_site(db_path, host, port, keys)
 
 
 @cli.command()

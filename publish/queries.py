@@ -3,17 +3,27 @@ run in Datasette's database threads (``Database.execute_fn``).
 
 Every query is indexed and bounded (a page of history, one row per fund, a
 few hundred chart samples), so pages cost the same on a log of a thousand
-entries or of a hundred million."""
+entries or of a hundred million.
+
+Balances, totals and USD values come from the site's own verification
+(:class:`publish.verified.Snapshot`), never from the ``contracts`` summary.
+Entries shown in a history, a feed or an entry page are read from their
+signed bytes and checked one by one (:func:`checked_entry`): the signature
+of the log key in force at their position and their ``seq``; those above
+the verified size are marked not yet verified."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import re
 
 from ledger import note
 from ledger.errors import FundledgerError
-from ledger.fund import amount_str
 
 from . import present, tlog
+from .verified import Snapshot
 
 CONTRACT_FIELDS = (
     "symbol", "currency", "type", "scale", "multiplier", "registered_seq", "balance", "balance_usd",
@@ -32,15 +42,81 @@ def log_size(conn) -> int:
     return 0 if row[0] is None else row[0] + 1
 
 
-def fund_summary(row: dict) -> dict:
-    """The ``balance --json`` shape of one fund, from its ``contracts`` row."""
+SUMMARY_FIELDS = (
+    "contract", "currency", "type", "scale", "multiplier", "balance", "balance_usd", "credited", "paid", "adl",
+    "liquidations", "last_seq", "last_time", "last_price",
+)
+MAX_COSIGNATURES_SHOWN = 32  # cosignature rows looked at for one checkpoint
+SIGNATURE_CACHE = 8192  # entries whose signature check is remembered (about 4 MB)
+
+
+def fund_summary(fund: dict) -> dict:
+    """The ``balance --json`` shape of one fund, from the verified snapshot."""
+    return {k: fund[k] for k in SUMMARY_FIELDS}
+
+
+def verified_funds(snap: Snapshot) -> list[dict]:
+    """The funds as verified, for the pages (``symbol``, ``entries`` added);
+    none unless the latest round verified."""
+    if not snap.ok:
+        return []
+    return [dict(f, symbol=f["contract"], entries=f["liquidations"] + 1) for f in snap.funds.values()]
+
+
+def verified_info(snap: Snapshot, size: int, cp_size: int) -> dict:
+    """What the site verified itself, for pages and JSON: ``status``
+    (pending, verified, failed), the size and root verified, how many
+    entries of the log are newer, and why a failure failed."""
+    done = snap.tree_size if snap.ok else 0
     return {
-        "contract": row["symbol"], "currency": row["currency"], "type": row["type"], "scale": row["scale"],
-        "multiplier": row["multiplier"], "balance": row["balance"], "balance_usd": row["balance_usd"],
-        "credited": row["credited"], "paid": row["paid"], "adl": row["adl"],
-        "liquidations": row["liquidations"], "last_seq": row["last_seq"], "last_time": row["last_time"],
-        "last_price": row["last_price"],
+        "status": snap.status,
+        "tree_size": done if snap.ok else None,
+        "root": present.b64(snap.root) if snap.ok else None,
+        "verified_at": snap.verified_at,
+        "entries_not_yet_verified": max(0, size - done),
+        "newer_checkpoint": cp_size > done if snap.ok else None,
+        "reason": None if snap.ok else snap.reason,
+        "failed_seq": snap.failed_seq if snap.status == "failed" else None,
     }
+
+
+def checked_entry(seq: int, data: bytes, snap: Snapshot, contract: str | None = None) -> dict:
+    """Entry ``seq`` as its signed bytes say, with ``check``: ``verified``
+    (within the verified size, its ``seq`` is ``seq`` and the log key in
+    force there signed it), ``unverified`` (above the verified size, or no
+    verification yet) or ``mismatch`` (it is not the signed entry ``seq``:
+    the stored copy was changed). ``contract``: the fund it must be about."""
+    row = dict.fromkeys(HISTORY_FIELDS + ("contract",))
+    row["seq"] = seq
+    try:
+        text, _ = note.split_note(bytes(data), 65535)
+        obj = json.loads(text)
+        if not isinstance(obj, dict):
+            raise ValueError("not an object")
+    except (FundledgerError, ValueError):
+        return dict(row, check="mismatch", fields=None)
+    for k in HISTORY_FIELDS[1:]:
+        v = obj.get("id" if k == "liquidation_id" else k)
+        row[k] = v if isinstance(v, str) else None
+    row["contract"] = obj.get("contract") if isinstance(obj.get("contract"), str) else None
+    row["fields"] = obj
+    if obj.get("seq") != seq or (contract is not None and row["contract"] != contract):
+        return dict(row, check="mismatch")
+    if not snap.ok or seq >= snap.tree_size:
+        return dict(row, check="unverified")
+    return dict(row, check="verified" if _signed_by(bytes(data), snap.key_at(seq)) else "mismatch")
+
+
+@functools.lru_cache(maxsize=SIGNATURE_CACHE)
+def _signed_by(data: bytes, key: note.Verifier) -> bool:
+    """Whether ``data`` is a signed note with a valid signature by ``key``.
+    Cached (by the bytes themselves and the key), since the same pages are
+    asked for again and again."""
+    try:
+        note.open_note(data, [key], 65535)
+    except FundledgerError:
+        return False
+    return True
 
 
 def contracts(conn) -> list[dict]:
@@ -54,111 +130,158 @@ def contract(conn, symbol: str) -> dict | None:
     return None if r is None else dict(zip(CONTRACT_FIELDS, r))
 
 
-def checkpoint_info(cp: tlog.LatestCheckpoint | None, origin: str) -> dict | None:
+def cosignatures(cp: tlog.LatestCheckpoint, witnesses=()) -> list[dict]:
+    """The cosignature rows stored for ``cp``, each checked against the
+    witness keys the site trusts: ``role`` ``witness`` (``verified``) only
+    for a valid cosignature/v1 by one of ``witnesses``; any other row is an
+    ``unverified`` claim, whatever name it carries."""
+    text = None
+    try:
+        text, _ = note.split_note(cp.note)
+    except FundledgerError:
+        pass
+    out = []
+    for line in cp.cosignatures[:MAX_COSIGNATURES_SHOWN]:
+        shown = line.decode("utf-8", "replace").rstrip("\n")[:300]
+        try:
+            (sig,) = note.parse_signature_lines(line)
+        except (FundledgerError, ValueError):
+            out.append({"name": None, "key_id": None, "line": shown, "role": "unverified", "verified": False})
+            continue
+        ok = False
+        for w in witnesses:
+            if text is not None and (w.name, w.key_id) == (sig.name, sig.key_id):
+                try:
+                    note.verify_cosignature(text, sig, w)
+                    ok = True
+                except FundledgerError:
+                    pass
+        out.append({"name": sig.name, "key_id": sig.key_id.hex(), "line": shown,
+                    "role": "witness" if ok else "unverified", "verified": ok})
+    return out
+
+
+def checkpoint_info(cp: tlog.LatestCheckpoint | None, origin: str, snap: Snapshot | None = None,
+                    witnesses=()) -> dict | None:
     """The latest checkpoint for pages and JSON: size, root, time, and who
-    signed it (the log's key or keys, and the witnesses that cosigned)."""
+    signed it. The log's signature counts as ``verified`` once this site's
+    verifier checked this very checkpoint; a cosignature only if it verifies
+    against a witness key the site was given (``fundledger serve
+    --witness``); everything else is listed as an ``unverified`` claim."""
     if cp is None:
         return None
-    sigs = tlog.signature_lines(cp.published)
-    return {
-        "tree_size": cp.tree_size,
-        "root": present.b64(cp.root),
+    verified = snap is not None and snap.ok and snap.checkpoint_id == cp.id and snap.checkpoint == cp.note
+    sigs = [dict(s, role="log", verified=verified) if s["name"] == origin
+            else dict(s, role="unverified", verified=False) for s in tlog.signature_lines(cp.note)]
+    return {  # once verified, the size and root are the verified ones, not the table's copies
+        "tree_size": snap.tree_size if verified else cp.tree_size,
+        "root": present.b64(snap.root if verified else cp.root),
         "time": cp.time,
         "note": cp.published.decode("utf-8", "replace"),
-        "signatures": [dict(s, role="log" if s["name"] == origin else "witness") for s in sigs],
+        "verified": verified,
+        "signatures": sigs + cosignatures(cp, witnesses),
     }
 
 
-def _sum_usd(rows: list[dict]) -> str | None:
-    """Sum of the USD values (cents, exact) of the funds that have one."""
-    cents = [int(r["balance_usd"].replace(".", "")) for r in rows if r.get("balance_usd")]
-    return amount_str(sum(cents), 2) if cents else None
-
-
-def home(conn, origin: str) -> dict:
-    funds = contracts(conn)
-    for f in funds:
-        last = conn.execute(
-            "SELECT seq, time, kind, delta, paid, adl FROM entries WHERE contract = ? AND kind = 'liquidation' "
-            "ORDER BY seq DESC LIMIT 1", (f["symbol"],)
-        ).fetchone()
-        f["last_movement"] = None if last is None else dict(zip(("seq", "time", "kind", "delta", "paid", "adl"), last))
-        f["entries"] = f["liquidations"] + 1
+def home(conn, origin: str, snap: Snapshot, witnesses=()) -> dict:
+    """The home page and /funds.json: every fund as verified, the latest
+    checkpoint, and how much of the log is newer than what was verified."""
+    funds = verified_funds(snap)
     cp = tlog.latest_checkpoint(conn)
     size = log_size(conn)
+    cp_size = cp.tree_size if cp else 0
     return {
         "origin": origin,
         "tree_size": size,
-        "checkpoint": checkpoint_info(cp, origin),
-        "pending": size - (cp.tree_size if cp else 0),
+        "checkpoint": checkpoint_info(cp, origin, snap, witnesses),
+        "pending": size - cp_size,
+        "verified": verified_info(snap, size, cp_size),
         "funds": funds,
-        "total_usd": _sum_usd(funds),
+        "total_usd": snap.total_usd() if snap.ok else None,
     }
 
 
-def history(conn, symbol: str, before: int | None, limit: int) -> tuple[list[dict], int | None]:
-    """A page of one fund's entries, newest first: ``(rows, next_before)``."""
-    cols = ", ".join(HISTORY_FIELDS)
+def history(conn, symbol: str, before: int | None, limit: int, snap: Snapshot) -> tuple[list[dict], int | None]:
+    """A page of one fund's entries, newest first, each as signed and
+    checked (:func:`checked_entry`): ``(rows, next_before)``."""
     bound = (1 << 63) - 1 if before is None else before
-    rows = [
-        dict(zip(HISTORY_FIELDS, r))
-        for r in conn.execute(
-            f"SELECT {cols} FROM entries WHERE contract = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
-            (symbol, bound, limit + 1),
-        )
-    ]
-    more = len(rows) > limit
-    rows = rows[:limit]
+    found = conn.execute(
+        "SELECT seq, data FROM entries WHERE contract = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        (symbol, bound, limit + 1),
+    ).fetchall()
+    more = len(found) > limit
+    rows = [checked_entry(seq, data, snap, symbol) for seq, data in found[:limit]]
     return rows, (rows[-1]["seq"] if more and rows else None)
 
 
+_POINT_TIME = re.compile(rb'"time":"([^"\\]{1,64})"')
+_POINT_BALANCE = re.compile(rb'"balance":"([^"\\]{1,64})"')
+
+
+def _signed_point(data: bytes, about: bytes) -> tuple[str, str | None] | None:
+    """``(time, balance)`` from an entry's signed text (not from the derived
+    columns); None if it has no time or is not ``about`` its fund (the bytes
+    ``"contract":"SYMBOL"``). The text is the note's first line, canonical
+    JSON (its signature is not checked here): its fields are found without a
+    full parse, for speed."""
+    line = bytes(data[:65535]).split(b"\n", 1)[0]
+    when = _POINT_TIME.search(line)
+    if about not in line or when is None:
+        return None
+    bal = _POINT_BALANCE.search(line)
+    return when.group(1).decode("ascii", "replace"), bal.group(1).decode("ascii", "replace") if bal else None
+
+
 def chart_points(conn, fund: dict) -> tuple[list[tuple[str, str | None]], bool]:
-    """``[(time, balance)]`` in log order for the balance chart, and whether
-    they are a sample. Every entry up to CHART_ALL_POINTS; beyond, the
-    balance at CHART_SAMPLES evenly spaced positions of the fund's history
-    (one indexed lookup each)."""
+    """``[(time, balance)]`` in log order for the balance chart, up to the
+    fund's last verified entry, and whether they are a sample. Every entry up
+    to CHART_ALL_POINTS; beyond, the balance at CHART_SAMPLES evenly spaced
+    positions of the fund's history (one indexed lookup each). Read from the
+    entries' signed text, not from the derived columns."""
     symbol = fund["symbol"]
+    about = b'"contract":' + json.dumps(symbol).encode()
+    first, last = fund["registered_seq"], max(fund["last_seq"], fund["registered_seq"])
     if fund["liquidations"] + 1 <= CHART_ALL_POINTS:
         rows = conn.execute(
-            "SELECT time, balance FROM entries WHERE contract = ? ORDER BY seq", (symbol,)
+            "SELECT data FROM entries WHERE contract = ? AND seq <= ? ORDER BY seq", (symbol, last)
         ).fetchall()
-        return [(r[0], r[1]) for r in rows], False
-    first, last = fund["registered_seq"], fund["last_seq"]
+        return [p for p in (_signed_point(r[0], about) for r in rows) if p is not None], False
     out, seen = [], set()
     for k in range(CHART_SAMPLES + 1):
         at = first + (last - first) * k // CHART_SAMPLES
         r = conn.execute(
-            "SELECT seq, time, balance FROM entries WHERE contract = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, data FROM entries WHERE contract = ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
             (symbol, at),
         ).fetchone()
         if r is not None and r[0] not in seen:
             seen.add(r[0])
-            out.append((r[1], r[2]))
+            p = _signed_point(r[1], about)
+            if p is not None:
+                out.append(p)
     return out, True
 
 
-def entry(conn, seq: int, origin: str) -> dict | None:
-    cols = ", ".join(HISTORY_FIELDS)
-    r = conn.execute(f"SELECT {cols}, contract, data, leaf_hash FROM entries WHERE seq = ?", (seq,)).fetchone()
+def entry(conn, seq: int, origin: str, snap: Snapshot) -> dict | None:
+    """One entry as signed and checked (:func:`checked_entry`), its
+    signature lines, its neighbours, and its fund as verified."""
+    r = conn.execute("SELECT data FROM entries WHERE seq = ?", (seq,)).fetchone()
     if r is None:
         return None
-    row = dict(zip(HISTORY_FIELDS + ("contract", "data", "leaf_hash"), r))
-    data = bytes(row.pop("data"))
-    row["leaf_hash"] = present.b64(row["leaf_hash"])
-    fund = contract(conn, row["contract"]) if row["contract"] else None
+    data = bytes(r[0])
+    row = checked_entry(seq, data, snap)
+    row["leaf_hash"] = present.b64(hashlib.sha256(b"\x00" + data).digest())
+    fund = snap.funds.get(row["contract"]) if snap.ok and row["contract"] else None
+    if fund is not None:
+        fund = dict(fund, symbol=fund["contract"])
     row["currency"] = fund["currency"] if fund else ""
-    try:
-        text, _ = note.split_note(data, 65535)
-        fields = json.loads(text)
-    except (FundledgerError, ValueError):
-        text, fields = b"", None
-    row["fields"] = fields
+    fields = row["fields"]
     row["fields_pretty"] = json.dumps(fields, indent=2, sort_keys=True) if fields is not None else ""
     row["signed_note"] = data.decode("utf-8", "replace")
     row["signatures"] = tlog.signature_lines(data)
     cp_size = tlog.checkpoint_size(conn)
     row["in_checkpoint"] = seq < cp_size
     row["checkpoint_size"] = cp_size
+    row["verified_size"] = snap.tree_size if snap.ok else 0
     row["log_size"] = log_size(conn)
     prev_same = conn.execute(
         "SELECT MAX(seq) FROM entries WHERE contract = ? AND seq < ?", (row["contract"], seq)
@@ -172,35 +295,32 @@ def entry(conn, seq: int, origin: str) -> dict | None:
     return row
 
 
-def verify_page(conn, origin: str) -> dict:
-    """What /verify shows and the browser checks: each fund's balance as of
-    the latest checkpoint (the last balance recorded below its size), the
-    seq of the entry that says so, and the key-rotation entries below it."""
+def verify_page(conn, origin: str, snap: Snapshot, witnesses=()) -> dict:
+    """What /verify shows and the browser checks: the site's verified
+    snapshot (its size and root, every fund's balance there, the seq of the
+    entry that holds it) and the key-rotation entries below its size."""
+    funds = [{"symbol": f["symbol"], "currency": f["currency"], "scale": f["scale"], "balance": f["balance"],
+              "seq": f["last_seq"] if f["liquidations"] else f["registered_seq"]} for f in verified_funds(snap)]
+    size = snap.tree_size if snap.ok else 0
     cp = tlog.latest_checkpoint(conn)
-    size = cp.tree_size if cp else 0
-    funds = []
-    for f in contracts(conn):
-        if f["registered_seq"] >= size:
-            continue
-        r = conn.execute(
-            "SELECT seq, balance FROM entries WHERE contract = ? AND kind = 'liquidation' AND seq < ? "
-            "ORDER BY seq DESC LIMIT 1", (f["symbol"], size)
-        ).fetchone()
-        seq, balance = (f["registered_seq"], amount_str(0, f["scale"])) if r is None else (r[0], r[1])
-        funds.append({"symbol": f["symbol"], "currency": f["currency"], "scale": f["scale"],
-                      "balance": balance, "seq": seq})
-    # key entries have contract '': the (contract, seq) index finds them without a scan
-    keys = [r[0] for r in conn.execute(
-        "SELECT seq FROM entries WHERE contract = '' AND kind = 'key' AND seq < ? ORDER BY seq", (size,))]
-    return {"checkpoint": checkpoint_info(cp, origin), "size": size, "funds": funds, "key_seqs": keys}
+    return {"checkpoint": checkpoint_info(cp, origin, snap, witnesses), "size": size,
+            "root": present.b64(snap.root) if snap.ok else "", "funds": funds,
+            "key_seqs": [start - 1 for start, _ in snap.keys[1:]] if snap.ok else [],
+            "verified": verified_info(snap, log_size(conn), cp.tree_size if cp else 0)}
 
 
-def movements(conn, symbol: str | None, limit: int = 50) -> list[dict]:
-    """The latest liquidations (all funds, or one), newest first, with the
-    fund's currency: the Atom feed."""
-    cols = ", ".join(f"e.{c}" for c in HISTORY_FIELDS)
-    where = "e.kind = 'liquidation'" + (" AND e.contract = ?" if symbol else "")
-    args = ((symbol,) if symbol else ()) + (limit,)
-    q = (f"SELECT {cols}, e.contract, c.currency FROM entries e JOIN contracts c ON c.symbol = e.contract "
-         f"WHERE {where} ORDER BY e.seq DESC LIMIT ?")
-    return [dict(zip(HISTORY_FIELDS + ("contract", "currency"), r)) for r in conn.execute(q, args)]
+def movements(conn, symbol: str | None, snap: Snapshot, limit: int = 50) -> list[dict]:
+    """The latest liquidations (all funds, or one) within the verified
+    size, newest first, as signed and checked, with the fund's currency:
+    the Atom feed. A stored row that is not its signed entry is left out."""
+    if not snap.ok:
+        return []
+    where = "kind = 'liquidation' AND seq < ?" + (" AND contract = ?" if symbol else "")
+    args = (snap.tree_size,) + ((symbol,) if symbol else ()) + (limit,)
+    out = []
+    for seq, data in conn.execute(f"SELECT seq, data FROM entries WHERE {where} ORDER BY seq DESC LIMIT ?", args):
+        row = checked_entry(seq, data, snap, symbol)
+        fund = snap.funds.get(row["contract"] or "")
+        if row["check"] == "verified" and row["kind"] == "liquidation" and fund is not None:
+            out.append(dict(row, currency=fund["currency"]))
+    return out

@@ -33,7 +33,10 @@ from datasette.database import Database
 from datasette.plugins import pm
 from datasette.utils import sqlite3
 
-from ledger.errors import StoreError
+from ledger import note
+from ledger.errors import FundledgerError, InputError, StoreError
+
+from .verified import POLL_S, SiteVerifier
 
 DB_NAME = "ledger"  # Datasette's name (and URL) for the ledger database
 HERE = pathlib.Path(__file__).resolve().parent
@@ -55,7 +58,12 @@ SETTINGS = {
     "num_sql_threads": 3,
 }
 
-HIDDEN_TABLES = ("tree", "meta")  # stored Merkle hashes and key/origin rows: served as tiles and /vkey
+HIDDEN_TABLES = ("tree", "meta")
+UNVERIFIED_COPY = (
+    "The derived columns are UNVERIFIED CONVENIENCE COPIES of the signed entries: anyone holding the database "
+    "file can edit them without the key. Only `data` is signed; the balances this site verified itself are on "
+    "its own pages (/, /funds.json, /contract/<SYMBOL>)."
+)  # stored Merkle hashes and key/origin rows: served as tiles and /vkey
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class SiteConfig:
     origin: str
     vkey: str
     db_path: str
+    witnesses: tuple = ()  # note.Verifier of each witness whose cosignatures the site checks
+    verifier: SiteVerifier | None = None  # the site's own verification (publish/verified.py)
 
 
 class ReadOnlyDatabase(Database):
@@ -134,7 +144,7 @@ def metadata(origin: str, db_name: str = DB_NAME) -> dict:
                     "entries": {
                         "description": (
                             "One row per log entry. `data` is the entry exactly as signed (a C2SP signed "
-                            "note); every other column is derived from it for querying."
+                            "note); every other column is derived from it for querying. " + UNVERIFIED_COPY
                         ),
                         "sort_desc": "seq",
                         "size": 50,
@@ -147,14 +157,22 @@ def metadata(origin: str, db_name: str = DB_NAME) -> dict:
                             "kind": "contract (a fund opened), liquidation (the fund moved) or key (signing key changed)",
                             "contract": "The contract whose fund this is",
                             "liquidation_id": "The exchange's liquidation id",
-                            "delta": "What the liquidation left: positive = surplus into the fund, negative = shortfall",
-                            "paid": "What the fund paid to cover a shortfall",
-                            "adl": "The part of a shortfall the fund could not cover, passed to auto-deleveraging",
-                            "balance": "The fund's balance after this entry",
+                            "delta": "What the liquidation left: positive = surplus into the fund, negative = "
+                                     "shortfall (unverified copy of the signed entry's field)",
+                            "paid": "What the fund paid to cover a shortfall (unverified copy)",
+                            "adl": "The part of a shortfall the fund could not cover, passed to auto-deleveraging "
+                                   "(unverified copy)",
+                            "balance": "The fund's balance after this entry (unverified copy: the site's verified "
+                                       "balances are on its own pages)",
                         },
                     },
                     "contracts": {
-                        "description": "One row per fund: its terms and current balance (a summary of the entries).",
+                        "description": (
+                            "One row per fund: its terms and current balance, a summary of the entries kept by the "
+                            "writer. UNVERIFIED CONVENIENCE COPY: anyone holding the database file can edit it "
+                            "without the key. The balances this site verified itself are on its home page, "
+                            "/funds.json and /contract/<SYMBOL>."
+                        ),
                         "sort": "symbol",
                     },
                     "checkpoints": {
@@ -162,12 +180,17 @@ def metadata(origin: str, db_name: str = DB_NAME) -> dict:
                         "sort_desc": "id",
                     },
                     "cosignatures": {
-                        "description": "Witness cosignatures collected for the checkpoints.",
+                        "description": (
+                            "Cosignature lines stored for the checkpoints, as the operator collected them. "
+                            "Unverified: a row here is a claim; the home page calls a cosignature verified only "
+                            "when it checks against a witness key the site was given."
+                        ),
                     },
                 },
                 "queries": {
                     "fund_balances": {
-                        "title": "Every fund's balance",
+                        "title": "Every fund's balance (unverified convenience copy)",
+                        "description": "Read from the contracts summary table. " + UNVERIFIED_COPY,
                         "sql": (
                             "SELECT symbol AS contract, currency, type, balance, balance_usd, credited, paid, adl, "
                             "liquidations, last_seq, last_time FROM contracts ORDER BY symbol"
@@ -175,7 +198,10 @@ def metadata(origin: str, db_name: str = DB_NAME) -> dict:
                     },
                     "fund_history": {
                         "title": "One fund's history, newest first",
-                        "description": "contract: the symbol; before: only entries with a smaller seq (blank for the newest).",
+                        "description": (
+                            "contract: the symbol; before: only entries with a smaller seq (blank for the newest). "
+                            + UNVERIFIED_COPY
+                        ),
                         "sql": (
                             "SELECT seq, time, kind, liquidation_id, side, qty, bankruptcy_price, fill_price, "
                             "mark_price, delta, paid, adl, balance FROM entries WHERE contract = :contract "
@@ -185,6 +211,7 @@ def metadata(origin: str, db_name: str = DB_NAME) -> dict:
                     },
                     "latest_movements": {
                         "title": "The latest fund movements, all funds",
+                        "description": UNVERIFIED_COPY,
                         "sql": (
                             "SELECT seq, time, contract, liquidation_id, side, qty, bankruptcy_price, fill_price, "
                             "mark_price, delta, paid, adl, balance FROM entries WHERE kind = 'liquidation' "
@@ -225,13 +252,33 @@ def _register_plugin() -> None:
         pm.register(plugin, name="fundledger-site")
 
 
-def make_datasette(db_path: str) -> Datasette:
-    """The Datasette instance serving the ledger at ``db_path``, read-only and live."""
+def witness_keys(witnesses) -> tuple:
+    """The witnesses' cosignature/v1 verifier keys, each given inline (or a
+    ``note.Verifier``); InputError for anything else."""
+    out = []
+    for w in witnesses:
+        try:
+            v = w if isinstance(w, note.Verifier) else note.parse_vkey(str(w).strip())
+        except FundledgerError as e:
+            raise InputError(f"bad witness key: {e}") from None
+        if v.alg != note.ALG_COSIGNATURE_V1:
+            raise InputError(f"witness key {v.name} is not a cosignature/v1 key")
+        out.append(v)
+    return tuple(out)
+
+
+def make_datasette(db_path: str, witnesses=(), poll_s: float = POLL_S) -> Datasette:
+    """The Datasette instance serving the ledger at ``db_path``, read-only
+    and live. ``witnesses``: the keys of the witnesses whose cosignatures it
+    checks. Its own verification of the ledger starts at once, in the
+    background (``ds._fundledger.verifier``); every ``poll_s`` seconds it
+    looks for a new checkpoint."""
     path = os.path.abspath(db_path)
     origin, vkey = _read_meta(path)
     _register_plugin()
+    verifier = SiteVerifier(path, vkey, poll_s=poll_s)
     ds = FundledgerDatasette(
-        SiteConfig(DB_NAME, origin, vkey, path),
+        SiteConfig(DB_NAME, origin, vkey, path, witness_keys(witnesses), verifier),
         files=[],
         metadata=metadata(origin),
         settings=SETTINGS,
@@ -241,26 +288,36 @@ def make_datasette(db_path: str) -> Datasette:
     )
     ds.remove_database("_memory")  # added because files=[]: nothing to publish there
     ds.add_database(ReadOnlyDatabase(ds, path), name=DB_NAME)
+    verifier.start()
     return ds
 
 
-def serve(db_path: str, host: str, port: int) -> None:
+def wait_verified(ds: Datasette, timeout: float = 60.0):
+    """Wait until the site has verified the checkpoint its database holds
+    now (or found it bad); the snapshot. Tests and embedders."""
+    return ds._fundledger.verifier.refresh(timeout)
+
+
+def serve(db_path: str, host: str, port: int, witnesses=()) -> None:
     """Serve the site until interrupted (blocking), with uvicorn as Datasette does."""
     import uvicorn
 
-    ds = make_datasette(db_path)
+    ds = make_datasette(db_path, witnesses)
     uvicorn.run(ds.app(), host=host, port=port, log_level="info", lifespan="on", workers=1)
 
 
 class BackgroundServer:
     """The site served by uvicorn in a daemon thread on a free loopback port
     (tests, embedding). ``with BackgroundServer(db) as url: ...``; ``url``
-    ends with ``/``."""
+    ends with ``/``. ``start()`` returns once the site has verified the
+    database's checkpoint too, waiting up to ``verified_timeout`` seconds
+    (None: not at all)."""
 
     def __init__(self, db_path: str, host: str = "127.0.0.1", port: int = 0, datasette: Datasette | None = None,
-                 app=None):
+                 app=None, verified_timeout: float | None = 60.0):
         import uvicorn
 
+        self.verified_timeout = verified_timeout
         self.datasette = datasette or make_datasette(db_path)
         asgi = app if app is not None else self.datasette.app()
         self.server = uvicorn.Server(uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on"))
@@ -280,9 +337,12 @@ class BackgroundServer:
             time.sleep(0.02)
         host, port = self.server.servers[0].sockets[0].getsockname()[:2]
         self.url = f"http://{host}:{port}/"
+        if self.verified_timeout is not None:
+            wait_verified(self.datasette, self.verified_timeout)
         return self.url
 
     def stop(self) -> None:
+        self.datasette._fundledger.verifier.stop()
         self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(timeout=30)

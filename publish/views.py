@@ -53,6 +53,11 @@ def _db(datasette):
     return datasette.get_database(_cfg(datasette).db_name)
 
 
+def _snap(datasette):
+    """The latest verified snapshot (publish/verified.py): read once per request."""
+    return _cfg(datasette).verifier.snapshot
+
+
 async def _read(datasette, fn, *args):
     """Run ``fn(conn, *args)`` in a database thread, under a time limit."""
 
@@ -198,16 +203,19 @@ async def raw_entry(datasette, request):
 
 @_get_only
 async def home(datasette, request):
-    d = await _read(datasette, queries.home, _cfg(datasette).origin)
+    cfg = _cfg(datasette)
+    d = await _read(datasette, queries.home, cfg.origin, _snap(datasette), cfg.witnesses)
     return await _page(datasette, request, "fl_home.html", {"d": d, "title": "Insurance funds"})
 
 
 @_get_only
 async def funds_json(datasette, request):
-    d = await _read(datasette, queries.home, _cfg(datasette).origin)
+    cfg = _cfg(datasette)
+    d = await _read(datasette, queries.home, cfg.origin, _snap(datasette), cfg.witnesses)
     return _json({
         "origin": d["origin"],
         "tree_size": d["tree_size"],
+        "verified": d["verified"],
         "checkpoint": d["checkpoint"],
         "entries_after_checkpoint": d["pending"],
         "total_usd": d["total_usd"],
@@ -215,14 +223,19 @@ async def funds_json(datasette, request):
     }, cache=PAGE_CACHE)
 
 
-def _contract_data(conn, symbol, before, limit):
-    fund = queries.contract(conn, symbol)
-    if fund is None:
+def _contract_data(conn, symbol, before, limit, snap):
+    """A fund as verified and a page of its history; None if the log has no
+    such contract. A fund not (yet) in the verified snapshot has ``fund``
+    None: its page says so and shows no number."""
+    fund = next((f for f in queries.verified_funds(snap) if f["symbol"] == symbol), None)
+    if fund is None and queries.contract(conn, symbol) is None:
         return None
-    rows, next_before = queries.history(conn, symbol, before, limit)
-    points, sampled = queries.chart_points(conn, fund)
-    return {"fund": fund, "rows": rows, "next_before": next_before, "points": points, "sampled": sampled,
-            "checkpoint_size": tlog.checkpoint_size(conn), "log_size": queries.log_size(conn)}
+    rows, next_before = queries.history(conn, symbol, before, limit, snap)
+    points, sampled = queries.chart_points(conn, fund) if fund is not None else ([], False)
+    cp_size, size = tlog.checkpoint_size(conn), queries.log_size(conn)
+    return {"fund": fund, "symbol": symbol, "rows": rows, "next_before": next_before, "points": points,
+            "sampled": sampled, "checkpoint_size": cp_size, "log_size": size,
+            "verified": queries.verified_info(snap, size, cp_size)}
 
 
 def _history_args(request):
@@ -233,6 +246,8 @@ def _history_args(request):
 
 def _chart(d: dict) -> str:
     fund = d["fund"]
+    if fund is None:
+        return ""
     pts = []
     for t, bal in d["points"]:
         when = present.parse_time(t)
@@ -251,11 +266,11 @@ async def contract_page(datasette, request):
     except ValueError as e:
         return await _page(datasette, request, "fl_error.html",
                            {"title": "Bad request", "message": f"bad parameter {e}"}, 400)
-    d = await _read(datasette, _contract_data, symbol, before, limit)
+    d = await _read(datasette, _contract_data, symbol, before, limit, _snap(datasette))
     if d is None:
         return await _html_not_found(datasette, request, f"There is no contract {symbol} in this ledger.")
     for r in d["rows"]:
-        r["currency"] = d["fund"]["currency"]
+        r["currency"] = d["fund"]["currency"] if d["fund"] else ""
         r["contract"] = symbol
         r["movement"] = present.movement(r)
     return await _page(datasette, request, "fl_contract.html", {
@@ -271,7 +286,7 @@ async def contract_json(datasette, request):
         before, limit = _history_args(request)
     except ValueError as e:
         return _json({"error": f"bad parameter {e}"}, 400)
-    d = await _read(datasette, _contract_data, symbol, before, limit)
+    d = await _read(datasette, _contract_data, symbol, before, limit, _snap(datasette))
     if d is None:
         return _json({"error": f"unknown contract {symbol}"}, 404)
     nxt = None
@@ -279,9 +294,10 @@ async def contract_json(datasette, request):
         nxt = f"/contract/{quote(symbol)}.json?before={d['next_before']}" + (
             f"&limit={limit}" if limit != HISTORY_PAGE else "")
     return _json({
-        "contract": queries.fund_summary(d["fund"]),
+        "contract": queries.fund_summary(d["fund"]) if d["fund"] else None,
+        "verified": d["verified"],
         "checkpoint_size": d["checkpoint_size"],
-        "entries": d["rows"],
+        "entries": [{k: r[k] for k in queries.HISTORY_FIELDS + ("check",)} for r in d["rows"]],
         "next": nxt,
     }, cache=PAGE_CACHE)
 
@@ -289,7 +305,8 @@ async def contract_json(datasette, request):
 @_get_only
 async def entry_page(datasette, request):
     seq = _seq(request)
-    e = None if seq is None else await _read(datasette, queries.entry, seq, _cfg(datasette).origin)
+    e = None if seq is None else await _read(datasette, queries.entry, seq, _cfg(datasette).origin,
+                                             _snap(datasette))
     if e is None:
         return await _html_not_found(datasette, request, f"There is no entry {request.url_vars['seq']} in this log.")
     return await _page(datasette, request, "fl_entry.html", {"e": e, "title": f"Log entry #{seq}"})
@@ -298,7 +315,8 @@ async def entry_page(datasette, request):
 @_get_only
 async def entry_json(datasette, request):
     seq = _seq(request)
-    e = None if seq is None else await _read(datasette, queries.entry, seq, _cfg(datasette).origin)
+    e = None if seq is None else await _read(datasette, queries.entry, seq, _cfg(datasette).origin,
+                                             _snap(datasette))
     if e is None:
         return _json({"error": "no such entry"}, 404)
     return _json({
@@ -312,6 +330,8 @@ async def entry_json(datasette, request):
         "leaf_hash": e["leaf_hash"],
         "in_checkpoint": e["in_checkpoint"],
         "checkpoint_size": e["checkpoint_size"],
+        "check": e["check"],
+        "verified_size": e["verified_size"],
         "receipt": f"/entry/{seq}/receipt" if e["in_checkpoint"] else None,
         "raw": f"/entry/{seq}/raw",
     }, cache=PAGE_CACHE)
@@ -320,9 +340,11 @@ async def entry_json(datasette, request):
 @_get_only
 async def checkpoint_json(datasette, request):
     cfg = _cfg(datasette)
+    snap = _snap(datasette)
 
     def read(conn):
-        return queries.checkpoint_info(tlog.latest_checkpoint(conn), cfg.origin), queries.log_size(conn)
+        info = queries.checkpoint_info(tlog.latest_checkpoint(conn), cfg.origin, snap, cfg.witnesses)
+        return info, queries.log_size(conn)
 
     info, size = await _read(datasette, read)
     if info is None:
@@ -332,7 +354,8 @@ async def checkpoint_json(datasette, request):
 
 @_get_only
 async def verify_page(datasette, request):
-    d = await _read(datasette, queries.verify_page, _cfg(datasette).origin)
+    cfg = _cfg(datasette)
+    d = await _read(datasette, queries.verify_page, cfg.origin, _snap(datasette), cfg.witnesses)
     return await _page(datasette, request, "fl_verify.html", {
         "d": d, "full_limit": VERIFY_FULL_LIMIT, "title": "Check it yourself",
     })
@@ -348,11 +371,12 @@ async def about(datasette, request):
 async def atom_feed(datasette, request):
     cfg = _cfg(datasette)
     symbol = request.url_vars.get("symbol")
+    snap = _snap(datasette)
 
     def read(conn):
         if symbol is not None and queries.contract(conn, symbol) is None:
             return None
-        return queries.movements(conn, symbol)
+        return queries.movements(conn, symbol, snap)
 
     rows = await _read(datasette, read)
     if rows is None:

@@ -22,7 +22,7 @@ from ledger.errors import StoreError
 from ledger.verify import verify_path
 from publish import chart, present
 from publish.export import export
-from publish.site import BackgroundServer, ReadOnlyDatabase, make_datasette
+from publish.site import BackgroundServer, ReadOnlyDatabase, make_datasette, wait_verified
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 
@@ -40,6 +40,13 @@ def run_async(fn):
 def liq(i, contract="XBTUSDTM", side="long", bankruptcy="39000", fill="39100", qty="1", **extra):
     return {"kind": "liquidation", "contract": contract, "id": f"L-{i}", "side": side, "qty": qty,
             "bankruptcy_price": bankruptcy, "fill_price": fill, **extra}
+
+
+def verified_at_checkpoint(ledger, tmp) -> dict:
+    """Every fund's summary as of the latest checkpoint, by the verifier
+    over a static export (independent of the site)."""
+    export(ledger.store, str(tmp))
+    return {s: f.summary() for s, f in verify_path(str(tmp)).book.funds.items()}
 
 
 def build(ledger, n=300):
@@ -70,6 +77,7 @@ def build(ledger, n=300):
 def site(ledger):
     build(ledger)
     ds = make_datasette(ledger.db)
+    wait_verified(ds)
     yield ledger, ds
     for db in ds.databases.values():
         db.close()
@@ -81,6 +89,7 @@ def small(ledger):
     ledger.liquidation(id="L-1")
     ledger.checkpoint()
     ds = make_datasette(ledger.db)
+    wait_verified(ds)
     yield ledger, ds
     for db in ds.databases.values():
         db.close()
@@ -113,8 +122,9 @@ async def raw_get(ds, raw_path: bytes, method: str = "GET"):
 
 
 @run_async
-async def test_home_page(site):
+async def test_home_page(site, tmp_path):
     ledger, ds = site
+    want = verified_at_checkpoint(ledger, tmp_path / "x")
     r = await ds.client.get("/")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
@@ -122,10 +132,12 @@ async def test_home_page(site):
     html = r.text
     cp = ledger.store.latest_checkpoint()
     root = base64.b64encode(cp[2]).decode()
-    for row in ledger.store.contract_rows():
-        assert f'href="/contract/{row["symbol"]}"' in html
+    for row in want.values():  # the balances at the checkpoint, as verified
+        assert f'href="/contract/{row["contract"]}"' in html
         assert f'data-balance="{row["balance"]}"' in html
         assert present.amount(row["balance"]) in html
+    assert "Verified by this site</strong> up to entry #304" in html
+    assert "The 2 newer entries are not yet verified" in html
     assert root in html
     assert "anyone can check these numbers" in html
     assert "2 newer entries will be covered by the next one" in html
@@ -134,13 +146,18 @@ async def test_home_page(site):
 
 
 @run_async
-async def test_funds_json_is_the_balance_json_shape(site):
+async def test_funds_json_is_the_balance_json_shape(site, tmp_path):
     ledger, ds = site
     r = await ds.client.get("/funds.json")
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
     d = r.json()
     want = api.balances(ledger.store)
-    assert d["contracts"] == want["contracts"]
+    assert [c["contract"] for c in d["contracts"]] == [c["contract"] for c in want["contracts"]]
+    assert d["contracts"] == sorted(verified_at_checkpoint(ledger, tmp_path / "x").values(),
+                                    key=lambda c: c["contract"])
+    assert set(d["contracts"][0]) == set(want["contracts"][0])
+    assert d["verified"]["status"] == "verified" and d["verified"]["tree_size"] == 305
+    assert d["verified"]["entries_not_yet_verified"] == 2
     assert d["tree_size"] == want["tree_size"] == 307
     assert d["origin"] == ledger.store.origin
     assert d["checkpoint"]["tree_size"] == 305 and d["entries_after_checkpoint"] == 2
@@ -182,7 +199,8 @@ async def test_contract_json_pages(site):
     assert [e["seq"] for e in seen] == [e["seq"] for e in reversed(hist)]
     assert seen[0]["balance"] == hist[-1]["balance"]
     assert set(seen[0]) == {"seq", "time", "kind", "liquidation_id", "side", "qty", "bankruptcy_price",
-                            "fill_price", "mark_price", "delta", "paid", "adl", "balance"}
+                            "fill_price", "mark_price", "delta", "paid", "adl", "balance", "check"}
+    assert seen[0]["check"] == "unverified" and seen[2]["check"] == "verified"  # 305 and 306 are newer
 
 
 @run_async
@@ -268,8 +286,9 @@ async def test_atom_feed(site):
     root = ET.fromstring(r.content)
     entries = root.findall(f"{ATOM}entry")
     assert len(entries) == 50
-    assert entries[0].find(f"{ATOM}id").text.endswith("/entry/306")
-    assert "XBTUSDTM" in entries[0].find(f"{ATOM}title").text
+    # the verified movements only: up to the checkpoint of 305 entries
+    assert entries[0].find(f"{ATOM}id").text.endswith("/entry/304")
+    assert "ETHUSDTM" in entries[0].find(f"{ATOM}title").text
     r = await ds.client.get("/contract/ETHUSDTM.atom")
     titles = [e.find(f"{ATOM}title").text for e in ET.fromstring(r.content).findall(f"{ATOM}entry")]
     assert titles and all(t.startswith("ETHUSDTM") for t in titles)
@@ -480,11 +499,14 @@ async def test_live_new_entries_and_checkpoints_appear(small):
     ledger, ds = small
     assert (await ds.client.get("/checkpoint.json")).json()["tree_size"] == 2
     ledger.liquidation(id="L-2", fill_price="39500")
-    # recorded, not yet checkpointed: shown on the pages, not in the tiles
+    # recorded, not yet checkpointed: marked not yet verified, not counted, not in the tiles
     d = (await ds.client.get("/funds.json")).json()
-    assert d["tree_size"] == 3 and d["contracts"][0]["balance"] == "600.00000000"
+    assert d["tree_size"] == 3 and d["contracts"][0]["balance"] == "100.00000000"
+    assert d["verified"]["entries_not_yet_verified"] == 1
     assert (await ds.client.get("/tile/entries/000.p/3")).status_code == 404
     ledger.checkpoint()
+    wait_verified(ds)
+    assert (await ds.client.get("/funds.json")).json()["contracts"][0]["balance"] == "600.00000000"
     assert (await ds.client.get("/checkpoint")).content == ledger.store.published_checkpoint()
     assert (await ds.client.get("/tile/entries/000.p/3")).status_code == 200
     assert (await ds.client.get("/entry/2/receipt")).status_code == 200
