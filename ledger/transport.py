@@ -31,7 +31,7 @@ from .errors import FundledgerError, InputError, InvariantError, VerificationErr
 
 REQUEST_TIMEOUT_S = 120.0  # one file's request, all of it: a 16 MiB entry bundle at 140 KB/s
 STALL_TIMEOUT_S = 30.0  # no byte received (or sent, or connected) for this long
-MAX_TIMEOUT_S = 86_400.0
+MAX_TIMEOUT_S = 86_400
 MAX_REDIRECTS = 5
 ENV_REQUEST_TIMEOUT = "FUNDLEDGER_REQUEST_TIMEOUT"
 ENV_STALL_TIMEOUT = "FUNDLEDGER_STALL_TIMEOUT"
@@ -111,6 +111,8 @@ class _Clock:
     def left(self, timeout: float | None, exc: type[Exception]) -> float:
         """``timeout`` (the stall deadline) cut to what is left of the request's."""
         remaining = self.deadline - time.monotonic()
+        if math.isinf(remaining):  # (no request under way)
+            return timeout
         if remaining <= 0:
             raise exc("the request deadline has passed")
         return remaining if timeout is None else min(timeout, remaining)
@@ -193,6 +195,7 @@ class HttpFetcher:
         reached at all before it answered anything (InputError)."""
         import httpx
 
+        shown = url if url.isprintable() else repr(url)  # (it names the file in one line)
         if self._client is None:
             self._client = self._open()
         self._clock.deadline = time.monotonic() + self.deadlines.request_s
@@ -202,10 +205,12 @@ class HttpFetcher:
                 if r.status_code == 404:
                     return None
                 if not 200 <= r.status_code < 300:
-                    raise VerificationError(f"{url}: HTTP {r.status_code}")
+                    raise VerificationError(f"{shown}: HTTP {r.status_code}")
                 return _body(r, limit, name)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
+            raise InputError(f"{shown}: not a URL to fetch ({detail(e)})") from None
         except httpx.HTTPError as e:
-            raise self._failure(url, e) from None
+            raise self._failure(shown, e) from None
         finally:
             self._clock.deadline = math.inf
 

@@ -190,6 +190,13 @@ class UrlSource(_FileTree):
     :class:`transport.Deadlines` per request (see :mod:`ledger.transport`)."""
 
     def __init__(self, url: str, deadlines: transport.Deadlines | None = None):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises for a port that is not one
+        except ValueError as e:
+            raise InputError(f"{url!r}: not a URL ({transport.detail(e)})") from None
+        if not parts.hostname:
+            raise InputError(f"{url!r}: not a URL with a host")
         self.base = url if url.endswith("/") else url + "/"
         self.description = f"site {url}"
         self.deadlines = deadlines or transport.Deadlines()

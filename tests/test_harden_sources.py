@@ -183,8 +183,8 @@ HTTP_CASES = {
     "a compressed body": (send(OK_HEAD + b"Content-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc"),
                           "compressed"),
     "a hang-up before any answer": (hang_up, "malformed HTTP answer"),
-    "a byte every 0.2 s": (drip, "request deadline of 1 s"),
-    "a stall after the headers": (stall, "nothing received for 0.5 s"),
+    "a byte every 0.2 s": (drip, "request deadline of 1 s (--request-timeout)"),
+    "a stall after the headers": (stall, "nothing received for 0.5 s (--stall-timeout)"),
 }
 
 
@@ -193,9 +193,11 @@ def test_malformed_or_slow_http_is_one_line_and_exit_1(world, case):
     script, reason = HTTP_CASES[case]
     srv = RawServer(script)
     try:
+        # only the deadline under test is short (a loaded machine must not trip the other)
+        request, stall_s = {"a byte every 0.2 s": ("1", "10"), "a stall after the headers": ("30", "0.5")}.get(
+            case, ("30", "10"))
         code, out, err, _ = fundledger("verify", srv.url, "--vkey", world[3], "--workers", "1",
-                                       "--request-timeout", "1", "--stall-timeout", "0.5"
-                                       if case != "a byte every 0.2 s" else "5")
+                                       "--request-timeout", request, "--stall-timeout", stall_s)
     finally:
         srv.close()
     line = one_line(err)
@@ -228,6 +230,12 @@ def test_a_dead_server_stays_bad_input():
     s.close()
     code, _, err, _ = fundledger("verify", f"http://127.0.0.1:{port}/", "--request-timeout", "2")
     assert code == 2 and "cannot connect" in one_line(err)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999/", "https://", "http://h:x/"])
+def test_a_url_that_is_not_one_is_bad_input(url):
+    code, _, err, _ = fundledger("verify", url, "--request-timeout", "2")
+    assert code == 2 and "not a URL" in one_line(err)
 
 
 def test_a_worker_gets_the_deadlines_from_the_spec():
