@@ -264,10 +264,7 @@ class DbSource(Source):
         try:
             yield
         except sqlite3.Error as e:  # a dropped table, a damaged file...
-            bad_text = re.match(r"Could not decode to UTF-8 column '(\w{1,40})'", str(e))
-            if bad_text:  # (sqlite3's message quotes the bytes)
-                raise VerificationError(f"database: column {bad_text[1]} holds text that is not UTF-8") from None
-            raise VerificationError(f"database: {transport.detail(e)}") from None
+            raise _db_failure(e) from None
 
     def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         for data, _ in self.entry_rows(tree_size, start, end):
@@ -276,12 +273,16 @@ class DbSource(Source):
     def entry_rows(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, tuple]]:
         """Entry bytes with their whole ``entries`` row, so the derived
         columns are checked without reading the table twice."""
+        from sqlite3 import Error
+
         tree_size = tree_size if end is None else min(end, tree_size)
         expect = start
         rows = self.store.iter_rows(start, chunk=max(1, min(4096, tree_size - start)))
         while expect < tree_size:
-            with self.failures():  # (also in a worker process)
+            try:
                 row = next(rows, None)
+            except Error as e:  # (also in a worker process)
+                raise _db_failure(e) from None
             if row is None:
                 break
             seq = row[0]
@@ -333,6 +334,15 @@ class DbSource(Source):
             if self._prefetch_fd is not None:  # only now (see prefetch)
                 os.close(self._prefetch_fd)
                 self._prefetch_fd = None
+
+
+def _db_failure(e: Exception) -> VerificationError:
+    """One line for an sqlite3 error while reading a ledger (sqlite3's own
+    message for text that is not UTF-8 quotes the bytes)."""
+    bad_text = re.match(r"Could not decode to UTF-8 column '(\w{1,40})'", str(e))
+    if bad_text:
+        return VerificationError(f"database: column {bad_text[1]} holds text that is not UTF-8")
+    return VerificationError(f"database: {transport.detail(e)}")
 
 
 def _tampered_ledger(path: str) -> bool:
