@@ -306,10 +306,10 @@ def checkpoint_cmd(db_path, key_path):
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes checking entries [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
 @click.option("--request-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=REQUEST_TIMEOUT_S,
-              envvar=ENV_REQUEST_TIMEOUT, show_default=True,
+              envvar=ENV_REQUEST_TIMEOUT, show_default=True, metavar="S",
               help="URL sources: seconds one file's whole request may take [env FUNDLEDGER_REQUEST_TIMEOUT].")
 @click.option("--stall-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=STALL_TIMEOUT_S,
-              envvar=ENV_STALL_TIMEOUT, show_default=True,
+              envvar=ENV_STALL_TIMEOUT, show_default=True, metavar="S",
               help="URL sources: seconds without a byte before a request fails [env FUNDLEDGER_STALL_TIMEOUT].")
 @db_option
 def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, as_json, request_timeout,
