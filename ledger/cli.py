@@ -13,6 +13,7 @@ import click
 
 from . import api
 from .errors import FundledgerError
+from .transport import ENV_REQUEST_TIMEOUT, ENV_STALL_TIMEOUT, MAX_TIMEOUT_S, REQUEST_TIMEOUT_S, STALL_TIMEOUT_S
 
 DB_HELP = "Ledger database [env FUNDLEDGER_DB; default fund.db]."
 KEY_HELP = "Signing key file [env FUNDLEDGER_KEY; default fund.key]."
@@ -315,8 +316,15 @@ def checkpoint_cmd(db_path, key_path):
               help="Incremental: resume from the state saved in this file (if any) and save the one at the latest checkpoint.")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes checking entries [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+@click.option("--request-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=REQUEST_TIMEOUT_S,
+              envvar=ENV_REQUEST_TIMEOUT, show_default=True, metavar="S",
+              help="URL sources: seconds one file's whole request may take [env FUNDLEDGER_REQUEST_TIMEOUT].")
+@click.option("--stall-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=STALL_TIMEOUT_S,
+              envvar=ENV_STALL_TIMEOUT, show_default=True, metavar="S",
+              help="URL sources: seconds without a byte before a request fails [env FUNDLEDGER_STALL_TIMEOUT].")
 @db_option
-def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, as_json, db_path):
+def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, as_json, request_timeout,
+               stall_timeout, db_path):
     """Recompute every balance from the signed chain and check everything.
 
     SOURCE is a ledger database (default: --db), an export directory or the
@@ -330,10 +338,12 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
     Example: fundledger verify public/ --vkey fund.vkey --trusted yesterday.checkpoint
     """
     from .errors import VerificationError
+    from .transport import Deadlines
     from .verify import failure_json, verify_path
 
     try:
-        report = verify_path(source or db_path, vkey, trusted_path, workers, witnesses, quorum, state_path)
+        deadlines = Deadlines(request_timeout, stall_timeout)
+        report = verify_path(source or db_path, vkey, trusted_path, workers, witnesses, quorum, state_path, deadlines)
     except VerificationError as e:
         if as_json:
             echo_json(failure_json(e))

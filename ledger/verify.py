@@ -33,6 +33,7 @@ import array
 import base64
 import bisect
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -40,9 +41,7 @@ import re
 import stat
 import sys
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -50,9 +49,9 @@ from typing import Callable, Iterator, Sequence
 
 from nacl.bindings import crypto_sign_open
 
-from . import merkle, note
+from . import merkle, note, transport
 from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
-from .errors import FormatError, FundledgerError, InputError, InvariantError, LimitError, VerificationError
+from .errors import FormatError, FundledgerError, InputError, InvariantError, LimitError, StoreError, VerificationError
 from .fund import (
     _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
     amount_str, canonical_movement, parse_time, settle, zero_str,
@@ -63,7 +62,6 @@ MAX_VKEY_BYTES = 4096
 MAX_STATE_BYTES = 1 << 30  # a verifier state: about 11 bytes per liquidation id, ~100 million ids
 MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
 MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
-HTTP_TIMEOUT_S = 30
 MAX_KEY_PROOFS = 64  # key entries a receipt or a witness request may prove
 
 
@@ -100,6 +98,12 @@ class Source:
     def spec(self) -> tuple:
         """A picklable description from which a worker process opens the same source."""
         raise NotImplementedError
+
+    def failures(self):
+        """A context in which the source's own failures (a database's
+        errors) become VerificationError: what carries ledger metadata and
+        fails is an alarm, never a traceback."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         pass
@@ -177,42 +181,39 @@ class DirSource(_FileTree):
         return ("dir", self.root)
 
     def fetch(self, path: str, limit: int) -> bytes | None:
+        """A regular file of the export, at most ``limit`` bytes; a directory
+        or a FIFO in its place fails (and never blocks the open)."""
         full = os.path.realpath(os.path.join(self.root, path))
         if not full.startswith(self.root + os.sep):
             raise InputError(f"path {path!r} escapes the export directory")
-        try:
-            with open(full, "rb") as f:
-                data = f.read(limit + 1)
-        except FileNotFoundError:
-            return None
-        if len(data) > limit:
-            raise VerificationError(f"{path} is larger than {limit} bytes")
-        return data
+        return transport.read_file(full, limit, path)
 
 
 class UrlSource(_FileTree):
-    def __init__(self, url: str):
+    """A published site, read over http(s) with the bounds of
+    :class:`transport.Deadlines` per request (see :mod:`ledger.transport`)."""
+
+    def __init__(self, url: str, deadlines: transport.Deadlines | None = None):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises for a port that is not one
+        except ValueError as e:
+            raise InputError(f"{url!r}: not a URL ({transport.detail(e)})") from None
+        if not parts.hostname:
+            raise InputError(f"{url!r}: not a URL with a host")
         self.base = url if url.endswith("/") else url + "/"
         self.description = f"site {url}"
+        self.deadlines = deadlines or transport.Deadlines()
+        self.http = transport.HttpFetcher(self.deadlines)
 
     def spec(self) -> tuple:
-        return ("url", self.base)
+        return ("url", self.base, self.deadlines.request_s, self.deadlines.stall_s)
 
     def fetch(self, path: str, limit: int) -> bytes | None:
-        url = urllib.parse.urljoin(self.base, path)
-        req = urllib.request.Request(url, headers={"User-Agent": "fundledger-verify"})
-        try:
-            with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as r:
-                data = r.read(limit + 1)
-        except urllib.error.HTTPError as e:
-            if e.code == 404:
-                return None
-            raise VerificationError(f"{url}: HTTP {e.code}") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise InputError(f"{url}: {getattr(e, 'reason', e)}") from None
-        if len(data) > limit:
-            raise VerificationError(f"{path} is larger than {limit} bytes")
-        return data
+        return self.http.get(urllib.parse.urljoin(self.base, path), limit, path)
+
+    def close(self) -> None:
+        self.http.close()
 
 
 class DbSource(Source):
@@ -221,7 +222,17 @@ class DbSource(Source):
     def __init__(self, path: str):
         from .store import Store  # only database sources need sqlite
 
-        self.store = Store.open(path, readonly=True)
+        try:
+            self.store = Store.open(path, readonly=True)
+        except KeyError as e:  # a meta table without origin or vkey
+            raise VerificationError(f"database {path!r}: the meta table has no {e.args[0]!r}") from None
+        except StoreError as e:
+            if _tampered_ledger(path):
+                raise VerificationError(str(e)) from None
+            raise
+        if not all(isinstance(v, str) for v in (self.store.origin, self.store.vkey, self.store.current_vkey)):
+            self.store.close()
+            raise VerificationError(f"database {path!r}: a value of the meta table is not text")
         # A verifier streams the whole file once: no mapping (its pages would
         # count in this process's resident memory for nothing).
         self.store.conn.execute("PRAGMA mmap_size=0")
@@ -236,13 +247,28 @@ class DbSource(Source):
         return self.store.vkey
 
     def checkpoint(self) -> bytes | None:
-        return self.store.published_checkpoint()
+        try:
+            return self.store.published_checkpoint()
+        except TypeError:  # a note or a cosignature that is not a blob
+            raise VerificationError("the latest stored checkpoint is not a blob") from None
 
     def size(self) -> int:
+        (last,) = self.store.conn.execute("SELECT MAX(seq) FROM entries").fetchone()
+        if last is not None and type(last) is not int:
+            raise VerificationError(f"the entries table has a seq that is not an integer: {str(last)[:20]!r}")
         return self.store.size()
 
     def spec(self) -> tuple:
         return ("db", self.path)
+
+    @contextlib.contextmanager
+    def failures(self):
+        import sqlite3
+
+        try:
+            yield
+        except sqlite3.Error as e:  # a dropped table, a damaged file...
+            raise _db_failure(e) from None
 
     def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         for data, _ in self.entry_rows(tree_size, start, end):
@@ -251,16 +277,23 @@ class DbSource(Source):
     def entry_rows(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, tuple]]:
         """Entry bytes with their whole ``entries`` row, so the derived
         columns are checked without reading the table twice."""
+        from sqlite3 import Error
+
         tree_size = tree_size if end is None else min(end, tree_size)
         expect = start
         rows = self.store.iter_rows(start, chunk=max(1, min(4096, tree_size - start)))
         while expect < tree_size:
-            row = next(rows, None)
+            try:
+                row = next(rows, None)
+            except Error as e:  # (also in a worker process)
+                raise _db_failure(e) from None
             if row is None:
                 break
             seq = row[0]
             if seq != expect:
                 raise MissingEntries(f"entry {expect} is missing", seq=expect)
+            if type(row[1]) is not bytes:
+                raise VerificationError("the entry's data is not a blob", seq=expect)
             yield row[1], row
             expect += 1
         if expect != tree_size:
@@ -307,6 +340,38 @@ class DbSource(Source):
                 self._prefetch_fd = None
 
 
+def _db_failure(e: Exception) -> VerificationError:
+    """One line for an sqlite3 error while reading a ledger (sqlite3's own
+    message for text that is not UTF-8 quotes the bytes)."""
+    bad_text = re.match(r"Could not decode to UTF-8 column '(\w{1,40})'", str(e))
+    if bad_text:
+        return VerificationError(f"database: column {bad_text[1]} holds text that is not UTF-8")
+    return VerificationError(f"database: {transport.detail(e)}")
+
+
+def _tampered_ledger(path: str) -> bool:
+    """Whether a file the store refused is still a ledger (its entries,
+    tree or checkpoints table is there), so the refusal is an alarm: not
+    plain bad input. A ledger of a schema this verifier does not know yet
+    is not tampered with (nor is a file that SQLite cannot read)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            try:
+                schema = next(iter(conn.execute("SELECT value FROM meta WHERE key = 'schema'")), (None,))[0]
+            except sqlite3.Error:  # no meta table, or not one of a ledger
+                schema = None
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    newer = isinstance(schema, str) and schema.isdigit() and int(schema) > 2
+    return bool(tables & {"entries", "tree", "checkpoints"}) and not newer
+
+
 PREFETCH_AHEAD_BYTES = 64 << 20  # how far a database is read ahead of the verification
 _PREFETCH_POLL_S = 0.05
 
@@ -330,14 +395,17 @@ def _prefetch(fd: int, progress: Callable[[], float], stop: threading.Event) -> 
 
 
 def source_from_spec(spec: tuple) -> Source:
-    kind, where = spec
-    return {"db": DbSource, "dir": DirSource, "url": UrlSource}[kind](where)
+    kind, where, *deadlines = spec
+    if kind == "url":
+        return UrlSource(where, transport.Deadlines(*deadlines))
+    return {"db": DbSource, "dir": DirSource}[kind](where)
 
 
-def open_source(source: str) -> Source:
-    """A database file, an export directory, or an http(s) URL."""
+def open_source(source: str, deadlines: transport.Deadlines | None = None) -> Source:
+    """A database file, an export directory, or an http(s) URL (read with
+    ``deadlines`` per request)."""
     if source.startswith(("http://", "https://")):
-        return UrlSource(source)
+        return UrlSource(source, deadlines)
     if os.path.isdir(source):
         return DirSource(source)
     if os.path.isfile(source):
@@ -1518,16 +1586,20 @@ def _check_entries(run: _Run, source: Source, start: int, size: int, pool, worke
             return k, _Done(check_chunk, (source, size, first, end, *job))
         return k, pool.submit(_check_chunk_job, (spec, size, first, end, *job))
 
-    bounds = list(_chunk_bounds(start, size))
+    # Lazy: the size comes from a checkpoint whose signature is not checked
+    # yet, so nothing is allocated in proportion to it.
+    bounds = _chunk_bounds(start, size)
+    bound = next(bounds, None)
     pending: deque = deque()
     nxt = 0
-    while nxt < len(bounds) or pending:
+    while bound is not None or pending:
         # One chunk alone first (it usually registers the contracts), then
         # up to 3 per worker in flight.
         ahead = 1 if pool is None or nxt <= 1 else 3 * workers
-        while nxt < len(bounds) and len(pending) < ahead:
-            pending.append((bounds[nxt], len(run.book.funds), *submit(*bounds[nxt])))
+        while bound is not None and len(pending) < ahead:
+            pending.append((bound, len(run.book.funds), *submit(*bound)))
             nxt += 1
+            bound = next(bounds, None)
         (first, end), n_contracts, key, fut = pending.popleft()
         result = fut.result()
         if (n_contracts != len(run.book.funds) or key is not run.keys.current) and result[0] is not None \
@@ -1712,11 +1784,21 @@ class DbCrossCheck:
         # Read in the run's snapshot: a writer may upgrade the file meanwhile.
         (schema,) = self.store.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         self.leaf_rows = schema == "1"
+        self.schema = schema
         self.want: list[tuple[int, bytes]] = []  # the (id, hash) rows `tree` must hold next
         self.tree_rows = self.store.conn.execute("SELECT id, hash FROM tree ORDER BY id")
 
     def checkpoint_sizes(self) -> set[int]:
-        return {row[1] for row in self.store.checkpoints()}
+        return {row[1] for row in self.checkpoints()}
+
+    def checkpoints(self) -> list[tuple]:
+        """The stored checkpoints, each column of its type (a retyped one
+        would otherwise surface as a TypeError far from here)."""
+        rows = self.store.checkpoints()
+        for row in rows:
+            if tuple(map(type, row)) != (int, int, bytes, str, bytes):
+                raise VerificationError(f"stored checkpoint {str(row[0])[:20]}: a column is not of its type")
+        return rows
 
     def entry(self, seq: int, data: bytes, leaf: bytes, fields: dict, row: tuple) -> None:
         """The derived columns of an entry checked in the main process."""
@@ -1763,7 +1845,7 @@ class DbCrossCheck:
         for i, (index, h) in enumerate(want):
             if i >= len(rows) or tuple(rows[i]) != (index, h):
                 # (a row whose id comes first is one the tree may not hold)
-                first = index if i >= len(rows) else min(index, rows[i][0])
+                first = index if i >= len(rows) or type(rows[i][0]) is not int else min(index, rows[i][0])
                 raise VerificationError("a stored Merkle hash does not match the entries",
                                         seq=merkle.leaf_of_stored_index(max(first, 0)))
 
@@ -1771,22 +1853,65 @@ class DbCrossCheck:
         from .store import contract_row
 
         self.flush_tree()
+        # last: a fault in the entries or tables is named first, by its seq
+        _check_schema(self.store.conn, self.schema)
         if self.store.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0] != self.checked:
             raise VerificationError("the entries table has rows beyond the log")
         if self.tree_rows.fetchone() is not None:
             raise VerificationError("the tree table has hashes beyond the log")
-        want = sorted(contract_row(f) for f in book.funds.values())
-        got = sorted(tuple(r.values()) for r in self.store.contract_rows())
+        want = sorted((contract_row(f) for f in book.funds.values()), key=repr)
+        got = sorted((tuple(r.values()) for r in self.store.contract_rows()), key=repr)  # (repr: any types)
         if want != got:
             raise VerificationError("the contracts summary table does not match the entries")
         last_size = 0
-        for cid, size, root, _time, signed in self.store.checkpoints():
+        for cid, size, root, _time, signed in self.checkpoints():
             cp = open_checkpoint(signed, [keys.at(size)], f"stored checkpoint {cid}")
             if (cp.tree_size, cp.root_hash) != (size, root):
                 raise VerificationError(f"stored checkpoint {cid}: columns do not match its note")
             if size < last_size or roots.get(size) != root:
                 raise VerificationError(f"stored checkpoint {cid} is not consistent with the entries")
             last_size = size
+
+
+_SCHEMA_1_GUARDS = ("entries_no_update", "entries_no_delete", "tree_no_update", "checkpoints_no_update",
+                    "checkpoints_no_delete")  # (early schema 1 files lack some of the others)
+
+
+def _statements(script: str, sep: str, end: str = "") -> dict[str, str]:
+    """name -> SQL (whitespace collapsed) of the CREATE statements of ``script``."""
+    out = {}
+    for stmt in script.split(sep):
+        if stmt.split():
+            words = (stmt + end).split()
+            kind = next(i for i, w in enumerate(words) if w in ("TABLE", "INDEX", "TRIGGER"))
+            out[words[kind + 1]] = " ".join(words)
+    return out
+
+
+def _check_schema(conn, schema: str) -> None:
+    """Every table, index and append-only trigger of a ledger is there, as
+    the writer made it: a table retyped, a guard dropped or replaced is
+    tampering (an alarm), and it would let values of other types through.
+    Schema 1 files share the tables; of their triggers, the guards must be
+    there."""
+    from .store import SCHEMA, TRIGGERS
+
+    got = {name: " ".join(str(sql).split()) for name, sql in
+           conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')"
+                        " AND name NOT LIKE 'sqlite_%'")}
+    want = _statements(SCHEMA, ";")
+    if schema == "1":
+        guards = [t for t in _SCHEMA_1_GUARDS if t not in got]
+        if guards:
+            raise VerificationError(f"the database lacks its append-only trigger {guards[0]}")
+    else:
+        want.update(_statements(TRIGGERS, "END;", "END"))
+    for name, sql in want.items():
+        what = sql.split()[1 if sql.split()[1] != "UNIQUE" else 2].lower()
+        if name not in got:
+            raise VerificationError(f"the database lacks its {what} {name}")
+        if got[name] != sql:
+            raise VerificationError(f"the database's {what} {name} is not the one a ledger has")
 
 
 def verify_path(
@@ -1797,10 +1922,12 @@ def verify_path(
     witnesses: Sequence[str] = (),
     quorum: int | None = None,
     state_path: str | None = None,
+    deadlines: transport.Deadlines | None = None,
 ) -> Report:
     """``fundledger verify``: open SOURCE, load the optional key, trusted
     checkpoint and witness keys, verify. With ``state_path``: resume from the
-    state saved there if it exists, and save the new state after success."""
+    state saved there if it exists, and save the new state after success.
+    ``deadlines`` bound each request to a URL source."""
     vkeys = [load_vkey(vkey)] if vkey else []
     from .witness import distinct_witnesses
 
@@ -1813,11 +1940,12 @@ def verify_path(
         check_trusted_file(trusted, trusted_path, vkeys)
     if state_path and not os.path.isdir(os.path.dirname(os.path.abspath(state_path))):
         raise InputError(f"{state_path!r}: no such directory to keep the verifier state in")
-    src = open_source(source)
+    src = open_source(source, deadlines)
     try:
         resume = VerifierState.load(state_path) if state_path and os.path.exists(state_path) else None
-        report = verify(src, vkeys, trusted, workers, witnesses=witness_keys, quorum=quorum, resume=resume,
-                        keep_state=bool(state_path))
+        with src.failures():
+            report = verify(src, vkeys, trusted, workers, witnesses=witness_keys, quorum=quorum, resume=resume,
+                            keep_state=bool(state_path))
     finally:
         src.close()
     if state_path and report.state is not None:

@@ -316,3 +316,15 @@ def edit_bundle_entry(root: Path, seq: int, size: int, fn) -> None:
     items = [e for _, e in bundle_entries(p.read_bytes())]
     items[seq % 256] = fn(items[seq % 256])
     p.write_bytes(bundle(items))
+
+
+def restore_guards(conn) -> None:
+    """Put back what :func:`open_rw` dropped, exactly as the writer makes
+    them: what a key holder who rewrote history does last, since a ledger
+    without its triggers or index fails verification."""
+    from ledger.store import SCHEMA
+    from ledger.store import TRIGGERS as TRIGGER_SQL
+
+    conn.executescript(TRIGGER_SQL)
+    index = next(s for s in SCHEMA.split(";") if "INDEX entries_liquidation" in s)
+    conn.execute(index)

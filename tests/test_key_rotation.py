@@ -62,11 +62,11 @@ def test_the_retired_key_is_refused_by_the_writer(rotated):
 
 def _forge(ledger, signer):
     """Append an entry signed by ``signer`` behind the writer's back."""
+    rec = verify.verify_path(ledger.db).book  # (before the triggers go: verify checks them)
     conn = sqlite3.connect(ledger.db)
     for t in ("entries", "tree"):
         conn.execute(f"DROP TRIGGER {t}_insert")
     size, prev = conn.execute("SELECT seq + 1, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-    rec = verify.verify_path(ledger.db).book
     fields = rec.build(liq(40))
     data = entry.sign_entry(entry.entry_text(fields, size, prev, "2026-11-23T00:00:00Z"), [signer])
     from ledger.store import _DictReader, derived_columns, tree_rows_of

@@ -508,6 +508,7 @@ def rewrite_history(honest, db: str, k: int) -> list[dict]:
     for f in book.funds.values():
         row = contract_row(f)
         conn.execute(f"INSERT INTO contracts VALUES ({','.join('?' * len(row))})", row)
+    tu.restore_guards(conn)
     conn.close()
     recs = list(honest.records[:k])
     swapped = dict(honest.records[k], id="REWRITTEN-1", fill_price="2100")
