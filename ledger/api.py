@@ -256,13 +256,52 @@ def _append_batches(store, signer, stream, batch_size, result, progress, first_l
         progress(len(batch))
 
 
-def spool(stream: IO[bytes]) -> IO[bytes]:
-    """A seekable copy of a non-seekable stream (standard input)."""
+MAX_SPOOL_BYTES = 1 << 30  # default cap on standard input spooled for an import
+SPOOL_CHUNK = 1 << 20
+
+
+def spool(stream: IO[bytes], max_bytes: int = MAX_SPOOL_BYTES) -> IO[bytes]:
+    """A seekable copy of a non-seekable stream (standard input), checked as
+    it is read: a line over MAX_IMPORT_LINE_BYTES, or an input over
+    ``max_bytes``, is refused within a chunk of where it starts (LimitError,
+    the copy deleted), so an endless input never fills the disk."""
     tmp = tempfile.TemporaryFile()
-    while chunk := stream.read(1 << 20):
-        tmp.write(chunk)
-    tmp.seek(0)
+    try:
+        total = lines = tail = 0  # bytes, complete lines, bytes of the open line
+        while chunk := stream.read(SPOOL_CHUNK):
+            total += len(chunk)
+            if total > max_bytes:
+                at = lines + chunk.count(b"\n", 0, len(chunk) - (total - max_bytes)) + 1
+                raise LimitError(f"the input is over {max_bytes} bytes (--max-input-bytes) at line {at}; "
+                                 "nothing imported")
+            tail = _check_line_lengths(chunk, lines, tail)
+            lines += chunk.count(b"\n")
+            tmp.write(chunk)
+        tmp.seek(0)
+    except BaseException:
+        tmp.close()
+        raise
     return tmp
+
+
+def _check_line_lengths(chunk: bytes, lines: int, tail: int) -> int:
+    """Refuse a line of ``chunk`` over MAX_IMPORT_LINE_BYTES (its newline
+    counted, as :func:`_records` counts it), given the ``lines`` complete
+    lines and the ``tail`` bytes of the open one before it; the bytes of the
+    line left open after it."""
+    parts = chunk.split(b"\n")
+    if len(parts) == 1:
+        tail += len(chunk)
+        if tail > MAX_IMPORT_LINE_BYTES:
+            raise LimitError(f"line {lines + 1}: longer than {MAX_IMPORT_LINE_BYTES} bytes; nothing imported")
+        return tail
+    parts[0] = b"" if tail + len(parts[0]) < MAX_IMPORT_LINE_BYTES else None
+    if parts[0] is None or max(map(len, parts[1:-1]), default=0) >= MAX_IMPORT_LINE_BYTES \
+            or len(parts[-1]) > MAX_IMPORT_LINE_BYTES:
+        k = 0 if parts[0] is None else next(
+            (i for i, p in enumerate(parts[1:-1], 1) if len(p) >= MAX_IMPORT_LINE_BYTES), len(parts) - 1)
+        raise LimitError(f"line {lines + k + 1}: longer than {MAX_IMPORT_LINE_BYTES} bytes; nothing imported")
+    return len(parts[-1])
 
 
 # -- reading -------------------------------------------------------------------------

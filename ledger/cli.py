@@ -200,21 +200,25 @@ def liquidation(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price,
 @click.argument("file", type=click.File("rb"))
 @click.option("--batch", "batch_size", type=click.IntRange(1, 10_000), default=api.IMPORT_BATCH,
               show_default=True, help="Records per transaction.")
+@click.option("--max-input-bytes", type=click.IntRange(1), default=api.MAX_SPOOL_BYTES, show_default=True,
+              help="Refuse a standard input (or pipe) longer than this; it is copied to a temporary file first.")
 @db_option
 @key_option
 @handled
-def import_(file, batch_size, db_path, key_path):
+def import_(file, batch_size, max_input_bytes, db_path, key_path):
     """Append contract and liquidation records from JSON Lines (FILE or -).
 
     The whole input is checked first: a bad line means exit 2 naming the
     line, and nothing is written. Replays are skipped, so an interrupted
-    import can simply be run again.
+    import can simply be run again. Standard input is copied to a temporary
+    file as it is read: a line over 65536 bytes, or more than
+    --max-input-bytes in all, is refused at once (exit 2, nothing written).
 
     Example: fundledger import liquidations.jsonl
     """
     store = open_store(db_path)
     signer = load_key(key_path)
-    stream = file if file.seekable() else api.spool(file)
+    stream = file if file.seekable() else api.spool(file, max_input_bytes)
     bar = None
 
     def start(total):

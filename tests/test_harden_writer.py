@@ -1,10 +1,13 @@
-"""Hardening of the writer: key names.
+"""Hardening of the writer: bounded import input; key names.
 
+* ``fundledger import -`` refuses an over-long line as soon as it arrives
+  and caps what it spools (``--max-input-bytes``).
 * ``fundledger init`` refuses an origin its key file could not hold.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -59,6 +62,11 @@ class Writer:
 
     def anchored_size(self):
         return json.loads(Path(self.anchor).read_bytes())["tree_size"]
+
+
+# a 1000.00 shortfall (long 100 closed 10 under its bankruptcy price)
+SHORTFALL = {"kind": "liquidation", "contract": "XBTUSDTM", "id": "L-big", "side": "long", "qty": "100",
+             "bankruptcy_price": "100", "fill_price": "90", "time": "2026-11-23T19:00:00Z"}
 
 
 def make_writer(tmp_path, liquidations=5) -> Writer:
@@ -116,6 +124,80 @@ def unanchored_append(w: Writer, dest: Path, record: dict) -> int:
         store.close()
     assert len(r.appended) == 1
     return r.appended[0]
+
+
+# --- bounded import input ----------------------------------------------------------------------
+
+
+def _pipe_into_import(w: Writer, first: bytes, chunk: bytes, limit: int, *extra):
+    """Stream ``first`` then ``chunk`` repeatedly (at most ``limit`` bytes)
+    into a real ``fundledger import -``; ``(exit code, stderr, bytes it took)``."""
+    e = dict(os.environ, FUNDLEDGER_DB=w.db, FUNDLEDGER_KEY=w.key)
+    p = subprocess.Popen([sys.executable, "-m", "ledger.cli", "import", "-", *extra], stdin=subprocess.PIPE,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e)
+    sent = 0
+    try:
+        p.stdin.write(first)
+        sent += len(first)
+        while sent < limit:
+            p.stdin.write(chunk)
+            sent += len(chunk)
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
+    err = p.stderr.read().decode()
+    return p.wait(), err, sent
+
+
+def test_an_endless_line_on_stdin_is_refused_as_it_arrives(tmp_path):
+    w = make_writer(tmp_path, liquidations=1)
+    before = fingerprint(w.db)
+    rc, err, sent = _pipe_into_import(w, b'{"kind":"', b"x" * 65536, 100 << 20)
+    assert rc == 2 and len(err.splitlines()) == 1 and "line 1: longer than 65536 bytes" in err, err
+    assert sent < 16 << 20, f"{sent} bytes were read before the refusal"
+    assert fingerprint(w.db) == before
+
+
+def test_stdin_over_max_input_bytes_is_refused_as_it_arrives(tmp_path):
+    w = make_writer(tmp_path, liquidations=1)
+    before = fingerprint(w.db)
+    line = (json.dumps(dict(SHORTFALL, qty="1", fill_price="101")) + "\n").encode()
+    rc, err, sent = _pipe_into_import(w, b"", line * 500, 100 << 20, "--max-input-bytes", "1000000")
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "over 1000000 bytes (--max-input-bytes)" in err and "nothing imported" in err, err
+    assert sent < 16 << 20, f"{sent} bytes were read before the refusal"
+    assert fingerprint(w.db) == before
+
+
+def test_stdin_within_max_input_bytes_is_imported(tmp_path):
+    w = make_writer(tmp_path, liquidations=1)
+    lines = "".join(json.dumps(dict(SHORTFALL, id=f"S-{i}", qty="1", fill_price="101")) + "\n" for i in range(50))
+    env = {"FUNDLEDGER_DB": w.db, "FUNDLEDGER_KEY": w.key}
+    before = fingerprint(w.db)
+    r = run_fundledger("import", "-", "--max-input-bytes", len(lines) - 1, input=lines.encode(), env=env)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "over 2999 bytes" not in err and "(--max-input-bytes) at line 50" in err, err
+    assert fingerprint(w.db) == before
+    r = run_fundledger("import", "-", "--max-input-bytes", len(lines), input=lines.encode(), env=env)
+    assert r.returncode == 0 and b"50 appended" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("chunk", [1000, 65535, 65536, 65537, 1 << 20])
+def test_spool_counts_lines_as_the_import_does(monkeypatch, chunk):
+    """A line may hold 65,536 bytes with its newline (as ``api._records``
+    reads it), wherever the chunks of the copy fall."""
+    monkeypatch.setattr(api, "SPOOL_CHUNK", chunk)
+    most = api.MAX_IMPORT_LINE_BYTES
+    ok = b"{}\n" + b"x" * (most - 1) + b"\n" + b"y" * most
+    assert api.spool(io.BytesIO(ok)).read() == ok
+    for bad, line in ((b"x" * most + b"\n", 1), (b"{}\n" * 3 + b"x" * (most + 1), 4),
+                      (b"{}\n" + b"x" * most + b"\n{}\n", 2), (b"{}\n" * 2 + b"x" * 3 * most, 3)):
+        with pytest.raises(LimitError, match=f"^line {line}: longer than 65536 bytes; nothing imported$"):
+            api.spool(io.BytesIO(bad))
+    with pytest.raises(LimitError, match="over 5 bytes .* at line 2;"):
+        api.spool(io.BytesIO(b"{}\n{}\n"), max_bytes=5)
+    assert api.spool(io.BytesIO(b"{}\n{}\n"), max_bytes=6).read() == b"{}\n{}\n"
 
 
 # --- init refuses an origin its key file cannot hold -------------------------------------------
