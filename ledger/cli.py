@@ -144,10 +144,11 @@ def contract_add(symbol, currency, scale, ctype, multiplier, db_path, key_path):
     Example: fundledger contract add XBTUSDTM --currency USDT --scale 8 --multiplier 0.001
     """
     store = open_store(db_path)
-    r = api.append_one(store, load_key(key_path), {
+    record = {
         "kind": "contract", "symbol": symbol, "currency": currency, "scale": scale,
         "type": ctype, "multiplier": multiplier,
-    })
+    }
+    r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
     report_append(r)
 
 
@@ -189,7 +190,7 @@ def liquidation(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price,
     if time_ is not None:
         record["time"] = time_
     store = open_store(db_path)
-    r = api.append_one(store, load_key(key_path), record)
+    r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
     report_append(r)
     if r.appended:
         e = store.entry_row(r.appended[-1])
@@ -228,7 +229,7 @@ def import_(file, batch_size, max_input_bytes, db_path, key_path):
 
     try:
         r = api.import_records(store, signer, stream, progress=lambda n: bar.update(n),
-                               batch_size=batch_size, on_checked=start)
+                               batch_size=batch_size, on_checked=start, anchor=api.writer_anchor(key_path))
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -291,7 +292,7 @@ def checkpoint_cmd(db_path, key_path):
 
     Example: fundledger checkpoint
     """
-    size, signed, created = api.checkpoint(open_store(db_path), load_key(key_path))
+    size, signed, created = api.checkpoint(open_store(db_path), load_key(key_path), api.writer_anchor(key_path))
     if not created:
         click.echo(f"checkpoint at size {size} already exists", err=True)
     click.echo(signed.decode(), nl=False)

@@ -32,6 +32,7 @@ from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
 from . import entry as entry_mod
+from . import merkle
 from .chainsign import sig_line_length
 from .errors import FundledgerError, LimitError, StoreError
 from .fund import (
@@ -213,14 +214,20 @@ class Fallback(Exception):
         self.next_line = next_line
 
 
-def prepare(store, signer, chunks, tell, chain) -> Prepared:
+def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
     """Pass 1: check and build every record of ``chunks`` (one chunk per
     batch of ``(line number, record)``) against the ledger, sending the
     entries to ``chain`` for signing as they are built. Call inside a
     :meth:`Store.snapshot`; raises on the first bad line, and nothing is
-    written anywhere but the chain signer's spool."""
+    written anywhere but the chain signer's spool. With ``anchor`` (a
+    ``ledger.anchor.WriterAnchor``) the ledger is held to it first and the
+    entries are built on the funds that signed data give."""
     size, prev, edge = store.chain_head()
-    book = store.load_book()
+    if anchor is None:
+        book = store.load_book()
+    else:
+        book = anchor.check(store)
+        book.seen = store.recorded_ids()
     builder = Builder(book, size, sig_line_length(signer.name))
     chain.start(size, prev, edge)
     out = Prepared(size, prev)
@@ -255,9 +262,10 @@ def prepare(store, signer, chunks, tell, chain) -> Prepared:
     return out
 
 
-def write(store, signer, prep: Prepared, chain, result, progress) -> None:
+def write(store, signer, prep: Prepared, chain, result, progress, anchor=None) -> None:
     """Pass 2: one transaction per batch, each checking that the head is the
-    one its entries were built on (else :class:`Fallback`)."""
+    one its entries were built on (else :class:`Fallback`); ``anchor``
+    advanced after each commit."""
     size, prev = prep.size, prep.prev
     for b in prep.batches:
         rows: list[tuple] = []
@@ -274,6 +282,8 @@ def write(store, signer, prep: Prepared, chain, result, progress) -> None:
             raise Fallback(b.offset, b.next_line)
         if rows:
             size, prev = size + len(rows), rows[-1][2]
+        if anchor is not None:
+            anchor.advance(size, merkle.tree_hash(size, store), prev, b.summaries, lazy=True)
         result.appended += len(rows)
         result.duplicates += b.dups
         result.tree_size = size

@@ -1,5 +1,9 @@
-"""Hardening of the writer: bounded import input; key names.
+"""The writer never trusts the database; bounded import input; key names.
 
+* The writer's anchor (ledger/anchor.py): an edited ``contracts`` balance,
+  or a log whose newest entries and every checkpoint were deleted, is
+  refused before anything is signed (exit 1, one line, nothing written),
+  where an unanchored writer signs an entry the verifier refuses.
 * ``fundledger import -`` refuses an over-long line as soon as it arrives
   and caps what it spools (``--max-input-bytes``).
 * ``fundledger init`` refuses an origin its key file could not hold.
@@ -126,6 +130,186 @@ def unanchored_append(w: Writer, dest: Path, record: dict) -> int:
     return r.appended[0]
 
 
+# --- an edited contracts balance ---------------------------------------------------------------
+
+
+def test_an_edited_balance_is_refused_before_signing(tmp_path):
+    w = make_writer(tmp_path / "w")
+    w.ok("checkpoint")
+    with sqlite3.connect(w.db) as c:  # the fund holds 50.00; the table now says 100000.00
+        c.execute("UPDATE contracts SET balance = '100000.00', balance_usd = '100000.00'")
+    before = fingerprint(w.db)
+    r = w.liquidation(99, qty="100", bankruptcy="100", fill="90")  # a 1000.00 shortfall
+    one_line_failure(r, 1, "refusing to sign", "contracts table", "balance", "'100000.00'", "'50.00'")
+    assert fingerprint(w.db) == before
+    assert w.anchored_size() == 6
+    # the import and the checkpoint refuse it too
+    jsonl = json.dumps(dict(SHORTFALL, id="L-imp")) + "\n"
+    one_line_failure(w.run("import", "-", input=jsonl), 1, "refusing to sign", "contracts table")
+    one_line_failure(w.run("checkpoint"), 1, "refusing to sign", "contracts table")
+    assert fingerprint(w.db) == before
+    # what a writer trusting the table signs: a payout of 1000.00 from a
+    # fund of 50.00, which the verifier refuses at that very entry
+    seq = unanchored_append(w, tmp_path / "unanchored", SHORTFALL)
+    with pytest.raises(VerificationError) as e:
+        verify_path(str(tmp_path / "unanchored" / "fund.db"))
+    assert e.value.seq == seq and "paid" in e.value.reason
+
+
+def test_an_edited_fund_row_field_is_named(tmp_path):
+    w = make_writer(tmp_path, liquidations=2)
+    for col, value in (("liquidations", 7), ("multiplier", "1000"), ("scale", 8)):
+        with sqlite3.connect(w.db) as c:
+            good = c.execute(f"SELECT {col} FROM contracts").fetchone()[0]
+            c.execute(f"UPDATE contracts SET {col} = ?", (value,))
+        one_line_failure(w.liquidation(50), 1, "refusing to sign", f"XBTUSDTM {col}")
+        with sqlite3.connect(w.db) as c:
+            c.execute(f"UPDATE contracts SET {col} = ?", (good,))
+    with sqlite3.connect(w.db) as c:
+        c.execute("DELETE FROM contracts")
+    one_line_failure(w.liquidation(50), 1, "refusing to sign", "lacks 'XBTUSDTM'")
+    assert len(w.rows("entries")) == 3
+
+
+# --- a truncated log ---------------------------------------------------------------------------
+
+
+def test_a_truncated_log_is_refused_before_signing(tmp_path):
+    w = make_writer(tmp_path / "w", liquidations=2)  # entries 0..2
+    young = w.rows("contracts")
+    for i in range(3, 6):
+        assert w.liquidation(i).exit_code == 0
+    w.ok("checkpoint")
+    auditor = tmp_path / "auditor.checkpoint"
+    auditor.write_bytes(Store.open(w.db, readonly=True).published_checkpoint())
+    assert w.liquidation(6).exit_code == 0  # after the checkpoint: entries 0..6
+    truncate(w.db, 3, young)
+    before = fingerprint(w.db)
+    for r in (w.liquidation(7), w.run("checkpoint"),
+              w.run("import", "-", input=json.dumps(dict(SHORTFALL, id="L-imp")) + "\n")):
+        one_line_failure(r, 1, "refusing to sign", "3 entries", "has signed 7", "entries were removed")
+    assert fingerprint(w.db) == before and w.anchored_size() == 7
+    # a writer trusting the database signs the rewritten history, and
+    # checkpoints it; an auditor holding the earlier checkpoint refuses it
+    unanchored_append(w, tmp_path / "unanchored", SHORTFALL)
+    r = CliRunner().invoke(cli, ["verify", str(tmp_path / "unanchored" / "fund.db"), "--trusted", str(auditor)])
+    assert r.exit_code == 1 and "rollback" in r.output, r.output
+
+
+def test_a_rewritten_tree_is_refused(tmp_path):
+    """Same size, other stored hashes: the root at the anchor is not the one signed."""
+    w = make_writer(tmp_path, liquidations=3)
+    c = sqlite3.connect(w.db, isolation_level=None)
+    c.execute("DROP TRIGGER tree_no_update")
+    c.execute("UPDATE tree SET hash = ? WHERE id = (SELECT MAX(id) FROM tree)", (b"\x07" * 32,))
+    c.close()
+    before = fingerprint(w.db)
+    one_line_failure(w.liquidation(9), 1, "refusing to sign", "stored tree at size 4", "rewritten")
+    assert fingerprint(w.db) == before
+
+
+# --- the anchor's life: crashes, old ledgers, damage ------------------------------------------------
+
+
+def test_an_anchor_left_behind_by_a_crash_is_caught_up(tmp_path):
+    """A crash between the commit and the anchor's update leaves the anchor
+    behind the database: the next write checks the entries after it from
+    their signed bytes and carries on."""
+    w = make_writer(tmp_path, liquidations=2)
+    stale = Path(w.anchor).read_bytes()
+    for i in range(3, 6):
+        assert w.liquidation(i).exit_code == 0
+    jsonl = "".join(json.dumps(dict(SHORTFALL, id=f"I-{i}", qty="1", fill_price="101")) + "\n" for i in range(30))
+    w.ok("import", "-", input=jsonl)
+    Path(w.anchor).write_bytes(stale)  # the updates since were lost
+    assert w.liquidation(6).exit_code == 0
+    assert w.anchored_size() == len(w.rows("entries")) == 37
+    w.ok("checkpoint")
+    verify_path(w.db)
+
+
+def test_entries_after_a_stale_anchor_are_checked_from_their_bytes(tmp_path):
+    w = make_writer(tmp_path, liquidations=2)
+    stale = Path(w.anchor).read_bytes()
+    assert w.liquidation(3).exit_code == 0
+    Path(w.anchor).write_bytes(stale)
+    c = sqlite3.connect(w.db, isolation_level=None)  # the entry after the anchor, edited
+    c.execute("DROP TRIGGER entries_no_update")
+    c.execute("UPDATE entries SET data = CAST(replace(data, '\"qty\":\"10\"', '\"qty\":\"90\"') AS BLOB) "
+              "WHERE seq = 3")
+    c.close()
+    before = fingerprint(w.db)
+    one_line_failure(w.liquidation(4), 1, "seq 3", "refusing to sign", "after the anchor does not verify")
+    assert fingerprint(w.db) == before
+
+
+def test_an_import_leaves_the_anchor_at_its_last_batch(tmp_path):
+    w = make_writer(tmp_path, liquidations=1)
+    jsonl = "".join(json.dumps(dict(SHORTFALL, id=f"I-{i}", qty="1", fill_price="101")) + "\n" for i in range(45))
+    w.ok("import", "-", "--batch", "10", input=jsonl)
+    assert w.anchored_size() == len(w.rows("entries")) == 47
+    a = json.loads(Path(w.anchor).read_bytes())
+    assert [tuple(r) for r in a["funds"]] == w.rows("contracts")
+
+
+def test_a_ledger_without_an_anchor_is_checked_once_then_anchored(tmp_path):
+    w = make_writer(tmp_path, liquidations=3)
+    os.unlink(w.anchor)  # a ledger made before anchors
+    with sqlite3.connect(w.db) as c:
+        c.execute("UPDATE contracts SET balance = '999.00'")
+    one_line_failure(w.liquidation(4), 1, "refusing to sign", "balance")
+    assert not os.path.exists(w.anchor)
+    with sqlite3.connect(w.db) as c:
+        c.execute("UPDATE contracts SET balance = '30.00'")
+    assert w.liquidation(4).exit_code == 0
+    assert w.anchored_size() == 5 and os.stat(w.anchor).st_mode & 0o777 == 0o600
+    w.ok("checkpoint")
+    assert json.loads(Path(w.anchor).read_bytes())["checkpoint"].startswith(f"{ORIGIN}\n5\n")
+
+
+def test_a_damaged_anchor_is_refused(tmp_path):
+    w = make_writer(tmp_path, liquidations=1)
+    Path(w.anchor).write_bytes(b'{"version":1,')
+    before = fingerprint(w.db)
+    one_line_failure(w.liquidation(2), 1, "refusing to sign", "anchor file", "damaged")
+    assert fingerprint(w.db) == before
+
+
+def test_an_anchor_of_another_log_is_refused(tmp_path):
+    w = make_writer(tmp_path / "a", liquidations=1)
+    other = Writer(tmp_path / "b")
+    other.ok("init", "example.com/other-fund")
+    shutil.copy(other.anchor, w.anchor)
+    one_line_failure(w.liquidation(2), 1, "refusing to sign", "example.com/other-fund")
+
+
+def test_init_creates_the_anchor_and_refuses_an_existing_one(tmp_path):
+    w = Writer(tmp_path)
+    Path(w.anchor).write_text("x")
+    r = w.run("init", ORIGIN)
+    one_line_failure(r, 2, "already exists", "anchor")
+    assert not os.path.exists(w.db) and not os.path.exists(w.key)
+    os.unlink(w.anchor)
+    w.ok("init", ORIGIN)
+    a = json.loads(Path(w.anchor).read_bytes())
+    assert (a["origin"], a["tree_size"], a["funds"], a["checkpoint"]) == (ORIGIN, 0, [], None)
+    assert os.stat(w.anchor).st_mode & 0o777 == 0o600
+
+
+def test_the_anchor_never_moves_back(tmp_path):
+    """Two processes finishing in the other order: the smaller size never
+    replaces the larger one."""
+    w = make_writer(tmp_path, liquidations=3)
+    store = Store.open(w.db)
+    anchor = api.writer_anchor(w.key)
+    anchor.check(store)
+    state = anchor.state
+    assert w.liquidation(4).exit_code == 0  # another process moves on to 5
+    anchor.advance(state.tree_size, state.root, state.prev, [])  # a late update at 4
+    assert w.anchored_size() == 5
+    store.close()
+
+
 # --- bounded import input ----------------------------------------------------------------------
 
 
@@ -142,10 +326,15 @@ def _pipe_into_import(w: Writer, first: bytes, chunk: bytes, limit: int, *extra)
         while sent < limit:
             p.stdin.write(chunk)
             sent += len(chunk)
-        p.stdin.close()
     except BrokenPipeError:
         pass
+    finally:
+        try:
+            p.stdin.close()
+        except BrokenPipeError:
+            pass
     err = p.stderr.read().decode()
+    p.stderr.close()
     return p.wait(), err, sent
 
 
@@ -190,14 +379,16 @@ def test_spool_counts_lines_as_the_import_does(monkeypatch, chunk):
     monkeypatch.setattr(api, "SPOOL_CHUNK", chunk)
     most = api.MAX_IMPORT_LINE_BYTES
     ok = b"{}\n" + b"x" * (most - 1) + b"\n" + b"y" * most
-    assert api.spool(io.BytesIO(ok)).read() == ok
+    with api.spool(io.BytesIO(ok)) as copy:
+        assert copy.read() == ok
     for bad, line in ((b"x" * most + b"\n", 1), (b"{}\n" * 3 + b"x" * (most + 1), 4),
                       (b"{}\n" + b"x" * most + b"\n{}\n", 2), (b"{}\n" * 2 + b"x" * 3 * most, 3)):
         with pytest.raises(LimitError, match=f"^line {line}: longer than 65536 bytes; nothing imported$"):
             api.spool(io.BytesIO(bad))
     with pytest.raises(LimitError, match="over 5 bytes .* at line 2;"):
         api.spool(io.BytesIO(b"{}\n{}\n"), max_bytes=5)
-    assert api.spool(io.BytesIO(b"{}\n{}\n"), max_bytes=6).read() == b"{}\n{}\n"
+    with api.spool(io.BytesIO(b"{}\n{}\n"), max_bytes=6) as copy:
+        assert copy.read() == b"{}\n{}\n"
 
 
 # --- init refuses an origin its key file cannot hold -------------------------------------------
