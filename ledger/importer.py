@@ -191,6 +191,7 @@ class Batch:
     dups: int = 0
     entries: int = 0
     summaries: list = field(default_factory=list)
+    ids_end: int = 0  # with an anchor: how many of the import's new ids precede its end
 
 
 @dataclass
@@ -202,6 +203,7 @@ class Prepared:
     records: int = 0
     duplicates: int = 0
     batches: list = field(default_factory=list)
+    ids: list = field(default_factory=list)  # with an anchor: the hashes of the new ids, in order
 
 
 class Fallback(Exception):
@@ -226,12 +228,13 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
     if anchor is None:
         book = store.load_book()
     else:
-        book = anchor.check(store)
-        book.seen = store.recorded_ids()
+        book = anchor.check(store)  # (its ids: the database's, held to the anchor's)
     builder = Builder(book, size, sig_line_length(signer.name))
     chain.start(size, prev, edge)
     out = Prepared(size, prev)
     seen = book.seen
+    if anchor is not None:
+        out.ids = seen.pending
     offset, next_line = tell(), 1
     for chunk in chunks:
         b = Batch(offset, next_line, records=len(chunk))
@@ -255,6 +258,8 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
             chain.send(items)
             b.entries += len(items) // 3
         b.summaries = builder.summaries()
+        if anchor is not None:
+            b.ids_end = len(seen.pending)
         out.records += b.records
         out.duplicates += b.dups
         out.batches.append(b)
@@ -267,6 +272,7 @@ def write(store, signer, prep: Prepared, chain, result, progress, anchor=None) -
     one its entries were built on (else :class:`Fallback`); ``anchor``
     advanced after each commit."""
     size, prev = prep.size, prep.prev
+    ids_start = 0
     for b in prep.batches:
         rows: list[tuple] = []
         tree_rows: list[tuple] = []
@@ -283,7 +289,9 @@ def write(store, signer, prep: Prepared, chain, result, progress, anchor=None) -
         if rows:
             size, prev = size + len(rows), rows[-1][2]
         if anchor is not None:
-            anchor.advance(size, merkle.tree_hash(size, store), prev, b.summaries, lazy=True)
+            anchor.advance(size, merkle.tree_hash(size, store), prev, b.summaries, lazy=True,
+                           new_ids=prep.ids[ids_start:b.ids_end])
+            ids_start = b.ids_end
         result.appended += len(rows)
         result.duplicates += b.dups
         result.tree_size = size

@@ -268,6 +268,11 @@ class _SeenBefore:
     def add(self, key) -> None:
         self._added.add(key)
 
+    @property
+    def added(self) -> set:
+        """The ids added since ``seq``."""
+        return self._added
+
 
 class Store:
     """A fundledger database. Open with :meth:`open` or :meth:`create`."""
@@ -601,8 +606,7 @@ class Store:
             if anchor is None:
                 book = self.load_book()
             else:
-                book = anchor.check(self)
-                book.seen = _SeenInDb(conn)
+                book = anchor.check(self)  # (its ids: the database's, held to the anchor's)
             records = list(records)
             if len(records) > MAX_BATCH:
                 raise InvariantError(f"more than {MAX_BATCH} records in one append")
@@ -638,7 +642,8 @@ class Store:
             self._write_summaries(book, touched)
         result.tree_size = size
         if anchor is not None:
-            anchor.advance(size, builder.root(), prev, [contract_row(book.funds[s]) for s in sorted(touched)])
+            anchor.advance(size, builder.root(), prev, [contract_row(book.funds[s]) for s in sorted(touched)],
+                           new_ids=book.seen.pending)
         return result
 
     def _write_summaries(self, book: FundBook, symbols: Iterable[str]) -> None:

@@ -67,6 +67,12 @@ class Writer:
     def anchored_size(self):
         return json.loads(Path(self.anchor).read_bytes())["tree_size"]
 
+    def anchored_ids(self):
+        """The anchor's count of liquidation ids, checked against its .ids file."""
+        n = json.loads(Path(self.anchor).read_bytes())["ids"]
+        assert os.path.getsize(self.anchor + ".ids") >= 8 * n
+        return n
+
 
 # a 1000.00 shortfall (long 100 closed 10 under its bankruptcy price)
 SHORTFALL = {"kind": "liquidation", "contract": "XBTUSDTM", "id": "L-big", "side": "long", "qty": "100",
@@ -171,6 +177,51 @@ def test_an_edited_fund_row_field_is_named(tmp_path):
     assert len(w.rows("entries")) == 3
 
 
+# --- a liquidation id the database lost ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["row deleted", "id column edited"])
+def test_a_replayed_id_the_database_lost_is_refused(tmp_path, how):
+    w = make_writer(tmp_path / "w", liquidations=4)
+    w.ok("checkpoint")
+    c = sqlite3.connect(w.db, isolation_level=None)
+    if how == "row deleted":  # entry 2 (L-2) gone; the stored tree and the summary untouched
+        c.execute("DROP TRIGGER entries_no_delete")
+        c.execute("DELETE FROM entries WHERE seq = 2")
+    else:
+        c.execute("DROP TRIGGER entries_no_update")
+        c.execute("UPDATE entries SET liquidation_id = 'L-2x' WHERE seq = 2")
+    c.close()
+    before = fingerprint(w.db)
+    replay = dict(SHORTFALL, id="L-2", qty="10", fill_price="101")
+    one_line_failure(w.liquidation(2), 1, "refusing to sign", "liquidation 'L-2' of XBTUSDTM was signed by this key")
+    one_line_failure(w.run("import", "-", input=json.dumps(replay) + "\n"), 1, "line 1", "'L-2'", "signed by this key")
+    assert fingerprint(w.db) == before and w.anchored_ids() == 4
+    if how == "id column edited":
+        # a writer trusting the index signs the replay; with the column put
+        # back, the verifier refuses that very entry as a duplicate
+        seq = unanchored_append(w, tmp_path / "unanchored", replay)
+        with sqlite3.connect(tmp_path / "unanchored" / "fund.db") as c:
+            c.execute("DROP INDEX entries_liquidation")  # (the log holds L-2 twice now)
+            c.execute("UPDATE entries SET liquidation_id = 'L-2' WHERE seq = 2")
+        with pytest.raises(VerificationError) as e:
+            verify_path(str(tmp_path / "unanchored" / "fund.db"))
+        assert e.value.seq == seq and "duplicate" in e.value.reason
+
+
+def test_id_hashes_are_found_in_the_bytes_and_in_the_set():
+    from ledger.anchor import IdHashes
+
+    ids = IdHashes()
+    ids.add_packed(b"".join(h.to_bytes(8, "little") for h in (5, 1 << 63, 7 << 8)))
+    ids.update([9])
+    # (7 << 8 is 7 in the second byte: found only at an 8-byte boundary)
+    probes = [5, 1 << 63, 7 << 8, 9, 7, 0, 1 << 55, 6]
+    seen = [h in ids for h in probes] + [h in ids for h in probes * 10]  # past SET_AFTER: the set
+    assert ids.full is not None
+    assert seen == [True, True, True, True, False, False, False, False] * 11
+
+
 # --- a truncated log ---------------------------------------------------------------------------
 
 
@@ -224,6 +275,7 @@ def test_an_anchor_left_behind_by_a_crash_is_caught_up(tmp_path):
     Path(w.anchor).write_bytes(stale)  # the updates since were lost
     assert w.liquidation(6).exit_code == 0
     assert w.anchored_size() == len(w.rows("entries")) == 37
+    assert w.anchored_ids() == 36
     w.ok("checkpoint")
     verify_path(w.db)
 
@@ -247,9 +299,43 @@ def test_an_import_leaves_the_anchor_at_its_last_batch(tmp_path):
     w = make_writer(tmp_path, liquidations=1)
     jsonl = "".join(json.dumps(dict(SHORTFALL, id=f"I-{i}", qty="1", fill_price="101")) + "\n" for i in range(45))
     w.ok("import", "-", "--batch", "10", input=jsonl)
-    assert w.anchored_size() == len(w.rows("entries")) == 47
+    assert w.anchored_size() == len(w.rows("entries")) == 47 and w.anchored_ids() == 46
     a = json.loads(Path(w.anchor).read_bytes())
     assert [tuple(r) for r in a["funds"]] == w.rows("contracts")
+
+
+def test_writers_sharing_the_key_keep_one_anchor(tmp_path):
+    """Two imports and a stream of single appends at once, all with the one
+    key: afterwards the anchor holds the whole log and exactly its ids."""
+    w = make_writer(tmp_path, liquidations=1)
+    env = dict(os.environ, FUNDLEDGER_DB=w.db, FUNDLEDGER_KEY=w.key)
+    procs = []
+    for name in ("A", "B"):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(dict(SHORTFALL, id=f"{name}-{i}", qty="1", fill_price="101")) + "\n"
+                                for i in range(60)))
+        procs.append(subprocess.Popen([sys.executable, "-m", "ledger.cli", "import", str(path), "--batch", "7"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for i in range(4):
+        procs.append(subprocess.Popen([sys.executable, "-m", "ledger.cli", "liquidation", "XBTUSDTM", "--id", f"S-{i}",
+                                       "--side", "long", "--qty", "1", "--bankruptcy-price", "100",
+                                       "--fill-price", "101"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    from ledger.anchor import AnchorState, id_hash
+
+    state = AnchorState.from_json(Path(w.anchor).read_bytes())
+    ids = [(c, i) for c, i in sqlite3.connect(w.db).execute(
+        "SELECT contract, liquidation_id FROM entries WHERE liquidation_id IS NOT NULL")]
+    assert state.tree_size == len(w.rows("entries")) == 2 + 124 and state.ids == len(ids) == 125
+    data = Path(w.anchor + ".ids").read_bytes()[: 8 * state.ids]
+    held = {int.from_bytes(data[k : k + 8], "little") for k in range(0, len(data), 8)}
+    assert held == {id_hash(state.ids_key, c, i) for c, i in ids}
+    assert w.liquidation(1).exit_code == 0  # L-1 again: a duplicate, nothing signed
+    w.ok("checkpoint")
+    verify_path(w.db)
 
 
 def test_a_ledger_without_an_anchor_is_checked_once_then_anchored(tmp_path):
@@ -263,6 +349,7 @@ def test_a_ledger_without_an_anchor_is_checked_once_then_anchored(tmp_path):
         c.execute("UPDATE contracts SET balance = '30.00'")
     assert w.liquidation(4).exit_code == 0
     assert w.anchored_size() == 5 and os.stat(w.anchor).st_mode & 0o777 == 0o600
+    assert w.anchored_ids() == 4 and os.path.getsize(w.anchor + ".ids") == 32
     w.ok("checkpoint")
     assert json.loads(Path(w.anchor).read_bytes())["checkpoint"].startswith(f"{ORIGIN}\n5\n")
 
