@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Callable, Iterator
 
+from . import anchor as anchor_mod
 from . import chainsign, keys, merkle, note
 from . import importer as importer_mod
 from .entry import parse_json_object
@@ -30,11 +31,25 @@ RECORD_FIELDS = {
 RECORD_KINDS = tuple(RECORD_FIELDS)
 
 
+def check_origin(origin: str) -> None:
+    """Refuse an origin this ledger cannot use as its key's name. A signed
+    note's key name is non-empty, without spaces or '+' (C2SP signed-note);
+    the key file (golang.org/x/mod/sumdb/note's one-line format) is read
+    back as ASCII, so the name is also printable ASCII only."""
+    if not isinstance(origin, str) or not origin or not all("\x21" <= c <= "\x7e" and c != "+" for c in origin):
+        raise InputError(
+            f"origin {str(origin)[:80]!r} is not a valid key name: use 1 or more printable ASCII characters "
+            "(letters, digits, punctuation such as . / - _ :), no spaces, no '+'"
+        )
+    note.check_key_name(origin)
+
+
 def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None = None) -> tuple[Store, note.Signer]:
     """Create a ledger and its key (and, given ``vkey_path``, a file with the
     public verifier key). Refuses to overwrite any of them."""
-    note.check_key_name(origin)
-    for p, what in ((db_path, "ledger"), (key_path, "key"), (vkey_path, "verifier key")):
+    check_origin(origin)
+    anchor = writer_anchor(key_path)
+    for p, what in ((db_path, "ledger"), (key_path, "key"), (vkey_path, "verifier key"), (anchor.path, "anchor")):
         if p is not None and os.path.exists(p):
             raise InputError(f"{p} already exists: refusing to overwrite a {what}")
     signer = keys.create_key_file(key_path, origin)
@@ -43,6 +58,14 @@ def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None 
             keys.write_public(vkey_path, signer.verifier().vkey())
         try:
             store = Store.create(db_path, origin, signer.verifier().vkey())
+            try:
+                anchor.create(anchor_mod.AnchorState.empty(origin, signer.verifier().vkey()))
+            except BaseException:
+                store.close()
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(db_path + suffix):
+                        os.unlink(db_path + suffix)
+                raise
         except BaseException:
             if vkey_path is not None:
                 os.unlink(vkey_path)
@@ -53,9 +76,60 @@ def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None 
     return store, signer
 
 
-def append_one(store: Store, signer: note.Signer, record: dict) -> AppendResult:
-    """Append one contract or liquidation record (``contract add``, ``liquidation``)."""
-    return store.append([record], [signer])
+def writer_anchor(key_path: str) -> anchor_mod.WriterAnchor:
+    """The anchor of the key at ``key_path`` (``<key>.anchor``, beside it):
+    what that key has signed, which every write is held to before it signs
+    (ledger/anchor.py)."""
+    return anchor_mod.WriterAnchor(anchor_mod.anchor_path(key_path))
+
+
+def append_one(store: Store, signer: note.Signer, record: dict,
+               anchor: anchor_mod.WriterAnchor | None = None) -> AppendResult:
+    """Append one contract or liquidation record (``contract add``,
+    ``liquidation``), held to ``anchor`` if given (the CLI always gives it)."""
+    return store.append([record], [signer], anchor=anchor)
+
+
+    anchor = writer_anchor(key_path)
+    for p, what in ((db_path, "ledger"), (key_path, "key"), (vkey_path, "verifier key"), (anchor.path, "anchor")):
+        if p is not None and os.path.exists(p):
+            raise InputError(f"{p} already exists: refusing to overwrite a {what}")
+    signer = keys.create_key_file(key_path, origin)
+    try:
+        if vkey_path is not None:
+            keys.write_public(vkey_path, signer.verifier().vkey())
+        try:
+            store = Store.create(db_path, origin, signer.verifier().vkey())
+            try:
+                anchor.create(anchor_mod.AnchorState.empty(origin, signer.verifier().vkey()))
+            except BaseException:
+                store.close()
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(db_path + suffix):
+                        os.unlink(db_path + suffix)
+                raise
+        except BaseException:
+            if vkey_path is not None:
+                os.unlink(vkey_path)
+            raise
+    except BaseException:
+        os.unlink(key_path)
+        raise
+    return store, signer
+
+
+def writer_anchor(key_path: str) -> anchor_mod.WriterAnchor:
+    """The anchor of the key at ``key_path`` (``<key>.anchor``, beside it):
+    what that key has signed, which every write is held to before it signs
+    (ledger/anchor.py)."""
+    return anchor_mod.WriterAnchor(anchor_mod.anchor_path(key_path))
+
+
+def append_one(store: Store, signer: note.Signer, record: dict,
+               anchor: anchor_mod.WriterAnchor | None = None) -> AppendResult:
+    """Append one contract or liquidation record (``contract add``,
+    ``liquidation``), held to ``anchor`` if given (the CLI always gives it)."""
+    return store.append([record], [signer], anchor=anchor)
 
 
 # -- bulk import -------------------------------------------------------------------
@@ -140,6 +214,7 @@ def import_records(
     progress: Callable[[int], None] = lambda n: None,
     batch_size: int = IMPORT_BATCH,
     on_checked: Callable[[int], None] = lambda total: None,
+    anchor: anchor_mod.WriterAnchor | None = None,
 ) -> ImportResult:
     """Import JSON Lines of contract and liquidation records.
 
@@ -156,9 +231,14 @@ def import_records(
     the entries meanwhile; pass 2 writes them, each transaction checking
     that the chain head is still the one they were built on. If another
     writer moved it, the rest is appended the ordinary way (see
-    ledger/importer.py)."""
+    ledger/importer.py). With ``anchor`` the ledger is held to it before
+    anything is signed, and it advances after each committed batch."""
     with _collector_paused():
-        return _import_records(store, signer, stream, progress, batch_size, on_checked)
+        try:
+            return _import_records(store, signer, stream, progress, batch_size, on_checked, anchor)
+        finally:
+            if anchor is not None:
+                anchor.flush()  # whatever was committed, however the import ends
 
 
 @contextmanager
@@ -180,7 +260,8 @@ def _collector_paused():
 
 
 def _import_records(store: Store, signer: note.Signer, stream: IO[bytes], progress: Callable[[int], None],
-                    batch_size: int, on_checked: Callable[[int], None]) -> ImportResult:
+                    batch_size: int, on_checked: Callable[[int], None],
+                    anchor: anchor_mod.WriterAnchor | None = None) -> ImportResult:
     store.check_signer([signer])  # a wrong key is refused before any reading
     batch_size = max(1, batch_size)
     use_process = (os.cpu_count() or 1) > 1 and _worth_a_process(stream)
@@ -190,12 +271,12 @@ def _import_records(store: Store, signer: note.Signer, stream: IO[bytes], progre
         with store.snapshot():
             # pass 1, and the state the entries are built on: one view of the ledger
             prep = importer_mod.prepare(
-                store, signer, _chunks(stream, batch_size), stream.tell, chain
+                store, signer, _chunks(stream, batch_size), stream.tell, chain, anchor
             )
         result.lines = prep.records
         on_checked(prep.records)
         try:
-            importer_mod.write(store, signer, prep, chain, result, progress)
+            importer_mod.write(store, signer, prep, chain, result, progress, anchor)
             fallback = None
         except importer_mod.Fallback as f:
             fallback = f
@@ -204,7 +285,7 @@ def _import_records(store: Store, signer: note.Signer, stream: IO[bytes], progre
     if fallback is not None:
         # another writer moved the head: the rest the ordinary way
         stream.seek(fallback.offset)
-        _append_batches(store, signer, stream, batch_size, result, progress, fallback.next_line)
+        _append_batches(store, signer, stream, batch_size, result, progress, fallback.next_line, anchor)
     if result.tree_size == 0:
         result.tree_size = store.size()
     return result
@@ -225,14 +306,14 @@ def _worth_a_process(stream: IO[bytes]) -> bool:
     return end - here >= PIPELINE_MIN_BYTES
 
 
-def _append_batches(store, signer, stream, batch_size, result, progress, first_line) -> None:
+def _append_batches(store, signer, stream, batch_size, result, progress, first_line, anchor=None) -> None:
     """Append the records from the stream's position, one ``Store.append``
     (state read inside the transaction) per batch."""
     for chunk in _chunks(stream, batch_size, first_line):
         first = chunk[0][0]
         batch = [r for _, r in chunk]
         try:
-            r = store.append(batch, [signer])
+            r = store.append(batch, [signer], anchor=anchor)
         except FundledgerError as e:
             # Only reachable if another writer changed the ledger between the
             # passes; earlier batches stay committed and a re-run resumes.
@@ -243,13 +324,52 @@ def _append_batches(store, signer, stream, batch_size, result, progress, first_l
         progress(len(batch))
 
 
-def spool(stream: IO[bytes]) -> IO[bytes]:
-    """A seekable copy of a non-seekable stream (standard input)."""
+MAX_SPOOL_BYTES = 1 << 30  # default cap on standard input spooled for an import
+SPOOL_CHUNK = 1 << 20
+
+
+def spool(stream: IO[bytes], max_bytes: int = MAX_SPOOL_BYTES) -> IO[bytes]:
+    """A seekable copy of a non-seekable stream (standard input), checked as
+    it is read: a line over MAX_IMPORT_LINE_BYTES, or an input over
+    ``max_bytes``, is refused within a chunk of where it starts (LimitError,
+    the copy deleted), so an endless input never fills the disk."""
     tmp = tempfile.TemporaryFile()
-    while chunk := stream.read(1 << 20):
-        tmp.write(chunk)
-    tmp.seek(0)
+    try:
+        total = lines = tail = 0  # bytes, complete lines, bytes of the open line
+        while chunk := stream.read(SPOOL_CHUNK):
+            total += len(chunk)
+            if total > max_bytes:
+                at = lines + chunk.count(b"\n", 0, len(chunk) - (total - max_bytes)) + 1
+                raise LimitError(f"the input is over {max_bytes} bytes (--max-input-bytes) at line {at}; "
+                                 "nothing imported")
+            tail = _check_line_lengths(chunk, lines, tail)
+            lines += chunk.count(b"\n")
+            tmp.write(chunk)
+        tmp.seek(0)
+    except BaseException:
+        tmp.close()
+        raise
     return tmp
+
+
+def _check_line_lengths(chunk: bytes, lines: int, tail: int) -> int:
+    """Refuse a line of ``chunk`` over MAX_IMPORT_LINE_BYTES (its newline
+    counted, as :func:`_records` counts it), given the ``lines`` complete
+    lines and the ``tail`` bytes of the open one before it; the bytes of the
+    line left open after it."""
+    parts = chunk.split(b"\n")
+    if len(parts) == 1:
+        tail += len(chunk)
+        if tail > MAX_IMPORT_LINE_BYTES:
+            raise LimitError(f"line {lines + 1}: longer than {MAX_IMPORT_LINE_BYTES} bytes; nothing imported")
+        return tail
+    parts[0] = b"" if tail + len(parts[0]) < MAX_IMPORT_LINE_BYTES else None
+    if parts[0] is None or max(map(len, parts[1:-1]), default=0) >= MAX_IMPORT_LINE_BYTES \
+            or len(parts[-1]) > MAX_IMPORT_LINE_BYTES:
+        k = 0 if parts[0] is None else next(
+            (i for i, p in enumerate(parts[1:-1], 1) if len(p) >= MAX_IMPORT_LINE_BYTES), len(parts) - 1)
+        raise LimitError(f"line {lines + k + 1}: longer than {MAX_IMPORT_LINE_BYTES} bytes; nothing imported")
+    return len(parts[-1])
 
 
 # -- reading -------------------------------------------------------------------------
@@ -279,8 +399,11 @@ def history(store: Store, symbol: str) -> dict:
     return {"contract": symbol, "entries": store.history(symbol)}
 
 
-def checkpoint(store: Store, signer: note.Signer) -> tuple[int, bytes, bool]:
-    return store.add_checkpoint([signer])
+def checkpoint(store: Store, signer: note.Signer,
+               anchor: anchor_mod.WriterAnchor | None = None) -> tuple[int, bytes, bool]:
+    """Sign a checkpoint at the current size (see ``Store.add_checkpoint``),
+    held to ``anchor`` if given (the CLI always gives it)."""
+    return store.add_checkpoint([signer], anchor=anchor)
 
 
 # -- proofs ----------------------------------------------------------------------------

@@ -156,10 +156,11 @@ def contract_add(symbol, currency, scale, ctype, multiplier, db_path, key_path):
     Example: fundledger contract add XBTUSDTM --currency USDT --scale 8 --multiplier 0.001
     """
     store = open_store(db_path)
-    r = api.append_one(store, load_key(key_path), {
+    record = {
         "kind": "contract", "symbol": symbol, "currency": currency, "scale": scale,
         "type": ctype, "multiplier": multiplier,
-    })
+    }
+    r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
     report_append(r)
 
 
@@ -201,7 +202,7 @@ def liquidation(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price,
     if time_ is not None:
         record["time"] = time_
     store = open_store(db_path)
-    r = api.append_one(store, load_key(key_path), record)
+    r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
     report_append(r)
     if r.appended:
         e = store.entry_row(r.appended[-1])
@@ -212,21 +213,25 @@ def liquidation(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price,
 @click.argument("file", type=click.File("rb"))
 @click.option("--batch", "batch_size", type=click.IntRange(1, 10_000), default=api.IMPORT_BATCH,
               show_default=True, help="Records per transaction.")
+@click.option("--max-input-bytes", type=click.IntRange(1), default=api.MAX_SPOOL_BYTES, show_default=True,
+              help="Refuse a standard input (or pipe) longer than this; it is copied to a temporary file first.")
 @db_option
 @key_option
 @handled
-def import_(file, batch_size, db_path, key_path):
+def import_(file, batch_size, max_input_bytes, db_path, key_path):
     """Append contract and liquidation records from JSON Lines (FILE or -).
 
     The whole input is checked first: a bad line means exit 2 naming the
     line, and nothing is written. Replays are skipped, so an interrupted
-    import can simply be run again.
+    import can simply be run again. Standard input is copied to a temporary
+    file as it is read: a line over 65536 bytes, or more than
+    --max-input-bytes in all, is refused at once (exit 2, nothing written).
 
     Example: fundledger import liquidations.jsonl
     """
     store = open_store(db_path)
     signer = load_key(key_path)
-    stream = file if file.seekable() else api.spool(file)
+    stream = file if file.seekable() else api.spool(file, max_input_bytes)
     bar = None
 
     def start(total):
@@ -236,7 +241,7 @@ def import_(file, batch_size, db_path, key_path):
 
     try:
         r = api.import_records(store, signer, stream, progress=lambda n: bar.update(n),
-                               batch_size=batch_size, on_checked=start)
+                               batch_size=batch_size, on_checked=start, anchor=api.writer_anchor(key_path))
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -299,7 +304,7 @@ def checkpoint_cmd(db_path, key_path):
 
     Example: fundledger checkpoint
     """
-    size, signed, created = api.checkpoint(open_store(db_path), load_key(key_path))
+    size, signed, created = api.checkpoint(open_store(db_path), load_key(key_path), api.writer_anchor(key_path))
     if not created:
         click.echo(f"checkpoint at size {size} already exists", err=True)
     click.echo(signed.decode(), nl=False)

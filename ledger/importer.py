@@ -32,6 +32,7 @@ from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
 from . import entry as entry_mod
+from . import merkle
 from .chainsign import sig_line_length
 from .errors import FundledgerError, LimitError, StoreError
 from .fund import (
@@ -190,6 +191,7 @@ class Batch:
     dups: int = 0
     entries: int = 0
     summaries: list = field(default_factory=list)
+    ids_end: int = 0  # with an anchor: how many of the import's new ids precede its end
 
 
 @dataclass
@@ -201,6 +203,7 @@ class Prepared:
     records: int = 0
     duplicates: int = 0
     batches: list = field(default_factory=list)
+    ids: list = field(default_factory=list)  # with an anchor: the hashes of the new ids, in order
 
 
 class Fallback(Exception):
@@ -213,18 +216,25 @@ class Fallback(Exception):
         self.next_line = next_line
 
 
-def prepare(store, signer, chunks, tell, chain) -> Prepared:
+def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
     """Pass 1: check and build every record of ``chunks`` (one chunk per
     batch of ``(line number, record)``) against the ledger, sending the
     entries to ``chain`` for signing as they are built. Call inside a
     :meth:`Store.snapshot`; raises on the first bad line, and nothing is
-    written anywhere but the chain signer's spool."""
+    written anywhere but the chain signer's spool. With ``anchor`` (a
+    ``ledger.anchor.WriterAnchor``) the ledger is held to it first and the
+    entries are built on the funds that signed data give."""
     size, prev, edge = store.chain_head()
-    book = store.load_book()
+    if anchor is None:
+        book = store.load_book()
+    else:
+        book = anchor.check(store)  # (its ids: the database's, held to the anchor's)
     builder = Builder(book, size, sig_line_length(signer.name))
     chain.start(size, prev, edge)
     out = Prepared(size, prev)
     seen = book.seen
+    if anchor is not None:
+        out.ids = seen.pending
     offset, next_line = tell(), 1
     for chunk in chunks:
         b = Batch(offset, next_line, records=len(chunk))
@@ -248,6 +258,8 @@ def prepare(store, signer, chunks, tell, chain) -> Prepared:
             chain.send(items)
             b.entries += len(items) // 3
         b.summaries = builder.summaries()
+        if anchor is not None:
+            b.ids_end = len(seen.pending)
         out.records += b.records
         out.duplicates += b.dups
         out.batches.append(b)
@@ -255,10 +267,12 @@ def prepare(store, signer, chunks, tell, chain) -> Prepared:
     return out
 
 
-def write(store, signer, prep: Prepared, chain, result, progress) -> None:
+def write(store, signer, prep: Prepared, chain, result, progress, anchor=None) -> None:
     """Pass 2: one transaction per batch, each checking that the head is the
-    one its entries were built on (else :class:`Fallback`)."""
+    one its entries were built on (else :class:`Fallback`); ``anchor``
+    advanced after each commit."""
     size, prev = prep.size, prep.prev
+    ids_start = 0
     for b in prep.batches:
         rows: list[tuple] = []
         tree_rows: list[tuple] = []
@@ -274,6 +288,10 @@ def write(store, signer, prep: Prepared, chain, result, progress) -> None:
             raise Fallback(b.offset, b.next_line)
         if rows:
             size, prev = size + len(rows), rows[-1][2]
+        if anchor is not None:
+            anchor.advance(size, merkle.tree_hash(size, store), prev, b.summaries, lazy=True,
+                           new_ids=prep.ids[ids_start:b.ids_end])
+            ids_start = b.ids_end
         result.appended += len(rows)
         result.duplicates += b.dups
         result.tree_size = size

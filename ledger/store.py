@@ -248,6 +248,32 @@ class _SeenInDb:
             self._known.update((c, i) for i in ids)
 
 
+class _SeenBefore:
+    """The liquidation ids recorded by the entries before ``seq``, plus
+    those added since: what the rules see when entry ``seq`` is rechecked."""
+
+    def __init__(self, conn: sqlite3.Connection, seq: int):
+        self._conn = conn
+        self._seq = seq
+        self._added: set = set()
+
+    def __contains__(self, key) -> bool:
+        if key in self._added:
+            return True
+        row = self._conn.execute(
+            "SELECT 1 FROM entries WHERE contract = ? AND liquidation_id = ? AND seq < ?", (*key, self._seq)
+        ).fetchone()
+        return row is not None
+
+    def add(self, key) -> None:
+        self._added.add(key)
+
+    @property
+    def added(self) -> set:
+        """The ids added since ``seq``."""
+        return self._added
+
+
 class Store:
     """A fundledger database. Open with :meth:`open` or :meth:`create`."""
 
@@ -459,6 +485,15 @@ class Store:
             )
         return book
 
+    def recorded_ids(self) -> _SeenInDb:
+        """The liquidation ids the ledger records, looked up as needed (a
+        ``FundBook.seen``)."""
+        return _SeenInDb(self.conn)
+
+    def seen_before(self, seq: int) -> _SeenBefore:
+        """The liquidation ids recorded before entry ``seq`` (a ``FundBook.seen``)."""
+        return _SeenBefore(self.conn, seq)
+
     def entry_row(self, seq: int) -> dict:
         """The derived columns of entry ``seq``."""
         cols = ENTRY_COLUMNS[3:]
@@ -553,18 +588,25 @@ class Store:
         records: Iterable[dict],
         signers: Sequence[note.Signer],
         clock: Callable[[], str] = now_time,
+        anchor=None,
     ) -> AppendResult:
         """Append ``records`` (user records with a ``kind``) in ONE transaction.
 
         Each record is checked by the fund rules against the state inside the
         transaction; a replayed liquidation (or an identical contract) is
         skipped and reported in ``duplicates``. Any other bad record raises
-        and rolls the whole call back: nothing is written."""
+        and rolls the whole call back: nothing is written. With ``anchor``
+        (a ``ledger.anchor.WriterAnchor``) the state is the one signed data
+        give, checked against the anchor before anything is signed, and the
+        anchor is advanced after the commit."""
         result = AppendResult()
         with self._write() as conn:
             self.check_signer(signers)
             size, prev, builder = self._head()
-            book = self.load_book()
+            if anchor is None:
+                book = self.load_book()
+            else:
+                book = anchor.check(self)  # (its ids: the database's, held to the anchor's)
             records = list(records)
             if len(records) > MAX_BATCH:
                 raise InvariantError(f"more than {MAX_BATCH} records in one append")
@@ -599,6 +641,9 @@ class Store:
             conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows)
             self._write_summaries(book, touched)
         result.tree_size = size
+        if anchor is not None:
+            anchor.advance(size, builder.root(), prev, [contract_row(book.funds[s]) for s in sorted(touched)],
+                           new_ids=book.seen.pending)
         return result
 
     def _write_summaries(self, book: FundBook, symbols: Iterable[str]) -> None:
@@ -645,7 +690,8 @@ class Store:
         self.current_vkey = nv.vkey()
         return size
 
-    def add_checkpoint(self, signers: Sequence[note.Signer], clock: Callable[[], str] = now_time) -> tuple[int, bytes, bool]:
+    def add_checkpoint(self, signers: Sequence[note.Signer], clock: Callable[[], str] = now_time,
+                       anchor=None) -> tuple[int, bytes, bool]:
         """Sign a checkpoint at the current size, unless the latest one
         already covers it. Returns ``(tree_size, note, created)``.
 
@@ -655,13 +701,21 @@ class Store:
         checkpoint (which must give its root); the stored hashes must agree
         with it. So a checkpoint is never signed over stored hashes the
         entries do not give, nor inconsistent with the previous one. The
-        cost is proportional to the entries since the last checkpoint."""
+        cost is proportional to the entries since the last checkpoint. With
+        ``anchor`` (see :meth:`append`) the database is first held to what
+        the key signed, and the anchor records the new checkpoint."""
         try:
             with self._write() as conn:
                 self.check_signer(signers)
-                return self._sign_checkpoint(conn, signers, clock)
+                if anchor is not None:
+                    anchor.check(self)
+                out = self._sign_checkpoint(conn, signers, clock)
         except ProofError as e:
             raise StoreError(f"refusing to sign: the log is not consistent with the last checkpoint ({e})") from None
+        if anchor is not None:
+            s = anchor.state
+            anchor.advance(s.tree_size, s.root, s.prev, [], out[1] if out[2] else None)
+        return out
 
     def _sign_checkpoint(self, conn, signers, clock) -> tuple[int, bytes, bool]:
         """The body of :meth:`add_checkpoint`, inside its transaction."""

@@ -347,8 +347,8 @@ def test_liquidation_reports_its_own_entry(ledger, monkeypatch):
     other = _other(ledger)
     real = api.append_one
 
-    def racing(store, signer, record):
-        r = real(store, signer, record)
+    def racing(store, signer, record, **kw):
+        r = real(store, signer, record, **kw)
         other.append([liq(99, prefix="OTHER", qty="5", fill="38000")], [signer])  # a shortfall, right after
         return r
 

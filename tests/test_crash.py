@@ -99,6 +99,15 @@ def import_cmd(path: Path, batch: int = BATCH) -> list[str]:
     return [sys.executable, "-m", "ledger.cli", "import", str(path), "--batch", str(batch)]
 
 
+def copy_template(setup_dir: Path, template_db: Path, key: Path, db: Path) -> None:
+    """A fresh copy of the template ledger at ``db``, with the key's anchor
+    put back as it was beside the template: every trial signs its own copy
+    of the log with the one key, so each starts from the template's anchor
+    (a key whose anchor is ahead of its database refuses to sign)."""
+    shutil.copyfile(template_db, db)
+    shutil.copyfile(setup_dir / "template.anchor", api.writer_anchor(str(key)).path)
+
+
 def make_setup(base: Path, n: int = LIQUIDATIONS) -> Setup:
     base.mkdir(parents=True, exist_ok=True)
     db, key = base / "template.db", base / "fund.key"
@@ -106,12 +115,13 @@ def make_setup(base: Path, n: int = LIQUIDATIONS) -> Setup:
     store.append([CONTRACT], [signer])
     store.add_checkpoint([signer])
     store.close()
+    shutil.copyfile(api.writer_anchor(str(key)).path, base / "template.anchor")
     records = [CONTRACT] + liquidation_records(n)  # the contract line replays: a duplicate
     path = base / "import.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     # the reference: a real import that is never interrupted, timed
     ref = base / "reference.db"
-    shutil.copyfile(db, ref)
+    copy_template(base, db, key, ref)
     p = subprocess.Popen(import_cmd(path), env=env_for(ref, key), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     wait_for_stderr(p, b"importing", 60)
@@ -290,7 +300,7 @@ def run_trial(setup: Setup, seed: int, workdir: Path, kills: int | None = None) 
     db = workdir / "fund.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    shutil.copyfile(setup.template_db, db)
+    copy_template(setup.dir, setup.template_db, setup.key, db)
     result = TrialResult(seed)
     n_kills = kills if kills is not None else rng.choice([1, 1, 1, 1, 2, 3])
     committed = 0
@@ -389,7 +399,7 @@ def test_an_import_killed_in_its_check_pass_wrote_nothing(setup, crash_root):
     tmp_path = crash_root / "check-pass"
     tmp_path.mkdir()
     db = tmp_path / "fund.db"
-    shutil.copyfile(setup.template_db, db)
+    copy_template(setup.dir, setup.template_db, setup.key, db)
     big = tmp_path / "big.jsonl"
     line = ('{"kind":"liquidation","contract":"XBTUSDTM","id":"C-%d","side":"long","qty":"3",'
             '"bankruptcy_price":"39000","fill_price":"39100","time":"2026-11-23T18:59:07Z"}\n')
