@@ -243,6 +243,7 @@ def _export(L: Ledger, tmp_path: Path) -> Path:
 def _set_checkpoint(db: str, data: bytes) -> None:
     conn = tu.open_rw(db)
     conn.execute("UPDATE checkpoints SET note = ? WHERE id = (SELECT MAX(id) FROM checkpoints)", (data,))
+    tu.restore_guards(conn)
     conn.close()
 
 
