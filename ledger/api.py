@@ -31,23 +31,10 @@ RECORD_FIELDS = {
 RECORD_KINDS = tuple(RECORD_FIELDS)
 
 
-def check_origin(origin: str) -> None:
-    """Refuse an origin this ledger cannot use as its key's name. A signed
-    note's key name is non-empty, without spaces or '+' (C2SP signed-note);
-    the key file (golang.org/x/mod/sumdb/note's one-line format) is read
-    back as ASCII, so the name is also printable ASCII only."""
-    if not isinstance(origin, str) or not origin or not all("\x21" <= c <= "\x7e" and c != "+" for c in origin):
-        raise InputError(
-            f"origin {str(origin)[:80]!r} is not a valid key name: use 1 or more printable ASCII characters "
-            "(letters, digits, punctuation such as . / - _ :), no spaces, no '+'"
-        )
-    note.check_key_name(origin)
-
-
 def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None = None) -> tuple[Store, note.Signer]:
     """Create a ledger and its key (and, given ``vkey_path``, a file with the
     public verifier key). Refuses to overwrite any of them."""
-    check_origin(origin)
+    keys.check_key_name(origin, "origin")
     anchor = writer_anchor(key_path)
     for p, what in ((db_path, "ledger"), (key_path, "key"), (vkey_path, "verifier key"), (anchor.path, "anchor")):
         if p is not None and os.path.exists(p):

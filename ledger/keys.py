@@ -11,9 +11,23 @@ import os
 import stat
 
 from . import note
-from .errors import FundledgerError, KeyFileError
+from .errors import FundledgerError, InputError, KeyFileError
 
 MAX_KEY_FILE_BYTES = 4096
+
+
+def check_key_name(name: str, what: str = "name") -> None:
+    """Refuse a name a key file cannot hold. A signed note's key name is
+    non-empty, without spaces or '+' (C2SP signed-note); the key file
+    (golang.org/x/mod/sumdb/note's one-line format) is read back as ASCII,
+    so the name is also printable ASCII only. ``what`` names it in the
+    message (a log's origin, a witness's name)."""
+    if not isinstance(name, str) or not name or not all("\x21" <= c <= "\x7e" and c != "+" for c in name):
+        raise InputError(
+            f"{what} {str(name)[:80]!r} is not a valid key name: use 1 or more printable ASCII characters "
+            "(letters, digits, punctuation such as . / - _ :), no spaces, no '+'"
+        )
+    note.check_key_name(name)
 
 
 def create_key_file(path: str, name: str, alg: int = note.ALG_ED25519) -> note.Signer:
@@ -23,6 +37,7 @@ def create_key_file(path: str, name: str, alg: int = note.ALG_ED25519) -> note.S
     The key is written and synced under a temporary name, then linked to
     ``path`` (which fails if it exists) and the directory synced: a crash
     leaves either no key file or a whole one that is on disk."""
+    check_key_name(name)
     signer = note.generate_signer(name, alg)
     if os.path.lexists(path):
         raise KeyFileError(f"{path} already exists: refusing to overwrite a key")

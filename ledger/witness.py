@@ -32,7 +32,7 @@ from typing import Sequence
 
 from . import merkle, note
 from .errors import FundledgerError, InputError, SignatureError, VerificationError
-from .keys import create_key_file, load_key_file, write_public
+from .keys import check_key_name, create_key_file, load_key_file, write_public
 
 MAX_STATE_BYTES = 16 << 20
 
@@ -44,6 +44,7 @@ class WitnessConflict(VerificationError):
 def init_witness(key_path: str, state_path: str, name: str, vkey_path: str | None = None) -> note.Signer:
     """A new witness key (0600), an empty state file and, given
     ``vkey_path``, a file with the witness's public key."""
+    check_key_name(name, "witness name")
     for p in (state_path, vkey_path):
         if p is not None and os.path.exists(p):
             raise InputError(f"{p} already exists: refusing to overwrite it")
