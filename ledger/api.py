@@ -77,48 +77,6 @@ def append_one(store: Store, signer: note.Signer, record: dict,
     return store.append([record], [signer], anchor=anchor)
 
 
-    anchor = writer_anchor(key_path)
-    for p, what in ((db_path, "ledger"), (key_path, "key"), (vkey_path, "verifier key"), (anchor.path, "anchor")):
-        if p is not None and os.path.exists(p):
-            raise InputError(f"{p} already exists: refusing to overwrite a {what}")
-    signer = keys.create_key_file(key_path, origin)
-    try:
-        if vkey_path is not None:
-            keys.write_public(vkey_path, signer.verifier().vkey())
-        try:
-            store = Store.create(db_path, origin, signer.verifier().vkey())
-            try:
-                anchor.create(anchor_mod.AnchorState.empty(origin, signer.verifier().vkey()))
-            except BaseException:
-                store.close()
-                for suffix in ("", "-wal", "-shm"):
-                    if os.path.exists(db_path + suffix):
-                        os.unlink(db_path + suffix)
-                raise
-        except BaseException:
-            if vkey_path is not None:
-                os.unlink(vkey_path)
-            raise
-    except BaseException:
-        os.unlink(key_path)
-        raise
-    return store, signer
-
-
-def writer_anchor(key_path: str) -> anchor_mod.WriterAnchor:
-    """The anchor of the key at ``key_path`` (``<key>.anchor``, beside it):
-    what that key has signed, which every write is held to before it signs
-    (ledger/anchor.py)."""
-    return anchor_mod.WriterAnchor(anchor_mod.anchor_path(key_path))
-
-
-def append_one(store: Store, signer: note.Signer, record: dict,
-               anchor: anchor_mod.WriterAnchor | None = None) -> AppendResult:
-    """Append one contract or liquidation record (``contract add``,
-    ``liquidation``), held to ``anchor`` if given (the CLI always gives it)."""
-    return store.append([record], [signer], anchor=anchor)
-
-
 # -- bulk import -------------------------------------------------------------------
 
 
