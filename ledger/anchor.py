@@ -39,7 +39,8 @@ rest in memory meanwhile), atomically (a temporary file, fsync, rename, fsync of
 only forward (under a lock on its directory, a smaller size never replaces
 a larger one), so a crash between the commit and the anchor's update
 leaves it behind the database, which the next check covers. A key without
-an anchor (a ledger made before anchors, or a new key after a rotation) is
+an anchor (a ledger made before anchors, or a new key whose rotation was
+interrupted before :func:`inherit` gave it the old key's anchor) is
 checked once from entry 0 and anchored then: trust on first use.
 """
 
@@ -389,11 +390,13 @@ class WriterAnchor:
         return book
 
     def advance(self, tree_size: int, root: bytes, prev: bytes, rows: list[tuple],
-                checkpoint: bytes | None = None, lazy: bool = False, new_ids: list[int] = ()) -> None:
+                checkpoint: bytes | None = None, lazy: bool = False, new_ids: list[int] = (),
+                new_key: tuple[int, str] | None = None) -> None:
         """Record, after a commit, that the key has signed up to
         ``tree_size`` (root ``root``, last entry hash ``prev``), with the
         ``contracts`` rows of the funds that changed, the hashes of the
-        liquidation ids it added (``AnchoredIds.pending``) and a new checkpoint.
+        liquidation ids it added (``AnchoredIds.pending``), a new checkpoint
+        and a new log key ``(first seq it signs, vkey)``.
         ``lazy`` (a bulk import, which calls :meth:`flush` at its end)
         rewrites the file at most every LAZY_SAVE_SECONDS: each write waits
         for the disk, about 10 ms while SQLite is writing too."""
@@ -404,8 +407,9 @@ class WriterAnchor:
         cp = self.state.checkpoint if checkpoint is None else checkpoint.decode()
         self.ids.update(new_ids)
         self._ids_unsaved += new_ids
+        keys = self.state.keys if new_key is None else self.state.keys + (tuple(new_key),)
         self.state = replace(self.state, tree_size=tree_size, root=root, prev=prev, funds=funds, checkpoint=cp,
-                             ids=self.state.ids + len(new_ids))
+                             ids=self.state.ids + len(new_ids), keys=keys)
         self._unsaved = True
         if not lazy or time.monotonic() - self._saved_at >= LAZY_SAVE_SECONDS:
             self.flush()
@@ -416,6 +420,22 @@ class WriterAnchor:
             self._save(self.state)
             self._unsaved = False
             self._saved_at = time.monotonic()
+
+
+def inherit(old: WriterAnchor, key_path: str) -> WriterAnchor:
+    """The anchor of the key at ``key_path``, begun from ``old``'s state (the
+    rotation to that key has just been anchored by ``old``): its id hashes
+    and then its state are copied, durably, unless that anchor already holds
+    a later state. Without it the new key would trust the database once."""
+    if old.state is None:
+        raise StoreError("the anchor was not checked before the rotation")
+    old.flush()
+    new = WriterAnchor(anchor_path(key_path))
+    new.ids, new._ids_key = old.ids, old.state.ids_key
+    new._ids_disk, new._ids_unsaved = 0, list(_unpack(old._read_ids(0, old.state.ids)))
+    new.state, new._unsaved = old.state, True
+    new.flush()
+    return new
 
 
 def _order(state: AnchorState) -> tuple[int, int]:

@@ -422,9 +422,12 @@ def key_at(store: Store, tree_size: int) -> note.Verifier:
     return note.parse_vkey(key)
 
 
-def rotate_key(store: Store, old: note.Signer, new_key_path: str) -> tuple[int, note.Signer]:
+def rotate_key(store: Store, old: note.Signer, new_key_path: str,
+               anchor: anchor_mod.WriterAnchor | None = None) -> tuple[int, note.Signer]:
     """Create a new log key at ``new_key_path`` (0600) and hand the log over
-    to it with a key entry signed by both keys.
+    to it with a key entry signed by both keys. With ``anchor`` (the old
+    key's; the CLI always gives it) the database is held to it before the
+    key entry is signed, and the new key's anchor begins where it ends.
 
     Safe to run again after a crash: a key file left at ``new_key_path`` by
     an interrupted run (a key for this log that the log never used) is
@@ -435,11 +438,13 @@ def rotate_key(store: Store, old: note.Signer, new_key_path: str) -> tuple[int, 
     if created:
         new = keys.create_key_file(new_key_path, store.origin)
     try:
-        seq = store.rotate_key(old, new)
+        seq = store.rotate_key(old, new, anchor=anchor)
     except BaseException:
         if created and not _log_uses(store, new):
             os.unlink(new_key_path)
         raise
+    if anchor is not None:
+        anchor_mod.inherit(anchor, new_key_path)
     return seq, new
 
 

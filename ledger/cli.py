@@ -542,7 +542,7 @@ def key_rotate(new_key_path, db_path, key_path):
 
     Example: fundledger key rotate --new-key fund-2027.key
     """
-    seq, new = api.rotate_key(open_store(db_path), load_key(key_path), new_key_path)
+    seq, new = api.rotate_key(open_store(db_path), load_key(key_path), new_key_path, api.writer_anchor(key_path))
     click.echo(f"appended seq {seq}: the log key is now {new.verifier().vkey()}")
     click.echo(f"sign with --key {new_key_path} from now on; retire {key_path}")
 

@@ -666,10 +666,14 @@ class Store:
             out.append((seq + 1, entry_mod.parse_entry_text(text)["vkey"]))
         return out
 
-    def rotate_key(self, old: note.Signer, new: note.Signer, clock: Callable[[], str] = now_time) -> int:
+    def rotate_key(self, old: note.Signer, new: note.Signer, clock: Callable[[], str] = now_time,
+                   anchor=None) -> int:
         """Hand the log over to a new key: one ``key`` entry announcing it,
         signed by the current key and by the new one. From the next entry on
-        only the new key signs entries and checkpoints. Returns the seq."""
+        only the new key signs entries and checkpoints. Returns the seq.
+        With ``anchor`` (the old key's, see :meth:`append`) the database is
+        first held to what the old key signed, and the anchor records the
+        key entry and the new key."""
         self.check_signer([old])
         nv = new.verifier()
         if new.name != self.origin or new.alg != note.ALG_ED25519:
@@ -678,6 +682,8 @@ class Store:
             raise StoreError("that key has already been used by this log")
         with self._write() as conn:
             self.check_signer([old])
+            if anchor is not None:
+                anchor.check(self)
             size, prev, builder = self._head()
             fields = {"kind": "key", "contract": "", "vkey": nv.vkey()}
             time = clock()
@@ -688,6 +694,8 @@ class Store:
             conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows_of(size, builder.append(leaf)[1]))
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('current_vkey', ?)", (nv.vkey(),))
         self.current_vkey = nv.vkey()
+        if anchor is not None:
+            anchor.advance(size + 1, builder.root(), leaf, [], new_key=(size + 1, nv.vkey()))
         return size
 
     def add_checkpoint(self, signers: Sequence[note.Signer], clock: Callable[[], str] = now_time,
