@@ -24,7 +24,8 @@ import tempfile
 import time
 from random import Random
 
-from ledger import api, store as store_mod
+from ledger.ops import api
+from ledger.store import store as store_mod
 
 # Bump when the generator changes; the key also carries the store's schema
 # version and fundledger's version, so an incompatible ledger is never reused.

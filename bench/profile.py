@@ -189,7 +189,8 @@ def _top(prof: cProfile.Profile, k: int = 18) -> str:
 
 
 def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
-    from ledger import api, chainsign, importer  # noqa: F401 - importer: Builder
+    from ledger.ops import api  # noqa: F401
+    from ledger.store import bulk as importer, sign as chainsign  # noqa: F401 - importer: Builder
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         jsonl = os.path.join(d, "in.jsonl")
@@ -241,7 +242,8 @@ def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
 
 
 def profile_verify(source: str, workers: int, with_cprofile: bool = False) -> tuple[str, dict]:
-    from ledger import merkle, verify as v
+    from ledger.tlog import merkle
+    from ledger.verify import verifier as v
 
     stages = Stages()
     targets = [
@@ -308,8 +310,8 @@ def sqlite_breakdown(source_db: str, n: int = 20_000, batch: int = 2000) -> tupl
     synchronous=FULL, ``batch`` entries a transaction."""
     import sqlite3
 
-    from ledger import merkle
-    from ledger import store as store_mod
+    from ledger.tlog import merkle
+    from ledger.store import store as store_mod
 
     src = store_mod.Store.open(source_db, readonly=True)
     rows = []

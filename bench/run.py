@@ -25,8 +25,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench import gen, raw  # noqa: E402
-from ledger import api, merkle  # noqa: E402
-from ledger.store import Store  # noqa: E402
+from ledger.ops import api  # noqa: E402
+from ledger.tlog import merkle  # noqa: E402
+from ledger.store.store import Store  # noqa: E402
 
 RESULTS_VERSION = 1
 
@@ -174,7 +175,7 @@ def run_cli_rss(args: list[str]) -> tuple[float, float]:
 
 def append_new(db: str, key: str, n: int, first_id: int) -> float:
     """Import ``n`` new liquidations (ids from ``first_id``) and checkpoint; seconds."""
-    from ledger.keys import load_key_file
+    from ledger.ops.keys import load_key_file
 
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as tmp:
         path = tmp.name
@@ -269,7 +270,7 @@ def bench_import(t: Table, work: str, n: int, start_sign_rate: float) -> None:
 
 def bench_append_latency(t: Table, db: str, key: str, first_id: int, quick: bool, large: int) -> int:
     """One liquidation at a time on the large log, in-process and by CLI."""
-    from ledger.keys import load_key_file
+    from ledger.ops.keys import load_key_file
 
     st = Store.open(db, readonly=True)
     size = st.size()
@@ -313,7 +314,7 @@ def bench_append_latency(t: Table, db: str, key: str, first_id: int, quick: bool
 
 def bench_verify(t: Table, work: str, db: str, export_dir: str, size: int, raw_verify: float,
                  cores: int) -> str:
-    from ledger.verify import verify_path
+    from ledger.verify.verifier import verify_path
 
     log(f"verify: full verification of {size:,} entries")
     state = os.path.join(work, "verifier.state")
@@ -358,7 +359,7 @@ def bench_verify_rss(t: Table, db: str, size: int, aim_size: int) -> None:
 
 
 def bench_incremental(t: Table, db: str, key: str, export_dir: str, state: str, first_id: int, large: int) -> int:
-    from ledger.verify import verify_path
+    from ledger.verify.verifier import verify_path
     from publish.export import export
 
     log("incremental: 1,000 new entries on top of the large log")

@@ -11,9 +11,9 @@ import sys
 
 import click
 
-from . import api
-from .errors import FundledgerError
-from .transport import ENV_REQUEST_TIMEOUT, ENV_STALL_TIMEOUT, MAX_TIMEOUT_S, REQUEST_TIMEOUT_S, STALL_TIMEOUT_S
+from ledger.ops import api
+from ledger.errors import FundledgerError
+from ledger.verify.transport import ENV_REQUEST_TIMEOUT, ENV_STALL_TIMEOUT, MAX_TIMEOUT_S, REQUEST_TIMEOUT_S, STALL_TIMEOUT_S
 
 DB_HELP = "Ledger database [env FUNDLEDGER_DB; default fund.db]."
 KEY_HELP = "Signing key file [env FUNDLEDGER_KEY; default fund.key]."
@@ -56,13 +56,13 @@ def vkey_path(key_path: str) -> str:
 
 
 def open_store(db_path: str, readonly: bool = False):
-    from .store import Store
+    from ledger.store.store import Store
 
     return Store.open(db_path, readonly=readonly)
 
 
 def load_key(key_path: str):
-    from .keys import load_key_file
+    from ledger.ops.keys import load_key_file
 
     return load_key_file(key_path)
 
@@ -342,9 +342,9 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
 
     Example: fundledger verify public/ --vkey fund.vkey --trusted yesterday.checkpoint
     """
-    from .errors import VerificationError
-    from .transport import Deadlines
-    from .verify import failure_json, verify_path
+    from ledger.errors import VerificationError
+    from ledger.verify.transport import Deadlines
+    from ledger.verify.verifier import failure_json, verify_path
 
     try:
         deadlines = Deadlines(request_timeout, stall_timeout)
@@ -410,7 +410,7 @@ def check_receipt(receipt, vkeys, witnesses, quorum, as_json):
 
     Example: fundledger check-receipt entry-42.proof --vkey fund.vkey
     """
-    from .verify import load_vkey
+    from ledger.verify.verifier import load_vkey
 
     r = api.check_receipt(receipt.read(1 << 20), [load_vkey(v) for v in vkeys],
                           [load_vkey(w) for w in witnesses], quorum)
@@ -474,7 +474,7 @@ def serve(host, port, witnesses, db_path):
     """
     from publish.site import serve as run_site, witness_keys
 
-    from .verify import load_vkey
+    from ledger.verify.verifier import load_vkey
 
     keys = witness_keys([load_vkey(w) for w in witnesses])
     open_store(db_path, readonly=True).close()  # a clear error for a missing ledger
@@ -496,7 +496,7 @@ def demo(directory, seed, liquidations):
 
     Example: fundledger demo --dir demo --seed 7
     """
-    from .demo import run_demo
+    from ledger.ops.demo import run_demo
 
     run_demo(directory, seed=seed, liquidations=liquidations, echo=click.echo)
 
@@ -512,7 +512,7 @@ def attach_cosignatures(file, witnesses, db_path):
 
     Example: fundledger attach-cosignatures witness-reply.txt --witness witness.vkey
     """
-    from .verify import load_vkey
+    from ledger.verify.verifier import load_vkey
 
     names = api.attach_cosignatures(open_store(db_path), file.read(1 << 20), [load_vkey(w) for w in witnesses])
     click.echo(f"attached cosignatures by {', '.join(names)}")
@@ -568,7 +568,7 @@ def witness_init(name, key_path, state_path):
 
     Example: fundledger witness init witness.example.org
     """
-    from .witness import init_witness
+    from ledger.ops.witness import init_witness
 
     signer = init_witness(key_path, state_path, name, vkey_path(key_path))
     click.echo(f"created {key_path} (secret), {vkey_path(key_path)} (public) and {state_path}")
@@ -584,8 +584,8 @@ def witness_add_log(vkey, key_path, state_path):
 
     Example: fundledger witness add-log fund.vkey
     """
-    from .verify import load_vkey
-    from .witness import add_log
+    from ledger.verify.verifier import load_vkey
+    from ledger.ops.witness import add_log
 
     click.echo(f"witnessing {add_log(state_path, load_vkey(vkey).vkey())}")
 
@@ -602,7 +602,7 @@ def witness_add_checkpoint(request, out, key_path, state_path):
 
     Example: fundledger witness add-checkpoint request.txt --out witness-reply.txt
     """
-    from .witness import add_checkpoint
+    from ledger.ops.witness import add_checkpoint
 
     out.write(add_checkpoint(key_path, state_path, request.read(1 << 20)))
 
@@ -625,7 +625,7 @@ def witness_add_key(request, key_proof, out, key_path, state_path):
 
     Example: fundledger witness add-key request.txt key-entry.proof --out witness-reply.txt
     """
-    from .witness import add_key
+    from ledger.ops.witness import add_key
 
     out.write(add_key(key_path, state_path, request.read(1 << 20), key_proof.read(1 << 20)))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import cli
+from ledger.cli import cli
 
 
 def _walk(cmd: click.Command, path: list[str], parent: click.Context | None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from html import escape
 
-from ledger.fund import amount_str
+from ledger.rules.fund import amount_str
 
 from . import present
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ledger import merkle, note
+from ledger.tlog import merkle
+from ledger.format import note
 from ledger.errors import FundledgerError, InputError, StoreError
-from ledger.store import Store
+from ledger.store.store import Store
 
 
 @dataclass

@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 
-from ledger import note
+from ledger.format import note
 from ledger.errors import FundledgerError
 
 from . import present, tlog

@@ -33,7 +33,7 @@ from datasette.database import Database
 from datasette.plugins import pm
 from datasette.utils import sqlite3
 
-from ledger import note
+from ledger.format import note
 from ledger.errors import FundledgerError, InputError, StoreError
 
 from .verified import POLL_S, SiteVerifier

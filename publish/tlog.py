@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ledger import merkle, note
+from ledger.tlog import merkle
+from ledger.format import note
 from ledger.errors import FundledgerError, ProofError
-from ledger.store import read_tree_hashes
-from ledger.verify import format_receipts
+from ledger.store.store import read_tree_hashes
+from ledger.verify.verifier import format_receipts
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ database (``Database.execute_fn``).
 
 Every view answers GET and HEAD only. Paths are matched on the raw
 (undecoded) request path, and tile paths are parsed with
-:func:`ledger.merkle.parse_tile_path`, which accepts exactly one spelling:
+:func:`ledger.tlog.merkle.parse_tile_path`, which accepts exactly one spelling:
 ``..``, ``%2e%2e``, ``//``, leading zeros or a trailing slash are "not found".
 """
 
@@ -18,9 +18,9 @@ from datasette.utils import sqlite_timelimit
 from datasette.utils.asgi import Response
 from markupsafe import Markup
 
-from ledger import merkle
+from ledger.tlog import merkle
 from ledger.errors import FormatError
-from ledger.fund import parse_amount
+from ledger.rules.fund import parse_amount
 
 from . import chart, feed, present, queries, tlog
 

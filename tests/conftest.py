@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ledger import api
+from ledger.ops import api
 from ledger.cli import cli
 
 ORIGIN = "example.com/test-fund"

@@ -2,7 +2,7 @@
 and of the RFC 6962 root (no ledger code), and the tools an attacker with
 write access to the database, the export directory or the signing key uses.
 
-The model deliberately shares nothing with ``ledger.fund`` / ``ledger.merkle``:
+The model deliberately shares nothing with ``ledger.rules.fund`` / ``ledger.tlog.merkle``:
 it works on ``fractions.Fraction`` and hashlib, straight from the brief.
 """
 
@@ -146,10 +146,10 @@ def cli_verify(source, *extra) -> tuple[int, dict | None, str]:
 
 
 def lib_verify(source, trusted=None) -> dict:
-    """The same through ``ledger.verify.verify_path`` in-process (fast), as
+    """The same through ``ledger.verify.verifier.verify_path`` in-process (fast), as
     the CLI prints it."""
     from ledger.errors import VerificationError
-    from ledger.verify import failure_json, verify_path
+    from ledger.verify.verifier import failure_json, verify_path
 
     try:
         return verify_path(str(source), trusted_path=None if trusted is None else str(trusted), workers=1).as_json()
@@ -198,7 +198,7 @@ def canonical(obj: dict) -> bytes:
 
 
 def sign(text: bytes, signer) -> bytes:
-    from ledger import note
+    from ledger.format import note
 
     return note.sign_note(text, [signer])
 
@@ -217,8 +217,8 @@ def resync(conn) -> None:
     ``data`` as the writer would store them (as far as the JSON says), and
     rebuild the ``tree`` table from the leaf hashes (the stored hashes above
     the leaves, as the writer keeps them)."""
-    from ledger import merkle
-    from ledger.store import tree_rows_of
+    from ledger.tlog import merkle
+    from ledger.store.store import tree_rows_of
 
     rows = conn.execute("SELECT seq, data FROM entries ORDER BY seq").fetchall()
     cache: dict[int, bytes] = {}
@@ -266,7 +266,7 @@ def append_raw(conn, data: bytes) -> int:
 def sign_checkpoint(conn, signer, origin: str) -> bytes:
     """Sign a checkpoint over every entry in the table (root recomputed
     independently) and store it as the latest one."""
-    from ledger import note
+    from ledger.format import note
 
     datas = [d for (d,) in conn.execute("SELECT data FROM entries ORDER BY seq")]
     root = mth([leaf(d) for d in datas])
@@ -305,7 +305,7 @@ def bundle(entries: list[bytes]) -> bytes:
 def bundle_path(root: Path, seq: int, size: int) -> Path:
     index = seq // 256
     width = min(256, size - index * 256)
-    from ledger import merkle
+    from ledger.tlog import merkle
 
     return root / merkle.entries_path(index, width)
 
@@ -322,8 +322,8 @@ def restore_guards(conn) -> None:
     """Put back what :func:`open_rw` dropped, exactly as the writer makes
     them: what a key holder who rewrote history does last, since a ledger
     without its triggers or index fails verification."""
-    from ledger.store import SCHEMA
-    from ledger.store import TRIGGERS as TRIGGER_SQL
+    from ledger.store.store import SCHEMA
+    from ledger.store.store import TRIGGERS as TRIGGER_SQL
 
     conn.executescript(TRIGGER_SQL)
     index = next(s for s in SCHEMA.split(";") if "INDEX entries_liquidation" in s)

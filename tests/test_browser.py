@@ -18,7 +18,7 @@ if not os.path.exists(CHROMIUM):
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from ledger import api  # noqa: E402
+from ledger.ops import api  # noqa: E402
 from publish.site import BackgroundServer, make_datasette  # noqa: E402
 
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import ORIGIN, run_fundledger
 
-from ledger import keys, merkle, note
+from ledger.ops import keys
+from ledger.tlog import merkle
+from ledger.format import note
 from ledger.cli import cli
 
 LIQ = ["liquidation", "XBTUSDTM", "--side", "long", "--qty", "1", "--bankruptcy-price", "39000"]
@@ -560,7 +562,7 @@ def test_import_stdin_pipe_subprocess(xbt):
 
 
 def _reopen(ledger):
-    from ledger.store import Store
+    from ledger.store.store import Store
 
     return Store.open(ledger.db)
 
@@ -777,7 +779,7 @@ def test_import_resumes_after_interruption(tmp_path, ledger):
     assert r.stdout.startswith(f"{len(recs) - 1700} appended, 1700 duplicates skipped")
     assert size(ledger.db) == len(recs)
     # identical to an uninterrupted import of the whole file
-    from ledger import api
+    from ledger.ops import api
 
     store2, _ = api.init_ledger(str(tmp_path / "two.db"), str(tmp_path / "two.key"), ORIGIN)
     store2.close()

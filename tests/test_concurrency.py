@@ -31,10 +31,13 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from ledger import api, merkle, note, verify
+from ledger.ops import api
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.verify import verifier as verify
 from ledger.cli import cli
 from ledger.errors import StoreError, VerificationError
-from ledger.store import Store
+from ledger.store.store import Store
 
 from conftest import run_fundledger
 
@@ -225,7 +228,7 @@ def test_readers_never_wait_for_a_writer(ledger):
 def test_a_lock_held_past_the_timeout_is_one_clean_error(ledger, monkeypatch):
     """Past the busy timeout the writer gives up with one line and exit 2,
     writing nothing: no traceback."""
-    import ledger.store as store_mod
+    import ledger.store.store as store_mod
 
     ledger.contract()
     monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_MS", 200)

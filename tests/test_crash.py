@@ -43,11 +43,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ledger import api, merkle, note, verify
+from ledger.ops import api
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.verify import verifier as verify
 from ledger.cli import cli
-from ledger.entry import MAX_ENTRY_BYTES, parse_entry_text
-from ledger.keys import load_key_file
-from ledger.store import Store
+from ledger.format.entry import MAX_ENTRY_BYTES, parse_entry_text
+from ledger.ops.keys import load_key_file
+from ledger.store.store import Store
 
 ORIGIN = "example.com/crash-fund"
 LIQUIDATIONS = 400

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ledger import api, merkle, note
+from ledger.ops import api
+from ledger.tlog import merkle
+from ledger.format import note
 from ledger.cli import cli
-from ledger.demo import CONTRACTS, ORIGIN, run_demo
+from ledger.ops.demo import CONTRACTS, ORIGIN, run_demo
 from ledger.errors import InputError
-from ledger.store import Store
-from ledger.verify import open_checkpoint, verify_path
+from ledger.store.store import Store
+from ledger.verify.verifier import open_checkpoint, verify_path
 
 N = 300
 SEED = 11

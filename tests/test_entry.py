@@ -1,4 +1,4 @@
-"""Entry encoding (ledger/entry.py): RFC 8785 canonical JSON, the entry text,
+"""Entry encoding (ledger/format/entry.py): RFC 8785 canonical JSON, the entry text,
 the signed entry and its size limit, and the strict JSON object parser."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import note
-from ledger.entry import (
+from ledger.format import note
+from ledger.format.entry import (
     MAX_ENTRY_BYTES,
     ZERO_HASH,
     canonical_json,
@@ -23,7 +23,7 @@ from ledger.entry import (
     sign_entry,
 )
 from ledger.errors import FormatError, LimitError
-from ledger.fund import FundBook
+from ledger.rules.fund import FundBook
 
 SIGNER = note.generate_signer("example.com/test-fund")
 PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)

@@ -1,4 +1,4 @@
-"""The fund rules (ledger/fund.py): exact decimals, times, the movement of a
+"""The fund rules (ledger/rules/fund.py): exact decimals, times, the movement of a
 liquidation, payouts and ADL, and the FundBook state machine.
 
 Expected values are computed independently of the code under test (with
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import InputError, InvariantError, RuleError
-from ledger.fund import (
+from ledger.rules.fund import (
     MAX_FRAC_DIGITS,
     MAX_ID_LENGTH,
     MAX_INT_DIGITS,
@@ -54,7 +54,7 @@ def frac(d: tuple[int, int]) -> Fraction:
 
 
 def fmt_amount(units: int, scale: int) -> str:
-    """The expected amount spelling, built without ledger.fund."""
+    """The expected amount spelling, built without ledger.rules.fund."""
     neg = units < 0
     s = dec_text(abs(units), scale)
     return ("-" if neg else "") + s
@@ -768,7 +768,7 @@ def test_errors_are_input_errors():
     st.tuples(st.integers(1, 10**9), st.integers(0, 6)), st.integers(0, 12),
 )
 def test_canonical_movement_is_movement_units_of_the_parsed_inputs(ctype, side, qty, bankruptcy, fill, scale):
-    from ledger.fund import Contract, canonical_movement, positive_decimal
+    from ledger.rules.fund import Contract, canonical_movement, positive_decimal
 
     contract = Contract("XBTUSDTM", "USDT", scale, ctype, "0.001", 0)
     texts = [decimal_str(*x) for x in (qty, bankruptcy, fill)]

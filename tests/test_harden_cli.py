@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import ORIGIN, run_fundledger
 
-from ledger import note, verify
+from ledger.format import note
+from ledger.verify import verifier as verify
 from ledger.cli import cli
 from ledger.errors import InputError, VerificationError
 
@@ -109,7 +110,8 @@ def test_a_string_scale_is_named_as_a_string(log):
 def cosigned(log, tmp_path):
     """``(ledger, witness vkey, witness vkey file)``: the latest checkpoint
     carries one witness's cosignature."""
-    from ledger import api, witness
+    from ledger.ops import api
+    from ledger.ops import witness
 
     key, state = str(tmp_path / "w.key"), str(tmp_path / "w.json")
     w = witness.init_witness(key, state, "witness.example", str(tmp_path / "w.vkey"))
@@ -252,7 +254,7 @@ def test_a_directory_as_state_is_one_line_and_exit_2(log, tmp_path):
 
 def test_a_state_of_this_log_that_it_does_not_extend_fails_verification(log, tmp_path):
     """Well-formed and of this origin, but from another history: exit 1."""
-    from ledger.store import Store
+    from ledger.store.store import Store
 
     good = tmp_path / "good.state"
     assert invoke(log, "verify", "--state", good).exit_code == 0
@@ -372,7 +374,7 @@ BAD_WITNESS_STATES = {
 
 @pytest.mark.parametrize("make", BAD_WITNESS_STATES.values(), ids=BAD_WITNESS_STATES.keys())
 def test_a_malformed_witness_state_is_one_line_and_exit_2(log, tmp_path, make):
-    from ledger import api
+    from ledger.ops import api
 
     w = {"--key": str(tmp_path / "w.key"), "--state": str(tmp_path / "w.json")}
     wargs = [x for kv in w.items() for x in kv]
@@ -525,7 +527,7 @@ def cosigned_elsewhere(tmp_path):
     from another ledger of it."""
     from conftest import Ledger
 
-    from ledger import api
+    from ledger.ops import api
 
     d = tmp_path / "elsewhere"
     d.mkdir()

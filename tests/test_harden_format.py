@@ -18,9 +18,10 @@ import pytest
 
 import tamper_util as tu
 from conftest import ORIGIN, Ledger
-from ledger import merkle, note
+from ledger.tlog import merkle
+from ledger.format import note
 from ledger.errors import KeyFileError, RuleError
-from ledger.fund import FundBook, amount_str, parse_time
+from ledger.rules.fund import FundBook, amount_str, parse_time
 from publish.export import export as do_export
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "ed25519" / "vectors.json").read_text())
@@ -230,7 +231,7 @@ def _checkpoint_of(L: Ledger) -> tuple[bytes, note.Checkpoint]:
 
 
 def _export(L: Ledger, tmp_path: Path) -> Path:
-    from ledger.store import Store
+    from ledger.store.store import Store
 
     s = Store.open(L.db)
     try:

@@ -15,10 +15,14 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from ledger import api, keys, note, verify, witness
+from ledger.ops import api
+from ledger.ops import keys
+from ledger.format import note
+from ledger.verify import verifier as verify
+from ledger.ops import witness
 from ledger.cli import cli
 from ledger.errors import InputError, VerificationError
-from ledger.store import Store
+from ledger.store.store import Store
 
 from conftest import ORIGIN
 

@@ -15,7 +15,9 @@ import threading
 
 import pytest
 
-from ledger import api, note, witness
+from ledger.ops import api
+from ledger.format import note
+from ledger.ops import witness
 from publish import present
 from publish.site import make_datasette, wait_verified
 

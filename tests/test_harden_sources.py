@@ -37,7 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger import api, verify
+from ledger.ops import api
+from ledger.verify import verifier as verify
 from publish.export import export
 
 from conftest import ORIGIN
@@ -240,7 +241,7 @@ def test_a_url_that_is_not_one_is_bad_input(url):
 
 
 def test_a_worker_gets_the_deadlines_from_the_spec():
-    from ledger import transport
+    from ledger.verify import transport
 
     src = verify.UrlSource("http://127.0.0.1:9/x", transport.Deadlines(1.5, 0.25))
     again = verify.source_from_spec(src.spec())
@@ -253,7 +254,7 @@ def test_one_client_serves_every_request_of_a_run(world):
     connection (keep-alive), and it verifies."""
     import http.server
 
-    from ledger import transport
+    from ledger.verify import transport
 
     root = world[2]
     peers: set = set()

@@ -1,6 +1,6 @@
 """The writer never trusts the database; bounded import input; key names.
 
-* The writer's anchor (ledger/anchor.py): an edited ``contracts`` balance,
+* The writer's anchor (ledger/ops/anchor.py): an edited ``contracts`` balance,
   or a log whose newest entries and every checkpoint were deleted, is
   refused before anything is signed (exit 1, one line, nothing written),
   where an unanchored writer signs an entry the verifier refuses.
@@ -24,12 +24,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import run_fundledger
 
-from ledger import api, merkle
+from ledger.ops import api
+from ledger.tlog import merkle
 from ledger.cli import cli
 from ledger.errors import LimitError, VerificationError
-from ledger.keys import load_key_file
-from ledger.store import Store
-from ledger.verify import verify_path
+from ledger.ops.keys import load_key_file
+from ledger.store.store import Store
+from ledger.verify.verifier import verify_path
 
 ORIGIN = "example.com/harden-fund"
 
@@ -210,7 +211,7 @@ def test_a_replayed_id_the_database_lost_is_refused(tmp_path, how):
 
 
 def test_id_hashes_are_found_in_the_bytes_and_in_the_set():
-    from ledger.anchor import IdHashes
+    from ledger.ops.anchor import IdHashes
 
     ids = IdHashes()
     ids.add_packed(b"".join(h.to_bytes(8, "little") for h in (5, 1 << 63, 7 << 8)))
@@ -324,7 +325,7 @@ def test_writers_sharing_the_key_keep_one_anchor(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
-    from ledger.anchor import AnchorState, id_hash
+    from ledger.ops.anchor import AnchorState, id_hash
 
     state = AnchorState.from_json(Path(w.anchor).read_bytes())
     ids = [(c, i) for c, i in sqlite3.connect(w.db).execute(

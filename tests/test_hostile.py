@@ -41,10 +41,13 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ledger import api, note, verify, witness
+from ledger.ops import api
+from ledger.format import note
+from ledger.verify import verifier as verify
+from ledger.ops import witness
 from ledger.cli import cli
 from ledger.errors import FundledgerError
-from ledger.store import Store
+from ledger.store.store import Store
 from publish.export import export
 
 from conftest import ORIGIN
@@ -714,7 +717,7 @@ def test_the_key_is_in_no_published_file(world, tmp_path):
     """The seed never reaches the database (and its WAL), the export
     directory and every tile, a receipt, a consistency proof, or the
     witness's files: searched raw, hex and base64 at every alignment."""
-    from ledger.keys import load_key_file
+    from ledger.ops.keys import load_key_file
 
     signer = load_key_file(world.key)
     ns = needles(signer)

@@ -1,4 +1,4 @@
-"""The pipelined bulk import (ledger/importer.py, ledger/chainsign.py).
+"""The pipelined bulk import (ledger/store/bulk.py, ledger/store/sign.py).
 
 The reference is the ordinary write path, ``Store.append`` batch after batch,
 which reads the state inside each transaction: the pipeline must give the
@@ -19,10 +19,13 @@ import subprocess
 
 import pytest
 
-from ledger import api, chainsign, importer, note
+from ledger.ops import api
+from ledger.store import sign as chainsign
+from ledger.store import bulk as importer
+from ledger.format import note
 from ledger.errors import FundledgerError, StoreError
-from ledger.store import Store
-from ledger.verify import verify_path
+from ledger.store.store import Store
+from ledger.verify.verifier import verify_path
 
 ORIGIN = "example.com/test-fund"
 SEED = hashlib.sha256(b"test_import_pipeline").digest()
@@ -123,7 +126,7 @@ def test_same_bytes_as_the_ordinary_path(tmp_path, chain_kind, batch):
 
 def test_fast_path_matches_generic_path():
     """Builder's liquidation fast path against FundBook.build + entry_text."""
-    from ledger.fund import FundBook
+    from ledger.rules.fund import FundBook
 
     recs = varied_records(3000, seed=5)
     fast = importer.Builder(FundBook(), 0, 100)
@@ -348,8 +351,8 @@ def test_both_chain_signers_give_the_tree_builders_rows(start):
     """From any tree size and right edge, in requests of any size, both
     chain signers give the rows merkle.TreeBuilder and store.tree_rows_of
     give for the same leaves."""
-    from ledger import merkle
-    from ledger.store import tree_rows_of
+    from ledger.tlog import merkle
+    from ledger.store.store import tree_rows_of
 
     signer = fixed_signer()
     prior = [hashlib.sha256(b"%d" % i).digest() for i in range(start)]

@@ -5,7 +5,7 @@ in two batches, two checkpoints, an incremental export, receipts and a
 consistency proof) is checked by tests/interop/fundcheck, a Go program built
 here against Debian's golang-golang-x-mod-dev; then one byte is flipped in
 each kind of published artifact and Go must refuse it; then the other
-direction: keys and signed notes made by Go are read by ledger.note and
+direction: keys and signed notes made by Go are read by ledger.format.note and
 ours by Go. See tests/interop/README.md.
 
 Skipped only when ``go`` or the x/mod sources are missing (scripts/test
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger import note
+from ledger.format import note
 from ledger.errors import SignatureError
 
 HERE = Path(__file__).resolve().parent
@@ -303,7 +303,7 @@ def test_go_refuses_a_flipped_checkpoint_signature(fundcheck, published, tmp_pat
     assert fail.startswith("FAIL receipt badsig.proof: checkpoint: note.Open") and "invalid signature" in fail
 
 
-# -- the other way: Go's keys and notes in ledger.note, ours in Go ----------------------
+# -- the other way: Go's keys and notes in ledger.format.note, ours in Go ----------------------
 
 NOTE_TEXT = "fundledger \u21c4 golang.org/x/mod/sumdb/note\nsecond line: \u00e9t\u00e9 \u2713\n"
 

@@ -1,4 +1,4 @@
-"""Key files (ledger/keys.py): created 0600, refused when others can read
+"""Key files (ledger/ops/keys.py): created 0600, refused when others can read
 them, malformed or missing, or when they do not belong to the ledger; the
 private key never enters the database."""
 
@@ -10,9 +10,11 @@ import stat
 
 import pytest
 
-from ledger import api, keys, note
+from ledger.ops import api
+from ledger.ops import keys
+from ledger.format import note
 from ledger.errors import InputError, KeyFileError, StoreError
-from ledger.store import Store
+from ledger.store.store import Store
 
 ORIGIN = "example.com/test-fund"
 

@@ -1,4 +1,4 @@
-"""Tests of ledger.merkle: RFC 6962 / RFC 9162 hashes, proofs and C2SP tiles.
+"""Tests of ledger.tlog.merkle: RFC 6962 / RFC 9162 hashes, proofs and C2SP tiles.
 
 Vectors come from the project's own copies under tests/vectors/ (never from
 outside the tree): transparency-dev-merkle/ (proof-verification cases, see its
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ledger import merkle  # noqa: E402
+from ledger.tlog import merkle  # noqa: E402
 from ledger.errors import FormatError, InvariantError, ProofError  # noqa: E402
-from ledger.merkle import (  # noqa: E402
+from ledger.tlog.merkle import (  # noqa: E402
     EMPTY_ROOT,
     HASH_SIZE,
     MAX_PROOF_HASHES,

@@ -1,4 +1,4 @@
-"""Tests for ledger.note: signed notes, keys, checkpoints, cosignatures,
+"""Tests for ledger.format.note: signed notes, keys, checkpoints, cosignatures,
 receipts (tlog-proof) and witness requests (tlog-witness).
 
 Known answers come from tests/vectors/c2sp/ (see PROVENANCE.md there).
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.bindings import crypto_sign_open, crypto_sign_seed_keypair
 
-from ledger import note
+from ledger.format import note
 from ledger.errors import FormatError, FundledgerError, KeyFileError, LimitError, SignatureError
 
 VECTORS = Path(__file__).parent / "vectors" / "c2sp"

@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from ledger import api, merkle, note
+from ledger.ops import api
+from ledger.tlog import merkle
+from ledger.format import note
 from ledger.errors import StoreError
-from ledger.verify import verify_path
+from ledger.verify.verifier import verify_path
 from publish import chart, present
 from publish.export import export
 from publish.site import BackgroundServer, ReadOnlyDatabase, make_datasette, wait_verified
@@ -399,7 +401,7 @@ async def test_odd_paths_are_not_found(site):
         b"/tile/0/x000/000", b"/tile/0/x001/000/", b"/tile/0/000.p/256", b"/tile/0/000.p/0", b"/tile/0/000.p/01",
         b"/tile/0/000.p/", b"/tile/0/%30%30%30", b"/tile/entries/../../fund.db", b"/tile/entries/000.p/1/",
         b"/tile/64/000", b"/tile/-1/000", b"/tile/0/000%00", b"/tile/", b"/tile",
-        b"/static/../site.py", b"/static/%2e%2e/site.py", b"/static/../../ledger/store.py",
+        b"/static/../site.py", b"/static/%2e%2e/site.py", b"/static/../../ledger/store/store.py",
         b"/entry/1/../../fund.db", b"/ledger.db", b"/fund.db",
     ]
     for path in bad:

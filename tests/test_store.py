@@ -1,4 +1,4 @@
-"""The SQLite store (ledger/store.py): creation, append-only triggers, WAL,
+"""The SQLite store (ledger/store/store.py): creation, append-only triggers, WAL,
 transactions, replays, stored Merkle hashes, checkpoints and concurrent
 writers."""
 
@@ -13,13 +13,15 @@ import sqlite3
 
 import pytest
 
-from ledger import api, merkle, note
-from ledger.entry import parse_entry_text
+from ledger.ops import api
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.format.entry import parse_entry_text
 from ledger.errors import InvariantError, ProofError, RuleError, StoreError, VerificationError
-from ledger.fund import FundBook
-from ledger import store as store_mod
-from ledger.store import Store, derived_columns
-from ledger.verify import verify_path
+from ledger.rules.fund import FundBook
+from ledger.store import store as store_mod
+from ledger.store.store import Store, derived_columns
+from ledger.verify.verifier import verify_path
 
 ORIGIN = "example.com/test-fund"
 
@@ -562,7 +564,7 @@ def test_checkpoint_refused_when_tampered_at_same_size(ledger):
 
 def _writer(db, key, prefix, n, batch, barrier, q):
     try:
-        from ledger.keys import load_key_file
+        from ledger.ops.keys import load_key_file
 
         s = Store.open(db)
         signer = load_key_file(key)
@@ -688,8 +690,8 @@ def test_sqlite_utils_view_of_the_store(ledger):
 
 def test_liquidation_row_is_the_derived_columns(ledger):
     """The verifier's field-by-field row equals the one the writer stores."""
-    from ledger import entry as entry_mod
-    from ledger.store import derived_columns, liquidation_row
+    from ledger.format import entry as entry_mod
+    from ledger.store.store import derived_columns, liquidation_row
 
     ledger.contract()
     ledger.liquidation(mark_price="39120")
@@ -767,7 +769,7 @@ def test_schema1_verify_checks_its_leaf_rows(schema1):
 
 def test_a_writer_upgrades_schema1_in_place(schema1, tmp_path):
     db, key = schema1
-    from ledger.keys import load_key_file
+    from ledger.ops.keys import load_key_file
 
     signer = load_key_file(key)
     s = Store.open(db)

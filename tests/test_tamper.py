@@ -20,8 +20,10 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import ORIGIN, Ledger
-from ledger import api, merkle, note
-from ledger.keys import load_key_file
+from ledger.ops import api
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.ops.keys import load_key_file
 from publish.export import export as do_export
 
 import tamper_util as tu
@@ -456,7 +458,7 @@ def test_db_unknown_kind_appended_with_a_new_checkpoint(honest, hdb, tmp_path, k
     fields = UNKNOWN[kind]
     if kind == "replayed-liquidation-id":
         # the amounts the rules would give if the id were new: only the replay is wrong
-        from ledger.verify import verify_path
+        from ledger.verify.verifier import verify_path
 
         book = verify_path(hdb, workers=1).book
         rec = dict(honest.records[MID])
@@ -475,7 +477,7 @@ def test_db_unknown_kind_appended_with_a_new_checkpoint(honest, hdb, tmp_path, k
     reason = UNKNOWN_REASON.get(kind, "unknown entry kind")
     expect_fail(hdb, H_SIZE, reason=reason, cli=kind == "withdrawal")
     # and published as a static export
-    from ledger.store import Store
+    from ledger.store.store import Store
 
     s = Store.open(hdb, readonly=True)
     try:
@@ -489,9 +491,9 @@ def rewrite_history(honest, db: str, k: int) -> list[dict]:
     """The key holder rewrites entries k.. with a different liquidation at k,
     recomputes the stored tree, the summaries and signs a new checkpoint
     (older checkpoints past k are deleted). Returns the new records."""
-    from ledger.fund import FundBook
-    from ledger.store import Store, contract_row
-    from ledger.verify import rebuild
+    from ledger.rules.fund import FundBook
+    from ledger.store.store import Store, contract_row
+    from ledger.verify.verifier import rebuild
 
     key = load_key_file(honest.key)
     conn = tu.open_rw(db)
@@ -538,7 +540,7 @@ def test_history_rewritten_and_resigned_passes_plain_verify_but_not_trusted(hone
     check_report(obj, recs, leaves)
     assert obj["contracts"] != expect_ok(honest.db)["contracts"]
     pub = tmp_path / "pub"
-    from ledger.store import Store
+    from ledger.store.store import Store
 
     s = Store.open(hdb, readonly=True)
     try:
@@ -820,7 +822,7 @@ def test_earliest_bad_signature_named_with_batched_and_pooled_checks(big, bexp, 
     """Entries checked in chunks of 8 (several queued, in worker processes
     with workers=2) while the main process applies results in order: the
     earliest bad signature is still the one named."""
-    from ledger import verify
+    from ledger.verify import verifier as verify
 
     monkeypatch.setattr(verify, "CHUNK", 8)
     tu.edit_bundle_entry(bexp, seq, B_SIZE, lambda e: flip(e, 300))

@@ -33,10 +33,13 @@ import pytest
 from click.testing import CliRunner
 from nacl.bindings import crypto_sign_seed_keypair
 
-from ledger import api, note, verify, witness
+from ledger.ops import api
+from ledger.format import note
+from ledger.verify import verifier as verify
+from ledger.ops import witness
 from ledger.cli import cli
 from ledger.errors import FundledgerError, VerificationError
-from ledger.store import Store
+from ledger.store.store import Store
 from publish.export import export
 
 from conftest import ORIGIN, run_fundledger

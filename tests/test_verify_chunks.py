@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from ledger import note, verify
+from ledger.format import note
+from ledger.verify import verifier as verify
 from publish.export import export
 from ledger.errors import VerificationError
 
@@ -156,9 +157,9 @@ def test_state_of_version_1_is_still_read(ledger, tmp_path):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ledger import entry as entry_mod  # noqa: E402
-from ledger import merkle  # noqa: E402
-from ledger.fund import Contract, Fund, FundBook  # noqa: E402
+from ledger.format import entry as entry_mod  # noqa: E402
+from ledger.tlog import merkle  # noqa: E402
+from ledger.rules.fund import Contract, Fund, FundBook  # noqa: E402
 
 _SIGNER = note.generate_signer(ORIGIN)
 _CONTRACTS = {
@@ -294,7 +295,7 @@ class _Tiles(verify.TileChecker):
 def test_tile_runs_are_leaf_by_leaf(start):
     """add_run over runs of any length gives the tiles add_built gives leaf
     by leaf, including the level-1 and level-2 tiles that leaves complete."""
-    from ledger import merkle
+    from ledger.tlog import merkle
 
     leaves = [merkle.leaf_hash(b"%d" % i) for i in range(start + 70_000)]
     one, many = _Tiles(), _Tiles()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ledger import verify
+from ledger.verify import verifier as verify
 from ledger.errors import InputError, VerificationError
 
 
@@ -49,8 +49,9 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     verify.verify_path(ledger.db, state_path=state)
     # The operator re-signs a replay of L-3 at the end (the writer would
     # refuse; forge it with the real key by building the entry by hand).
-    from ledger import entry, merkle
-    from ledger.fund import FundBook
+    from ledger.format import entry
+    from ledger.tlog import merkle
+    from ledger.rules.fund import FundBook
 
     book = FundBook()
     rows = sqlite3.connect(ledger.db).execute("SELECT data FROM entries ORDER BY seq").fetchall()
@@ -63,7 +64,7 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     conn = sqlite3.connect(ledger.db)
     for t in ("entries", "tree"):
         conn.execute(f"DROP TRIGGER {t}_insert")
-    from ledger.store import derived_columns
+    from ledger.store.store import derived_columns
 
     fields.update(seq=len(rows), time="2026-11-23T00:00:00Z")
     conn.execute("DROP INDEX entries_liquidation")
@@ -71,10 +72,10 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     conn.commit()
     conn.close()
     store = ledger.store
-    from ledger import merkle as m
+    from ledger.tlog import merkle as m
 
     # extend the stored tree and sign a checkpoint with the real key
-    from ledger.store import _DictReader, tree_rows_of
+    from ledger.store.store import _DictReader, tree_rows_of
 
     edge = m.compact_range_indexes(len(rows))
     cache = dict(zip(edge, store.read_hashes(edge)))
@@ -106,7 +107,7 @@ def test_a_damaged_state_is_refused(ledger, tmp_path):
 def test_incremental_catches_a_history_rewritten_with_the_real_key(ledger, tmp_path):
     """The operator builds another history under the same key: plain verify
     of the new one passes, resuming from the auditor's state fails."""
-    from ledger.store import Store
+    from ledger.store.store import Store
 
     ledger.contract()
     ledger.append(*liquidations(0, 10))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import api, note, verify, witness
+from ledger.ops import api
+from ledger.format import note
+from ledger.verify import verifier as verify
+from ledger.ops import witness
 from ledger.errors import InputError, ProofError, VerificationError
 
 

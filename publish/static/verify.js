@@ -10,7 +10,7 @@
  *     (32 zero bytes for entry 0), in canonical JSON with exactly the
  *     fields of its kind;
  *   - every movement, payout, ADL amount and balance, recomputed with BigInt
- *     from the entry's own inputs by the rules of ledger/fund.py;
+ *     from the entry's own inputs by the rules of ledger/rules/fund.py;
  *   - the RFC 6962 root of all entries equals the checkpoint's root, the
  *     checkpoint is signed by the key in force at its size, and every hash
  *     tile equals the recomputed tree;
@@ -18,7 +18,7 @@
  *   - so do the balances of /funds.json (what the other pages show), at the
  *     size the site says it verified.
  * A failure names the same entry, and for an entry breaking several checks
- * the same first one, as ledger/verify.py (docs/FORMAT.md, "The order of
+ * the same first one, as ledger/verify/verifier.py (docs/FORMAT.md, "The order of
  * checks").
  * Over data-full-limit entries (default 50,000) it checks instead the
  * signed checkpoint and an inclusion proof (receipt) for each fund's entry
@@ -228,7 +228,7 @@
   }
 
   /** The entries of a bundle, and the framing fault if any: an entry before
-   * the fault is checked (and named) first, as ledger/verify.py does. */
+   * the fault is checked (and named) first, as ledger/verify/verifier.py does. */
   function splitBundle(data, width, first) {
     const out = [];
     let pos = 0;
@@ -243,7 +243,7 @@
     return { items: out, error: null };
   }
 
-  // --- exact decimals (ledger/fund.py) -----------------------------------------------
+  // --- exact decimals (ledger/rules/fund.py) -----------------------------------------------
 
   const DECIMAL = /^(0|[1-9][0-9]*)(?:\.([0-9]*[1-9]))?$/;
   /** A canonical strictly positive decimal string -> [units, digits]. */
@@ -346,7 +346,7 @@
       const kind = obj.kind;
       const want = FIELDS[kind];
       if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation and key exist`);
-      // the inputs first, then the set of fields, then the amounts (the order of ledger/verify.py)
+      // the inputs first, then the set of fields, then the amounts (the order of ledger/verify/verifier.py)
       const fields = () => {
         const have = Object.keys(obj).filter((k) => k !== "mark_price").sort();
         if ("mark_price" in obj && kind !== "liquidation") fail("unexpected field mark_price");
@@ -645,7 +645,7 @@
         const { obj, checks, isCanonical } = opened;
         sigChecks.push(Promise.all(checks).then((oks) => oks.every(Boolean)));
         try {
-          // the order of ledger/verify.py: chain, time, rules, canonical form; then the signatures
+          // the order of ledger/verify/verifier.py: chain, time, rules, canonical form; then the signatures
           if (obj.prev !== b64encode(prev)) fail("prev is not the hash of the entry before", "entries");
           if (obj.seq !== seq) fail(`seq is ${obj.seq}, expected ${seq}`, "entries");
           checkTime(obj.time);
@@ -700,7 +700,7 @@
     }
 
     /** Hash ``h`` joins tile level L; a tile it completes is due for comparison
-     * once its entries passed (at the end of their bundle), as ledger/verify.py does. */
+     * once its entries passed (at the end of their bundle), as ledger/verify/verifier.py does. */
     function pushLevel(L, h) {
       const hashes = (levels[L] = levels[L] || []);
       hashes.push(h);

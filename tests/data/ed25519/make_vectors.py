@@ -2,7 +2,7 @@
 refuses before the signature equation (docs/FORMAT.md, "Signatures").
 
 Everything is derived here from the curve's definition (RFC 8032 5.1) with
-plain integer arithmetic, independently of ledger/note.py, and the RFC 8032
+plain integer arithmetic, independently of ledger/format/note.py, and the RFC 8032
 section 7.1 TEST 1 key and signature. Run: python tests/data/ed25519/make_vectors.py
 """
 

@@ -55,7 +55,7 @@ import tempfile
 
 from nacl.bindings import crypto_sign
 
-from .errors import StoreError
+from ledger.errors import StoreError
 
 _SIG_PREFIX = "\u2014 ".encode()  # as note._SIG_PREFIX
 _U32 = struct.Struct("<I")
@@ -228,12 +228,12 @@ class ProcessChain:
     pipe. The import needs temporary space for both (docs/OPERATOR.md)."""
 
     def __init__(self, signer):
-        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self._requests = _Spool()
         self._spool = _Spool()
         fds = (self._requests.fileno(), self._spool.fileno())
         code = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
-                f"from ledger.chainsign import _child; _child({fds[0]}, {fds[1]})")
+                f"from ledger.store.sign import _child; _child({fds[0]}, {fds[1]})")
         try:
             self._p = subprocess.Popen(
                 [sys.executable, "-c", code],
@@ -373,7 +373,7 @@ def _child(requests_fd: int, spool_fd: int) -> None:
     length of each request, read from the file ``requests_fd`` in order,
     until end of input; each result frame is appended to the file
     ``spool_fd`` and its length reported on standard output."""
-    from .note import Signer
+    from ledger.format.note import Signer
 
     inp = sys.stdin.buffer
     out = sys.stdout.buffer

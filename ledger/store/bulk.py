@@ -5,7 +5,7 @@ record is checked by *building* its entry against the ledger's state (the
 chain head, the funds, the liquidation ids already recorded):
 
 * :class:`Builder` turns a record into the entry's text templates around
-  ``prev`` (see :mod:`ledger.chainsign`) and its derived columns, exactly as
+  ``prev`` (see :mod:`ledger.store.sign`) and its derived columns, exactly as
   ``FundBook.build``/``apply`` and ``entry.entry_text`` do (a fast path for
   liquidations whose inputs are already valid and canonical, the generic
   code for everything else);
@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
-from . import entry as entry_mod
-from . import merkle
-from .chainsign import sig_line_length
-from .errors import FundledgerError, LimitError, StoreError
-from .fund import (
+from ledger.format import entry as entry_mod
+from ledger.tlog import merkle
+from ledger.store.sign import sig_line_length
+from ledger.errors import FundledgerError, LimitError, StoreError
+from ledger.rules.fund import (
     _CANONICAL_POSITIVE,
     _CANONICAL_TIME,
     _PRINTABLE,
@@ -52,7 +52,7 @@ from .fund import (
     zero_str,
     _valid_date,
 )
-from .store import contract_row, derived_columns
+from ledger.store.store import contract_row, derived_columns
 
 CHUNK = 200  # records per message to the chain signer
 _PREV_KEY = b'"prev":"'
@@ -222,7 +222,7 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
     entries to ``chain`` for signing as they are built. Call inside a
     :meth:`Store.snapshot`; raises on the first bad line, and nothing is
     written anywhere but the chain signer's spool. With ``anchor`` (a
-    ``ledger.anchor.WriterAnchor``) the ledger is held to it first and the
+    ``ledger.ops.anchor.WriterAnchor``) the ledger is held to it first and the
     entries are built on the funds that signed data give."""
     size, prev, edge = store.chain_head()
     if anchor is None:

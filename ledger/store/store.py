@@ -37,10 +37,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
-from . import entry as entry_mod
-from . import merkle, note
-from .errors import InvariantError, ProofError, StoreError
-from .fund import Contract, DuplicateContract, DuplicateLiquidation, Fund, FundBook, now_time, parse_time
+from ledger.format import entry as entry_mod
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.errors import InvariantError, ProofError, StoreError
+from ledger.rules.fund import Contract, DuplicateContract, DuplicateLiquidation, Fund, FundBook, now_time, parse_time
 
 SCHEMA_VERSION = "2"
 READABLE_SCHEMAS = ("1", "2")  # schema 1: leaf hashes in `tree` too; upgraded by a writer
@@ -468,7 +469,7 @@ class Store:
     def load_book(self) -> FundBook:
         """The state of every fund, from the ``contracts`` summary."""
         book = FundBook(seen=_SeenInDb(self.conn))
-        from .fund import parse_amount
+        from ledger.rules.fund import parse_amount
 
         for r in self.contract_rows():
             c = Contract(r["symbol"], r["currency"], r["scale"], r["type"], r["multiplier"], r["registered_seq"])
@@ -546,7 +547,7 @@ class Store:
         summary_rows: list[tuple],
     ) -> bool:
         """Insert entries built and signed ahead of the transaction on top of
-        the head ``(size, prev)`` (see ledger/importer.py), in ONE
+        the head ``(size, prev)`` (see ledger/store/bulk.py), in ONE
         transaction. The signer and the head are checked inside it: if
         another writer moved the head, nothing is written and the result is
         False; the caller must rebuild."""
@@ -596,7 +597,7 @@ class Store:
         transaction; a replayed liquidation (or an identical contract) is
         skipped and reported in ``duplicates``. Any other bad record raises
         and rolls the whole call back: nothing is written. With ``anchor``
-        (a ``ledger.anchor.WriterAnchor``) the state is the one signed data
+        (a ``ledger.ops.anchor.WriterAnchor``) the state is the one signed data
         give, checked against the anchor before anything is signed, and the
         anchor is advanced after the commit."""
         result = AppendResult()

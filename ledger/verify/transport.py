@@ -27,7 +27,7 @@ import stat
 import time
 from dataclasses import dataclass
 
-from .errors import FundledgerError, InputError, InvariantError, VerificationError
+from ledger.errors import FundledgerError, InputError, InvariantError, VerificationError
 
 REQUEST_TIMEOUT_S = 120.0  # one file's request, all of it: a 16 MiB entry bundle at 140 KB/s
 STALL_TIMEOUT_S = 30.0  # no byte received (or sent, or connected) for this long

@@ -30,9 +30,10 @@ import time
 from contextlib import contextmanager
 from typing import Sequence
 
-from . import merkle, note
-from .errors import FundledgerError, InputError, SignatureError, VerificationError
-from .keys import check_key_name, create_key_file, load_key_file, write_public
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.errors import FundledgerError, InputError, SignatureError, VerificationError
+from ledger.ops.keys import check_key_name, create_key_file, load_key_file, write_public
 
 MAX_STATE_BYTES = 16 << 20
 
@@ -60,7 +61,7 @@ def _read_state(path: str) -> dict:
     is plainly not one: missing, not a regular file (a FIFO would block),
     too large, not JSON, or a log whose fields are missing or of the wrong
     type. Fields it does not know are kept."""
-    from .verify import read_small_file
+    from ledger.verify.verifier import read_small_file
 
     if not os.path.lexists(path):
         raise InputError(f"{path!r}: no witness state (run `fundledger witness init`)")
@@ -161,7 +162,7 @@ def _parse_request(request: bytes) -> tuple[note.ConsistencyProof, bytes, note.C
 
 
 def _parse_key_proofs(data: bytes, text: bytes) -> list[note.Receipt]:
-    from .verify import parse_receipts
+    from ledger.verify.verifier import parse_receipts
 
     try:
         receipts = parse_receipts(data)
@@ -180,7 +181,7 @@ def _parse_key_proofs(data: bytes, text: bytes) -> list[note.Receipt]:
 def _log_keys(log: dict):
     """The log's key history as this witness knows it (a state written
     before rotations were followed holds the first key only)."""
-    from .verify import KeyHistory
+    from ledger.verify.verifier import KeyHistory
 
     try:
         rows = log.get("keys") or [{"vkey": log["vkey"], "from_size": 0}]
@@ -279,7 +280,7 @@ def require_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifi
 
 def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier]) -> list[str]:
     """Names of the ``witnesses`` with a valid cosignature on the note. As
-    for any signed note (:func:`ledger.note.open_note`), the first line by a
+    for any signed note (:func:`ledger.format.note.open_note`), the first line by a
     named witness must verify, else SignatureError, whatever the quorum; a
     later line by the same witness is ignored. The caller gives each witness
     once (:func:`distinct_witnesses`)."""

@@ -57,11 +57,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
-from . import merkle, note
-from .entry import ZERO_HASH
-from .errors import FundledgerError, ProofError, StoreError, VerificationError
-from .fund import Contract, Fund, FundBook, parse_amount
-from .store import CONTRACT_COLUMNS, Store, contract_row
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.format.entry import ZERO_HASH
+from ledger.errors import FundledgerError, ProofError, StoreError, VerificationError
+from ledger.rules.fund import Contract, Fund, FundBook, parse_amount
+from ledger.store.store import CONTRACT_COLUMNS, Store, contract_row
 
 ANCHOR_VERSION = 1
 MAX_ANCHOR_BYTES = 16 << 20  # about 60,000 funds
@@ -460,7 +461,7 @@ def _replay(store: Store, saved: AnchorState, book: FundBook, edge: list[bytes],
     the verifier's reference path (signatures by the key in force, the hash
     chain, the rules rebuilt on ``book``, canonical bytes), advancing
     ``book``; the state at ``size`` and the hashes of the ids they add."""
-    from .verify import KeyHistory, _Run
+    from ledger.verify.verifier import KeyHistory, _Run
 
     try:
         keys = KeyHistory(note.parse_vkey(saved.keys[0][1]),

@@ -41,7 +41,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .errors import InvariantError, RuleError
+from ledger.errors import InvariantError, RuleError
 
 # --- limits -----------------------------------------------------------------
 

@@ -56,8 +56,9 @@ from importlib import resources
 from random import Random
 from typing import Callable
 
-from . import api, fund
-from .errors import InputError, InvariantError
+from ledger.ops import api
+from ledger.rules import fund
+from ledger.errors import InputError, InvariantError
 
 ORIGIN = "demo.fundledger.example/insurance"
 START = datetime(2026, 1, 5, 0, 0, 0, tzinfo=timezone.utc)  # simulated clock's first instant
@@ -406,8 +407,8 @@ def run_demo(directory: str, seed: int = 2026, liquidations: int = 3000, echo: C
     """Build the demo in ``directory`` (see the module docstring); returns a summary."""
     from publish.export import export
 
-    from .store import MAX_BATCH
-    from .verify import verify_path
+    from ledger.store.store import MAX_BATCH
+    from ledger.verify.verifier import verify_path
 
     began = wallclock.monotonic()
     db = os.path.join(directory, "fund.db")

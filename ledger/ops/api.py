@@ -1,6 +1,6 @@
 """The operator's library: one function per CLI command.
 
-Each function takes paths or a :class:`~ledger.store.Store` and returns plain
+Each function takes paths or a :class:`~ledger.store.store.Store` and returns plain
 data; the CLI only parses options, calls one of these and prints.
 """
 
@@ -13,14 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Callable, Iterator
 
-from . import anchor as anchor_mod
-from . import chainsign, keys, merkle, note
-from . import importer as importer_mod
-from .entry import parse_json_object
-from .errors import FundledgerError, InputError, LimitError, RuleError, StoreError
-from .fund import DuplicateContract, DuplicateLiquidation, parse_time
-from .importer import fast_liquidation
-from .store import AppendResult, Store
+from ledger.ops import anchor as anchor_mod
+from ledger.store import sign as chainsign
+from ledger.ops import keys
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.store import bulk as importer_mod
+from ledger.format.entry import parse_json_object
+from ledger.errors import FundledgerError, InputError, LimitError, RuleError, StoreError
+from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, parse_time
+from ledger.store.bulk import fast_liquidation
+from ledger.store.store import AppendResult, Store
 
 MAX_IMPORT_LINE_BYTES = 65536
 IMPORT_BATCH = 2000  # records per transaction in a bulk import
@@ -66,7 +69,7 @@ def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None 
 def writer_anchor(key_path: str) -> anchor_mod.WriterAnchor:
     """The anchor of the key at ``key_path`` (``<key>.anchor``, beside it):
     what that key has signed, which every write is held to before it signs
-    (ledger/anchor.py)."""
+    (ledger/ops/anchor.py)."""
     return anchor_mod.WriterAnchor(anchor_mod.anchor_path(key_path))
 
 
@@ -176,7 +179,7 @@ def import_records(
     the entries meanwhile; pass 2 writes them, each transaction checking
     that the chain head is still the one they were built on. If another
     writer moved it, the rest is appended the ordinary way (see
-    ledger/importer.py). With ``anchor`` the ledger is held to it before
+    ledger/store/bulk.py). With ``anchor`` the ledger is held to it before
     anything is signed, and it advances after each committed batch."""
     with _collector_paused():
         try:
@@ -373,7 +376,7 @@ def _prove(store: Store, seq: int) -> bytes:
     if not 0 <= seq < size:
         raise InputError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
     keys = [(start - 1, store.entry(start - 1)) for start, _ in store.key_history()[1:]]
-    from .verify import format_receipts
+    from ledger.verify.verifier import format_receipts
 
     return format_receipts(seq, size, store.published_checkpoint(), store.entry(seq), keys, store)
 
@@ -387,13 +390,13 @@ def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int
 
 
 def _consistency(store: Store, old_checkpoint: bytes | None, old_size: int | None) -> bytes:
-    from .verify import open_checkpoint
+    from ledger.verify.verifier import open_checkpoint
 
     _, size, _, _, _ = _latest(store)
     if (old_checkpoint is None) == (old_size is None):
         raise InputError("give either an old checkpoint or --old-size")
     if old_checkpoint is not None:
-        from .verify import unverified_checkpoint
+        from ledger.verify.verifier import unverified_checkpoint
 
         try:
             claimed = unverified_checkpoint(old_checkpoint, store.origin, "old checkpoint")
@@ -403,7 +406,7 @@ def _consistency(store: Store, old_checkpoint: bytes | None, old_size: int | Non
         if old.tree_size > size:
             raise InputError(f"the old checkpoint ({old.tree_size}) is newer than the latest ({size})")
         if store.tree_hash(old.tree_size) != old.root_hash:
-            from .errors import VerificationError
+            from ledger.errors import VerificationError
 
             raise VerificationError(f"the old checkpoint's root is not this log's root at size {old.tree_size}")
         old_size = old.tree_size
@@ -491,9 +494,9 @@ def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
     of them (default: all) must have cosigned the checkpoint: only that
     exposes a history that the holder of a retired key signed as if the
     rotation never happened. Returns the entry's JSON object and more."""
-    from .verify import KeyHistory, check_lone_entry, parse_receipts, unverified_checkpoint
-    from .errors import VerificationError
-    from .witness import require_cosignatures
+    from ledger.verify.verifier import KeyHistory, check_lone_entry, parse_receipts, unverified_checkpoint
+    from ledger.errors import VerificationError
+    from ledger.ops.witness import require_cosignatures
 
     anchors = [verifiers] if isinstance(verifiers, note.Verifier) else list(verifiers)
     try:
@@ -524,7 +527,7 @@ def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
 def attach_cosignatures(store: Store, lines: bytes, witnesses: list[note.Verifier]) -> list[str]:
     """Verify witness cosignature lines on the latest checkpoint and keep
     them; they are published with it. Returns the witnesses' names."""
-    from .witness import check_cosignatures
+    from ledger.ops.witness import check_cosignatures
 
     cid, _, _, _, signed = _latest(store)
     names = []

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import stat
 
-from . import note
-from .errors import FundledgerError, InputError, KeyFileError
+from ledger.format import note
+from ledger.errors import FundledgerError, InputError, KeyFileError
 
 MAX_KEY_FILE_BYTES = 4096
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import base64
 import json
 
-from . import note
-from .errors import FormatError, LimitError
+from ledger.format import note
+from ledger.errors import FormatError, LimitError
 
 MAX_ENTRY_BYTES = 65535  # an entry bundle length prefix is a uint16
 ZERO_HASH = bytes(32)

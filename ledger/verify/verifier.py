@@ -49,10 +49,12 @@ from typing import Callable, Iterator, Sequence
 
 from nacl.bindings import crypto_sign_open
 
-from . import merkle, note, transport
-from .entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
-from .errors import FormatError, FundledgerError, InputError, InvariantError, LimitError, StoreError, VerificationError
-from .fund import (
+from ledger.tlog import merkle
+from ledger.format import note
+from ledger.verify import transport
+from ledger.format.entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
+from ledger.errors import FormatError, FundledgerError, InputError, InvariantError, LimitError, StoreError, VerificationError
+from ledger.rules.fund import (
     _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
     amount_str, canonical_movement, parse_time, settle, zero_str,
 )
@@ -191,7 +193,7 @@ class DirSource(_FileTree):
 
 class UrlSource(_FileTree):
     """A published site, read over http(s) with the bounds of
-    :class:`transport.Deadlines` per request (see :mod:`ledger.transport`)."""
+    :class:`transport.Deadlines` per request (see :mod:`ledger.verify.transport`)."""
 
     def __init__(self, url: str, deadlines: transport.Deadlines | None = None):
         try:
@@ -220,7 +222,7 @@ class DbSource(Source):
     """A ledger database, opened read-only."""
 
     def __init__(self, path: str):
-        from .store import Store  # only database sources need sqlite
+        from ledger.store.store import Store  # only database sources need sqlite
 
         try:
             self.store = Store.open(path, readonly=True)
@@ -419,7 +421,7 @@ def open_source(source: str, deadlines: transport.Deadlines | None = None) -> So
 def _check_signatures(batch: list[tuple[int, bytes, bytes, bytes]]) -> tuple[int, str] | None:
     """``(seq, public key, message, signature)`` items; the first failure.
     Ed25519 by libsodium (``crypto_sign_open``) after the explicit checks of
-    :func:`ledger.note.ed25519_shape_ok`, as in :mod:`ledger.note`."""
+    :func:`ledger.format.note.ed25519_shape_ok`, as in :mod:`ledger.format.note`."""
     for seq, public_key, message, signature in batch:
         if not note.ed25519_shape_ok(public_key, signature):
             return seq, "signature does not verify"
@@ -1069,7 +1071,7 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
         book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, multiplier, cseq))
     derived = None
     if db_columns:
-        from .store import liquidation_row as derived
+        from ledger.store.store import liquidation_row as derived
     items: list = []
     signed: list[tuple[int, bytes]] = []  # (index in items, signature + text) still to verify
     leaves: list[bytes] = []
@@ -1444,7 +1446,7 @@ def verify(
     cp = unverified_checkpoint(cp_bytes, log_key.name)
     cosigs: list[str] = []
     if witnesses:
-        from .witness import require_cosignatures
+        from ledger.ops.witness import require_cosignatures
 
         cosigs = require_cosignatures(cp_bytes, witnesses, quorum)
     unverified = unverified_cosigners(cp_bytes, log_key.name, cosigs)
@@ -1742,7 +1744,7 @@ _SIG_B64_LEN = 92  # base64 of a 4-byte key id and a 64-byte Ed25519 signature
 def _split_one_signature(data: bytes, key: note.Verifier) -> tuple[bytes, bytes] | None:
     """``(text, signature)`` if ``data`` is a text, a blank line and exactly
     one canonical signature line by ``key``; else None (the caller then
-    parses it with :func:`ledger.note.split_note` for a precise error)."""
+    parses it with :func:`ledger.format.note.split_note` for a precise error)."""
     split = _split_signature_line(data, key)
     if split is None or b"\n\n" in split[0]:
         return None  # the note's text ends at its last blank line
@@ -1773,7 +1775,7 @@ class DbCrossCheck:
     """Checks a database's derived data against what the entries give."""
 
     def __init__(self, source: DbSource):
-        from .store import derived_columns
+        from ledger.store.store import derived_columns
 
         self.source = source
         self.store = source.store
@@ -1850,7 +1852,7 @@ class DbCrossCheck:
                                         seq=merkle.leaf_of_stored_index(max(first, 0)))
 
     def finish(self, book: FundBook, roots: dict[int, bytes], keys: KeyHistory) -> None:
-        from .store import contract_row
+        from ledger.store.store import contract_row
 
         self.flush_tree()
         # last: a fault in the entries or tables is named first, by its seq
@@ -1894,7 +1896,7 @@ def _check_schema(conn, schema: str) -> None:
     tampering (an alarm), and it would let values of other types through.
     Schema 1 files share the tables; of their triggers, the guards must be
     there."""
-    from .store import SCHEMA, TRIGGERS
+    from ledger.store.store import SCHEMA, TRIGGERS
 
     got = {name: " ".join(str(sql).split()) for name, sql in
            conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')"
@@ -1929,7 +1931,7 @@ def verify_path(
     state saved there if it exists, and save the new state after success.
     ``deadlines`` bound each request to a URL source."""
     vkeys = [load_vkey(vkey)] if vkey else []
-    from .witness import distinct_witnesses
+    from ledger.ops.witness import distinct_witnesses
 
     witness_keys = distinct_witnesses([load_vkey(w) for w in witnesses])
     if quorum is not None and not 0 < quorum <= len(witness_keys):
@@ -2067,7 +2069,7 @@ class VerifierState:
     def dump(self, path: str) -> None:
         """Write the state to ``path`` atomically (a temporary file, then a
         rename), never one larger than :meth:`load` reads."""
-        from .errors import LimitError
+        from ledger.errors import LimitError
 
         obj = {"version": self.VERSION, **self.__dict__}
         data = json.dumps(obj, separators=(",", ":")).encode()  # the C encoder
@@ -2137,7 +2139,7 @@ def _check_state_shape(obj: dict) -> None:
     """Every field of a saved state of the right JSON type, deep enough that
     restoring it and running on can only fail as bad input or as a log that
     does not extend it, never with a TypeError half-way."""
-    from .fund import CONTRACT_TYPES, MAX_SCALE
+    from ledger.rules.fund import CONTRACT_TYPES, MAX_SCALE
 
     _check_fields(obj, _STATE_FIELDS, "the state")
     if obj["tree_size"] > merkle.MAX_TREE_SIZE:

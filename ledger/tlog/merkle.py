@@ -39,7 +39,7 @@ import hashlib
 import re
 from typing import Protocol, Sequence
 
-from .errors import FormatError, InvariantError, ProofError
+from ledger.errors import FormatError, InvariantError, ProofError
 
 __all__ = [
     "HASH_SIZE",

@@ -61,7 +61,7 @@ from typing import Sequence
 
 from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 
-from .errors import FormatError, KeyFileError, LimitError, SignatureError
+from ledger.errors import FormatError, KeyFileError, LimitError, SignatureError
 
 __all__ = [
     "ALG_ED25519",
