@@ -243,25 +243,25 @@ def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
 
 def profile_verify(source: str, workers: int, with_cprofile: bool = False) -> tuple[str, dict]:
     from ledger.tlog import merkle
-    from ledger.verify import verifier as v
+    from ledger.verify import accelerator, database, reference, run, sources
 
     stages = Stages()
     targets = [
-        (v, "_split_signature_line", "note parse (signature line)"),
-        (v, "_fast_liquidation", "worker: pattern + rules"),
-        (v, "crypto_sign_open", "signature (libsodium)"),
-        (v, "_check_signatures", "signature (libsodium)"),
+        (accelerator, "_split_signature_line", "note parse (signature line)"),
+        (accelerator, "_fast_liquidation", "worker: pattern + rules"),
+        (accelerator, "crypto_sign_open", "signature (libsodium)"),
+        (reference, "check_signatures", "signature (libsodium)"),
         (merkle, "leaf_hash", "Merkle: leaf hash"),
-        (v, "_summarize", "worker: chunk summary"),
-        (v._Run, "apply_summary", "main: apply results"),
-        (v._Run, "fast", "main: apply results"),
-        (v._Run, "leaf", "main: Merkle, tiles, hashes"),
-        (v._Run, "leaves", "main: Merkle, tiles, hashes"),
-        (v.DbCrossCheck, "flush_tree", "main: Merkle, tiles, hashes"),
-        (v._Run, "full", "main: full check (rare)"),
+        (accelerator, "_summarize", "worker: chunk summary"),
+        (run._Run, "apply_summary", "main: apply results"),
+        (run._Run, "fast", "main: apply results"),
+        (run._Run, "leaf", "main: Merkle, tiles, hashes"),
+        (run._Run, "leaves", "main: Merkle, tiles, hashes"),
+        (database.DbCrossCheck, "flush_tree", "main: Merkle, tiles, hashes"),
+        (run._Run, "full", "main: full check (rare)"),
     ]
     orig_rows = {}
-    for cls in (v.DbSource, v.Source):
+    for cls in (database.DbSource, sources.Source):
         orig_rows[cls] = cls.entry_rows
 
         def entry_rows(self, tree_size, start=0, end=None, _orig=cls.entry_rows):
@@ -273,7 +273,7 @@ def profile_verify(source: str, workers: int, with_cprofile: bool = False) -> tu
     try:
         with patched(targets, stages):
             t0 = _now()
-            rep = v.verify_path(source, workers=workers)
+            rep = run.verify_path(source, workers=workers)
             wall = _now() - t0
     finally:
         for cls, fn in orig_rows.items():
@@ -295,7 +295,7 @@ def profile_verify(source: str, workers: int, with_cprofile: bool = False) -> tu
     if with_cprofile:  # a second run, without the stage timers
         prof = cProfile.Profile()
         prof.enable()
-        v.verify_path(source, workers=workers)
+        run.verify_path(source, workers=workers)
         prof.disable()
         text += "\n  cProfile, top functions by own time:\n" + _top(prof)
     return text, {"entries": n, "wall_s": wall, "main_cpu_s": cpu, "workers_cpu_s": child,

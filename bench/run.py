@@ -314,7 +314,7 @@ def bench_append_latency(t: Table, db: str, key: str, first_id: int, quick: bool
 
 def bench_verify(t: Table, work: str, db: str, export_dir: str, size: int, raw_verify: float,
                  cores: int) -> str:
-    from ledger.verify.verifier import verify_path
+    from ledger.verify.run import verify_path
 
     log(f"verify: full verification of {size:,} entries")
     state = os.path.join(work, "verifier.state")
@@ -359,7 +359,7 @@ def bench_verify_rss(t: Table, db: str, size: int, aim_size: int) -> None:
 
 
 def bench_incremental(t: Table, db: str, key: str, export_dir: str, state: str, first_id: int, large: int) -> int:
-    from ledger.verify.verifier import verify_path
+    from ledger.verify.run import verify_path
     from publish.export import export
 
     log("incremental: 1,000 new entries on top of the large log")

@@ -319,7 +319,8 @@ def checkpoint_cmd(db_path, key_path):
 @click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False),
               help="Incremental: resume from the state saved in this file (if any) and save the one at the latest checkpoint.")
-@click.option("--workers", type=click.IntRange(1, 256), default=None, help="Worker processes checking entries [default: all cores].")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="Worker processes checking entries; 0: the reference verifier alone [default: all cores].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
 @click.option("--request-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=REQUEST_TIMEOUT_S,
               envvar=ENV_REQUEST_TIMEOUT, show_default=True, metavar="S",
@@ -344,7 +345,8 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
     """
     from ledger.errors import VerificationError
     from ledger.verify.transport import Deadlines
-    from ledger.verify.verifier import failure_json, verify_path
+    from ledger.verify.report import failure_json
+    from ledger.verify.run import verify_path
 
     try:
         deadlines = Deadlines(request_timeout, stall_timeout)
@@ -410,7 +412,7 @@ def check_receipt(receipt, vkeys, witnesses, quorum, as_json):
 
     Example: fundledger check-receipt entry-42.proof --vkey fund.vkey
     """
-    from ledger.verify.verifier import load_vkey
+    from ledger.verify.checkpoint import load_vkey
 
     r = api.check_receipt(receipt.read(1 << 20), [load_vkey(v) for v in vkeys],
                           [load_vkey(w) for w in witnesses], quorum)
@@ -474,7 +476,7 @@ def serve(host, port, witnesses, db_path):
     """
     from publish.site import serve as run_site, witness_keys
 
-    from ledger.verify.verifier import load_vkey
+    from ledger.verify.checkpoint import load_vkey
 
     keys = witness_keys([load_vkey(w) for w in witnesses])
     open_store(db_path, readonly=True).close()  # a clear error for a missing ledger
@@ -512,7 +514,7 @@ def attach_cosignatures(file, witnesses, db_path):
 
     Example: fundledger attach-cosignatures witness-reply.txt --witness witness.vkey
     """
-    from ledger.verify.verifier import load_vkey
+    from ledger.verify.checkpoint import load_vkey
 
     names = api.attach_cosignatures(open_store(db_path), file.read(1 << 20), [load_vkey(w) for w in witnesses])
     click.echo(f"attached cosignatures by {', '.join(names)}")
@@ -584,7 +586,7 @@ def witness_add_log(vkey, key_path, state_path):
 
     Example: fundledger witness add-log fund.vkey
     """
-    from ledger.verify.verifier import load_vkey
+    from ledger.verify.checkpoint import load_vkey
     from ledger.ops.witness import add_log
 
     click.echo(f"witnessing {add_log(state_path, load_vkey(vkey).vkey())}")

@@ -20,7 +20,7 @@ from ledger.tlog import merkle
 from ledger.format import note
 from ledger.errors import FundledgerError, ProofError
 from ledger.store.store import read_tree_hashes
-from ledger.verify.verifier import format_receipts
+from ledger.verify.receipt import format_receipts
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ itself, never the database's summary tables.
 
 A background thread watches the ledger's latest checkpoint (one indexed
 read, at most every ``poll_s`` seconds, never on a request). When it has
-changed, it runs :func:`ledger.verify.verifier.verify` in a short-lived child process
+changed, it runs :func:`ledger.verify.run.verify` in a short-lived child process
 (its own interpreter, at a lower CPU priority, so that pages stay fast
-while it runs; the verifier uses every core for a large round), resuming from the :class:`ledger.verify.verifier.VerifierState` the last
+while it runs; the verifier uses every core for a large round), resuming from the :class:`ledger.verify.state.VerifierState` the last
 round left: only the entries the new checkpoint adds are read. The result
 is published as an immutable :class:`Snapshot`; the pages take every
 balance, total and USD value from it, and mark what lies above its size as
@@ -41,7 +41,9 @@ from typing import Iterator
 from ledger.format import note
 from ledger.errors import FundledgerError, VerificationError
 from ledger.rules.fund import amount_str
-from ledger.verify.verifier import DbSource, Source, verify
+from ledger.verify.database import DbSource
+from ledger.verify.run import verify
+from ledger.verify.sources import Source
 
 POLL_S = 2.0  # how often the thread looks for a new checkpoint
 ROUND_TIMEOUT_S = 24 * 3600.0  # one verification round may take this long (a very large first round)

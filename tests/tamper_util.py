@@ -135,8 +135,16 @@ def b64(b: bytes) -> str:
 
 
 def cli_verify(source, *extra) -> tuple[int, dict | None, str]:
-    """``fundledger verify SOURCE --json --workers 1 ...``: (exit code, JSON, stderr)."""
-    p = run_fundledger("verify", str(source), "--json", "--workers", "1", *map(str, extra), timeout=120)
+    """``fundledger verify SOURCE --json --workers N ...`` with N = 1 (the
+    accelerator, in one process) and N = 0 (the reference alone): the two
+    must give the same exit code and JSON. (exit code, JSON, stderr)."""
+    runs = [_cli_verify_once(source, workers, extra) for workers in ("1", "0")]
+    assert runs[0][:2] == runs[1][:2], runs
+    return runs[0]
+
+
+def _cli_verify_once(source, workers: str, extra) -> tuple[int, dict | None, str]:
+    p = run_fundledger("verify", str(source), "--json", "--workers", workers, *map(str, extra), timeout=120)
     out = p.stdout.decode()
     try:
         obj = json.loads(out) if out.strip() else None
@@ -146,13 +154,22 @@ def cli_verify(source, *extra) -> tuple[int, dict | None, str]:
 
 
 def lib_verify(source, trusted=None) -> dict:
-    """The same through ``ledger.verify.verifier.verify_path`` in-process (fast), as
-    the CLI prints it."""
+    """The same through ``ledger.verify.run.verify_path`` in-process (fast), as
+    the CLI prints it: by the accelerator (workers=1) and by the reference
+    alone (workers=0), which must agree exactly."""
+    runs = [_lib_verify_once(source, trusted, workers) for workers in (1, 0)]
+    assert runs[0] == runs[1], runs
+    return runs[0]
+
+
+def _lib_verify_once(source, trusted, workers: int) -> dict:
     from ledger.errors import VerificationError
-    from ledger.verify.verifier import failure_json, verify_path
+    from ledger.verify.report import failure_json
+    from ledger.verify.run import verify_path
 
     try:
-        return verify_path(str(source), trusted_path=None if trusted is None else str(trusted), workers=1).as_json()
+        return verify_path(str(source), trusted_path=None if trusted is None else str(trusted),
+                           workers=workers).as_json()
     except VerificationError as e:
         return failure_json(e)
 

@@ -34,7 +34,7 @@ from click.testing import CliRunner
 from ledger.ops import api
 from ledger.tlog import merkle
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
 from ledger.cli import cli
 from ledger.errors import StoreError, VerificationError
 from ledger.store.store import Store

@@ -46,7 +46,7 @@ from click.testing import CliRunner
 from ledger.ops import api
 from ledger.tlog import merkle
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
 from ledger.cli import cli
 from ledger.format.entry import MAX_ENTRY_BYTES, parse_entry_text
 from ledger.ops.keys import load_key_file

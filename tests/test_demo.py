@@ -21,7 +21,8 @@ from ledger.cli import cli
 from ledger.ops.demo import CONTRACTS, ORIGIN, run_demo
 from ledger.errors import InputError
 from ledger.store.store import Store
-from ledger.verify.verifier import open_checkpoint, verify_path
+from ledger.verify.checkpoint import open_checkpoint
+from ledger.verify.run import verify_path
 
 N = 300
 SEED = 11

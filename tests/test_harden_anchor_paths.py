@@ -10,7 +10,7 @@ import sqlite3
 
 from test_harden_writer import Writer, fingerprint, make_writer, one_line_failure, truncate
 
-from ledger.verify.verifier import verify_path
+from ledger.verify.run import verify_path
 
 
 def _truncated(tmp_path):

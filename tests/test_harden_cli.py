@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from conftest import ORIGIN, run_fundledger
 
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
+from ledger.verify.checkpoint import MAX_CHECKPOINT_BYTES
+from ledger.verify.state import MAX_STATE_BYTES, VerifierState
 from ledger.cli import cli
 from ledger.errors import InputError, VerificationError
 
@@ -219,7 +221,7 @@ BAD_STATES = {
     "a fund multiplier not a number": _fund("multiplier", "one"),
     "a fund field missing": _state_edit(lambda o: o["funds"][0].pop("paid")),
     "a fund last_time a number": _fund("last_time", 5),
-    "over the size limit": lambda saved, path: _sparse(path, verify.MAX_STATE_BYTES + 1),
+    "over the size limit": lambda saved, path: _sparse(path, MAX_STATE_BYTES + 1),
     "a FIFO": lambda saved, path: _fifo(path),
     "another log's": _set("origin", "example.com/another-fund"),
 }
@@ -289,7 +291,7 @@ BAD_TRUSTED = {
     "binary": lambda log, p: p.write_bytes(bytes(range(256))),
     "an entry, not a checkpoint": lambda log, p: p.write_bytes(log.store.entry(0)),
     "a checkpoint without signature": lambda log, p: p.write_bytes(log.store.latest_checkpoint()[4].split(b"\n\n")[0] + b"\n"),
-    "over the size limit": lambda log, p: _sparse(p, verify.MAX_CHECKPOINT_BYTES + 1),
+    "over the size limit": lambda log, p: _sparse(p, MAX_CHECKPOINT_BYTES + 1),
     "a FIFO": lambda log, p: _fifo(p),
     "another origin, with --vkey": lambda log, p: p.write_bytes(_checkpoint_of("example.com/another-fund")),
 }
@@ -446,7 +448,7 @@ def test_state_at_a_checkpoint_inside_a_chunk_matches_a_run_that_stopped_there(l
     saved = json.loads(state.read_text())
     assert _comparable(saved) == _comparable(json.loads((tmp_path / "ref.state").read_text()))
     # the ids kept are those of the first 1500 liquidations: a replay of a later id is not "seen"
-    book, *_ = verify.VerifierState.load(str(state)).restore()
+    book, *_ = VerifierState.load(str(state)).restore()
     assert ("XBTUSDTM", "L-1499") in book.seen and ("XBTUSDTM", "L-1500") not in book.seen
     ledger.checkpoint()
     assert verify.verify_path(ledger.db, workers=workers, state_path=str(state)).entries_checked == 700

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from ledger.ops import api
 from ledger.ops import keys
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
+from ledger.verify.receipt import parse_receipts
 from ledger.ops import witness
 from ledger.cli import cli
 from ledger.errors import InputError, VerificationError
@@ -253,7 +254,7 @@ def test_a_witness_refuses_a_bad_key_proof(rotated, tmp_path):
     before = open(ledger.wstate).read()
     # a key entry signed by a stranger's key instead of the first one
     stranger = note.generate_signer(ORIGIN)
-    r = verify.parse_receipts(api.prove(ledger.store, 6))[0]
+    r = parse_receipts(api.prove(ledger.store, 6))[0]
     text, _ = note.split_note(r.extra)
     forged_entry = note.sign_note(text, [stranger, new])
     bad = note.format_receipt(note.Receipt(6, r.proof, r.checkpoint, forged_entry))

@@ -37,8 +37,10 @@ from pathlib import Path
 
 import pytest
 
+from ledger.errors import VerificationError
 from ledger.ops import api
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
+from ledger.verify.sources import UrlSource, source_from_spec
 from publish.export import export
 
 from conftest import ORIGIN
@@ -243,9 +245,9 @@ def test_a_url_that_is_not_one_is_bad_input(url):
 def test_a_worker_gets_the_deadlines_from_the_spec():
     from ledger.verify import transport
 
-    src = verify.UrlSource("http://127.0.0.1:9/x", transport.Deadlines(1.5, 0.25))
-    again = verify.source_from_spec(src.spec())
-    assert isinstance(again, verify.UrlSource) and again.deadlines == transport.Deadlines(1.5, 0.25)
+    src = UrlSource("http://127.0.0.1:9/x", transport.Deadlines(1.5, 0.25))
+    again = source_from_spec(src.spec())
+    assert isinstance(again, UrlSource) and again.deadlines == transport.Deadlines(1.5, 0.25)
     assert again.base == "http://127.0.0.1:9/x/"
 
 
@@ -444,7 +446,7 @@ def test_the_tampered_database_cases_run_with_workers_too(world, tmp_path):
         shutil.copyfile(world[1], db)
         with _rw(db) as c:
             tamper(c)
-        with pytest.raises(verify.VerificationError, match=reason):
+        with pytest.raises(VerificationError, match=reason):
             verify.verify_path(db, workers=2)
 
 

@@ -30,7 +30,7 @@ from ledger.cli import cli
 from ledger.errors import LimitError, VerificationError
 from ledger.ops.keys import load_key_file
 from ledger.store.store import Store
-from ledger.verify.verifier import verify_path
+from ledger.verify.run import verify_path
 
 ORIGIN = "example.com/harden-fund"
 

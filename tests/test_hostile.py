@@ -43,7 +43,8 @@ from hypothesis import strategies as st
 
 from ledger.ops import api
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
+from ledger.verify.checkpoint import open_checkpoint
 from ledger.ops import witness
 from ledger.cli import cli
 from ledger.errors import FundledgerError
@@ -443,7 +444,7 @@ def test_every_truncation_of_a_checkpoint_receipt_and_request_is_refused(world):
     before = Path(world.wstate).read_bytes()
     for n in range(len(world.checkpoint)):
         with pytest.raises(FundledgerError):
-            verify.open_checkpoint(world.checkpoint[:n], [v])
+            open_checkpoint(world.checkpoint[:n], [v])
     for n in range(len(world.receipt)):
         with pytest.raises(FundledgerError):
             api.check_receipt(world.receipt[:n], v)

@@ -25,7 +25,7 @@ from ledger.store import bulk as importer
 from ledger.format import note
 from ledger.errors import FundledgerError, StoreError
 from ledger.store.store import Store
-from ledger.verify.verifier import verify_path
+from ledger.verify.run import verify_path
 
 ORIGIN = "example.com/test-fund"
 SEED = hashlib.sha256(b"test_import_pipeline").digest()

@@ -11,7 +11,7 @@ from ledger.ops import api
 from ledger.format import entry
 from ledger.tlog import merkle
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
 from ledger.errors import StoreError, VerificationError
 from ledger.ops.keys import load_key_file
 

@@ -21,7 +21,7 @@ from ledger.ops import api
 from ledger.tlog import merkle
 from ledger.format import note
 from ledger.errors import StoreError
-from ledger.verify.verifier import verify_path
+from ledger.verify.run import verify_path
 from publish import chart, present
 from publish.export import export
 from publish.site import BackgroundServer, ReadOnlyDatabase, make_datasette, wait_verified

@@ -21,7 +21,7 @@ from ledger.errors import InvariantError, ProofError, RuleError, StoreError, Ver
 from ledger.rules.fund import FundBook
 from ledger.store import store as store_mod
 from ledger.store.store import Store, derived_columns
-from ledger.verify.verifier import verify_path
+from ledger.verify.run import verify_path
 
 ORIGIN = "example.com/test-fund"
 

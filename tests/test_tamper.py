@@ -458,7 +458,7 @@ def test_db_unknown_kind_appended_with_a_new_checkpoint(honest, hdb, tmp_path, k
     fields = UNKNOWN[kind]
     if kind == "replayed-liquidation-id":
         # the amounts the rules would give if the id were new: only the replay is wrong
-        from ledger.verify.verifier import verify_path
+        from ledger.verify.run import verify_path
 
         book = verify_path(hdb, workers=1).book
         rec = dict(honest.records[MID])
@@ -493,7 +493,7 @@ def rewrite_history(honest, db: str, k: int) -> list[dict]:
     (older checkpoints past k are deleted). Returns the new records."""
     from ledger.rules.fund import FundBook
     from ledger.store.store import Store, contract_row
-    from ledger.verify.verifier import rebuild
+    from ledger.verify.reference import rebuild
 
     key = load_key_file(honest.key)
     conn = tu.open_rw(db)
@@ -822,13 +822,15 @@ def test_earliest_bad_signature_named_with_batched_and_pooled_checks(big, bexp, 
     """Entries checked in chunks of 8 (several queued, in worker processes
     with workers=2) while the main process applies results in order: the
     earliest bad signature is still the one named."""
-    from ledger.verify import verifier as verify
+    from ledger.errors import VerificationError
+    from ledger.verify import accelerator
+    from ledger.verify import run as verify
 
-    monkeypatch.setattr(verify, "CHUNK", 8)
+    monkeypatch.setattr(accelerator, "CHUNK", 8)
     tu.edit_bundle_entry(bexp, seq, B_SIZE, lambda e: flip(e, 300))
     with pytest.raises(Exception) as ei:
         verify.verify_path(str(bexp), workers=workers)
-    assert isinstance(ei.value, verify.VerificationError), ei.value
+    assert isinstance(ei.value, VerificationError), ei.value
     assert (ei.value.seq, ei.value.reason) == (seq, "signature does not verify")
 
 

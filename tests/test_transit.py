@@ -35,7 +35,7 @@ from nacl.bindings import crypto_sign_seed_keypair
 
 from ledger.ops import api
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
 from ledger.ops import witness
 from ledger.cli import cli
 from ledger.errors import FundledgerError, VerificationError

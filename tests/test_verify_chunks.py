@@ -5,12 +5,16 @@ process alone gives; collisions of the hashed id set are settled exactly."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import accelerator, database
+from ledger.verify import run as verify
+from ledger.verify.reference import Chain, KeyHistory
+from ledger.verify.tiles import TileChecker
 from publish.export import export
 from ledger.errors import VerificationError
 
@@ -47,7 +51,7 @@ def test_any_chunking_gives_the_same_result(eventful, monkeypatch, chunk, worker
     ledger, out = eventful
     reference = verify.verify_path(ledger.db, workers=1).as_json()
     assert reference["size"] == 188
-    monkeypatch.setattr(verify, "CHUNK", chunk)
+    monkeypatch.setattr(accelerator, "CHUNK", chunk)
     for source in (ledger.db, out):
         got = verify.verify_path(source, workers=workers).as_json()
         assert (got["root"], got["contracts"], got["size"]) == (reference["root"], reference["contracts"], 188)
@@ -65,7 +69,7 @@ def test_every_entry_takes_the_worker_path_when_it_can(eventful, monkeypatch):
         return real(self, data, row)
 
     monkeypatch.setattr(verify._Run, "full", counting)
-    monkeypatch.setattr(verify, "CHUNK", 16)
+    monkeypatch.setattr(accelerator, "CHUNK", 16)
     verify.verify_path(out, workers=1)
     assert full == [0, 71, 122]
 
@@ -82,7 +86,7 @@ def test_a_fault_at_a_chunk_edge_is_named(eventful, monkeypatch, workers, seq):
         return bytes(b)
 
     tu.edit_bundle_entry(__import__("pathlib").Path(out), seq, 188, flip)
-    monkeypatch.setattr(verify, "CHUNK", 16)
+    monkeypatch.setattr(accelerator, "CHUNK", 16)
     with pytest.raises(VerificationError) as e:
         verify.verify_path(out, workers=workers)
     assert e.value.seq == seq
@@ -104,7 +108,7 @@ def test_a_signature_that_does_not_verify_is_named(eventful, monkeypatch, worker
         return e[: e.rindex(b"\n", 0, len(e) - 1)] + line
 
     tu.edit_bundle_entry(__import__("pathlib").Path(out), seq, 188, swap)
-    monkeypatch.setattr(verify, "CHUNK", 16)
+    monkeypatch.setattr(accelerator, "CHUNK", 16)
     with pytest.raises(VerificationError) as e:
         verify.verify_path(out, workers=workers)
     assert (e.value.seq, str(e.value)) == (seq, f"seq {seq}: signature does not verify")
@@ -114,9 +118,9 @@ def test_id_hash_collisions_are_settled_exactly(eventful, monkeypatch):
     """With a hash that collides all the time the verdicts stay exact: an
     honest log passes, a replayed id is still a duplicate."""
     ledger, out = eventful
-    monkeypatch.setattr(verify, "id_hash", lambda key, contract, lid: len(lid) % 2)
+    monkeypatch.setattr(accelerator, "id_hash", lambda key, contract, lid: len(lid) % 2)
     assert verify.verify_path(out, workers=1).tree_size == 188
-    seen = verify.IdSet(confirm=lambda pair: pair == ("XBTUSDTM", "L-1"))
+    seen = accelerator.IdSet(confirm=lambda pair: pair == ("XBTUSDTM", "L-1"))
     seen.add(("XBTUSDTM", "L-1"))
     assert ("XBTUSDTM", "L-1") in seen
     assert ("XBTUSDTM", "L-3") not in seen  # same hash, not recorded
@@ -126,7 +130,7 @@ def test_id_hash_collisions_are_settled_exactly(eventful, monkeypatch):
 
 
 def test_id_set_without_confirm_counts_a_hit_as_seen():
-    seen = verify.IdSet(key=bytes(16))
+    seen = accelerator.IdSet(key=bytes(16))
     seen.add(("A", "1"))
     assert ("A", "1") in seen and ("A", "2") not in seen and len(seen) == 1
     seen.discard(("A", "1"))
@@ -193,18 +197,9 @@ def _honest_text(contract: str, side: str, mark: bool, balance: int, seq: int, p
 def _full_path_accepts(data: bytes, seq: int, prev: bytes, before: int) -> tuple | None:
     """The main process's full check of ``data`` with the fund at ``before``:
     (delta, paid, adl, balance) if it passes, else None."""
-    keys = verify.KeyHistory(_SIGNER.verifier())
-    sigs = verify._Signatures()
     book = _book(before)
     try:
-        obj, text = verify.check_entry_shape(data, seq, keys, sigs)
-        if obj.get("prev") != verify.base64.b64encode(prev).decode() or obj.get("seq") != seq:
-            return None
-        time = verify.parse_time(obj.get("time"))
-        expected = verify.rebuild(book, obj)
-        if entry_mod.entry_text(expected, seq, prev, time) != text:
-            return None
-        sigs.check()
+        Chain(book, KeyHistory(_SIGNER.verifier()), prev=prev, seq=seq).check(data)
     except Exception:  # noqa: BLE001 - any refusal
         return None
     _, delta, paid, adl, balance = book._last
@@ -246,10 +241,10 @@ def test_fast_path_accepts_only_what_the_full_check_accepts(contract, side, mark
     data = note.sign_note(text, [_SIGNER])
     v = _SIGNER.verifier()
     leaf = merkle.leaf_hash(data)
-    for prev_b64 in (None, verify.base64.b64encode(prev).decode()):
+    for prev_b64 in (None, base64.b64encode(prev).decode()):
         fast = None
         try:
-            fast = verify._fast_liquidation(data, seq, v, v.public_key, _book(0), prev_b64, leaf, None, None,
+            fast = accelerator._fast_liquidation(data, seq, v, v.public_key, _book(0), prev_b64, leaf, None, None,
                                             bytes(16))
         except Exception:  # noqa: BLE001 - the worker treats an error as "leave it to the main process"
             fast = None
@@ -257,12 +252,12 @@ def test_fast_path_accepts_only_what_the_full_check_accepts(contract, side, mark
             continue
         symbol, before, delta, paid, adl, new_balance, _, _, _, entry_prev, signed = fast
         # what check_chunk verifies afterwards: this entry's own text and signature
-        assert signed[64:] == text and verify.crypto_sign_open(signed, v.public_key) == text
-        if prev_b64 is None and entry_prev != verify.base64.b64encode(prev).decode():
+        assert signed[64:] == text and accelerator.crypto_sign_open(signed, v.public_key) == text
+        if prev_b64 is None and entry_prev != base64.b64encode(prev).decode():
             continue  # the main process refuses a chunk's first prev that is not the entry before
         assert _full_path_accepts(data, seq, prev, before) == (delta, paid, adl, new_balance), (text, fast)
     if edit is None:  # the honest entry takes the fast path, at the balance it was built on
-        fast = verify._fast_liquidation(data, seq, v, v.public_key, _book(0), None, leaf, None, None, bytes(16))
+        fast = accelerator._fast_liquidation(data, seq, v, v.public_key, _book(0), None, leaf, None, None, bytes(16))
         assert fast is not None and fast[1] == balance
 
 
@@ -274,13 +269,13 @@ def test_a_run_of_registrations_costs_one_recheck(ledger, monkeypatch):
     ledger.append(*[dict(r, contract=f"{'ABCDE'[i % 5]}USDTM") for i, r in enumerate(liquidations(0, 100))])
     ledger.checkpoint()
     calls = []
-    real = verify.check_chunk
-    monkeypatch.setattr(verify, "check_chunk", lambda *a: calls.append(a[2:4]) or real(*a))
+    real = accelerator.check_chunk
+    monkeypatch.setattr(accelerator, "check_chunk", lambda *a: calls.append(a[2:4]) or real(*a))
     assert verify.verify_path(ledger.db, workers=1).tree_size == 105
     assert calls == [(0, 105), (5, 105)]
 
 
-class _Tiles(verify.TileChecker):
+class _Tiles(TileChecker):
     """A TileChecker that records the tiles it would compare."""
 
     def __init__(self):
@@ -325,15 +320,15 @@ def test_a_full_database_run_reads_the_file_ahead(eventful, monkeypatch):
     ledger, _ = eventful
     ledger.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every row in the main file
     calls = []
-    monkeypatch.setattr(verify, "PREFETCH_AHEAD_BYTES", 8192)
-    monkeypatch.setattr(verify.os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off, n, advice)),
+    monkeypatch.setattr(database, "PREFETCH_AHEAD_BYTES", 8192)
+    monkeypatch.setattr(database.os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off, n, advice)),
                         raising=False)
     size = os.path.getsize(ledger.db)
     steps = iter([0.0, 0.0, 0.1, 0.25, 0.5, 0.5, 0.9] + [1.0] * 100)
     done = []
     fd = os.open(ledger.db, os.O_RDONLY)
     try:
-        verify._prefetch(fd, lambda: done.append(next(steps)) or done[-1], threading.Event())
+        database._prefetch(fd, lambda: done.append(next(steps)) or done[-1], threading.Event())
         os.fstat(fd)  # still open: closing it is the caller's business
     finally:
         os.close(fd)
@@ -344,7 +339,7 @@ def test_a_full_database_run_reads_the_file_ahead(eventful, monkeypatch):
     calls.clear()
     reference = verify.verify_path(ledger.db, workers=1).as_json()
     assert calls and calls[0][0] == 0  # a full database run reads ahead
-    monkeypatch.delattr(verify.os, "posix_fadvise")  # not on every OS: then no read-ahead
+    monkeypatch.delattr(database.os, "posix_fadvise")  # not on every OS: then no read-ahead
     assert verify.verify_path(ledger.db, workers=2).as_json()["root"] == reference["root"]
 
 
@@ -354,8 +349,8 @@ def test_the_read_ahead_descriptor_outlives_the_connection(eventful, monkeypatch
     import os
 
     ledger, _ = eventful
-    monkeypatch.setattr(verify.os, "posix_fadvise", lambda *a: None, raising=False)
-    source = verify.DbSource(ledger.db)
+    monkeypatch.setattr(database.os, "posix_fadvise", lambda *a: None, raising=False)
+    source = database.DbSource(ledger.db)
     stop = source.prefetch(lambda: 0.0)
     stop()
     fd = source._prefetch_fd
@@ -364,6 +359,6 @@ def test_the_read_ahead_descriptor_outlives_the_connection(eventful, monkeypatch
     real_close = source.store.close
     monkeypatch.setattr(source.store, "close", lambda: order.append("sqlite") or real_close())
     real_os_close = os.close
-    monkeypatch.setattr(verify.os, "close", lambda n: order.append(n) or real_os_close(n))
+    monkeypatch.setattr(database.os, "close", lambda n: order.append(n) or real_os_close(n))
     source.close()
     assert order == ["sqlite", fd]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
 from ledger.errors import InputError, VerificationError
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from ledger.ops import api
 from ledger.format import note
-from ledger.verify import verifier as verify
+from ledger.verify import run as verify
 from ledger.ops import witness
 from ledger.errors import InputError, ProofError, VerificationError
 

@@ -461,7 +461,7 @@ def _replay(store: Store, saved: AnchorState, book: FundBook, edge: list[bytes],
     the verifier's reference path (signatures by the key in force, the hash
     chain, the rules rebuilt on ``book``, canonical bytes), advancing
     ``book``; the state at ``size`` and the hashes of the ids they add."""
-    from ledger.verify.verifier import KeyHistory, _Run
+    from ledger.verify.reference import Chain, KeyHistory
 
     try:
         keys = KeyHistory(note.parse_vkey(saved.keys[0][1]),
@@ -469,22 +469,21 @@ def _replay(store: Store, saved: AnchorState, book: FundBook, edge: list[bytes],
     except FundledgerError as e:
         raise refuse(f"the anchor's keys do not parse ({e})") from None
     book.seen = store.seen_before(saved.tree_size)
-    tree = merkle.TreeBuilder(saved.tree_size, edge)
-    run = _Run(size, book, keys, tree, saved.prev, saved.tree_size, None, None, {}, {size})
+    chain = Chain(book, keys, merkle.TreeBuilder(saved.tree_size, edge), saved.prev, saved.tree_size)
     try:
         for seq, data in store.iter_entries(saved.tree_size, size):
-            if seq != run.seq:
-                raise refuse(f"entry {run.seq} is missing", seq=run.seq)
+            if seq != chain.seq:
+                raise refuse(f"entry {chain.seq} is missing", seq=chain.seq)
             if not isinstance(data, bytes):
                 raise refuse("an entry after the anchor is not stored as bytes", seq=seq)
-            run.leaf(run.full(data, None))
+            chain.check(data)
     except VerificationError as e:
         raise refuse(f"an entry after the anchor does not verify: {e.reason}", seq=e.seq) from None
-    if run.seq != size:
-        raise refuse(f"entry {run.seq} is missing", seq=run.seq)
+    if chain.seq != size:
+        raise refuse(f"entry {chain.seq} is missing", seq=chain.seq)
     rows = {f.contract.symbol: contract_row(f) for f in book.funds.values()}
     ids = [id_hash(saved.ids_key, *pair) for pair in book.seen.added]
-    return replace(saved, tree_size=size, root=tree.root(), prev=run.prev, funds=rows,
+    return replace(saved, tree_size=size, root=chain.tree.root(), prev=chain.prev, funds=rows,
                    keys=tuple((st, v.vkey()) for st, v in keys.keys), ids=saved.ids + len(ids)), ids
 
 

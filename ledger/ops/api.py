@@ -376,7 +376,7 @@ def _prove(store: Store, seq: int) -> bytes:
     if not 0 <= seq < size:
         raise InputError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
     keys = [(start - 1, store.entry(start - 1)) for start, _ in store.key_history()[1:]]
-    from ledger.verify.verifier import format_receipts
+    from ledger.verify.receipt import format_receipts
 
     return format_receipts(seq, size, store.published_checkpoint(), store.entry(seq), keys, store)
 
@@ -390,13 +390,13 @@ def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int
 
 
 def _consistency(store: Store, old_checkpoint: bytes | None, old_size: int | None) -> bytes:
-    from ledger.verify.verifier import open_checkpoint
+    from ledger.verify.checkpoint import open_checkpoint
 
     _, size, _, _, _ = _latest(store)
     if (old_checkpoint is None) == (old_size is None):
         raise InputError("give either an old checkpoint or --old-size")
     if old_checkpoint is not None:
-        from ledger.verify.verifier import unverified_checkpoint
+        from ledger.verify.checkpoint import unverified_checkpoint
 
         try:
             claimed = unverified_checkpoint(old_checkpoint, store.origin, "old checkpoint")
@@ -494,9 +494,11 @@ def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
     of them (default: all) must have cosigned the checkpoint: only that
     exposes a history that the holder of a retired key signed as if the
     rotation never happened. Returns the entry's JSON object and more."""
-    from ledger.verify.verifier import KeyHistory, check_lone_entry, parse_receipts, unverified_checkpoint
+    from ledger.verify.checkpoint import unverified_checkpoint
+    from ledger.verify.receipt import parse_receipts
+    from ledger.verify.reference import KeyHistory, check_lone_entry
     from ledger.errors import VerificationError
-    from ledger.ops.witness import require_cosignatures
+    from ledger.verify.checkpoint import require_cosignatures
 
     anchors = [verifiers] if isinstance(verifiers, note.Verifier) else list(verifiers)
     try:

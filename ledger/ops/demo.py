@@ -408,7 +408,7 @@ def run_demo(directory: str, seed: int = 2026, liquidations: int = 3000, echo: C
     from publish.export import export
 
     from ledger.store.store import MAX_BATCH
-    from ledger.verify.verifier import verify_path
+    from ledger.verify.run import verify_path
 
     began = wallclock.monotonic()
     db = os.path.join(directory, "fund.db")

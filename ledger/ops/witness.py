@@ -32,7 +32,7 @@ from typing import Sequence
 
 from ledger.tlog import merkle
 from ledger.format import note
-from ledger.errors import FundledgerError, InputError, SignatureError, VerificationError
+from ledger.errors import FundledgerError, InputError, VerificationError
 from ledger.ops.keys import check_key_name, create_key_file, load_key_file, write_public
 
 MAX_STATE_BYTES = 16 << 20
@@ -61,7 +61,7 @@ def _read_state(path: str) -> dict:
     is plainly not one: missing, not a regular file (a FIFO would block),
     too large, not JSON, or a log whose fields are missing or of the wrong
     type. Fields it does not know are kept."""
-    from ledger.verify.verifier import read_small_file
+    from ledger.verify.transport import read_small_file
 
     if not os.path.lexists(path):
         raise InputError(f"{path!r}: no witness state (run `fundledger witness init`)")
@@ -162,7 +162,7 @@ def _parse_request(request: bytes) -> tuple[note.ConsistencyProof, bytes, note.C
 
 
 def _parse_key_proofs(data: bytes, text: bytes) -> list[note.Receipt]:
-    from ledger.verify.verifier import parse_receipts
+    from ledger.verify.receipt import parse_receipts
 
     try:
         receipts = parse_receipts(data)
@@ -181,7 +181,7 @@ def _parse_key_proofs(data: bytes, text: bytes) -> list[note.Receipt]:
 def _log_keys(log: dict):
     """The log's key history as this witness knows it (a state written
     before rotations were followed holds the first key only)."""
-    from ledger.verify.verifier import KeyHistory
+    from ledger.verify.reference import KeyHistory
 
     try:
         rows = log.get("keys") or [{"vkey": log["vkey"], "from_size": 0}]
@@ -249,50 +249,3 @@ def check_cosignatures(checkpoint_note: bytes, lines: bytes, witnesses: Sequence
             raise InputError(f"cosignature by an unknown witness {s.name}+{s.key_id.hex()}")
         out.append((w, note.verify_cosignature(text, s, w), s.line))
     return out
-
-
-def distinct_witnesses(keys: Sequence[note.Verifier]) -> list[note.Verifier]:
-    """``keys``, refusing one given twice (inline and as a file, or under
-    two names): a quorum counts witnesses, and one witness's cosignature
-    must never count twice."""
-    seen: set = set()
-    for k in keys:
-        if k.public_key in seen or (k.name, k.key_id) in seen:
-            raise InputError(f"--witness {k.name}+{k.key_id.hex()} is given twice: each witness counts once")
-        seen.update((k.public_key, (k.name, k.key_id)))
-    return list(keys)
-
-
-def require_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier], quorum: int | None) -> list[str]:
-    """The names of the witnesses whose cosignature on the checkpoint
-    verifies; VerificationError unless ``quorum`` of them (default: all)
-    did. A key given twice, or a quorum above the number of keys, is bad
-    usage (InputError)."""
-    distinct = distinct_witnesses(witnesses)
-    need = len(distinct) if quorum is None else quorum
-    if need > len(distinct):
-        raise InputError(f"--quorum {need} is more than the {len(distinct)} --witness keys given")
-    good = count_cosignatures(checkpoint_note, distinct)
-    if len(good) < need:
-        raise VerificationError(f"the checkpoint has {len(good)} valid cosignatures of the named witnesses, {need} required")
-    return good
-
-
-def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier]) -> list[str]:
-    """Names of the ``witnesses`` with a valid cosignature on the note. As
-    for any signed note (:func:`ledger.format.note.open_note`), the first line by a
-    named witness must verify, else SignatureError, whatever the quorum; a
-    later line by the same witness is ignored. The caller gives each witness
-    once (:func:`distinct_witnesses`)."""
-    text, sigs = note.split_note(checkpoint_note)
-    good = []
-    for w in witnesses:
-        for s in sigs:
-            if (s.name, s.key_id) == (w.name, w.key_id):
-                try:
-                    note.verify_cosignature(text, s, w)
-                except FundledgerError:
-                    raise SignatureError(f"checkpoint: invalid cosignature by {s.name}+{s.key_id.hex()}") from None
-                good.append(w.name)
-                break
-    return good

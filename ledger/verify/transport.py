@@ -253,3 +253,27 @@ def _body(r, limit: int, name: str) -> bytes:
             raise VerificationError(f"{name} is larger than {limit} bytes")
         parts.append(part)
     return b"".join(parts)
+
+
+def read_small_file(path: str, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path``, refusing (InputError, naming
+    ``what`` the file should be) anything else: a FIFO or a device, which
+    could block or never end, a directory, or more than ``limit`` bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not block
+    except OSError as e:
+        raise InputError(f"{path!r}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path!r}: not a regular file, so not {what}")
+        raise InputError(f"{path!r}: larger than {limit} bytes, so not {what}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise InputError(f"{path!r}: {e.strerror}") from None
+    if len(data) > limit:
+        raise InputError(f"{path!r}: larger than {limit} bytes, so not {what}")
+    return data

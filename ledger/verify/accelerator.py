@@ -1,0 +1,332 @@
+"""The accelerator: checks a chunk of entries in a worker process without
+the state the entries before it leave, and answers for each entry either
+"passed, by the same rules" (what the main process must still apply) or
+"not sure" (None: the reference checks it, see :mod:`ledger.verify.reference`).
+
+It never decides that an entry is bad. Its fast path matches a liquidation's
+text against the pattern derived from the entry definition, rebuilds its
+figures from the balance they imply, and verifies the chunk's signatures in
+one tight loop; the main process then checks the implied balance against the
+running one and the id against those seen (:class:`IdSet`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+
+from nacl.bindings import crypto_sign_open
+
+from ledger.errors import FundledgerError, InvariantError
+from ledger.format import note
+from ledger.format.entry import MAX_ENTRY_BYTES
+from ledger.rules.fund import (
+    _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
+    amount_str, canonical_movement, settle, zero_str,
+)
+from ledger.tlog import merkle
+from ledger.verify.sources import Source, source_from_spec
+
+
+CHUNK = 1024  # entries per verification job (a multiple of the tile width)
+
+
+_ID_HASH_MASK = (1 << 60) - 1  # 60 bits: a CPython int of two digits
+
+
+_KEYED: dict[bytes, "hashlib.blake2b"] = {}  # key -> BLAKE2b state with the key absorbed
+
+
+def id_hash(key: bytes, contract: str, liquidation_id: str) -> int:
+    """A 60-bit keyed BLAKE2b hash of a (contract, liquidation id) pair."""
+    keyed = _KEYED.get(key)
+    if keyed is None:
+        if len(_KEYED) >= 16:
+            _KEYED.clear()
+        keyed = _KEYED[key] = hashlib.blake2b(digest_size=8, key=key)
+    h = keyed.copy()  # cheaper than absorbing the key again
+    h.update(f"{contract}\x00{liquidation_id}".encode())
+    return int.from_bytes(h.digest(), "little") & _ID_HASH_MASK
+
+
+class IdSet:
+    """The (contract, liquidation id) pairs recorded so far, as 60-bit keyed
+    hashes (:func:`id_hash`): about 64 bytes an id instead of about 200 for
+    the pair of strings, so a million ids fit in ~64 MB.
+
+    A hash hit is only a *probable* replay: ``confirm(pair)`` settles it
+    exactly (the verifier re-reads the log for an earlier entry with that
+    pair), so a collision between two different ids never becomes a false
+    "duplicate". The key is random per run (or kept in the saved state), so
+    nobody can aim for collisions."""
+
+    def __init__(self, key: bytes | None = None, hashes=(), confirm=None):
+        self.key = os.urandom(16) if key is None else key
+        self.hashes: set[int] = set(hashes)
+        self.exact: set[tuple[str, str]] = set()  # pairs added although their hash was already there
+        self.confirm = confirm
+
+    def __contains__(self, pair) -> bool:
+        if id_hash(self.key, *pair) not in self.hashes:
+            return False
+        if pair in self.exact or self.confirm is None:
+            return True
+        return self.confirm(pair)
+
+    def add(self, pair) -> None:
+        h = id_hash(self.key, *pair)
+        if h in self.hashes:
+            self.exact.add(tuple(pair))
+        self.hashes.add(h)
+
+    def discard(self, pair) -> None:
+        self.hashes.discard(id_hash(self.key, *pair))
+        self.exact.discard(tuple(pair))
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+_WORKER_SOURCES: dict = {}
+
+
+def check_chunk_job(job: tuple) -> tuple:
+    """Run :func:`check_chunk` in a worker process, on its own handle to the source."""
+    spec = job[0]
+    source = _WORKER_SOURCES.get(spec)
+    if source is None:
+        source = _WORKER_SOURCES[spec] = source_from_spec(spec)
+    return check_chunk(source, *job[1:])
+
+
+def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, contracts: dict, id_key: bytes,
+                db_columns: bool, summarize: bool = True) -> tuple:
+    """The entries ``first..end-1`` checked as far as they can be without the
+    state the entries before them leave: ``(items, summary, leaves,
+    first_prev, read_failed)``. ``items`` has per entry either what the main
+    process must still check and apply, or None ("not sure": a contract or
+    key entry, a contract or key not in the tables given, any check
+    failing), which the reference then checks; when every entry passed and
+    ``summarize``, ``items`` is None and ``summary`` is one movement per fund
+    (:func:`_summarize`). Then every entry's leaf hash, the first one's
+    ``prev``, and whether reading stopped early.
+
+    A liquidation passes when its signature by ``key`` verifies, its prev is
+    the hash of the entry before (in the chunk), its seq is right, and its
+    bytes are what the rules give for its contract and the balance *before*
+    it that its own figures imply; the main process checks that balance
+    against the running one, the id against those seen, and the first prev."""
+    name, key_id, public_key = key
+    verifier = note.Verifier(name, key_id, public_key, note.ALG_ED25519)
+    book = FundBook()
+    for symbol, (currency, scale, ctype, multiplier, cseq) in contracts.items():
+        book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, multiplier, cseq))
+    derived = None
+    if db_columns:
+        from ledger.store.store import liquidation_row as derived
+    items: list = []
+    signed: list[tuple[int, bytes]] = []  # (index in items, signature + text) still to verify
+    leaves: list[bytes] = []
+    first_prev = None
+    prev_b64 = None
+    seq = first
+    it = source.entry_rows(size, first, end)
+    read_failed = False
+    while True:
+        try:
+            data, row = next(it)
+        except StopIteration:
+            break
+        except FundledgerError:
+            read_failed = True
+            break
+        leaf = merkle.leaf_hash(data)
+        item = None
+        try:
+            item = _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row, derived, id_key)
+        except FundledgerError:
+            item = None
+        if item is None:
+            items.append(None)
+        else:
+            if seq == first:
+                first_prev = item[-2]
+            signed.append((len(items), item[-1]))
+            items.append(item[:-2])
+        leaves.append(leaf)
+        prev_b64 = base64.b64encode(leaf).decode()
+        seq += 1
+    if seq != end:
+        read_failed = True
+    _check_signed(signed, items, public_key)
+    if items and items[0] is None:
+        first_prev = None
+    if summarize and not read_failed and None not in items:
+        summary = _summarize(items, first)
+        if summary is not None:
+            return None, summary, leaves, first_prev, False
+    return items, None, leaves, first_prev, read_failed
+
+
+def _check_signed(signed: list[tuple[int, bytes]], items: list, public_key: bytes) -> None:
+    """Verify the chunk's signed messages ``(index in items, signature +
+    text)``, setting ``items[index]`` to None ("not sure") for each that
+    fails. In one tight loop after the rest: interleaved with the Python
+    checks, each Ed25519 verification ran slower (docs/PERFORMANCE.md)."""
+    refused = note.REFUSED_POINTS  # the explicit checks of note.ed25519_shape_ok (the key: parse_vkey's)
+    for i, signed_message in signed:
+        if signed_message[:32] in refused or signed_message[63] >= 0x10 \
+                and int.from_bytes(signed_message[32:64], "little") >= note.ED25519_ORDER:
+            items[i] = None
+            continue
+        try:
+            crypto_sign_open(signed_message, public_key)
+        except Exception:  # noqa: BLE001 - nacl's BadSignatureError or a libsodium refusal
+            items[i] = None
+
+
+def _summarize(items: list[tuple], first: int) -> tuple[dict, list[int]] | None:
+    """A chunk whose entries all passed, as one movement per fund: ``({symbol:
+    (balance before, balance after, credited, paid, adl, liquidations, last
+    seq, last time, last price)}, [id hashes])``, so the main process applies
+    it in a few steps. None unless each entry starts from the balance the
+    fund's previous entry in the chunk left."""
+    funds: dict[str, list] = {}
+    hashes = []
+    for i, (symbol, before, delta, paid, adl, balance, h, time, price) in enumerate(items):
+        f = funds.get(symbol)
+        if f is None:
+            f = funds[symbol] = [before, before, 0, 0, 0, 0, 0, None, None]
+        elif f[1] != before:
+            return None
+        f[1] = balance
+        if delta > 0:
+            f[2] += delta
+        f[3] += paid
+        f[4] += adl
+        f[5] += 1
+        f[6], f[7], f[8] = first + i, time, price
+        hashes.append(h)
+    return {symbol: tuple(f) for symbol, f in funds.items()}, hashes
+
+
+def _liquidation_pattern() -> re.Pattern:
+    """The canonical JSON text of a liquidation entry whose strings need no
+    escaping, one group per field, keys in RFC 8785 order. A text matching
+    it is exactly ``canonical_json`` of its groups (``json.dumps`` with
+    ``ensure_ascii`` writes printable ASCII other than ``"`` and ``\\``
+    verbatim); any other spelling does not match and takes the full path."""
+    plain = r'([ !#-\[\]-~]*)'  # a JSON string body json.dumps writes verbatim
+    if not _CANONICAL_POSITIVE.pattern.endswith(r"\Z"):
+        raise InvariantError("_CANONICAL_POSITIVE must end with \\Z")
+    positive = f"({_CANONICAL_POSITIVE.pattern[:-2]})"  # what positive_decimal returns unchanged
+    if not _CANONICAL_TIME.pattern.endswith(r"\Z"):
+        raise InvariantError("_CANONICAL_TIME must end with \\Z")
+    time = f"({_CANONICAL_TIME.pattern[:-2]})"  # what parse_time returns unchanged, but for the calendar
+    fields = {"adl": plain, "balance": plain, "bankruptcy_price": positive, "contract": plain, "delta": plain,
+              "fill_price": positive, "id": plain, "kind": '"liquidation"', "mark_price": positive,
+              "paid": plain, "prev": plain, "qty": positive, "seq": "(0|[1-9][0-9]*)",
+              "side": '"(long|short)"', "time": time}
+    parts = []
+    for k in sorted(fields):
+        v = fields[k]
+        value = v if v.startswith(("(0", '"')) else f'"{v}"'
+        part = f'"{k}":{value}'
+        parts.append(f"(?:{part},)?" if k == "mark_price" else part)
+    return re.compile("{" + ",".join(parts).replace(",(?:", "(?:,").replace(",)?", ")?") + "}\n")
+
+
+_LIQUIDATION_TEXT = _liquidation_pattern()
+
+
+def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row, derived, id_key):
+    """One liquidation entry for :func:`check_chunk`: the tuple the main
+    process applies, then the entry's prev and its signed message
+    (signature + text), or None. The signature is not checked here: the
+    caller verifies the chunk's signed messages together, and an entry
+    whose signature fails is left to the main process like any other.
+
+    The text must match :data:`_LIQUIDATION_TEXT` (so it is the canonical
+    encoding of its fields) and every field must be what the rules give:
+    inputs in canonical spelling, movement, payout, ADL and balance from the
+    balance before the entry that its own figures imply."""
+    if len(data) > MAX_ENTRY_BYTES:
+        return None
+    split = _split_signature_line(data, verifier)
+    if split is None:
+        return None
+    text, signature = split
+    try:
+        # (the pattern admits no newline before the text's last byte, so the
+        # text holds no blank line: it is the whole of the note's text)
+        m = _LIQUIDATION_TEXT.fullmatch(text.decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+    if m is None:
+        return None
+    (adl_s, balance_s, bankruptcy_s, contract, delta_s, fill_s, lid, mark_s, paid_s, prev, qty_s, seq_s, side,
+     time) = m.groups()
+    # (the pattern took the time in canonical spelling only; the date must exist)
+    if int(seq_s) != seq or (prev_b64 is not None and prev != prev_b64) or not _valid_date(time):
+        return None
+    fund = book.funds.get(contract)
+    if fund is None or len(lid) > MAX_ID_LENGTH or not _PRINTABLE.match(lid):
+        return None
+    # (the pattern took qty and the prices in canonical spelling only)
+    scale = fund.contract.scale
+    delta = canonical_movement(fund.contract, side, qty_s, bankruptcy_s, fill_s)
+    # The balance before this entry, as its own figures imply it; the
+    # comparisons below show they are what the rules give from it.
+    try:
+        if delta >= 0:
+            before = int(balance_s.replace(".", "")) - delta
+        else:
+            before = int(balance_s.replace(".", "")) + int(paid_s.replace(".", ""))
+    except ValueError:
+        return None
+    if before < 0:
+        return None
+    if delta >= 0:  # settle(before, delta): a surplus, nothing paid or passed to ADL
+        paid = adl = 0
+        balance = before + delta
+        zero = ZEROS.get(scale) or zero_str(scale)
+        if paid_s != zero or adl_s != zero or amount_str(delta, scale) != delta_s \
+                or amount_str(balance, scale) != balance_s:
+            return None
+    else:
+        paid, adl, balance = settle(before, delta)
+        if (amount_str(delta, scale) != delta_s or amount_str(paid, scale) != paid_s
+                or amount_str(adl, scale) != adl_s or amount_str(balance, scale) != balance_s):
+            return None
+    if derived is not None and tuple(row) != derived(seq, data, leaf, time, contract, lid, side, qty_s, bankruptcy_s,
+                                                     fill_s, mark_s, delta_s, paid_s, adl_s, balance_s):
+        return None
+    return (contract, before, delta, paid, adl, balance, id_hash(id_key, contract, lid), time,
+            fill_s if mark_s is None else mark_s, prev, signature + text)
+
+
+_SIG_B64_LEN = 92  # base64 of a 4-byte key id and a 64-byte Ed25519 signature
+
+
+def _split_signature_line(data: bytes, key: note.Verifier) -> tuple[bytes, bytes] | None:
+    """:func:`_split_one_signature` less its check that the text holds no
+    blank line (for a caller whose own check of the text excludes one)."""
+    prefix = key.__dict__.get("_line_prefix")
+    if prefix is None:
+        prefix = "\n\n\u2014 ".encode() + key.name.encode() + b" "
+        object.__setattr__(key, "_line_prefix", prefix)
+    cut = len(data) - len(prefix) - _SIG_B64_LEN - 1
+    if cut < 1 or data[cut : cut + len(prefix)] != prefix or data[-1:] != b"\n":
+        return None
+    b64 = data[cut + len(prefix) : -1]
+    try:
+        raw = binascii.a2b_base64(b64, strict_mode=True)
+    except binascii.Error:
+        return None
+    if len(raw) != 68 or raw[:4] != key.key_id or binascii.b2a_base64(raw, newline=False) != b64:
+        return None
+    return data[: cut + 1], raw[4:]
+

@@ -1,0 +1,186 @@
+"""The main process's side of an accelerated run: chunks submitted to the
+worker processes ahead of time, their answers applied in order, and every
+entry they were not sure of checked by the reference."""
+
+from __future__ import annotations
+
+import base64
+from collections import deque
+from typing import TYPE_CHECKING, Iterator
+
+from ledger.errors import FundledgerError, VerificationError
+from ledger.format import note
+from ledger.format.entry import MAX_ENTRY_BYTES, parse_entry_text
+from ledger.verify import accelerator
+from ledger.verify.reference import MissingEntries
+from ledger.verify.sources import Source
+
+if TYPE_CHECKING:
+    from ledger.verify.run import _Run
+
+
+def _chunk_bounds(start: int, size: int) -> Iterator[tuple[int, int]]:
+    """``[first, end)`` ranges of at most CHUNK entries, aligned to CHUNK."""
+    first = start
+    while first < size:
+        end = min(size, (first // accelerator.CHUNK + 1) * accelerator.CHUNK)
+        yield first, end
+        first = end
+
+
+class _Done:
+    """A finished job (workers=1: run in the main process, when needed)."""
+
+    def __init__(self, fn, job):
+        self.fn, self.job = fn, job
+
+    def result(self):
+        return self.fn(*self.job)
+
+
+class _Reread:
+    """The main process's own reading of one chunk, for the entries it checks
+    with the full sequential path. Lazy: an error in the source surfaces at
+    the entry it concerns."""
+
+    def __init__(self, source: "Source", size: int, first: int, end: int):
+        self.it = source.entry_rows(size, first, end)
+        self.next_seq = first
+        self.end = end
+
+    def get(self, seq: int) -> tuple[bytes, tuple | None]:
+        """Entry ``seq``: the next one, or the last one read again."""
+        while self.next_seq <= seq:
+            try:
+                self.last = next(self.it)
+            except StopIteration:
+                raise MissingEntries(f"entry {self.next_seq} is missing", seq=self.next_seq) from None
+            self.next_seq += 1
+        return self.last
+
+    def drain(self) -> None:
+        for _ in self.it:
+            pass
+
+
+def check_entries(run: _Run, source: Source, start: int, size: int, pool, workers: int, db_columns: bool) -> None:
+    """Entries ``start..size-1``: jobs submitted ahead (at most 3 per worker
+    in flight), results applied in order by the main process."""
+    spec = source.spec()
+    contracts: dict = {}
+
+    def submit(first: int, end: int, summarize: bool = True):
+        book = run.book
+        if len(contracts) != len(book.funds):
+            contracts.clear()
+            for symbol, f in book.funds.items():
+                c = f.contract
+                contracts[symbol] = (c.currency, c.scale, c.type, c.multiplier, c.seq)
+        k = run.keys.current
+        job = ((k.name, k.key_id, k.public_key), dict(contracts), book.seen.key, db_columns, summarize)
+        if pool is None:
+            return k, _Done(accelerator.check_chunk, (source, size, first, end, *job))
+        return k, pool.submit(accelerator.check_chunk_job, (spec, size, first, end, *job))
+
+    # Lazy: the size comes from a checkpoint whose signature is not checked
+    # yet, so nothing is allocated in proportion to it.
+    bounds = _chunk_bounds(start, size)
+    bound = next(bounds, None)
+    pending: deque = deque()
+    nxt = 0
+    while bound is not None or pending:
+        # One chunk alone first (it usually registers the contracts), then
+        # up to 3 per worker in flight.
+        ahead = 1 if pool is None or nxt <= 1 else 3 * workers
+        while bound is not None and len(pending) < ahead:
+            pending.append((bound, len(run.book.funds), *submit(*bound)))
+            nxt += 1
+            bound = next(bounds, None)
+        (first, end), n_contracts, key, fut = pending.popleft()
+        result = fut.result()
+        if (n_contracts != len(run.book.funds) or key is not run.keys.current) and result[0] is not None \
+                and None in result[0]:
+            # Submitted before a contract or key entry was applied: check it
+            # again with the tables as they are now.
+            key, fut = submit(first, end)
+            result = fut.result()
+        _apply_chunk(run, source, first, end, key, result, submit)
+
+
+def _apply_chunk(run: _Run, source: Source, first: int, end: int, key, result: tuple, submit) -> None:
+    try:
+        _apply_entries(run, source, first, end, key, result, submit)
+    except VerificationError:
+        if run.db_checks is not None:
+            run.db_checks.flush_tree()  # a stored hash wrong before the failing entry is named first
+        raise
+    if run.db_checks is not None:
+        run.db_checks.flush_tree()
+
+
+def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result: tuple, submit) -> None:
+    """Apply one chunk's results in order; the entries a worker was not sure
+    of (None) are checked by the reference, from the main process's own
+    reading. After a
+    contract or key entry, what is left of the chunk is checked again by a
+    worker with the new tables."""
+    items, summary, leaves, first_prev, read_failed = result
+    base = first  # the seq of items[0]
+    reread = None
+    agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
+    if summary is not None:
+        if agree and run.keys.current is key and run.apply_summary(*summary):
+            run.leaves(leaves)
+            return
+        items = []  # something is off: the whole chunk gets the full check
+    for seq in range(first, end):
+        i = seq - base
+        item = items[i] if i < len(items) else None
+        if item is not None and agree and run.keys.current is key and run.fast(item):
+            run.leaf(leaves[i])
+            agree = True
+            continue
+        if reread is None:
+            reread = _Reread(source, run.size, first, end)
+        data, row = reread.get(seq)
+        tables = (len(run.book.funds), run.keys.current)
+        leaf = run.full(data, row)
+        # the worker's later checks of prev assumed its own reading
+        agree = i < len(leaves) and leaves[i] == leaf
+        if (tables != (len(run.book.funds), run.keys.current) and seq + 1 < end and None in items[i + 1 :]
+                and (i + 1 < len(items) and items[i + 1] is not None or not _table_entry(reread.get(seq + 1)[0]))):
+            # (when the next entry registers a contract or a key too, its own
+            # full check comes first: one resubmission for a run of them)
+            key, fut = submit(seq + 1, end, summarize=False)
+            items, _, leaves, first_prev, read_failed = fut.result()
+            base = seq + 1
+            agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
+    if read_failed:
+        if reread is None:
+            reread = _Reread(source, run.size, first, end)
+            reread.get(end - 1)
+        reread.drain()
+
+
+def _table_entry(data: bytes) -> bool:
+    """Whether an entry looks like a contract or key entry (scheduling only:
+    every entry is checked in full anyway)."""
+    return b'"kind":"contract"' in data or b'"kind":"key"' in data
+
+
+def recorded_before(source: Source, size: int, seq: int, pair: tuple[str, str]) -> bool:
+    """Whether an entry before ``seq`` (of a log of ``size``) records the
+    liquidation ``pair``: the exact answer behind a hit in :class:`IdSet`
+    (rare: a replay, or a hash collision)."""
+    for n, data in enumerate(source.entries(size, 0)):
+        if n >= seq:
+            break
+        try:
+            text, _ = note.split_note(data, MAX_ENTRY_BYTES)
+            obj = parse_entry_text(text)
+        except FundledgerError:
+            continue
+        if obj.get("kind") == "liquidation" and (obj.get("contract"), obj.get("id")) == tuple(pair):
+            return True
+    return False
+
