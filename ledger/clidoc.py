@@ -18,8 +18,8 @@ def _walk(cmd: click.Command, path: list[str], parent: click.Context | None):
     ctx = click.Context(cmd, info_name=path[-1], parent=parent, **settings)
     yield path, cmd, ctx
     if isinstance(cmd, click.Group):
-        for name in sorted(cmd.commands):
-            yield from _walk(cmd.commands[name], path + [name], ctx)
+        for name in cmd.list_commands(ctx):
+            yield from _walk(cmd.get_command(ctx, name), path + [name], ctx)
 
 
 def _contexts():

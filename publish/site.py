@@ -139,98 +139,113 @@ def metadata(origin: str, db_name: str = DB_NAME) -> dict:
                     "the canned queries are the API (add .json to any URL)."
                 ),
                 "allow_sql": False,
-                "tables": {
-                    **{t: {"hidden": True} for t in HIDDEN_TABLES},
-                    "entries": {
-                        "description": (
-                            "One row per log entry. `data` is the entry exactly as signed (a C2SP signed "
-                            "note); every other column is derived from it for querying. " + UNVERIFIED_COPY
-                        ),
-                        "sort_desc": "seq",
-                        "size": 50,
-                        "facets": ["kind", "contract"],
-                        "columns": {
-                            "seq": "Position in the log (0, 1, 2, ...)",
-                            "data": "The entry's exact signed bytes",
-                            "leaf_hash": "RFC 6962 leaf hash: SHA-256(0x00 || data)",
-                            "time": "When it happened (UTC)",
-                            "kind": "contract (a fund opened), liquidation (the fund moved) or key (signing key changed)",
-                            "contract": "The contract whose fund this is",
-                            "liquidation_id": "The exchange's liquidation id",
-                            "delta": "What the liquidation left: positive = surplus into the fund, negative = "
-                                     "shortfall (unverified copy of the signed entry's field)",
-                            "paid": "What the fund paid to cover a shortfall (unverified copy)",
-                            "adl": "The part of a shortfall the fund could not cover, passed to auto-deleveraging "
-                                   "(unverified copy)",
-                            "balance": "The fund's balance after this entry (unverified copy: the site's verified "
-                                       "balances are on its own pages)",
-                        },
-                    },
-                    "contracts": {
-                        "description": (
-                            "One row per fund: its terms and current balance, a summary of the entries kept by the "
-                            "writer. UNVERIFIED CONVENIENCE COPY: anyone holding the database file can edit it "
-                            "without the key. The balances this site verified itself are on its home page, "
-                            "/funds.json and /contract/<SYMBOL>."
-                        ),
-                        "sort": "symbol",
-                    },
-                    "checkpoints": {
-                        "description": "Every signed checkpoint (tree size and Merkle root), oldest first.",
-                        "sort_desc": "id",
-                    },
-                    "cosignatures": {
-                        "description": (
-                            "Cosignature lines stored for the checkpoints, as the operator collected them. "
-                            "Unverified: a row here is a claim; the home page calls a cosignature verified only "
-                            "when it checks against a witness key the site was given."
-                        ),
-                    },
-                },
-                "queries": {
-                    "fund_balances": {
-                        "title": "Every fund's balance (unverified convenience copy)",
-                        "description": "Read from the contracts summary table. " + UNVERIFIED_COPY,
-                        "sql": (
-                            "SELECT symbol AS contract, currency, type, balance, balance_usd, credited, paid, adl, "
-                            "liquidations, last_seq, last_time FROM contracts ORDER BY symbol"
-                        ),
-                    },
-                    "fund_history": {
-                        "title": "One fund's history, newest first",
-                        "description": (
-                            "contract: the symbol; before: only entries with a smaller seq (blank for the newest). "
-                            + UNVERIFIED_COPY
-                        ),
-                        "sql": (
-                            "SELECT seq, time, kind, liquidation_id, side, qty, bankruptcy_price, fill_price, "
-                            "mark_price, delta, paid, adl, balance FROM entries WHERE contract = :contract "
-                            "AND seq < COALESCE(CAST(NULLIF(:before, '') AS INTEGER), 9223372036854775807) "
-                            "ORDER BY seq DESC LIMIT 100"
-                        ),
-                    },
-                    "latest_movements": {
-                        "title": "The latest fund movements, all funds",
-                        "description": UNVERIFIED_COPY,
-                        "sql": (
-                            "SELECT seq, time, contract, liquidation_id, side, qty, bankruptcy_price, fill_price, "
-                            "mark_price, delta, paid, adl, balance FROM entries WHERE kind = 'liquidation' "
-                            "ORDER BY seq DESC LIMIT 100"
-                        ),
-                    },
-                    "entry_text": {
-                        "title": "One entry as signed",
-                        "sql": "SELECT seq, CAST(data AS TEXT) AS signed_entry FROM entries WHERE seq = :seq",
-                    },
-                    "checkpoint_history": {
-                        "title": "Every signed checkpoint",
-                        "sql": (
-                            "SELECT id, tree_size, hex(root) AS root_hex, time, CAST(note AS TEXT) AS signed_note "
-                            "FROM checkpoints ORDER BY id DESC LIMIT 1000"
-                        ),
-                    },
-                },
+                "tables": _tables_metadata(),
+                "queries": _canned_queries(),
             }
+        },
+    }
+
+
+def _tables_metadata() -> dict:
+    """Each table's description and display settings; the internal ones hidden."""
+    return {
+        **{t: {"hidden": True} for t in HIDDEN_TABLES},
+        "entries": _entries_metadata(),
+        "contracts": {
+            "description": (
+                "One row per fund: its terms and current balance, a summary of the entries kept by the "
+                "writer. UNVERIFIED CONVENIENCE COPY: anyone holding the database file can edit it "
+                "without the key. The balances this site verified itself are on its home page, "
+                "/funds.json and /contract/<SYMBOL>."
+            ),
+            "sort": "symbol",
+        },
+        "checkpoints": {
+            "description": "Every signed checkpoint (tree size and Merkle root), oldest first.",
+            "sort_desc": "id",
+        },
+        "cosignatures": {
+            "description": (
+                "Cosignature lines stored for the checkpoints, as the operator collected them. "
+                "Unverified: a row here is a claim; the home page calls a cosignature verified only "
+                "when it checks against a witness key the site was given."
+            ),
+        },
+    }
+
+
+def _entries_metadata() -> dict:
+    """The entries table: what each column is, and which ones are unverified copies."""
+    return {
+        "description": (
+            "One row per log entry. `data` is the entry exactly as signed (a C2SP signed "
+            "note); every other column is derived from it for querying. " + UNVERIFIED_COPY
+        ),
+        "sort_desc": "seq",
+        "size": 50,
+        "facets": ["kind", "contract"],
+        "columns": {
+            "seq": "Position in the log (0, 1, 2, ...)",
+            "data": "The entry's exact signed bytes",
+            "leaf_hash": "RFC 6962 leaf hash: SHA-256(0x00 || data)",
+            "time": "When it happened (UTC)",
+            "kind": "contract (a fund opened), liquidation (the fund moved) or key (signing key changed)",
+            "contract": "The contract whose fund this is",
+            "liquidation_id": "The exchange's liquidation id",
+            "delta": "What the liquidation left: positive = surplus into the fund, negative = "
+                     "shortfall (unverified copy of the signed entry's field)",
+            "paid": "What the fund paid to cover a shortfall (unverified copy)",
+            "adl": "The part of a shortfall the fund could not cover, passed to auto-deleveraging "
+                   "(unverified copy)",
+            "balance": "The fund's balance after this entry (unverified copy: the site's verified "
+                       "balances are on its own pages)",
+        },
+    }
+
+
+def _canned_queries() -> dict:
+    """The site's read API beyond the table views: fixed SQL, bounded results."""
+    return {
+        "fund_balances": {
+            "title": "Every fund's balance (unverified convenience copy)",
+            "description": "Read from the contracts summary table. " + UNVERIFIED_COPY,
+            "sql": (
+                "SELECT symbol AS contract, currency, type, balance, balance_usd, credited, paid, adl, "
+                "liquidations, last_seq, last_time FROM contracts ORDER BY symbol"
+            ),
+        },
+        "fund_history": {
+            "title": "One fund's history, newest first",
+            "description": (
+                "contract: the symbol; before: only entries with a smaller seq (blank for the newest). "
+                + UNVERIFIED_COPY
+            ),
+            "sql": (
+                "SELECT seq, time, kind, liquidation_id, side, qty, bankruptcy_price, fill_price, "
+                "mark_price, delta, paid, adl, balance FROM entries WHERE contract = :contract "
+                "AND seq < COALESCE(CAST(NULLIF(:before, '') AS INTEGER), 9223372036854775807) "
+                "ORDER BY seq DESC LIMIT 100"
+            ),
+        },
+        "latest_movements": {
+            "title": "The latest fund movements, all funds",
+            "description": UNVERIFIED_COPY,
+            "sql": (
+                "SELECT seq, time, contract, liquidation_id, side, qty, bankruptcy_price, fill_price, "
+                "mark_price, delta, paid, adl, balance FROM entries WHERE kind = 'liquidation' "
+                "ORDER BY seq DESC LIMIT 100"
+            ),
+        },
+        "entry_text": {
+            "title": "One entry as signed",
+            "sql": "SELECT seq, CAST(data AS TEXT) AS signed_entry FROM entries WHERE seq = :seq",
+        },
+        "checkpoint_history": {
+            "title": "Every signed checkpoint",
+            "sql": (
+                "SELECT id, tree_size, hex(root) AS root_hex, time, CAST(note AS TEXT) AS signed_note "
+                "FROM checkpoints ORDER BY id DESC LIMIT 1000"
+            ),
         },
     }
 

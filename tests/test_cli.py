@@ -1,4 +1,4 @@
-"""The command line end to end (ledger/cli.py), in-process through click's
+"""The command line end to end (ledger/cli/), in-process through click's
 CliRunner and, where a real process matters (stdin pipes, file bytes,
 tracebacks), through a subprocess."""
 
@@ -516,6 +516,54 @@ def test_export_and_verify_directory(xbt):
     r = ok(invoke(xbt, "export", out))
     assert "exported tree size 302 (was 301)" in r.stdout
     assert json.loads(ok(invoke(xbt, "verify", out, "--json")).stdout)["size"] == 302
+
+
+# run one command in a fresh interpreter, then print the sqlite modules it loaded
+SQLITE_PROBE = (
+    "import sys; from ledger.cli import cli; "
+    "code = cli.main(sys.argv[1:], prog_name='fundledger', standalone_mode=False); "
+    "assert code in (0, None), code; "
+    "print(sorted(m for m in sys.modules if 'sqlite' in m))"
+)
+
+
+def _served(directory):
+    """A plain static HTTP server for ``directory``, in a thread; its URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def test_verify_of_an_export_loads_no_sqlite(xbt):
+    """`fundledger verify` of an export or a URL runs without the writer: no
+    store, no sqlite3 (the command line imports them only for the commands
+    that read a database)."""
+    import subprocess
+    import sys
+
+    ok(invoke(xbt, *LIQ, "--id", "L-1", "--fill-price", "39100"))
+    ok(invoke(xbt, "checkpoint"))
+    out = xbt.dir / "public"
+    ok(invoke(xbt, "export", out))
+    server, url = _served(out)
+    try:
+        for source in (out, url):
+            p = subprocess.run([sys.executable, "-c", SQLITE_PROBE, "verify", str(source), "--vkey", _vkey(xbt)],
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, p.stderr
+            assert p.stdout.startswith("verified 2 entries"), p.stdout
+            assert p.stdout.splitlines()[-1] == "[]", p.stdout
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- import ------------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from ledger.ops import api
 from ledger.tlog import merkle
 from ledger.format import note
 from ledger.cli import cli
-from ledger.ops.demo import CONTRACTS, ORIGIN, run_demo
+from ledger.ops.demo import ORIGIN, run_demo
+from ledger.ops.market import CONTRACTS
 from ledger.errors import InputError
 from ledger.store.store import Store
 from ledger.verify.checkpoint import open_checkpoint

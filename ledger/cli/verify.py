@@ -1,0 +1,157 @@
+"""The auditor's commands: verify a log, check a receipt offline, and the
+proofs an operator hands out for them (prove, consistency).
+
+`fundledger verify` of an export or a URL needs only ledger.verify: the
+store (and sqlite3) is imported by the commands that read a database, when
+they run."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ledger.errors import FundledgerError, VerificationError
+from ledger.verify.transport import ENV_REQUEST_TIMEOUT, ENV_STALL_TIMEOUT, MAX_TIMEOUT_S, REQUEST_TIMEOUT_S, STALL_TIMEOUT_S
+
+from .common import db_option, echo_json, fail, handled, load_vkeys, open_store
+
+
+@click.command("verify")
+@click.argument("source", required=False)
+@click.option("--vkey", help="The log's verifier key (or a file holding it); default: the one the source publishes.")
+@click.option("--trusted", "trusted_path", type=click.Path(dir_okay=False),
+              help="A checkpoint you saved earlier: fail unless the log extends it.")
+@click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable, each witness once.")
+@click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False),
+              help="Incremental: resume from the state saved in this file (if any) and save the one at the latest checkpoint.")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="Worker processes checking entries; 0: the reference verifier alone [default: all cores].")
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+@click.option("--request-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=REQUEST_TIMEOUT_S,
+              envvar=ENV_REQUEST_TIMEOUT, show_default=True, metavar="S",
+              help="URL sources: seconds one file's whole request may take [env FUNDLEDGER_REQUEST_TIMEOUT].")
+@click.option("--stall-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=STALL_TIMEOUT_S,
+              envvar=ENV_STALL_TIMEOUT, show_default=True, metavar="S",
+              help="URL sources: seconds without a byte before a request fails [env FUNDLEDGER_STALL_TIMEOUT].")
+@db_option
+def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, as_json, request_timeout,
+               stall_timeout, db_path):
+    """Recompute every balance from the signed chain and check everything.
+
+    SOURCE is a ledger database (default: --db), an export directory or the
+    URL of a published site. Exit 0: verified; 1: verification failed (the
+    first bad seq and why); 2: bad input.
+
+    A database whose entries no checkpoint covers yet is verified all the
+    same, and says so (--json: "checkpoint_size": null); an export or a URL
+    without a checkpoint fails.
+
+    Example: fundledger verify public/ --vkey fund.vkey --trusted yesterday.checkpoint
+    """
+    from ledger.verify.transport import Deadlines
+    from ledger.verify.report import failure_json
+    from ledger.verify.run import verify_path
+
+    try:
+        deadlines = Deadlines(request_timeout, stall_timeout)
+        report = verify_path(source or db_path, vkey, trusted_path, workers, witnesses, quorum, state_path, deadlines)
+    except VerificationError as e:
+        if as_json:
+            echo_json(failure_json(e))
+            sys.exit(1)
+        fail(e)
+    except FundledgerError as e:
+        fail(e)
+    if state_path and report.state is None:
+        click.echo(f"fundledger: no state saved in {state_path!r}: {report.state_note}", err=True)
+    if as_json:
+        echo_json(report.as_json())
+        return
+    echo_report(report, state_path)
+
+
+def echo_report(report, state_path: str | None) -> None:
+    """The human summary of a verified log: size, root, checkpoint, balances."""
+    r = report.as_json()
+    click.echo(f"verified {r['entries_checked']} entries of {report.source}: tree size {r['size']}, root {r['root']}")
+    if r["checkpoint_size"] is None:
+        click.echo("no signed checkpoint covers these entries yet (the operator signs one with `fundledger checkpoint`)")
+    else:
+        click.echo(f"checkpoint at size {r['checkpoint_size']} signed by the log key ({report.key_source})")
+        after = r["size"] - r["checkpoint_size"]
+        if after:
+            click.echo(f"{after} {'entry' if after == 1 else 'entries'} after it: checked, not yet covered by a checkpoint")
+    for c in r["contracts"]:
+        click.echo(f"  {c['contract']:<14} {c['balance']:>28} {c['currency']}")
+    if report.state is not None:
+        click.echo(f"state saved in {state_path} at the checkpoint of size {report.state.tree_size}")
+
+
+@click.command()
+@click.argument("seq", type=click.IntRange(0))
+@click.option("--out", type=click.File("wb"), default="-", help="Write the receipt here [default: stdout].")
+@db_option
+@handled
+def prove(seq, out, db_path):
+    """Write a receipt for entry SEQ: C2SP tlog-proof@v1 with the entry,
+    its inclusion proof and the latest checkpoint.
+
+    Example: fundledger prove 42 --out entry-42.proof
+    """
+    from ledger.ops import api
+
+    out.write(api.prove(open_store(db_path, readonly=True), seq))
+
+
+@click.command("check-receipt")
+@click.argument("receipt", type=click.File("rb"))
+@click.option("--vkey", "vkeys", required=True, multiple=True,
+              help="The log's first verifier key (or a file holding it): the trust anchor. Repeat it with later "
+                   "log keys you know of: the receipt must then show the hand-over to each.")
+@click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable.")
+@click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
+@click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
+@handled
+def check_receipt(receipt, vkeys, witnesses, quorum, as_json):
+    """Check a receipt offline: signed checkpoint, signed entry, inclusion.
+
+    After a key rotation the receipt carries the key entries with their
+    proofs, so the log's first key suffices: the checkpoint must be signed
+    by the key in force at its size, the entry by the key in force at its
+    seq. Whoever holds a retired key can still sign a history in which the
+    rotation never happened: require witnesses (--witness) to rule that out.
+
+    Example: fundledger check-receipt entry-42.proof --vkey fund.vkey
+    """
+    from ledger.ops import api
+
+    r = api.check_receipt(receipt.read(1 << 20), load_vkeys(vkeys), load_vkeys(witnesses), quorum)
+    if as_json:
+        echo_json(r)
+    else:
+        click.echo(f"receipt verified: entry {r['seq']} is in the log of size {r['tree_size']}")
+        if r["cosignatures"]:
+            click.echo(f"cosigned by {', '.join(r['cosignatures'])}")
+
+
+@click.command()
+@click.argument("old_checkpoint", type=click.File("rb"), required=False)
+@click.option("--old-size", type=click.IntRange(0), default=None,
+              help="Prove from this tree size instead of a checkpoint (0 for a new witness).")
+@click.option("--out", type=click.File("wb"), default="-", help="Write the proof here [default: stdout].")
+@db_option
+@handled
+def consistency(old_checkpoint, old_size, out, db_path):
+    """Prove that the latest checkpoint extends OLD_CHECKPOINT (the body of a
+    C2SP tlog-witness add-checkpoint request).
+
+    A new witness holds no checkpoint yet: give it a proof from --old-size 0.
+
+    Example: fundledger consistency yesterday.checkpoint --out request.txt
+    """
+    from ledger.ops import api
+
+    old = None if old_checkpoint is None else old_checkpoint.read(1 << 20)
+    out.write(api.consistency(open_store(db_path, readonly=True), old, old_size))

@@ -1,0 +1,85 @@
+"""The witness's commands (`fundledger witness ...`): its own key and state
+file, never a ledger database."""
+
+from __future__ import annotations
+
+import click
+
+from ledger.ops import witness as witness_ops
+
+from .common import handled, load_vkeys, vkey_path
+
+
+@click.group()
+def witness():
+    """Run a witness: keep checkpoints of logs, cosign only consistent growth."""
+
+
+def witness_options(f):
+    f = click.option("--state", "state_path", default="witness.json", show_default=True,
+                     type=click.Path(dir_okay=False), help="The witness's state file.")(f)
+    return click.option("--key", "key_path", default="witness.key", show_default=True,
+                        type=click.Path(dir_okay=False), help="The witness's key file.")(f)
+
+
+@witness.command("init")
+@click.argument("name")
+@witness_options
+@handled
+def witness_init(name, key_path, state_path):
+    """Create a witness key (cosignature/v1, 0600) named NAME and its state.
+
+    Example: fundledger witness init witness.example.org
+    """
+    signer = witness_ops.init_witness(key_path, state_path, name, vkey_path(key_path))
+    click.echo(f"created {key_path} (secret), {vkey_path(key_path)} (public) and {state_path}")
+    click.echo(f"witness key: {signer.verifier().vkey()}")
+
+
+@witness.command("add-log")
+@click.argument("vkey")
+@witness_options
+@handled
+def witness_add_log(vkey, key_path, state_path):
+    """Start witnessing the log with verifier key VKEY (or a file holding it).
+
+    Example: fundledger witness add-log fund.vkey
+    """
+    [log_key] = load_vkeys([vkey])
+    click.echo(f"witnessing {witness_ops.add_log(state_path, log_key.vkey())}")
+
+
+@witness.command("add-checkpoint")
+@click.argument("request", type=click.File("rb"))
+@click.option("--out", type=click.File("wb"), default="-", help="Write the cosignature line here [default: stdout].")
+@witness_options
+@handled
+def witness_add_checkpoint(request, out, key_path, state_path):
+    """Cosign a checkpoint given a C2SP tlog-witness add-checkpoint REQUEST
+    (what `fundledger consistency` writes), if it is consistent with the
+    last one this witness cosigned.
+
+    Example: fundledger witness add-checkpoint request.txt --out witness-reply.txt
+    """
+    out.write(witness_ops.add_checkpoint(key_path, state_path, request.read(1 << 20)))
+
+
+@witness.command("add-key")
+@click.argument("request", type=click.File("rb"))
+@click.argument("key_proof", type=click.File("rb"))
+@click.option("--out", type=click.File("wb"), default="-", help="Write the cosignature line here [default: stdout].")
+@witness_options
+@handled
+def witness_add_key(request, key_proof, out, key_path, state_path):
+    """Follow a rotation of a log's key, and cosign the checkpoint that shows it.
+
+    REQUEST is an add-checkpoint request (`fundledger consistency`) whose
+    checkpoint the new key signed; KEY_PROOF is the receipt of the key entry
+    against that same checkpoint (`fundledger prove SEQ`). The key entry
+    must come after the size this witness cosigned and be signed by the key
+    in force there and by the new key. From then on this witness accepts
+    the new key and refuses the retired one.
+
+    Example: fundledger witness add-key request.txt key-entry.proof --out witness-reply.txt
+    """
+    out.write(witness_ops.add_key(key_path, state_path, request.read(1 << 20), key_proof.read(1 << 20)))

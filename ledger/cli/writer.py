@@ -1,0 +1,254 @@
+"""The operator's commands on the ledger database: create it, append
+contracts, liquidations and imports, sign checkpoints, rotate the key, keep
+witness cosignatures, and read the funds back (balance, history).
+
+Each one is a call to :mod:`ledger.ops.api`, imported here at the top: the
+group loads this module only for one of these commands (ledger/cli/__init__.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ledger.ops import api
+
+from .common import db_option, echo_json, handled, key_option, load_key, load_vkeys, open_store, vkey_path
+
+
+@click.command()
+@click.argument("origin")
+@db_option
+@key_option
+@handled
+def init(origin, db_path, key_path):
+    """Create a ledger and its Ed25519 signing key.
+
+    ORIGIN names the log (and its key), e.g. a domain and path you control.
+    Writes the database, a key file readable only by you (0600) and the
+    public verifier key beside it (fund.vkey for fund.key); refuses to
+    overwrite any of them.
+
+    Example: fundledger init example.com/insurance-fund
+    """
+    store, signer = api.init_ledger(db_path, key_path, origin, vkey_path(key_path))
+    click.echo(f"created {db_path}, {key_path} (secret) and {vkey_path(key_path)} (public)")
+    click.echo(f"verifier key: {signer.verifier().vkey()}")
+
+
+@click.group()
+def contract():
+    """Register contracts (each registration is a signed entry)."""
+
+
+@contract.command("add")
+@click.argument("symbol")
+@click.option("--currency", required=True, help="Settlement currency, e.g. USDT or XBT.")
+@click.option("--scale", required=True, type=click.IntRange(0, 18), help="Digits after the point of fund amounts.")
+@click.option("--type", "ctype", type=click.Choice(["linear", "inverse"]), default="linear", show_default=True)
+@click.option("--multiplier", default="1", show_default=True, help="Contract size (coin per contract, or USD per contract for inverse).")
+@db_option
+@key_option
+@handled
+def contract_add(symbol, currency, scale, ctype, multiplier, db_path, key_path):
+    """Register contract SYMBOL and open its insurance fund at zero.
+
+    Example: fundledger contract add XBTUSDTM --currency USDT --scale 8 --multiplier 0.001
+    """
+    store = open_store(db_path)
+    record = {
+        "kind": "contract", "symbol": symbol, "currency": currency, "scale": scale,
+        "type": ctype, "multiplier": multiplier,
+    }
+    r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
+    report_append(r)
+
+
+def report_append(r) -> None:
+    for d in r.duplicates:
+        click.echo(d)
+    for seq in r.appended:
+        click.echo(f"appended seq {seq}")
+
+
+@click.command()
+@click.argument("symbol")
+@click.option("--id", "liquidation_id", required=True, help="The exchange's liquidation id (recorded at most once).")
+@click.option("--side", type=click.Choice(["long", "short"]), required=True, help="Side of the liquidated position.")
+@click.option("--qty", required=True, help="Contracts liquidated.")
+@click.option("--bankruptcy-price", required=True, help="Price at which the position's margin is exactly zero.")
+@click.option("--fill-price", required=True, help="Price at which the liquidation closed.")
+@click.option("--mark-price", default=None, help="Mark price at the time (used for USD values).")
+@click.option("--time", "time_", default=None, help="RFC 3339 time of the liquidation [default: now].")
+@db_option
+@key_option
+@handled
+def liquidation(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price, mark_price, time_, db_path, key_path):
+    """Record one liquidation of SYMBOL and its effect on the fund.
+
+    A close better than the bankruptcy price credits the surplus; a worse one
+    is paid by the fund up to its balance, the rest going to
+    auto-deleveraging (ADL). A replayed id writes nothing and says
+    "duplicate".
+
+    Example: fundledger liquidation XBTUSDTM --id L-1 --side long --qty 3 --bankruptcy-price 39000 --fill-price 39100
+    """
+    record = {
+        "kind": "liquidation", "contract": symbol, "id": liquidation_id, "side": side, "qty": qty,
+        "bankruptcy_price": bankruptcy_price, "fill_price": fill_price,
+    }
+    if mark_price is not None:
+        record["mark_price"] = mark_price
+    if time_ is not None:
+        record["time"] = time_
+    store = open_store(db_path)
+    r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
+    report_append(r)
+    if r.appended:
+        e = store.entry_row(r.appended[-1])
+        click.echo(f"{symbol}: delta {e['delta']}, paid {e['paid']}, adl {e['adl']}, balance {e['balance']}")
+
+
+@click.command("import")
+@click.argument("file", type=click.File("rb"))
+@click.option("--batch", "batch_size", type=click.IntRange(1, 10_000), default=api.IMPORT_BATCH,
+              show_default=True, help="Records per transaction.")
+@click.option("--max-input-bytes", type=click.IntRange(1), default=api.MAX_SPOOL_BYTES, show_default=True,
+              help="Refuse a standard input (or pipe) longer than this; it is copied to a temporary file first.")
+@db_option
+@key_option
+@handled
+def import_(file, batch_size, max_input_bytes, db_path, key_path):
+    """Append contract and liquidation records from JSON Lines (FILE or -).
+
+    The whole input is checked first: a bad line means exit 2 naming the
+    line, and nothing is written. Replays are skipped, so an interrupted
+    import can simply be run again. Standard input is copied to a temporary
+    file as it is read: a line over 65536 bytes, or more than
+    --max-input-bytes in all, is refused at once (exit 2, nothing written).
+
+    Example: fundledger import liquidations.jsonl
+    """
+    store = open_store(db_path)
+    signer = load_key(key_path)
+    stream = file if file.seekable() else api.spool(file, max_input_bytes)
+    bar = None
+
+    def start(total):
+        nonlocal bar
+        bar = click.progressbar(length=total, label="importing", file=sys.stderr)
+        bar.__enter__()
+
+    try:
+        r = api.import_records(store, signer, stream, progress=lambda n: bar.update(n),
+                               batch_size=batch_size, on_checked=start, anchor=api.writer_anchor(key_path))
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(f"{r.appended} appended, {r.duplicates} duplicates skipped, {r.lines} records, tree size {r.tree_size}")
+
+
+@click.command()
+@click.argument("symbol", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+@db_option
+@handled
+def balance(symbol, as_json, db_path):
+    """Show each fund's balance (or SYMBOL's) in its currency and in USD.
+
+    Example: fundledger balance --json
+    """
+    b = api.balances(open_store(db_path, readonly=True), symbol)
+    if as_json:
+        echo_json(b)
+        return
+    for c in b["contracts"]:
+        usd = "n/a" if c["balance_usd"] is None else f"{c['balance_usd']} USD"
+        click.echo(f"{c['contract']:<14} {c['balance']:>28} {c['currency']:<6} {usd:>20}  ({c['liquidations']} liquidations, ADL {c['adl']})")
+
+
+@click.command()
+@click.argument("symbol")
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+@db_option
+@handled
+def history(symbol, as_json, db_path):
+    """List every entry of SYMBOL's fund, oldest first, with the liquidation
+    behind each movement.
+
+    Example: fundledger history XBTUSDTM
+    """
+    h = api.history(open_store(db_path, readonly=True), symbol)
+    if as_json:
+        echo_json(h)
+        return
+    for e in h["entries"]:
+        if e["kind"] == "contract":
+            click.echo(f"{e['seq']:>8} {e['time']}  contract registered")
+        else:
+            click.echo(
+                f"{e['seq']:>8} {e['time']}  {e['liquidation_id']} {e['side']} {e['qty']} @ {e['fill_price']}"
+                f" (bankruptcy {e['bankruptcy_price']}): delta {e['delta']} paid {e['paid']} adl {e['adl']}"
+                f" balance {e['balance']}"
+            )
+
+
+@click.command("checkpoint")
+@db_option
+@key_option
+@handled
+def checkpoint_cmd(db_path, key_path):
+    """Sign a checkpoint (C2SP tlog-checkpoint) at the current tree size.
+
+    Never signs a checkpoint inconsistent with the previous one.
+
+    Example: fundledger checkpoint
+    """
+    size, signed, created = api.checkpoint(open_store(db_path), load_key(key_path), api.writer_anchor(key_path))
+    if not created:
+        click.echo(f"checkpoint at size {size} already exists", err=True)
+    click.echo(signed.decode(), nl=False)
+
+
+@click.command("attach-cosignatures")
+@click.argument("file", type=click.File("rb"))
+@click.option("--witness", "witnesses", multiple=True, required=True, help="A witness's key (or file). Repeatable.")
+@db_option
+@handled
+def attach_cosignatures(file, witnesses, db_path):
+    """Keep witness cosignatures (C2SP tlog-cosignature lines in FILE) on the
+    latest checkpoint; they are published with it from then on.
+
+    Example: fundledger attach-cosignatures witness-reply.txt --witness witness.vkey
+    """
+    names = api.attach_cosignatures(open_store(db_path), file.read(1 << 20), load_vkeys(witnesses))
+    click.echo(f"attached cosignatures by {', '.join(names)}")
+
+
+@click.group()
+def key():
+    """Manage the log's signing key."""
+
+
+@key.command("rotate")
+@click.option("--new-key", "new_key_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to create the new key file (0600).")
+@db_option
+@key_option
+@handled
+def key_rotate(new_key_path, db_path, key_path):
+    """Hand the log over to a new signing key.
+
+    Appends a key entry announcing the new key, signed by the current key
+    and by the new one. From then on only the new key's signature counts:
+    an entry signed by the old key after this, or a later checkpoint signed
+    by it alone, fails verification. Keep using the first key as the trust
+    anchor (it stays in `vkey`); verifiers and receipts follow the hand-over
+    in the log. Tell each witness with `fundledger witness add-key`. If the
+    command is interrupted, run it again with the same --new-key.
+
+    Example: fundledger key rotate --new-key fund-2027.key
+    """
+    seq, new = api.rotate_key(open_store(db_path), load_key(key_path), new_key_path, api.writer_anchor(key_path))
+    click.echo(f"appended seq {seq}: the log key is now {new.verifier().vkey()}")
+    click.echo(f"sign with --key {new_key_path} from now on; retire {key_path}")
