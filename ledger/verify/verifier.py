@@ -53,9 +53,10 @@ from ledger.tlog import merkle
 from ledger.format import note
 from ledger.verify import transport
 from ledger.format.entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
-from ledger.errors import FormatError, FundledgerError, InputError, InvariantError, LimitError, StoreError, VerificationError
+from ledger.format.kinds import LIQUIDATION
+from ledger.errors import FormatError, FundledgerError, InputError, LimitError, StoreError, VerificationError
 from ledger.rules.fund import (
-    _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
+    _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
     amount_str, canonical_movement, parse_time, settle, zero_str,
 )
 
@@ -1155,28 +1156,10 @@ def _summarize(items: list[tuple], first: int) -> tuple[dict, list[int]] | None:
 
 def _liquidation_pattern() -> re.Pattern:
     """The canonical JSON text of a liquidation entry whose strings need no
-    escaping, one group per field, keys in RFC 8785 order. A text matching
-    it is exactly ``canonical_json`` of its groups (``json.dumps`` with
-    ``ensure_ascii`` writes printable ASCII other than ``"`` and ``\\``
-    verbatim); any other spelling does not match and takes the full path."""
-    plain = r'([ !#-\[\]-~]*)'  # a JSON string body json.dumps writes verbatim
-    if not _CANONICAL_POSITIVE.pattern.endswith(r"\Z"):
-        raise InvariantError("_CANONICAL_POSITIVE must end with \\Z")
-    positive = f"({_CANONICAL_POSITIVE.pattern[:-2]})"  # what positive_decimal returns unchanged
-    if not _CANONICAL_TIME.pattern.endswith(r"\Z"):
-        raise InvariantError("_CANONICAL_TIME must end with \\Z")
-    time = f"({_CANONICAL_TIME.pattern[:-2]})"  # what parse_time returns unchanged, but for the calendar
-    fields = {"adl": plain, "balance": plain, "bankruptcy_price": positive, "contract": plain, "delta": plain,
-              "fill_price": positive, "id": plain, "kind": '"liquidation"', "mark_price": positive,
-              "paid": plain, "prev": plain, "qty": positive, "seq": "(0|[1-9][0-9]*)",
-              "side": '"(long|short)"', "time": time}
-    parts = []
-    for k in sorted(fields):
-        v = fields[k]
-        value = v if v.startswith(("(0", '"')) else f'"{v}"'
-        part = f'"{k}":{value}'
-        parts.append(f"(?:{part},)?" if k == "mark_price" else part)
-    return re.compile("{" + ",".join(parts).replace(",(?:", "(?:,").replace(",)?", ")?") + "}\n")
+    escaping, one group per field, keys in RFC 8785 order (derived from the
+    kind's definition). A text matching it is exactly ``canonical_json`` of
+    its groups; any other spelling does not match and takes the full path."""
+    return LIQUIDATION.pattern
 
 
 _LIQUIDATION_TEXT = _liquidation_pattern()
