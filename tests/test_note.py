@@ -429,6 +429,17 @@ def test_oversize_note():
         note.sign_note(b"a" * note.MAX_NOTE_BYTES + b"\n", [LOG])
 
 
+@pytest.mark.parametrize("name", ["example.com/fundledger", "w", "caf\u00e9.example/log"])
+def test_sig_line_length_is_that_of_a_signature_line(name):
+    signer = note.generate_signer(name)
+    data = note.sign_note(b"text\n", [signer])
+    assert len(data) - len(b"text\n\n") == note.sig_line_length(name)
+    assert note.sig_b64_length() == 92 and note.KEY_ID_SIZE + note.ED25519_SIG_SIZE == 68
+    assert data[len(b"text\n\n"):].startswith(note.SIG_PREFIX + name.encode())
+    cosigner = note.generate_signer(name, note.ALG_COSIGNATURE_V1)
+    assert len(note.cosign(cp_text(), cosigner, 7)) == note.sig_line_length(name, note.COSIGNATURE_SIZE)
+
+
 def test_sign_note_input_checks():
     for bad in (b"no newline", b"", b"cr\r\n", b"\xff\n", b"tab\t\n"):
         with pytest.raises(FormatError):

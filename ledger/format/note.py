@@ -66,6 +66,12 @@ from ledger.errors import FormatError, KeyFileError, LimitError, SignatureError
 __all__ = [
     "ALG_ED25519",
     "ALG_COSIGNATURE_V1",
+    "SIG_PREFIX",
+    "KEY_ID_SIZE",
+    "ED25519_SIG_SIZE",
+    "COSIGNATURE_SIZE",
+    "sig_b64_length",
+    "sig_line_length",
     "MAX_NOTE_BYTES",
     "MAX_SIGNATURES",
     "MAX_PROOF_HASHES",
@@ -116,11 +122,27 @@ MAX_TREE_SIZE = (1 << 63) - 1
 RECEIPT_HEADER = b"c2sp.org/tlog-proof@v1"
 COSIGNATURE_HEADER = b"cosignature/v1"
 
-_SIG_PREFIX = "\u2014 ".encode()  # em dash, space
+SIG_PREFIX = "\u2014 ".encode()
+"""A signature line starts with an em dash and a space."""
+KEY_ID_SIZE = 4
+"""The key hash before each signature: SHA-256(name || 0x0A || type || key)[:4]."""
+ED25519_SIG_SIZE = 64
+COSIGNATURE_SIZE = 8 + ED25519_SIG_SIZE
+"""A cosignature/v1: a big-endian u64 timestamp, then the Ed25519 signature."""
 _HASH_SIZE = 32
-_ED25519_SIG_SIZE = 64
 _KEY_SIZE = 32
-_COSIG_SIZE = 8 + _ED25519_SIG_SIZE
+
+
+def sig_b64_length(signature_size: int = ED25519_SIG_SIZE) -> int:
+    """Characters of the base64 of a signature line's key id and signature:
+    92 for Ed25519 (4 + 64 bytes), 104 for a cosignature/v1 (4 + 72)."""
+    return 4 * -(-(KEY_ID_SIZE + signature_size) // 3)
+
+
+def sig_line_length(name: str, signature_size: int = ED25519_SIG_SIZE) -> int:
+    """Bytes of one signature line ``— <name> <base64>`` by ``name``, its
+    newline included."""
+    return len(SIG_PREFIX) + len(name.encode("utf-8")) + 1 + sig_b64_length(signature_size) + 1
 
 # Ed25519 encodings every verifier refuses before the signature equation
 # (docs/FORMAT.md, "Signatures"), so that libsodium, OpenSSL, Go and WebCrypto
@@ -156,7 +178,7 @@ def ed25519_shape_ok(public_key: bytes, signature: bytes) -> bool:
     key that is neither. (S < 2**252 < L whenever its top byte is below
     0x10: the integer compare is only for the rare rest.)"""
     return (
-        len(signature) == _ED25519_SIG_SIZE
+        len(signature) == ED25519_SIG_SIZE
         and signature[:32] not in REFUSED_POINTS
         and (signature[63] < 0x10 or int.from_bytes(signature[32:], "little") < ED25519_ORDER)
         and public_key not in REFUSED_POINTS
@@ -254,7 +276,7 @@ def key_id(name: str, alg: int, public_key: bytes) -> bytes:
         nb = name.encode("utf-8")
     except UnicodeEncodeError:
         raise FormatError("key name is not encodable as UTF-8") from None
-    return hashlib.sha256(nb + b"\n" + bytes([alg]) + bytes(public_key)).digest()[:4]
+    return hashlib.sha256(nb + b"\n" + bytes([alg]) + bytes(public_key)).digest()[:KEY_ID_SIZE]
 
 
 def check_key_name(name: str) -> None:
@@ -301,7 +323,7 @@ class Verifier:
 
     def __post_init__(self) -> None:
         check_key_name(self.name)
-        if not isinstance(self.key_id, bytes) or len(self.key_id) != 4:
+        if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
             raise KeyFileError("key id must be 4 bytes")
         if not isinstance(self.public_key, bytes) or len(self.public_key) != _KEY_SIZE:
             raise KeyFileError("Ed25519 public key must be 32 bytes")
@@ -344,7 +366,7 @@ class Signer:
         _check_alg(self.alg)
         if not isinstance(self.seed, bytes) or len(self.seed) != 32:
             raise KeyFileError("Ed25519 seed must be 32 bytes")
-        if not isinstance(self.key_id, bytes) or len(self.key_id) != 4:
+        if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
             raise KeyFileError("key id must be 4 bytes")
         pk, sk = crypto_sign_seed_keypair(self.seed)
         if key_id(self.name, self.alg, pk) != self.key_id:
@@ -354,7 +376,7 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte raw Ed25519 signature of ``message``."""
-        return crypto_sign(bytes(message), self._sk)[:_ED25519_SIG_SIZE]
+        return crypto_sign(bytes(message), self._sk)[:ED25519_SIG_SIZE]
 
     def verifier(self) -> Verifier:
         return Verifier(self.name, self.key_id, self._pk, self.alg)
@@ -444,22 +466,22 @@ class NoteSignature:
 
 
 def _format_sig_line(name: str, kid: bytes, sig: bytes) -> bytes:
-    return _SIG_PREFIX + name.encode("utf-8") + b" " + _b64(kid + sig).encode("ascii") + b"\n"
+    return SIG_PREFIX + name.encode("utf-8") + b" " + _b64(kid + sig).encode("ascii") + b"\n"
 
 
 def _parse_sig_line(line: bytes) -> NoteSignature:
     """``line`` without its final newline."""
-    if not line.startswith(_SIG_PREFIX):
+    if not line.startswith(SIG_PREFIX):
         raise FormatError("signature line does not start with an em dash and a space")
-    rest = line[len(_SIG_PREFIX) :].decode("utf-8")  # caller checked UTF-8
+    rest = line[len(SIG_PREFIX) :].decode("utf-8")  # caller checked UTF-8
     name, sep, b64 = rest.partition(" ")
     if not sep:
         raise FormatError("signature line has no space between key name and signature")
     check_key_name(name)
     raw = _b64decode(b64, f"signature by {name}")
-    if len(raw) < 5:
+    if len(raw) <= KEY_ID_SIZE:
         raise FormatError(f"signature by {name} is too short")
-    return NoteSignature(name, raw[:4], raw[4:], line + b"\n")
+    return NoteSignature(name, raw[:KEY_ID_SIZE], raw[KEY_ID_SIZE:], line + b"\n")
 
 
 def _parse_sig_block(sigs: bytes) -> list[NoteSignature]:
@@ -656,8 +678,8 @@ def verify_cosignature(checkpoint_text: bytes, sig: NoteSignature, verifier: Ver
     label = f"{sig.name}+{sig.key_id.hex()}"
     if sig.name != verifier.name or sig.key_id != verifier.key_id:
         raise SignatureError(f"cosignature {label} is not by {verifier.name}+{verifier.key_id.hex()}")
-    if len(sig.signature) != _COSIG_SIZE:
-        raise SignatureError(f"cosignature {label} is {len(sig.signature)} bytes, not 72")
+    if len(sig.signature) != COSIGNATURE_SIZE:
+        raise SignatureError(f"cosignature {label} is {len(sig.signature)} bytes, not {COSIGNATURE_SIZE}")
     t = int.from_bytes(sig.signature[:8], "big")
     if t > MAX_TREE_SIZE:
         raise SignatureError(f"cosignature {label} timestamp is not below 2**63")

@@ -32,9 +32,9 @@ from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
 from ledger.format import entry as entry_mod
+from ledger.format import note
 from ledger.format.kinds import LIQUIDATION, MAX_ID_LENGTH, PREV_B64_LENGTH
 from ledger.tlog import merkle
-from ledger.store.sign import sig_line_length
 from ledger.errors import FundledgerError, LimitError, StoreError
 from ledger.rules.fund import (
     _CANONICAL_POSITIVE,
@@ -223,7 +223,7 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
         book = store.load_book()
     else:
         book = anchor.check(store)  # (its ids: the database's, held to the anchor's)
-    builder = Builder(book, size, sig_line_length(signer.name))
+    builder = Builder(book, size, 1 + note.sig_line_length(signer.name))  # a blank line, then one signature
     chain.start(size, prev, edge)
     out = Prepared(size, prev)
     seen = book.seen

@@ -1715,13 +1715,13 @@ def check_entry_shape(data: bytes, seq: int, keys: KeyHistory, sigs: _Signatures
     for s, k in zip(signatures, signers):
         if s.name != k.name or s.key_id != k.key_id:
             raise VerificationError(f"signed by a key that may not sign here: {s.name}+{s.key_id.hex()}", seq=seq)
-        if len(s.signature) != 64:
+        if len(s.signature) != note.ED25519_SIG_SIZE:
             raise VerificationError("malformed signature", seq=seq)
         sigs.add(seq, k.public_key, text, s.signature)
     return obj, text
 
 
-_SIG_B64_LEN = 92  # base64 of a 4-byte key id and a 64-byte Ed25519 signature
+_SIG_B64_LEN = note.sig_b64_length(note.ED25519_SIG_SIZE)  # base64 of a key id and an Ed25519 signature
 
 
 def _split_one_signature(data: bytes, key: note.Verifier) -> tuple[bytes, bytes] | None:
@@ -1739,7 +1739,7 @@ def _split_signature_line(data: bytes, key: note.Verifier) -> tuple[bytes, bytes
     blank line (for a caller whose own check of the text excludes one)."""
     prefix = key.__dict__.get("_line_prefix")
     if prefix is None:
-        prefix = "\n\n\u2014 ".encode() + key.name.encode() + b" "
+        prefix = b"\n\n" + note.SIG_PREFIX + key.name.encode() + b" "
         object.__setattr__(key, "_line_prefix", prefix)
     cut = len(data) - len(prefix) - _SIG_B64_LEN - 1
     if cut < 1 or data[cut : cut + len(prefix)] != prefix or data[-1:] != b"\n":
@@ -1749,7 +1749,7 @@ def _split_signature_line(data: bytes, key: note.Verifier) -> tuple[bytes, bytes
         raw = binascii.a2b_base64(b64, strict_mode=True)
     except binascii.Error:
         return None
-    if len(raw) != 68 or raw[:4] != key.key_id or binascii.b2a_base64(raw, newline=False) != b64:
+    if len(raw) != note.KEY_ID_SIZE + note.ED25519_SIG_SIZE or raw[:4] != key.key_id or binascii.b2a_base64(raw, newline=False) != b64:
         return None
     return data[: cut + 1], raw[4:]
 
