@@ -54,7 +54,8 @@ from ledger.format import note
 from ledger.verify import transport
 from ledger.format.entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
 from ledger.format.kinds import LIQUIDATION
-from ledger.errors import FormatError, FundledgerError, InputError, LimitError, StoreError, VerificationError
+from ledger.format.receipt import MAX_KEY_PROOFS, Receipt
+from ledger.errors import FundledgerError, InputError, LimitError, StoreError, VerificationError
 from ledger.rules.fund import (
     _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
     amount_str, canonical_movement, parse_time, settle, zero_str,
@@ -65,7 +66,6 @@ MAX_VKEY_BYTES = 4096
 MAX_STATE_BYTES = 1 << 30  # a verifier state: about 11 bytes per liquidation id, ~100 million ids
 MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
 MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
-MAX_KEY_PROOFS = 64  # key entries a receipt or a witness request may prove
 
 
 class MissingEntries(VerificationError):
@@ -579,7 +579,7 @@ class KeyHistory:
     def knows(self, start: int, v: note.Verifier) -> bool:
         return any(s == start and k.vkey() == v.vkey() for s, k in self.keys)
 
-    def follow(self, receipts: Sequence[note.Receipt], cp: note.Checkpoint, first_new: int = 0) -> None:
+    def follow(self, receipts: Sequence[Receipt], cp: note.Checkpoint, first_new: int = 0) -> None:
         """Add the rotations that ``receipts`` prove: key entries with their
         inclusion proofs in ``cp``, in seq order. One this history holds
         already is passed over; a new one must come after the latest known
@@ -683,59 +683,6 @@ def check_lone_entry(data: bytes, seq: int, keys: KeyHistory) -> dict:
     except VerificationError:
         raise VerificationError("invalid signature", seq=seq) from None
     return obj
-
-
-RECEIPT_SIG_PREFIX = "\u2014 ".encode()
-
-
-def parse_receipts(data: bytes) -> list[note.Receipt]:
-    """A receipt file: one C2SP tlog-proof@v1 for the entry, then, after a
-    key rotation, one for each key entry in the same checkpoint (see
-    docs/FORMAT.md). Each block ends after its checkpoint's signature lines."""
-    if len(data) > note.MAX_NOTE_BYTES:
-        raise LimitError(f"receipt of {len(data)} bytes is over the {note.MAX_NOTE_BYTES}-byte limit")
-    blocks, pos = [], 0
-    while pos < len(data):
-        if len(blocks) > MAX_KEY_PROOFS:
-            raise LimitError(f"more than {MAX_KEY_PROOFS} key proofs")
-        end = _receipt_end(data, pos)
-        blocks.append(note.parse_receipt(data[pos:end]))
-        pos = end
-    if not blocks:
-        raise FormatError("empty receipt")
-    if any(b.checkpoint != blocks[0].checkpoint for b in blocks):
-        raise FormatError("a key proof is not against the receipt's checkpoint")
-    return blocks
-
-
-def format_receipts(seq: int, tree_size: int, checkpoint: bytes, data: bytes,
-                    key_entries: list[tuple[int, bytes]], reader) -> bytes:
-    """The receipt of entry ``seq`` (``data``) against ``checkpoint``: its
-    tlog-proof@v1, then one for each key entry ``(seq, bytes)`` in that tree,
-    so that a reader holding only the log's first key can follow every
-    rotation to the key that signed the checkpoint (docs/FORMAT.md). A log
-    that never rotated gets the plain tlog-proof@v1."""
-    blocks = [(seq, data)] + [(k, d) for k, d in key_entries if k < tree_size]
-    return b"".join(
-        note.format_receipt(note.Receipt(i, tuple(merkle.prove_inclusion(tree_size, i, reader)), checkpoint, d))
-        for i, d in blocks
-    )
-
-
-def _receipt_end(data: bytes, pos: int) -> int:
-    """Where the tlog-proof block starting at ``pos`` ends: after the
-    signature lines that follow its proof's and its checkpoint's blank lines."""
-    proof_end = data.find(b"\n\n", pos)
-    text_end = data.find(b"\n\n", proof_end + 2) if proof_end >= 0 else -1
-    if text_end < 0:
-        return len(data)
-    p = text_end + 2
-    while data.startswith(RECEIPT_SIG_PREFIX, p):
-        nl = data.find(b"\n", p)
-        if nl < 0:
-            return len(data)
-        p = nl + 1
-    return p
 
 
 def explain_mismatch(obj: dict, expected: dict) -> str:
