@@ -20,7 +20,7 @@ from ledger.tlog import merkle
 from ledger.format import note
 from ledger.errors import FundledgerError, ProofError
 from ledger.store.store import read_tree_hashes
-from ledger.verify.receipt import format_receipts
+from ledger.format.receipt import format_receipts
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def entry_bytes(conn, seq: int) -> bytes | None:
 def receipt(conn, seq: int) -> bytes | None:
     """A C2SP tlog-proof@v1 receipt for entry ``seq`` against the latest
     checkpoint (the entry in ``extra``; after a key rotation, followed by
-    the key entries' proofs: see ledger.verify.format_receipts), or None if that checkpoint does not
+    the key entries' proofs: see ledger.format.receipt.format_receipts), or None if that checkpoint does not
     cover the entry. One read transaction: the checkpoint, the proof and the
     entry come from the same snapshot."""
     conn.execute("BEGIN")

@@ -20,6 +20,8 @@ from conftest import ORIGIN, run_fundledger
 from ledger.ops import keys
 from ledger.tlog import merkle
 from ledger.format import note
+from ledger.format import consistency
+from ledger.format import receipt as receipt_mod
 from ledger.cli import cli
 
 LIQ = ["liquidation", "XBTUSDTM", "--side", "long", "--qty", "1", "--bankruptcy-price", "39000"]
@@ -433,7 +435,7 @@ def test_prove_and_check_receipt(xbt):
     ok(invoke(xbt, "prove", "3", "--out", out))
     data = out.read_bytes()
     assert data.startswith(b"c2sp.org/tlog-proof@v1\n")
-    receipt = note.parse_receipt(data)
+    receipt = receipt_mod.parse_receipt(data)
     assert receipt.leaf_index == 3
     c = sqlite3.connect(xbt.db)
     entry = c.execute("SELECT data FROM entries WHERE seq = 3").fetchone()[0]
@@ -473,7 +475,7 @@ def test_consistency(xbt):
     ok(invoke(xbt, "consistency", old, "--out", out))
     body = out.read_bytes()
     assert body.startswith(b"old 4\n")
-    proof = note.parse_consistency(body)
+    proof = consistency.parse_consistency(body)
     assert proof.old_size == 4 and proof.checkpoint == new
     old_cp = note.parse_checkpoint(note.open_note(old.read_bytes(), [xbt.signer.verifier()])[0])
     new_cp = note.parse_checkpoint(note.open_note(new, [xbt.signer.verifier()])[0])

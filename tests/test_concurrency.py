@@ -34,6 +34,7 @@ from click.testing import CliRunner
 from ledger.ops import api
 from ledger.tlog import merkle
 from ledger.format import note
+from ledger.format import consistency
 from ledger.verify import run as verify
 from ledger.cli import cli
 from ledger.errors import StoreError, VerificationError
@@ -338,7 +339,7 @@ def test_consistency_while_a_checkpoint_is_signed(ledger):
     reader = Store.open(ledger.db, readonly=True)
     other = _other(ledger)
     _race_on_first_hash_read(reader, other, ledger.signer, 15)
-    body = note.parse_consistency(api.consistency(reader, old_checkpoint=first))
+    body = consistency.parse_consistency(api.consistency(reader, old_checkpoint=first))
     other.close()
     old = note.parse_checkpoint(note.split_note(first)[0])
     new = note.parse_checkpoint(note.split_note(body.checkpoint)[0])

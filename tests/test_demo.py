@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from ledger.ops import api
 from ledger.tlog import merkle
 from ledger.format import note
+from ledger.format import consistency
 from ledger.cli import cli
 from ledger.ops.demo import ORIGIN, run_demo
 from ledger.ops.market import CONTRACTS
@@ -163,7 +164,7 @@ def test_consistency_proof_from_the_first_checkpoint(demo):
         body = api.consistency(store, first)
     finally:
         store.close()
-    proof = note.parse_consistency(body)
+    proof = consistency.parse_consistency(body)
     old = open_checkpoint(first, [vkey])
     new = open_checkpoint(proof.checkpoint, [vkey])
     assert (proof.old_size, new.tree_size) == (old.tree_size, s["tree_size"])

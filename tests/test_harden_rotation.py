@@ -18,8 +18,9 @@ from click.testing import CliRunner
 from ledger.ops import api
 from ledger.ops import keys
 from ledger.format import note
+from ledger.format import consistency
+from ledger.format import receipt as receipt_mod
 from ledger.verify import run as verify
-from ledger.verify.receipt import parse_receipts
 from ledger.ops import witness
 from ledger.cli import cli
 from ledger.errors import InputError, VerificationError
@@ -122,7 +123,7 @@ def test_a_receipt_of_a_log_without_rotation_is_unchanged(ledger):
     ledger.checkpoint()
     data = api.prove(ledger.store, 1)
     assert data.count(b"c2sp.org/tlog-proof@v1") == 1
-    assert note.format_receipt(note.parse_receipt(data)) == data
+    assert receipt_mod.format_receipt(receipt_mod.parse_receipt(data)) == data
 
 
 def test_check_receipt_refuses_the_retired_key_past_the_rotation(rotated, tmp_path):
@@ -220,14 +221,14 @@ def test_a_witness_follows_a_rotation_it_is_told_of(rotated, tmp_path):
     # the retired key signs a consistent extension: refused
     ledger.store.append([liq(51)], [new])
     ledger.store.add_checkpoint([new])
-    body = note.parse_consistency(api.consistency(ledger.store, old_size=12))
+    body = consistency.parse_consistency(api.consistency(ledger.store, old_size=12))
     cp = note.parse_checkpoint(note.split_note(body.checkpoint)[0])
-    forged = note.ConsistencyProof(12, body.proof, note.sign_note(cp.text(), [ledger.signer]))
+    forged = consistency.ConsistencyProof(12, body.proof, note.sign_note(cp.text(), [ledger.signer]))
     with pytest.raises(VerificationError, match="in force at size 13"):
-        witness.add_checkpoint(ledger.wkey, ledger.wstate, note.format_consistency(forged))
+        witness.add_checkpoint(ledger.wkey, ledger.wstate, consistency.format_consistency(forged))
     # beside the new key's signature a retired one does not matter: the new key's counts
-    both = note.ConsistencyProof(12, body.proof, note.sign_note(cp.text(), [new, ledger.signer]))
-    witness.add_checkpoint(ledger.wkey, ledger.wstate, note.format_consistency(both))
+    both = consistency.ConsistencyProof(12, body.proof, note.sign_note(cp.text(), [new, ledger.signer]))
+    witness.add_checkpoint(ledger.wkey, ledger.wstate, consistency.format_consistency(both))
     assert json.loads(open(ledger.wstate).read())["logs"][ORIGIN]["size"] == 13
 
 
@@ -254,10 +255,10 @@ def test_a_witness_refuses_a_bad_key_proof(rotated, tmp_path):
     before = open(ledger.wstate).read()
     # a key entry signed by a stranger's key instead of the first one
     stranger = note.generate_signer(ORIGIN)
-    r = parse_receipts(api.prove(ledger.store, 6))[0]
+    r = receipt_mod.parse_receipts(api.prove(ledger.store, 6))[0]
     text, _ = note.split_note(r.extra)
     forged_entry = note.sign_note(text, [stranger, new])
-    bad = note.format_receipt(note.Receipt(6, r.proof, r.checkpoint, forged_entry))
+    bad = receipt_mod.format_receipt(receipt_mod.Receipt(6, r.proof, r.checkpoint, forged_entry))
     with pytest.raises(VerificationError):
         witness.add_key(ledger.wkey, ledger.wstate, req.read_bytes(), bad)
     # a proof against another checkpoint than the request's

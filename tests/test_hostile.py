@@ -43,6 +43,8 @@ from hypothesis import strategies as st
 
 from ledger.ops import api
 from ledger.format import note
+from ledger.format import consistency
+from ledger.format import receipt as receipt_mod
 from ledger.verify import run as verify
 from ledger.verify.checkpoint import open_checkpoint
 from ledger.ops import witness
@@ -412,8 +414,8 @@ def test_check_receipt_on_mutated_receipts(world, ops):
     except FundledgerError as e:
         assert e.exit_code in (1, 2) and str(e)
         return
-    genuine = note.parse_receipt(world.receipt)
-    got = note.parse_receipt(data)
+    genuine = receipt_mod.parse_receipt(world.receipt)
+    got = receipt_mod.parse_receipt(data)
     assert (got.leaf_index, got.extra, got.proof) == (genuine.leaf_index, genuine.extra, genuine.proof)
     assert out["seq"] == 7
 
@@ -432,7 +434,7 @@ def test_witness_on_mutated_requests(world, ops):
         assert Path(world.wstate).read_bytes() == before
         return
     try:
-        req = note.parse_consistency(data)
+        req = consistency.parse_consistency(data)
         assert note.split_note(req.checkpoint)[0] == note.split_note(world.checkpoint)[0]
         assert line.startswith("— witness.example ".encode())
     finally:

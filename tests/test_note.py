@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.bindings import crypto_sign_open, crypto_sign_seed_keypair
 
-from ledger.format import note
+from ledger.format import consistency, note, receipt
 from ledger.errors import FormatError, FundledgerError, KeyFileError, LimitError, SignatureError
 
 VECTORS = Path(__file__).parent / "vectors" / "c2sp"
@@ -429,6 +429,17 @@ def test_oversize_note():
         note.sign_note(b"a" * note.MAX_NOTE_BYTES + b"\n", [LOG])
 
 
+@pytest.mark.parametrize("name", ["example.com/fundledger", "w", "caf\u00e9.example/log"])
+def test_sig_line_length_is_that_of_a_signature_line(name):
+    signer = note.generate_signer(name)
+    data = note.sign_note(b"text\n", [signer])
+    assert len(data) - len(b"text\n\n") == note.sig_line_length(name)
+    assert note.sig_b64_length() == 92 and note.KEY_ID_SIZE + note.ED25519_SIG_SIZE == 68
+    assert data[len(b"text\n\n"):].startswith(note.SIG_PREFIX + name.encode())
+    cosigner = note.generate_signer(name, note.ALG_COSIGNATURE_V1)
+    assert len(note.cosign(cp_text(), cosigner, 7)) == note.sig_line_length(name, note.COSIGNATURE_SIZE)
+
+
 def test_sign_note_input_checks():
     for bad in (b"no newline", b"", b"cr\r\n", b"\xff\n", b"tab\t\n"):
         with pytest.raises(FormatError):
@@ -688,33 +699,33 @@ def _spec_receipt() -> bytes:
 
 def test_spec_receipt_example():
     with pytest.raises(FormatError):  # the spec elides its signatures with [...]
-        note.parse_receipt(SPEC["proof_example_verbatim"].encode())
+        receipt.parse_receipt(SPEC["proof_example_verbatim"].encode())
     data = _spec_receipt()
-    r = note.parse_receipt(data)
+    r = receipt.parse_receipt(data)
     assert r.leaf_index == SPEC["proof_index"]
     assert len(r.proof) == SPEC["proof_hash_count"]
     assert r.proof[0] == base64.b64decode("gSKyXoYZUgZ6jduWYrkDOARinOMGJveXjgMkBTcdPlQ=")
     assert r.extra == base64.b64decode("YWdlLXYxLjIuMS1kYXJ3aW4tYXJtNjQudGFyLmd6kYXJ3aW4tYXJ")
     assert r.checkpoint == data[len(SPEC["proof_head"].encode()) :]
-    assert note.format_receipt(r) == data
+    assert receipt.format_receipt(r) == data
 
 
 @pytest.mark.parametrize("extra", [None, b"x", b"\0\xff" * 100])
 @pytest.mark.parametrize("n", [0, 1, 63])
 def test_receipt_round_trip(extra, n):
-    r = note.Receipt(3, hashes(n), signed_cp(10), extra)
-    data = note.format_receipt(r)
+    r = receipt.Receipt(3, hashes(n), signed_cp(10), extra)
+    data = receipt.format_receipt(r)
     assert data.startswith(b"c2sp.org/tlog-proof@v1\n" + (b"extra " if extra else b"index "))
-    assert note.parse_receipt(data) == r
-    with_cosig = note.Receipt(9, hashes(n), signed_cp(10) + note.cosign(cp_text(10), WIT, 5), extra)
-    assert note.parse_receipt(note.format_receipt(with_cosig)) == with_cosig
+    assert receipt.parse_receipt(data) == r
+    with_cosig = receipt.Receipt(9, hashes(n), signed_cp(10) + note.cosign(cp_text(10), WIT, 5), extra)
+    assert receipt.parse_receipt(receipt.format_receipt(with_cosig)) == with_cosig
 
 
 def _receipt_cases():
     cp = signed_cp(10)
     h = b"".join(base64.b64encode(x) + b"\n" for x in hashes(2))
     ok = b"c2sp.org/tlog-proof@v1\nextra eA==\nindex 3\n" + h + b"\n" + cp
-    assert note.parse_receipt(ok).leaf_index == 3
+    assert receipt.parse_receipt(ok).leaf_index == 3
     return {
         "no header": b"extra eA==\nindex 3\n" + h + b"\n" + cp,
         "v2 header": b"c2sp.org/tlog-proof@v2\nindex 3\n" + h + b"\n" + cp,
@@ -750,32 +761,32 @@ def _receipt_cases():
 @pytest.mark.parametrize("label", sorted(_receipt_cases()))
 def test_malformed_receipts(label):
     with pytest.raises(FormatError):
-        note.parse_receipt(_receipt_cases()[label])
+        receipt.parse_receipt(_receipt_cases()[label])
 
 
 def test_receipt_limits():
     cp = signed_cp(10)
     h64 = b"".join(base64.b64encode(x) + b"\n" for x in hashes(64))
     with pytest.raises(LimitError):
-        note.parse_receipt(b"c2sp.org/tlog-proof@v1\nindex 3\n" + h64 + b"\n" + cp)
+        receipt.parse_receipt(b"c2sp.org/tlog-proof@v1\nindex 3\n" + h64 + b"\n" + cp)
     with pytest.raises(LimitError):
-        note.format_receipt(note.Receipt(3, hashes(64), cp, None))
-    big = note.Receipt(3, (), cp, b"x" * note.MAX_NOTE_BYTES)
+        receipt.format_receipt(receipt.Receipt(3, hashes(64), cp, None))
+    big = receipt.Receipt(3, (), cp, b"x" * note.MAX_NOTE_BYTES)
     with pytest.raises(LimitError):
-        note.format_receipt(big)
-    data = note.format_receipt(note.Receipt(3, (), cp, b"x" * 1000))
+        receipt.format_receipt(big)
+    data = receipt.format_receipt(receipt.Receipt(3, (), cp, b"x" * 1000))
     with pytest.raises(LimitError):
-        note.parse_receipt(data, max_bytes=len(data) - 1)
+        receipt.parse_receipt(data, max_bytes=len(data) - 1)
     for bad in (
-        note.Receipt(10, (), cp, None),
-        note.Receipt(-1, (), cp, None),
-        note.Receipt(3, (), cp, b""),
-        note.Receipt(3, (b"short",), cp, None),
-        note.Receipt(3, [ROOT], cp, None),
-        note.Receipt(3, (), cp_text(10), None),
+        receipt.Receipt(10, (), cp, None),
+        receipt.Receipt(-1, (), cp, None),
+        receipt.Receipt(3, (), cp, b""),
+        receipt.Receipt(3, (b"short",), cp, None),
+        receipt.Receipt(3, [ROOT], cp, None),
+        receipt.Receipt(3, (), cp_text(10), None),
     ):
         with pytest.raises(FormatError):
-            note.format_receipt(bad)
+            receipt.format_receipt(bad)
 
 
 # ---------------------------------------------------------------------------
@@ -784,27 +795,27 @@ def test_receipt_limits():
 
 def test_spec_witness_request():
     data = SPEC["witness_request"].encode()
-    c = note.parse_consistency(data)
+    c = consistency.parse_consistency(data)
     assert c.old_size == SPEC["witness_request_old_size"]
     assert len(c.proof) == 4
     assert c.proof[0] == base64.b64decode("PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=")
     assert c.checkpoint.startswith(b"example.com/behind-the-sofa\n20852163\n")
     assert len(note.split_note(c.checkpoint)[1]) == 2
-    assert note.format_consistency(c) == data
+    assert consistency.format_consistency(c) == data
 
 
 @pytest.mark.parametrize("old,n", [(0, 0), (5, 3), (10, 0), (7, 63)])
 def test_consistency_round_trip(old, n):
-    c = note.ConsistencyProof(old, hashes(n), signed_cp(10) + note.cosign(cp_text(10), WIT, 1))
-    data = note.format_consistency(c)
+    c = consistency.ConsistencyProof(old, hashes(n), signed_cp(10) + note.cosign(cp_text(10), WIT, 1))
+    data = consistency.format_consistency(c)
     assert data.startswith(b"old " + str(old).encode() + b"\n")
-    assert note.parse_consistency(data) == c
+    assert consistency.parse_consistency(data) == c
 
 
 def _consistency_cases():
     cp = signed_cp(10)
     h = b"".join(base64.b64encode(x) + b"\n" for x in hashes(2))
-    assert note.parse_consistency(b"old 5\n" + h + b"\n" + cp).old_size == 5
+    assert consistency.parse_consistency(b"old 5\n" + h + b"\n" + cp).old_size == 5
     return {
         "leading zero": b"old 05\n" + h + b"\n" + cp,
         "00": b"old 00\n\n" + cp,
@@ -829,20 +840,20 @@ def _consistency_cases():
 @pytest.mark.parametrize("label", sorted(_consistency_cases()))
 def test_malformed_consistency(label):
     with pytest.raises(FormatError):
-        note.parse_consistency(_consistency_cases()[label])
+        consistency.parse_consistency(_consistency_cases()[label])
 
 
 def test_consistency_limits():
     cp = signed_cp(10)
     h64 = b"".join(base64.b64encode(x) + b"\n" for x in hashes(64))
     with pytest.raises(LimitError):
-        note.parse_consistency(b"old 5\n" + h64 + b"\n" + cp)
+        consistency.parse_consistency(b"old 5\n" + h64 + b"\n" + cp)
     with pytest.raises(LimitError):
-        note.format_consistency(note.ConsistencyProof(5, hashes(64), cp))
+        consistency.format_consistency(consistency.ConsistencyProof(5, hashes(64), cp))
     with pytest.raises(LimitError):
-        note.parse_consistency(b"old 5\n\n" + cp, max_bytes=10)
+        consistency.parse_consistency(b"old 5\n\n" + cp, max_bytes=10)
     with pytest.raises(FormatError):
-        note.format_consistency(note.ConsistencyProof(11, (), cp))
+        consistency.format_consistency(consistency.ConsistencyProof(11, (), cp))
 
 
 # ---------------------------------------------------------------------------
@@ -852,8 +863,8 @@ def test_consistency_limits():
 PARSERS = [
     note.split_note,
     note.parse_checkpoint,
-    note.parse_receipt,
-    note.parse_consistency,
+    receipt.parse_receipt,
+    consistency.parse_consistency,
     note.parse_signature_lines,
 ]
 
@@ -893,15 +904,15 @@ def _canonical(label: str, data: bytes) -> bytes:
     if label == "checkpoint":
         return note.parse_checkpoint(data).text()
     if label == "receipt":
-        return note.format_receipt(note.parse_receipt(data))
-    return note.format_consistency(note.parse_consistency(data))
+        return receipt.format_receipt(receipt.parse_receipt(data))
+    return consistency.format_consistency(consistency.parse_consistency(data))
 
 
 SEEDS = {
     "note": signed_cp(10) + note.cosign(cp_text(10), WIT, 77),
     "checkpoint": cp_text(1234, ext=("x y",)),
-    "receipt": note.format_receipt(note.Receipt(7, hashes(3), signed_cp(100), b"entry")),
-    "consistency": note.format_consistency(note.ConsistencyProof(4, hashes(3), signed_cp(100))),
+    "receipt": receipt.format_receipt(receipt.Receipt(7, hashes(3), signed_cp(100), b"entry")),
+    "consistency": consistency.format_consistency(consistency.ConsistencyProof(4, hashes(3), signed_cp(100))),
 }
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from ledger.ops import api
 from ledger.format import note
+from ledger.format import consistency
 from ledger.verify import run as verify
 from ledger.ops import witness
 from ledger.errors import InputError, ProofError, VerificationError
@@ -53,21 +54,21 @@ def test_cosigns_consistent_growth_and_refuses_the_rest(setup):
     grow(ledger, 12, 3)
     second = ledger.store.latest_checkpoint()
     prev_note = ledger.store.checkpoints()[-2][4]
-    body = note.parse_consistency(api.consistency(ledger.store, old_checkpoint=prev_note))
-    bad = note.ConsistencyProof(body.old_size, (bytes(32),) + body.proof[1:], body.checkpoint)
+    body = consistency.parse_consistency(api.consistency(ledger.store, old_checkpoint=prev_note))
+    bad = consistency.ConsistencyProof(body.old_size, (bytes(32),) + body.proof[1:], body.checkpoint)
     with pytest.raises(ProofError):
-        witness.add_checkpoint(key, state, note.format_consistency(bad))
+        witness.add_checkpoint(key, state, consistency.format_consistency(bad))
     # a checkpoint signed by another key with the log's name: refused
     other = note.generate_signer(ledger.store.origin)
     cp = note.parse_checkpoint(note.split_note(second[4])[0])
-    forged = note.ConsistencyProof(body.old_size, body.proof, note.sign_note(cp.text(), [other]))
+    forged = consistency.ConsistencyProof(body.old_size, body.proof, note.sign_note(cp.text(), [other]))
     with pytest.raises(VerificationError):
-        witness.add_checkpoint(key, state, note.format_consistency(forged))
+        witness.add_checkpoint(key, state, consistency.format_consistency(forged))
     # an unknown log
     stranger = note.generate_signer("stranger.example")
-    alien = note.ConsistencyProof(0, (), note.sign_note(note.Checkpoint("stranger.example", 0, bytes(32)).text(), [stranger]))
+    alien = consistency.ConsistencyProof(0, (), note.sign_note(note.Checkpoint("stranger.example", 0, bytes(32)).text(), [stranger]))
     with pytest.raises(InputError):
-        witness.add_checkpoint(key, state, note.format_consistency(alien))
+        witness.add_checkpoint(key, state, consistency.format_consistency(alien))
 
 
 def test_attached_cosignatures_are_published_and_required(setup, tmp_path):

@@ -10,8 +10,10 @@ signed note by the log key; those exact bytes are the Merkle leaf.
 Canonical JSON: every value in an entry is an integer below 2**53 or a string
 of printable ASCII, so RFC 8785 reduces to ``json.dumps`` with sorted keys,
 no whitespace and ``ensure_ascii``; tests check this against the ``rfc8785``
-reference implementation. The verifier never trusts this equivalence alone:
-it rebuilds each entry and compares bytes.
+reference implementation. An entry of a known kind is written by that kind's
+encoder, derived from its definition in :mod:`ledger.format.kinds` (tests
+check it against ``canonical_json``). The verifier never trusts this
+equivalence alone: it rebuilds each entry and compares bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import base64
 import json
 
 from ledger.format import note
+from ledger.format.kinds import KINDS
 from ledger.errors import FormatError, LimitError
 
 MAX_ENTRY_BYTES = 65535  # an entry bundle length prefix is a uint16
@@ -41,7 +44,15 @@ def b64(data: bytes) -> str:
 
 def entry_text(fields: dict, seq: int, prev_hash: bytes, time: str) -> bytes:
     """The signed text of entry ``seq``: canonical JSON of ``fields`` plus
-    ``seq``, ``prev`` and ``time``, and a final newline."""
+    ``seq``, ``prev`` and ``time``, and a final newline. Fields of a known
+    kind's shape go through its derived encoder; any other object (tests
+    make them) through :func:`canonical_json`, which that encoder equals."""
+    kind = KINDS.get(fields.get("kind")) if type(fields.get("kind")) is str else None
+    if kind is not None:
+        try:
+            return kind.encode(**fields, seq=seq, prev=b64(prev_hash), time=time)
+        except TypeError:  # a field missing, unknown or of the wrong type
+            pass
     obj = dict(fields)
     obj["seq"] = seq
     obj["prev"] = b64(prev_hash)

@@ -1,13 +1,15 @@
-"""C2SP signed notes, checkpoints, cosignatures, receipts and witness requests.
+"""C2SP signed notes, keys, checkpoints and cosignatures.
 
 A pure module (no I/O, no clock) implementing, byte for byte:
 
 * c2sp.org/signed-note: notes, Ed25519 signatures (type 0x01), key ids, and
   the golang.org/x/mod/sumdb/note key encodings (vkey / skey);
 * c2sp.org/tlog-checkpoint: the checkpoint note text;
-* c2sp.org/tlog-cosignature: Ed25519 ``cosignature/v1`` (type 0x04);
-* c2sp.org/tlog-proof: the ``c2sp.org/tlog-proof@v1`` receipt;
-* c2sp.org/tlog-witness: the ``add-checkpoint`` request body.
+* c2sp.org/tlog-cosignature: Ed25519 ``cosignature/v1`` (type 0x04).
+
+Receipts (tlog-proof) are in :mod:`ledger.format.receipt`, witness requests
+(tlog-witness add-checkpoint) in :mod:`ledger.format.consistency`, the
+strict readers they share with this module in :mod:`ledger.format.strict`.
 
 Every parser accepts exactly one spelling of its format and raises only
 :class:`~ledger.errors.FundledgerError` subclasses: ``FormatError`` for
@@ -41,18 +43,10 @@ Choices where the specs are silent (the strict reading each time):
   a failure fails the note; a later line by the same key is ignored, as is
   a line by an unknown key.
 * At most MAX_SIGNATURES (100, as note.go) signature lines per note.
-* A receipt or witness request holds at most MAX_PROOF_HASHES (63) hashes
-  (tlog-witness states 63; a tree below 2**63 leaves never needs more for an
-  inclusion proof either); its embedded checkpoint must be a well-formed
-  signed note whose text is a well-formed checkpoint, with index < tree size
-  (receipt) or old size <= tree size (witness request; the spec answers
-  400 Bad Request to that, like to a malformed body).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import os
 import re
@@ -62,15 +56,28 @@ from typing import Sequence
 from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 
 from ledger.errors import FormatError, KeyFileError, LimitError, SignatureError
+from ledger.format.strict import (
+    MAX_TREE_SIZE,
+    b64,
+    b64decode,
+    check_line_str,
+    check_size,
+    check_text_bytes,
+    check_uint63,
+    parse_decimal,
+)
 
 __all__ = [
     "ALG_ED25519",
     "ALG_COSIGNATURE_V1",
+    "SIG_PREFIX",
+    "KEY_ID_SIZE",
+    "ED25519_SIG_SIZE",
+    "COSIGNATURE_SIZE",
+    "sig_b64_length",
+    "sig_line_length",
     "MAX_NOTE_BYTES",
     "MAX_SIGNATURES",
-    "MAX_PROOF_HASHES",
-    "MAX_TREE_SIZE",
-    "RECEIPT_HEADER",
     "COSIGNATURE_HEADER",
     "ED25519_ORDER",
     "REFUSED_POINTS",
@@ -89,15 +96,10 @@ __all__ = [
     "parse_signature_lines",
     "Checkpoint",
     "parse_checkpoint",
+    "parse_signed_checkpoint",
     "cosignature_message",
     "cosign",
     "verify_cosignature",
-    "Receipt",
-    "format_receipt",
-    "parse_receipt",
-    "ConsistencyProof",
-    "format_consistency",
-    "parse_consistency",
 ]
 
 ALG_ED25519 = 0x01
@@ -108,19 +110,29 @@ MAX_NOTE_BYTES = 1 << 20
 """Largest checkpoint note, receipt or witness request accepted."""
 MAX_SIGNATURES = 100
 """Most signature lines in one note (note.go's limit; the spec asks >= 16)."""
-MAX_PROOF_HASHES = 63
-"""Most hash lines in a receipt or an add-checkpoint request."""
-MAX_TREE_SIZE = (1 << 63) - 1
-"""Largest tree size, leaf index, old size or cosignature timestamp."""
-
-RECEIPT_HEADER = b"c2sp.org/tlog-proof@v1"
 COSIGNATURE_HEADER = b"cosignature/v1"
 
-_SIG_PREFIX = "\u2014 ".encode()  # em dash, space
+SIG_PREFIX = "\u2014 ".encode()
+"""A signature line starts with an em dash and a space."""
+KEY_ID_SIZE = 4
+"""The key hash before each signature: SHA-256(name || 0x0A || type || key)[:4]."""
+ED25519_SIG_SIZE = 64
+COSIGNATURE_SIZE = 8 + ED25519_SIG_SIZE
+"""A cosignature/v1: a big-endian u64 timestamp, then the Ed25519 signature."""
 _HASH_SIZE = 32
-_ED25519_SIG_SIZE = 64
 _KEY_SIZE = 32
-_COSIG_SIZE = 8 + _ED25519_SIG_SIZE
+
+
+def sig_b64_length(signature_size: int = ED25519_SIG_SIZE) -> int:
+    """Characters of the base64 of a signature line's key id and signature:
+    92 for Ed25519 (4 + 64 bytes), 104 for a cosignature/v1 (4 + 72)."""
+    return 4 * -(-(KEY_ID_SIZE + signature_size) // 3)
+
+
+def sig_line_length(name: str, signature_size: int = ED25519_SIG_SIZE) -> int:
+    """Bytes of one signature line ``— <name> <base64>`` by ``name``, its
+    newline included."""
+    return len(SIG_PREFIX) + len(name.encode("utf-8")) + 1 + sig_b64_length(signature_size) + 1
 
 # Ed25519 encodings every verifier refuses before the signature equation
 # (docs/FORMAT.md, "Signatures"), so that libsodium, OpenSSL, Go and WebCrypto
@@ -156,88 +168,14 @@ def ed25519_shape_ok(public_key: bytes, signature: bytes) -> bool:
     key that is neither. (S < 2**252 < L whenever its top byte is below
     0x10: the integer compare is only for the rare rest.)"""
     return (
-        len(signature) == _ED25519_SIG_SIZE
+        len(signature) == ED25519_SIG_SIZE
         and signature[:32] not in REFUSED_POINTS
         and (signature[63] < 0x10 or int.from_bytes(signature[32:], "little") < ED25519_ORDER)
         and public_key not in REFUSED_POINTS
     )
 
 
-_CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f]")
-_DECIMAL = re.compile(rb"0|[1-9][0-9]{0,18}")
 _HEX8 = re.compile(r"[0-9a-f]{8}")
-_B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
-
-
-# ---------------------------------------------------------------------------
-# Small strict helpers
-
-
-def _b64decode(s: str, what: str, err: type[Exception] = FormatError) -> bytes:
-    """Canonical standard base64 (with padding) or ``err``."""
-    if not _B64.fullmatch(s):
-        raise err(f"{what}: not canonical standard base64")
-    try:
-        raw = base64.b64decode(s, validate=True)
-    except (binascii.Error, ValueError):
-        raise err(f"{what}: not canonical standard base64") from None
-    if base64.b64encode(raw).decode("ascii") != s:
-        raise err(f"{what}: not canonical standard base64")
-    return raw
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _parse_decimal(b: bytes, what: str) -> int:
-    """ASCII decimal without leading zeros, below 2**63."""
-    if not _DECIMAL.fullmatch(b):
-        raise FormatError(f"{what}: not a decimal number without leading zeros")
-    n = int(b)
-    if n > MAX_TREE_SIZE:
-        raise FormatError(f"{what}: {n} is not below 2**63")
-    return n
-
-
-def _check_uint63(n: object, what: str) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 0 or n > MAX_TREE_SIZE:
-        raise FormatError(f"{what}: must be an integer in [0, 2**63)")
-    return n
-
-
-def _check_text_bytes(b: bytes, what: str) -> str:
-    """Valid UTF-8 without ASCII control characters other than newline."""
-    if not isinstance(b, bytes):
-        raise FormatError(f"{what}: must be bytes")
-    try:
-        s = b.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FormatError(f"{what}: not valid UTF-8") from None
-    m = _CONTROL.search(b)
-    if m:
-        raise FormatError(f"{what}: control character 0x{m.group()[0]:02x} at byte {m.start()}")
-    return s
-
-
-def _check_line_str(s: object, what: str) -> bytes:
-    """A non-empty str line (no newline, no control character) as UTF-8."""
-    if not isinstance(s, str) or not s:
-        raise FormatError(f"{what}: must be a non-empty string")
-    try:
-        b = s.encode("utf-8")
-    except UnicodeEncodeError:
-        raise FormatError(f"{what}: not encodable as UTF-8") from None
-    if b"\n" in b or _CONTROL.search(b):
-        raise FormatError(f"{what}: contains a control character")
-    return b
-
-
-def _check_size(data: object, max_bytes: int, what: str) -> None:
-    if not isinstance(data, bytes):
-        raise FormatError(f"{what}: must be bytes")
-    if len(data) > max_bytes:
-        raise LimitError(f"{what} of {len(data)} bytes is over the {max_bytes}-byte limit")
 
 
 # ---------------------------------------------------------------------------
@@ -254,7 +192,7 @@ def key_id(name: str, alg: int, public_key: bytes) -> bytes:
         nb = name.encode("utf-8")
     except UnicodeEncodeError:
         raise FormatError("key name is not encodable as UTF-8") from None
-    return hashlib.sha256(nb + b"\n" + bytes([alg]) + bytes(public_key)).digest()[:4]
+    return hashlib.sha256(nb + b"\n" + bytes([alg]) + bytes(public_key)).digest()[:KEY_ID_SIZE]
 
 
 def check_key_name(name: str) -> None:
@@ -301,7 +239,7 @@ class Verifier:
 
     def __post_init__(self) -> None:
         check_key_name(self.name)
-        if not isinstance(self.key_id, bytes) or len(self.key_id) != 4:
+        if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
             raise KeyFileError("key id must be 4 bytes")
         if not isinstance(self.public_key, bytes) or len(self.public_key) != _KEY_SIZE:
             raise KeyFileError("Ed25519 public key must be 32 bytes")
@@ -320,7 +258,7 @@ class Verifier:
 
     def vkey(self) -> str:
         """``<name>+<8 hex key id>+<base64(alg || public_key)>``."""
-        return f"{self.name}+{self.key_id.hex()}+{_b64(bytes([self.alg]) + self.public_key)}"
+        return f"{self.name}+{self.key_id.hex()}+{b64(bytes([self.alg]) + self.public_key)}"
 
     def with_alg(self, alg: int) -> "Verifier":
         """The same name and public key for another signature type (new key id)."""
@@ -344,7 +282,7 @@ class Signer:
         _check_alg(self.alg)
         if not isinstance(self.seed, bytes) or len(self.seed) != 32:
             raise KeyFileError("Ed25519 seed must be 32 bytes")
-        if not isinstance(self.key_id, bytes) or len(self.key_id) != 4:
+        if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
             raise KeyFileError("key id must be 4 bytes")
         pk, sk = crypto_sign_seed_keypair(self.seed)
         if key_id(self.name, self.alg, pk) != self.key_id:
@@ -354,14 +292,14 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte raw Ed25519 signature of ``message``."""
-        return crypto_sign(bytes(message), self._sk)[:_ED25519_SIG_SIZE]
+        return crypto_sign(bytes(message), self._sk)[:ED25519_SIG_SIZE]
 
     def verifier(self) -> Verifier:
         return Verifier(self.name, self.key_id, self._pk, self.alg)
 
     def skey(self) -> str:
         """``PRIVATE+KEY+<name>+<8 hex key id>+<base64(alg || seed)>`` (x/mod note)."""
-        return f"PRIVATE+KEY+{self.name}+{self.key_id.hex()}+{_b64(bytes([self.alg]) + self.seed)}"
+        return f"PRIVATE+KEY+{self.name}+{self.key_id.hex()}+{b64(bytes([self.alg]) + self.seed)}"
 
     def with_alg(self, alg: int) -> "Signer":
         """The same name and seed for another signature type (new key id)."""
@@ -391,7 +329,7 @@ def _parse_key_parts(name: str, hex_id: str, b64: str, what: str) -> tuple[int, 
         raise KeyFileError(f"malformed {what}: {e}") from None
     if not _HEX8.fullmatch(hex_id):
         raise KeyFileError(f"malformed {what}: key id is not 8 lowercase hex digits")
-    raw = _b64decode(b64, f"malformed {what}", KeyFileError)
+    raw = b64decode(b64, f"malformed {what}", KeyFileError)
     if len(raw) != 1 + _KEY_SIZE:
         raise KeyFileError(f"malformed {what}: key is {len(raw)} bytes, not 33")
     _check_alg(raw[0])
@@ -444,22 +382,22 @@ class NoteSignature:
 
 
 def _format_sig_line(name: str, kid: bytes, sig: bytes) -> bytes:
-    return _SIG_PREFIX + name.encode("utf-8") + b" " + _b64(kid + sig).encode("ascii") + b"\n"
+    return SIG_PREFIX + name.encode("utf-8") + b" " + b64(kid + sig).encode("ascii") + b"\n"
 
 
 def _parse_sig_line(line: bytes) -> NoteSignature:
     """``line`` without its final newline."""
-    if not line.startswith(_SIG_PREFIX):
+    if not line.startswith(SIG_PREFIX):
         raise FormatError("signature line does not start with an em dash and a space")
-    rest = line[len(_SIG_PREFIX) :].decode("utf-8")  # caller checked UTF-8
+    rest = line[len(SIG_PREFIX) :].decode("utf-8")  # caller checked UTF-8
     name, sep, b64 = rest.partition(" ")
     if not sep:
         raise FormatError("signature line has no space between key name and signature")
     check_key_name(name)
-    raw = _b64decode(b64, f"signature by {name}")
-    if len(raw) < 5:
+    raw = b64decode(b64, f"signature by {name}")
+    if len(raw) <= KEY_ID_SIZE:
         raise FormatError(f"signature by {name} is too short")
-    return NoteSignature(name, raw[:4], raw[4:], line + b"\n")
+    return NoteSignature(name, raw[:KEY_ID_SIZE], raw[KEY_ID_SIZE:], line + b"\n")
 
 
 def _parse_sig_block(sigs: bytes) -> list[NoteSignature]:
@@ -479,8 +417,8 @@ def split_note(msg: bytes, max_bytes: int = MAX_NOTE_BYTES) -> tuple[bytes, list
     characters other than newline and every signature line is
     ``— <name> <base64(key id || signature)>\\n``; LimitError over
     ``max_bytes`` or MAX_SIGNATURES."""
-    _check_size(msg, max_bytes, "note")
-    _check_text_bytes(msg, "note")
+    check_size(msg, max_bytes, "note")
+    check_text_bytes(msg, "note")
     i = msg.rfind(b"\n\n")
     if i < 0:
         raise FormatError("note has no blank line before its signatures")
@@ -489,14 +427,14 @@ def split_note(msg: bytes, max_bytes: int = MAX_NOTE_BYTES) -> tuple[bytes, list
 
 def parse_signature_lines(data: bytes, max_bytes: int = MAX_NOTE_BYTES) -> list[NoteSignature]:
     """One or more signature lines alone, e.g. an add-checkpoint response body."""
-    _check_size(data, max_bytes, "signature lines")
-    _check_text_bytes(data, "signature lines")
+    check_size(data, max_bytes, "signature lines")
+    check_text_bytes(data, "signature lines")
     return _parse_sig_block(data)
 
 
 def _check_note_text(text: bytes) -> None:
-    _check_size(text, MAX_NOTE_BYTES, "note text")
-    _check_text_bytes(text, "note text")
+    check_size(text, MAX_NOTE_BYTES, "note text")
+    check_text_bytes(text, "note text")
     if not text.endswith(b"\n"):
         raise FormatError("note text must end with a newline")
 
@@ -583,18 +521,18 @@ class Checkpoint:
     extensions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_line_str(self.origin, "checkpoint origin")
-        _check_uint63(self.tree_size, "tree size")
+        check_line_str(self.origin, "checkpoint origin")
+        check_uint63(self.tree_size, "tree size")
         if not isinstance(self.root_hash, bytes) or len(self.root_hash) != _HASH_SIZE:
             raise FormatError("root hash must be 32 bytes")
         if not isinstance(self.extensions, tuple):
             raise FormatError("extensions must be a tuple of strings")
         for e in self.extensions:
-            _check_line_str(e, "checkpoint extension line")
+            check_line_str(e, "checkpoint extension line")
 
     def text(self) -> bytes:
         """``<origin>\\n<size>\\n<base64 root>\\n`` then ``<extension>\\n`` each."""
-        lines = [self.origin, str(self.tree_size), _b64(self.root_hash), *self.extensions]
+        lines = [self.origin, str(self.tree_size), b64(self.root_hash), *self.extensions]
         return "".join(line + "\n" for line in lines).encode("utf-8")
 
 
@@ -609,8 +547,8 @@ def parse_checkpoint(text: bytes) -> Checkpoint:
         raise FormatError("checkpoint has fewer than three lines")
     if any(not line for line in lines):
         raise FormatError("checkpoint has an empty line")
-    size = _parse_decimal(lines[1], "checkpoint tree size")
-    root = _b64decode(lines[2].decode("ascii", "replace"), "checkpoint root hash")
+    size = parse_decimal(lines[1], "checkpoint tree size")
+    root = b64decode(lines[2].decode("ascii", "replace"), "checkpoint root hash")
     if len(root) != _HASH_SIZE:
         raise FormatError(f"checkpoint root hash is {len(root)} bytes, not 32")
     return Checkpoint(
@@ -618,7 +556,8 @@ def parse_checkpoint(text: bytes) -> Checkpoint:
     )
 
 
-def _parse_signed_checkpoint(note: bytes, max_bytes: int) -> Checkpoint:
+def parse_signed_checkpoint(note: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Checkpoint:
+    """The checkpoint of a signed checkpoint note, its signatures not verified."""
     text, _ = split_note(note, max_bytes)
     return parse_checkpoint(text)
 
@@ -630,7 +569,7 @@ def _parse_signed_checkpoint(note: bytes, max_bytes: int) -> Checkpoint:
 def cosignature_message(checkpoint_text: bytes, timestamp: int) -> bytes:
     """``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint text
     (the note body with its final newline, no signature lines)."""
-    _check_uint63(timestamp, "cosignature timestamp")
+    check_uint63(timestamp, "cosignature timestamp")
     parse_checkpoint(checkpoint_text)
     return COSIGNATURE_HEADER + b"\ntime " + str(timestamp).encode("ascii") + b"\n" + checkpoint_text
 
@@ -656,166 +595,11 @@ def verify_cosignature(checkpoint_text: bytes, sig: NoteSignature, verifier: Ver
     label = f"{sig.name}+{sig.key_id.hex()}"
     if sig.name != verifier.name or sig.key_id != verifier.key_id:
         raise SignatureError(f"cosignature {label} is not by {verifier.name}+{verifier.key_id.hex()}")
-    if len(sig.signature) != _COSIG_SIZE:
-        raise SignatureError(f"cosignature {label} is {len(sig.signature)} bytes, not 72")
+    if len(sig.signature) != COSIGNATURE_SIZE:
+        raise SignatureError(f"cosignature {label} is {len(sig.signature)} bytes, not {COSIGNATURE_SIZE}")
     t = int.from_bytes(sig.signature[:8], "big")
     if t > MAX_TREE_SIZE:
         raise SignatureError(f"cosignature {label} timestamp is not below 2**63")
     if not verifier.verify(cosignature_message(checkpoint_text, t), sig.signature[8:]):
         raise SignatureError(f"invalid cosignature by {label}")
     return t
-
-
-# ---------------------------------------------------------------------------
-# Receipts (c2sp.org/tlog-proof) and witness requests (c2sp.org/tlog-witness)
-
-
-def _check_hashes(proof: object, what: str) -> tuple[bytes, ...]:
-    if not isinstance(proof, tuple):
-        raise FormatError(f"{what} must be a tuple of hashes")
-    if len(proof) > MAX_PROOF_HASHES:
-        raise LimitError(f"{what} has {len(proof)} hashes, over the limit of {MAX_PROOF_HASHES}")
-    for h in proof:
-        if not isinstance(h, bytes) or len(h) != _HASH_SIZE:
-            raise FormatError(f"{what}: every hash must be 32 bytes")
-    return proof
-
-
-def _parse_hashes_then_note(lines: list[bytes], start: int, data: bytes, offset: int, what: str) -> tuple[tuple[bytes, ...], bytes]:
-    """Hash lines from ``lines[start]`` up to an empty line; the rest of
-    ``data`` (from byte ``offset`` of that line) is the checkpoint note."""
-    proof: list[bytes] = []
-    i = start
-    while True:
-        if i >= len(lines) - 1:  # the last element follows the final newline
-            raise FormatError(f"{what}: no empty line before the checkpoint")
-        line = lines[i]
-        offset += len(line) + 1
-        if not line:
-            break
-        if len(proof) == MAX_PROOF_HASHES:
-            raise LimitError(f"{what} has over {MAX_PROOF_HASHES} proof hashes")
-        h = _b64decode(line.decode("ascii", "replace"), f"{what} proof hash")
-        if len(h) != _HASH_SIZE:
-            raise FormatError(f"{what} proof hash is {len(h)} bytes, not 32")
-        proof.append(h)
-        i += 1
-    return tuple(proof), data[offset:]
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """A c2sp.org/tlog-proof@v1 proof: the entry at ``leaf_index`` is in the
-    tree of the signed ``checkpoint`` note; ``extra`` is the (unauthenticated)
-    extra data, here the entry bytes."""
-
-    leaf_index: int
-    proof: tuple[bytes, ...]
-    checkpoint: bytes
-    extra: bytes | None
-
-
-def format_receipt(r: Receipt) -> bytes:
-    """::
-
-        c2sp.org/tlog-proof@v1
-        extra <base64 extra>        (only if extra is not None; never empty)
-        index <leaf index>
-        <base64 hash>               (0 to 63 lines, leaf's sibling first)
-                                    (empty line)
-        <checkpoint note, verbatim>
-    """
-    idx = _check_uint63(r.leaf_index, "receipt index")
-    proof = _check_hashes(r.proof, "receipt")
-    if not isinstance(r.checkpoint, bytes):
-        raise FormatError("receipt checkpoint must be bytes")
-    cp = _parse_signed_checkpoint(r.checkpoint, MAX_NOTE_BYTES)
-    if idx >= cp.tree_size:
-        raise FormatError(f"receipt index {idx} is not below the tree size {cp.tree_size}")
-    out = [RECEIPT_HEADER, b"\n"]
-    if r.extra is not None:
-        if not isinstance(r.extra, bytes) or not r.extra:
-            raise FormatError("receipt extra data must be non-empty bytes or None")
-        out += [b"extra ", _b64(r.extra).encode("ascii"), b"\n"]
-    out += [b"index ", str(idx).encode("ascii"), b"\n"]
-    out += [_b64(h).encode("ascii") + b"\n" for h in proof]
-    out += [b"\n", r.checkpoint]
-    data = b"".join(out)
-    if len(data) > MAX_NOTE_BYTES:
-        raise LimitError(f"receipt of {len(data)} bytes is over the {MAX_NOTE_BYTES}-byte limit")
-    return data
-
-
-def parse_receipt(data: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Receipt:
-    """Strict inverse of :func:`format_receipt`. The ``extra`` line, if
-    present, must be second and hold non-empty canonical base64; the
-    checkpoint must be a well-formed signed checkpoint note (signatures are
-    not verified here) with the index below its tree size."""
-    _check_size(data, max_bytes, "receipt")
-    lines = data.split(b"\n")
-    if lines[0] != RECEIPT_HEADER or len(lines) < 2:
-        raise FormatError("receipt does not start with the line c2sp.org/tlog-proof@v1")
-    i = 1
-    offset = len(lines[0]) + 1
-    extra = None
-    if lines[i].startswith(b"extra "):
-        b64 = lines[i][len(b"extra ") :]
-        extra = _b64decode(b64.decode("ascii", "replace"), "receipt extra data")
-        if not extra:
-            raise FormatError("receipt extra data is empty")
-        offset += len(lines[i]) + 1
-        i += 1
-    if i >= len(lines) - 1 or not lines[i].startswith(b"index "):
-        raise FormatError("receipt has no index line")
-    idx = _parse_decimal(lines[i][len(b"index ") :], "receipt index")
-    offset += len(lines[i]) + 1
-    proof, note = _parse_hashes_then_note(lines, i + 1, data, offset, "receipt")
-    cp = _parse_signed_checkpoint(note, max_bytes)
-    if idx >= cp.tree_size:
-        raise FormatError(f"receipt index {idx} is not below the tree size {cp.tree_size}")
-    return Receipt(idx, proof, note, extra)
-
-
-@dataclass(frozen=True)
-class ConsistencyProof:
-    """A c2sp.org/tlog-witness add-checkpoint request body."""
-
-    old_size: int
-    proof: tuple[bytes, ...]
-    checkpoint: bytes
-
-
-def format_consistency(c: ConsistencyProof) -> bytes:
-    """``old <size>\\n``, one base64 hash line each (at most 63), an empty
-    line, then the signed checkpoint note verbatim."""
-    old = _check_uint63(c.old_size, "old size")
-    proof = _check_hashes(c.proof, "consistency proof")
-    if not isinstance(c.checkpoint, bytes):
-        raise FormatError("checkpoint must be bytes")
-    cp = _parse_signed_checkpoint(c.checkpoint, MAX_NOTE_BYTES)
-    if old > cp.tree_size:
-        raise FormatError(f"old size {old} is over the checkpoint size {cp.tree_size}")
-    out = [b"old ", str(old).encode("ascii"), b"\n"]
-    out += [_b64(h).encode("ascii") + b"\n" for h in proof]
-    out += [b"\n", c.checkpoint]
-    data = b"".join(out)
-    if len(data) > MAX_NOTE_BYTES:
-        raise LimitError(f"request of {len(data)} bytes is over the {MAX_NOTE_BYTES}-byte limit")
-    return data
-
-
-def parse_consistency(data: bytes, max_bytes: int = MAX_NOTE_BYTES) -> ConsistencyProof:
-    """Strict inverse of :func:`format_consistency`. The checkpoint must be a
-    well-formed signed checkpoint note (not verified here) and the old size
-    at most its tree size. Whether a non-empty proof for old size 0 verifies
-    is left to the proof checker."""
-    _check_size(data, max_bytes, "add-checkpoint request")
-    lines = data.split(b"\n")
-    if len(lines) < 2 or not lines[0].startswith(b"old "):
-        raise FormatError("add-checkpoint request does not start with an old size line")
-    old = _parse_decimal(lines[0][len(b"old ") :], "old size")
-    proof, note = _parse_hashes_then_note(lines, 1, data, len(lines[0]) + 1, "add-checkpoint request")
-    cp = _parse_signed_checkpoint(note, max_bytes)
-    if old > cp.tree_size:
-        raise FormatError(f"old size {old} is over the checkpoint size {cp.tree_size}")
-    return ConsistencyProof(old, proof, note)

@@ -18,6 +18,8 @@ from ledger.store import sign as chainsign
 from ledger.ops import keys
 from ledger.tlog import merkle
 from ledger.format import note
+from ledger.format.consistency import ConsistencyProof, format_consistency
+from ledger.format.receipt import format_receipts, parse_receipts
 from ledger.store import bulk as importer_mod
 from ledger.format.entry import parse_json_object
 from ledger.errors import FundledgerError, InputError, LimitError, RuleError, StoreError
@@ -376,7 +378,6 @@ def _prove(store: Store, seq: int) -> bytes:
     if not 0 <= seq < size:
         raise InputError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
     keys = [(start - 1, store.entry(start - 1)) for start, _ in store.key_history()[1:]]
-    from ledger.verify.receipt import format_receipts
 
     return format_receipts(seq, size, store.published_checkpoint(), store.entry(seq), keys, store)
 
@@ -413,7 +414,7 @@ def _consistency(store: Store, old_checkpoint: bytes | None, old_size: int | Non
     elif not 0 <= old_size <= size:
         raise InputError(f"--old-size must be from 0 to the latest checkpoint's size {size}")
     proof = merkle.prove_consistency(size, old_size, store)
-    return note.format_consistency(note.ConsistencyProof(old_size, tuple(proof), store.published_checkpoint()))
+    return format_consistency(ConsistencyProof(old_size, tuple(proof), store.published_checkpoint()))
 
 
 def key_at(store: Store, tree_size: int) -> note.Verifier:
@@ -495,7 +496,6 @@ def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
     exposes a history that the holder of a retired key signed as if the
     rotation never happened. Returns the entry's JSON object and more."""
     from ledger.verify.checkpoint import unverified_checkpoint
-    from ledger.verify.receipt import parse_receipts
     from ledger.verify.reference import KeyHistory, check_lone_entry
     from ledger.errors import VerificationError
     from ledger.verify.checkpoint import require_cosignatures

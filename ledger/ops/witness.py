@@ -32,6 +32,8 @@ from typing import Sequence
 
 from ledger.tlog import merkle
 from ledger.format import note
+from ledger.format.consistency import ConsistencyProof, parse_consistency
+from ledger.format.receipt import Receipt, parse_receipts
 from ledger.errors import FundledgerError, InputError, VerificationError
 from ledger.ops.keys import check_key_name, create_key_file, load_key_file, write_public
 
@@ -152,17 +154,16 @@ def add_key(key_path: str, state_path: str, request: bytes, key_proofs: bytes, n
     return _cosign(key_path, state_path, request, key_proofs, now)
 
 
-def _parse_request(request: bytes) -> tuple[note.ConsistencyProof, bytes, note.Checkpoint]:
+def _parse_request(request: bytes) -> tuple[ConsistencyProof, bytes, note.Checkpoint]:
     try:
-        req = note.parse_consistency(request)
+        req = parse_consistency(request)
         text, _sigs = note.split_note(req.checkpoint)
         return req, text, note.parse_checkpoint(text)
     except FundledgerError as e:
         raise InputError(f"bad add-checkpoint request: {e}") from None
 
 
-def _parse_key_proofs(data: bytes, text: bytes) -> list[note.Receipt]:
-    from ledger.verify.receipt import parse_receipts
+def _parse_key_proofs(data: bytes, text: bytes) -> list[Receipt]:
 
     try:
         receipts = parse_receipts(data)
@@ -171,7 +172,7 @@ def _parse_key_proofs(data: bytes, text: bytes) -> list[note.Receipt]:
         raise InputError(f"bad key proof: {e}") from None
     if not same:
         raise InputError("the key proof is not against the request's checkpoint")
-    by_seq: dict[int, note.Receipt] = {}
+    by_seq: dict[int, Receipt] = {}
     for r in receipts:  # `prove <seq>` of a key entry holds it twice
         if by_seq.setdefault(r.leaf_index, r).extra != r.extra:
             raise InputError(f"bad key proof: two entries at seq {r.leaf_index}")

@@ -42,24 +42,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from ledger.errors import InvariantError, RuleError
+from ledger.format import kinds
+from ledger.format.kinds import (
+    CONTRACT_TYPES,
+    MAX_CURRENCY_LENGTH,
+    MAX_FRAC_DIGITS,
+    MAX_ID_LENGTH,
+    MAX_INT_DIGITS,
+    MAX_SCALE,
+    MAX_SYMBOL_LENGTH,
+    SIDES,
+)
 
-# --- limits -----------------------------------------------------------------
-
-MAX_INT_DIGITS = 30  # digits before the point of a quantity or price
-MAX_FRAC_DIGITS = 18  # digits after the point of a quantity or price
-MAX_SCALE = 18  # digits after the point of a fund amount
-MAX_ID_LENGTH = 128  # a liquidation id, printable ASCII
-MAX_SYMBOL_LENGTH = 32
-MAX_CURRENCY_LENGTH = 16
-
-KINDS = ("contract", "liquidation")
-CONTRACT_TYPES = ("linear", "inverse")
-SIDES = ("long", "short")
+# --- limits and grammars: the entry format's (ledger/format/kinds.py) ------------
 
 _DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?\Z")
-_SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]*\Z")
-_CURRENCY = re.compile(r"[A-Z0-9]+\Z")
-_PRINTABLE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?\Z")
+_SYMBOL = re.compile(rf"(?:{kinds.SYMBOL})\Z")
+_CURRENCY = re.compile(rf"(?:{kinds.CURRENCY})\Z")
+_PRINTABLE = re.compile(rf"(?:{kinds.PRINTABLE})\Z")
 _TIME = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
@@ -69,7 +69,7 @@ _TIME = re.compile(
 # --- exact decimals -----------------------------------------------------------
 
 
-_CANONICAL_POSITIVE = re.compile(r"(?:[1-9][0-9]{0,29}(?:\.[0-9]{0,17}[1-9])?|0\.[0-9]{0,17}[1-9])\Z")
+_CANONICAL_POSITIVE = re.compile(rf"(?:{kinds.POSITIVE})\Z")
 
 
 def positive_decimal(value: object, name: str) -> tuple[int, int, str]:
@@ -257,10 +257,7 @@ def parse_time(value: object, name: str = "time") -> str:
     )
 
 
-_CANONICAL_TIME = re.compile(
-    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-    r"(?:\.[0-9]{0,8}[1-9])?Z\Z"
-)
+_CANONICAL_TIME = re.compile(rf"(?:{kinds.TIME})\Z")
 
 
 def _valid_date(value: str) -> bool:

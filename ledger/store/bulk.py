@@ -32,14 +32,14 @@ from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
 from ledger.format import entry as entry_mod
+from ledger.format import note
+from ledger.format.kinds import LIQUIDATION, MAX_ID_LENGTH, PREV_B64_LENGTH
 from ledger.tlog import merkle
-from ledger.store.sign import sig_line_length
 from ledger.errors import FundledgerError, LimitError, StoreError
 from ledger.rules.fund import (
     _CANONICAL_POSITIVE,
     _CANONICAL_TIME,
     _PRINTABLE,
-    MAX_ID_LENGTH,
     ZEROS,
     DuplicateContract,
     DuplicateLiquidation,
@@ -56,6 +56,7 @@ from ledger.store.store import contract_row, derived_columns
 
 CHUNK = 200  # records per message to the chain signer
 _PREV_KEY = b'"prev":"'
+_fill_liquidation = LIQUIDATION.fill  # the text around prev (ledger/format/kinds.py)
 
 
 def fast_liquidation(record: dict, funds: dict):
@@ -121,16 +122,9 @@ class Builder:
             p_s, a_s = amount_str(paid, scale), amount_str(adl, scale)
         time = self.clock() if t is None else t
         d_s, b_s = amount_str(delta, scale), amount_str(balance, scale)
-        lid_json = _json_str(lid)
-        if mp is None:
-            pre = (f'{{"adl":"{a_s}","balance":"{b_s}","bankruptcy_price":"{bp}","contract":"{sym}",'
-                   f'"delta":"{d_s}","fill_price":"{fp}","id":{lid_json},"kind":"liquidation",'
-                   f'"paid":"{p_s}","prev":"')
-        else:
-            pre = (f'{{"adl":"{a_s}","balance":"{b_s}","bankruptcy_price":"{bp}","contract":"{sym}",'
-                   f'"delta":"{d_s}","fill_price":"{fp}","id":{lid_json},"kind":"liquidation",'
-                   f'"mark_price":"{mp}","paid":"{p_s}","prev":"')
-        post = f'","qty":"{qty}","seq":{seq},"side":"{side}","time":"{time}"}}'
+        pre, post = _fill_liquidation(adl=a_s, balance=b_s, bankruptcy_price=bp, contract=sym, delta=d_s,
+                                      fill_price=fp, id=_json_str(lid), mark_price=mp, paid=p_s, qty=qty,
+                                      seq=seq, side=side, time=time)
         # fund.apply() of these fields, inline
         fund.advance(delta, paid, adl, balance, seq, time, fp if mp is None else mp)
         seen.add(key)
@@ -153,7 +147,7 @@ class Builder:
         time = self.clock() if t is None else parse_time(t)
         text = entry_mod.entry_text(fields, seq, entry_mod.ZERO_HASH, time)
         i = text.index(_PREV_KEY) + len(_PREV_KEY)
-        pre, post = text[:i], text[i + 44 : -1]
+        pre, post = text[:i], text[i + PREV_B64_LENGTH : -1]
         self._check_size(len(pre) + len(post))
         fields["seq"] = seq
         fields["time"] = time
@@ -163,7 +157,7 @@ class Builder:
         return pre, post, _rest_line(derived_columns(seq, b"", b"", fields)[3:])
 
     def _check_size(self, n: int) -> None:
-        size = n + 45 + self.sig_len
+        size = n + PREV_B64_LENGTH + 1 + self.sig_len  # the prev value, the newline, the signature
         if size > entry_mod.MAX_ENTRY_BYTES:
             raise LimitError(f"entry of {size} bytes is over the {entry_mod.MAX_ENTRY_BYTES}-byte limit")
 
@@ -229,7 +223,7 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
         book = store.load_book()
     else:
         book = anchor.check(store)  # (its ids: the database's, held to the anchor's)
-    builder = Builder(book, size, sig_line_length(signer.name))
+    builder = Builder(book, size, 1 + note.sig_line_length(signer.name))  # a blank line, then one signature
     chain.start(size, prev, edge)
     out = Prepared(size, prev)
     seen = book.seen

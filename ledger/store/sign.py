@@ -56,16 +56,11 @@ import tempfile
 from nacl.bindings import crypto_sign
 
 from ledger.errors import StoreError
+from ledger.format.note import ED25519_SIG_SIZE, KEY_ID_SIZE, SIG_PREFIX, Signer
 
-_SIG_PREFIX = "\u2014 ".encode()  # as note._SIG_PREFIX
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _START, _CONTINUE = b"S", b"C"
-
-
-def sig_line_length(name: str) -> int:
-    """Bytes after ``text`` in an entry: the blank line and one signature line."""
-    return 1 + len(_SIG_PREFIX) + len(name.encode("utf-8")) + 1 + 92 + 1  # base64 of 4 + 64 bytes is 92
 
 
 def sign_batch(items: list[bytes], seq: int, prev: bytes, edge: list[bytes], sk: bytes, kid: bytes,
@@ -83,10 +78,11 @@ def sign_batch(items: list[bytes], seq: int, prev: bytes, edge: list[bytes], sk:
     tree_rows: list[tuple] = []
     add_row, add_tree = rows.append, tree_rows.append
     pop, push = edge.pop, edge.append
+    sig_size = ED25519_SIG_SIZE  # crypto_sign returns the signature, then the message
     it = iter(items)
     for pre, post, rest in zip(it, it, it):
         text = pre + b2a(prev, newline=False) + post + b"\n"
-        data = text + sep + b2a(kid + sign(text, sk)[:64])  # b2a_base64 ends the line with "\n"
+        data = text + sep + b2a(kid + sign(text, sk)[:sig_size])  # b2a_base64 ends the line with "\n"
         prev = h = sha(b"\x00" + data).digest()
         add_row((seq, data, prev) + tuple([x or None for x in rest.decode("ascii").split("\t")]))
         # the nodes this leaf completes, under their stored-hash indexes
@@ -142,7 +138,7 @@ def _decode_result(body: bytes) -> tuple[list[tuple], list[tuple]]:
 
 
 def _sep(name: str) -> bytes:
-    return b"\n" + _SIG_PREFIX + name.encode("utf-8") + b" "
+    return b"\n" + SIG_PREFIX + name.encode("utf-8") + b" "
 
 
 class _Spool:
@@ -373,15 +369,14 @@ def _child(requests_fd: int, spool_fd: int) -> None:
     length of each request, read from the file ``requests_fd`` in order,
     until end of input; each result frame is appended to the file
     ``spool_fd`` and its length reported on standard output."""
-    from ledger.format.note import Signer
-
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
     head = _read_exact(inp, 4)
     if head is None:
         return
     key = _read_exact(inp, _U32.unpack(head)[0])
-    signer = Signer(key[36:].decode("utf-8"), key[32:36], key[:32])
+    seed, kid = key[:32], key[32 : 32 + KEY_ID_SIZE]  # the frame: seed, key id, name
+    signer = Signer(key[32 + KEY_ID_SIZE :].decode("utf-8"), kid, seed)
     del key
     sk, kid, sep = signer._sk, signer.key_id, _sep(signer.name)
     state = None

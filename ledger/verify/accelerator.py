@@ -16,16 +16,16 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 
 from nacl.bindings import crypto_sign_open
 
-from ledger.errors import FundledgerError, InvariantError
+from ledger.errors import FundledgerError
 from ledger.format import note
 from ledger.format.entry import MAX_ENTRY_BYTES
+from ledger.format.kinds import LIQUIDATION
 from ledger.rules.fund import (
-    _CANONICAL_POSITIVE, _CANONICAL_TIME, _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date,
-    amount_str, canonical_movement, settle, zero_str,
+    _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date, amount_str, canonical_movement, settle,
+    zero_str,
 )
 from ledger.tlog import merkle
 from ledger.verify.sources import Source, source_from_spec
@@ -213,33 +213,11 @@ def _summarize(items: list[tuple], first: int) -> tuple[dict, list[int]] | None:
     return {symbol: tuple(f) for symbol, f in funds.items()}, hashes
 
 
-def _liquidation_pattern() -> re.Pattern:
-    """The canonical JSON text of a liquidation entry whose strings need no
-    escaping, one group per field, keys in RFC 8785 order. A text matching
-    it is exactly ``canonical_json`` of its groups (``json.dumps`` with
-    ``ensure_ascii`` writes printable ASCII other than ``"`` and ``\\``
-    verbatim); any other spelling does not match and takes the full path."""
-    plain = r'([ !#-\[\]-~]*)'  # a JSON string body json.dumps writes verbatim
-    if not _CANONICAL_POSITIVE.pattern.endswith(r"\Z"):
-        raise InvariantError("_CANONICAL_POSITIVE must end with \\Z")
-    positive = f"({_CANONICAL_POSITIVE.pattern[:-2]})"  # what positive_decimal returns unchanged
-    if not _CANONICAL_TIME.pattern.endswith(r"\Z"):
-        raise InvariantError("_CANONICAL_TIME must end with \\Z")
-    time = f"({_CANONICAL_TIME.pattern[:-2]})"  # what parse_time returns unchanged, but for the calendar
-    fields = {"adl": plain, "balance": plain, "bankruptcy_price": positive, "contract": plain, "delta": plain,
-              "fill_price": positive, "id": plain, "kind": '"liquidation"', "mark_price": positive,
-              "paid": plain, "prev": plain, "qty": positive, "seq": "(0|[1-9][0-9]*)",
-              "side": '"(long|short)"', "time": time}
-    parts = []
-    for k in sorted(fields):
-        v = fields[k]
-        value = v if v.startswith(("(0", '"')) else f'"{v}"'
-        part = f'"{k}":{value}'
-        parts.append(f"(?:{part},)?" if k == "mark_price" else part)
-    return re.compile("{" + ",".join(parts).replace(",(?:", "(?:,").replace(",)?", ")?") + "}\n")
-
-
-_LIQUIDATION_TEXT = _liquidation_pattern()
+# A liquidation's canonical text when no string needs escaping, one group per
+# field in RFC 8785 key order, derived from the entry's definition: a text
+# matching it is exactly canonical_json of its groups; any other spelling
+# does not match, and the reference checks it.
+_LIQUIDATION_TEXT = LIQUIDATION.pattern
 
 
 def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row, derived, id_key):
@@ -308,16 +286,18 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
             fill_s if mark_s is None else mark_s, prev, signature + text)
 
 
-_SIG_B64_LEN = 92  # base64 of a 4-byte key id and a 64-byte Ed25519 signature
+_SIG_B64_LEN = note.sig_b64_length(note.ED25519_SIG_SIZE)  # base64 of a key id and an Ed25519 signature
+_LINE_PREFIXES: dict[tuple[str, bytes], bytes] = {}  # (key name, key id) -> b"\n\n— <name> "
 
 
 def _split_signature_line(data: bytes, key: note.Verifier) -> tuple[bytes, bytes] | None:
     """:func:`_split_one_signature` less its check that the text holds no
     blank line (for a caller whose own check of the text excludes one)."""
-    prefix = key.__dict__.get("_line_prefix")
+    prefix = _LINE_PREFIXES.get((key.name, key.key_id))
     if prefix is None:
-        prefix = "\n\n\u2014 ".encode() + key.name.encode() + b" "
-        object.__setattr__(key, "_line_prefix", prefix)
+        if len(_LINE_PREFIXES) >= 16:
+            _LINE_PREFIXES.clear()
+        prefix = _LINE_PREFIXES[key.name, key.key_id] = b"\n\n" + note.SIG_PREFIX + key.name.encode() + b" "
     cut = len(data) - len(prefix) - _SIG_B64_LEN - 1
     if cut < 1 or data[cut : cut + len(prefix)] != prefix or data[-1:] != b"\n":
         return None
@@ -326,7 +306,7 @@ def _split_signature_line(data: bytes, key: note.Verifier) -> tuple[bytes, bytes
         raw = binascii.a2b_base64(b64, strict_mode=True)
     except binascii.Error:
         return None
-    if len(raw) != 68 or raw[:4] != key.key_id or binascii.b2a_base64(raw, newline=False) != b64:
+    if len(raw) != note.KEY_ID_SIZE + note.ED25519_SIG_SIZE or raw[:4] != key.key_id or binascii.b2a_base64(raw, newline=False) != b64:
         return None
     return data[: cut + 1], raw[4:]
 

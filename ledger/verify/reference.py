@@ -38,12 +38,10 @@ from typing import Iterator, Sequence
 from ledger.errors import FundledgerError, LimitError, VerificationError
 from ledger.format import note
 from ledger.format.entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
+from ledger.format.receipt import MAX_KEY_PROOFS, Receipt
 from ledger.rules.fund import FundBook, parse_time
 from ledger.tlog import merkle
 from ledger.verify.checkpoint import open_checkpoint, signed_by_any
-
-MAX_KEY_PROOFS = 64  # key entries a receipt or a witness request may prove
-
 
 class MissingEntries(VerificationError):
     """Fewer entries than the checkpoint claims."""
@@ -87,7 +85,7 @@ class KeyHistory:
     def knows(self, start: int, v: note.Verifier) -> bool:
         return any(s == start and k.vkey() == v.vkey() for s, k in self.keys)
 
-    def follow(self, receipts: Sequence[note.Receipt], cp: note.Checkpoint, first_new: int = 0) -> None:
+    def follow(self, receipts: Sequence[Receipt], cp: note.Checkpoint, first_new: int = 0) -> None:
         """Add the rotations that ``receipts`` prove: key entries with their
         inclusion proofs in ``cp``, in seq order. One this history holds
         already is passed over; a new one must come after the latest known
@@ -169,7 +167,7 @@ def split_entry(data: bytes, seq: int, keys: KeyHistory) -> tuple[dict, bytes, l
     for s, k in zip(signatures, signers):
         if s.name != k.name or s.key_id != k.key_id:
             raise VerificationError(f"signed by a key that may not sign here: {s.name}+{s.key_id.hex()}", seq=seq)
-        if len(s.signature) != 64:
+        if len(s.signature) != note.ED25519_SIG_SIZE:
             raise VerificationError("malformed signature", seq=seq)
     return obj, text, [(k, s.signature) for s, k in zip(signatures, signers)]
 
