@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 from bench import gen, raw  # noqa: E402
 from ledger.ops import api  # noqa: E402
-from ledger.tlog import merkle  # noqa: E402
+from ledger.tlog.proof import prove_consistency, prove_inclusion  # noqa: E402
 from ledger.store.store import Store  # noqa: E402
 
 RESULTS_VERSION = 1
@@ -462,11 +462,11 @@ def bench_proofs(t: Table, root: str, sizes: list[int], dbs: dict[int, str], cou
         rng = random.Random(n)
         inc = [[(size, rng.randrange(size), store) for _ in range(count)] for _ in range(ROUNDS)]
         con = [[(size, rng.randrange(1, size), store) for _ in range(count)] for _ in range(ROUNDS)]
-        merkle.prove_inclusion(size, 0, store)  # open the file
+        prove_inclusion(size, 0, store)  # open the file
         ours: dict[str, list] = {"inclusion": [], "consistency": []}
         for r in range(ROUNDS):  # fresh random leaves each round: no round re-reads the last one's pages
-            ours["inclusion"].append(time_each(merkle.prove_inclusion, inc[r], 60))
-            ours["consistency"].append(time_each(merkle.prove_consistency, con[r], 60))
+            ours["inclusion"].append(time_each(prove_inclusion, inc[r], 60))
+            ours["consistency"].append(time_each(prove_consistency, con[r], 60))
         ours_root = store.tree_hash(size)
         store.close()
         theirs: dict[str, list] = {}

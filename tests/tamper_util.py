@@ -305,9 +305,9 @@ def bundle(entries: list[bytes]) -> bytes:
 def bundle_path(root: Path, seq: int, size: int) -> Path:
     index = seq // 256
     width = min(256, size - index * 256)
-    from ledger.tlog import merkle
+    from ledger.tlog.tiles import entries_path
 
-    return root / merkle.entries_path(index, width)
+    return root / entries_path(index, width)
 
 
 def edit_bundle_entry(root: Path, seq: int, size: int, fn) -> None:

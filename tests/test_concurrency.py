@@ -32,7 +32,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.ops import api
-from ledger.tlog import merkle
+from ledger.tlog.proof import verify_consistency
 from ledger.format import note
 from ledger.verify import verifier as verify
 from ledger.cli import cli
@@ -342,7 +342,7 @@ def test_consistency_while_a_checkpoint_is_signed(ledger):
     other.close()
     old = note.parse_checkpoint(note.split_note(first)[0])
     new = note.parse_checkpoint(note.split_note(body.checkpoint)[0])
-    merkle.verify_consistency(body.old_size, new.tree_size, body.proof, old.root_hash, new.root_hash)
+    verify_consistency(body.old_size, new.tree_size, body.proof, old.root_hash, new.root_hash)
 
 
 def test_liquidation_reports_its_own_entry(ledger, monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.ops import api
-from ledger.tlog import merkle
+from ledger.tlog.proof import verify_consistency
 from ledger.format import note
 from ledger.cli import cli
 from ledger.ops.demo import CONTRACTS, ORIGIN, run_demo
@@ -165,7 +165,7 @@ def test_consistency_proof_from_the_first_checkpoint(demo):
     old = open_checkpoint(first, [vkey])
     new = open_checkpoint(proof.checkpoint, [vkey])
     assert (proof.old_size, new.tree_size) == (old.tree_size, s["tree_size"])
-    merkle.verify_consistency(old.tree_size, new.tree_size, list(proof.proof), old.root_hash, new.root_hash)
+    verify_consistency(old.tree_size, new.tree_size, list(proof.proof), old.root_hash, new.root_hash)
 
 
 def test_a_fund_is_drained_and_adl_recorded(demo):

@@ -372,14 +372,14 @@ class WriterAnchor:
             at_anchor = store.read_hashes(merkle.compact_range_indexes(saved.tree_size))
         except ProofError as e:
             raise refuse(f"the stored tree at size {saved.tree_size} is incomplete ({e})") from None
-        if merkle.CompactRange(saved.tree_size, at_anchor).root() != saved.root:
+        if merkle.TreeBuilder(saved.tree_size, at_anchor).root() != saved.root:
             raise refuse(f"the stored tree at size {saved.tree_size} is not the one this key signed: "
                          "history was rewritten")
         book = FundBook(funds={s: fund_from_row(r) for s, r in saved.funds.items()})
         state, replayed = saved, []
         if size > saved.tree_size:
             state, replayed = _replay(store, saved, book, at_anchor, size)
-        if prev != state.prev or merkle.CompactRange(size, edge).root() != state.root:
+        if prev != state.prev or merkle.TreeBuilder(size, edge).root() != state.root:
             raise refuse(f"the stored head at size {size} is not the one the signed entries give")
         if state.keys[-1][1] != store.current_vkey:
             raise refuse("the signed entries do not hand the log to the key in the database")

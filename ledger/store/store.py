@@ -738,7 +738,7 @@ class Store:
                 raise ProofError("the stored tree does not give the last checkpoint's root")
             conn.execute("ROLLBACK")
             return size, last[4], False
-        edge = merkle.CompactRange(old_size, self.read_hashes(merkle.compact_range_indexes(old_size)))
+        edge = merkle.TreeBuilder(old_size, self.read_hashes(merkle.compact_range_indexes(old_size)))
         if edge.root() != old_root:
             raise ProofError("the stored tree does not give the last checkpoint's root")
         for _, data in self.iter_entries(old_size, size):

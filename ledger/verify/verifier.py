@@ -50,6 +50,8 @@ from typing import Callable, Iterator, Sequence
 from nacl.bindings import crypto_sign_open
 
 from ledger.tlog import merkle
+from ledger.tlog.proof import prove_inclusion, verify_inclusion
+from ledger.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, entries_path, parse_tile_path, tile_hash_indexes, tile_path
 from ledger.format import note
 from ledger.verify import transport
 from ledger.format.entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
@@ -62,8 +64,8 @@ from ledger.rules.fund import (
 MAX_CHECKPOINT_BYTES = 1 << 20
 MAX_VKEY_BYTES = 4096
 MAX_STATE_BYTES = 1 << 30  # a verifier state: about 11 bytes per liquidation id, ~100 million ids
-MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
-MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
+MAX_BUNDLE_BYTES = TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
+MAX_TILE_BYTES = TILE_WIDTH * merkle.HASH_SIZE
 MAX_KEY_PROOFS = 64  # key entries a receipt or a witness request may prove
 
 
@@ -125,7 +127,7 @@ class _FileTree(Source):
         return self.fetch("checkpoint", MAX_CHECKPOINT_BYTES)
 
     def read_tile(self, level: int, index: int, width: int) -> bytes:
-        path = merkle.tile_path(level, index, width)
+        path = tile_path(level, index, width)
         data = self.fetch(path, MAX_TILE_BYTES)
         if data is None:
             raise VerificationError(f"{path} is missing")
@@ -133,11 +135,11 @@ class _FileTree(Source):
 
     def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Entries ``start..end-1`` from the entry bundles of a log of ``tree_size``."""
-        w = merkle.TILE_WIDTH
+        w = TILE_WIDTH
         end = tree_size if end is None else min(end, tree_size)
         for index in range(start // w, (end + w - 1) // w):
             width = min(w, tree_size - index * w)
-            path = merkle.entries_path(index, width)
+            path = entries_path(index, width)
             data = self.fetch(path, MAX_BUNDLE_BYTES)
             if data is None:
                 raise MissingEntries(f"{path} is missing", seq=max(index * w, start))
@@ -302,7 +304,7 @@ class DbSource(Source):
             raise MissingEntries(f"entry {expect} is missing", seq=expect)
 
     def read_tile(self, level: int, index: int, width: int) -> bytes:
-        return b"".join(self.store.read_hashes(merkle.tile_hash_indexes(level, index, width)))
+        return b"".join(self.store.read_hashes(tile_hash_indexes(level, index, width)))
 
     def prefetch(self, progress: Callable[[], float]) -> Callable[[], None]:
         """Ask the OS to read the database file ahead of a full
@@ -591,7 +593,7 @@ class KeyHistory:
             if r.extra is None or seq <= last:
                 raise VerificationError("key proofs must each carry a key entry, in seq order")
             last = seq
-            merkle.verify_inclusion(merkle.leaf_hash(r.extra), seq, cp.tree_size, r.proof, cp.root_hash)
+            verify_inclusion(merkle.leaf_hash(r.extra), seq, cp.tree_size, r.proof, cp.root_hash)
             obj = check_lone_entry(r.extra, seq, self.upto(seq))
             if obj.get("kind") != "key":
                 raise VerificationError("a key proof's entry is not a key entry", seq=seq)
@@ -716,7 +718,7 @@ def format_receipts(seq: int, tree_size: int, checkpoint: bytes, data: bytes,
     that never rotated gets the plain tlog-proof@v1."""
     blocks = [(seq, data)] + [(k, d) for k, d in key_entries if k < tree_size]
     return b"".join(
-        note.format_receipt(note.Receipt(i, tuple(merkle.prove_inclusion(tree_size, i, reader)), checkpoint, d))
+        note.format_receipt(note.Receipt(i, tuple(prove_inclusion(tree_size, i, reader)), checkpoint, d))
         for i, d in blocks
     )
 
@@ -801,11 +803,11 @@ def implied_partial_tiles(tree_size: int) -> list[tuple[int, int, int]]:
     """The partial tiles ``(level, index, width)`` a tree of ``tree_size``
     publishes (one per level at its right edge, at most), and its partial
     entry bundle as level -1: what a reader of that tree's checkpoint fetches."""
-    w = merkle.TILE_WIDTH
+    w = TILE_WIDTH
     out = []
     level = 0
-    while tree_size >> (merkle.TILE_HEIGHT * level):
-        count = tree_size >> (merkle.TILE_HEIGHT * level)
+    while tree_size >> (TILE_HEIGHT * level):
+        count = tree_size >> (TILE_HEIGHT * level)
         if count % w:
             out.append((level, count // w, count % w))
         level += 1
@@ -826,7 +828,7 @@ def listed_partial_tiles(root: str) -> list[tuple[int, int, int]]:
         rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
         for name in files:
             try:
-                out.append(merkle.parse_tile_path(f"{rel}/{name}"))
+                out.append(parse_tile_path(f"{rel}/{name}"))
             except FundledgerError:
                 continue
     return out
@@ -873,20 +875,20 @@ class TileChecker:
         """:meth:`add_built` for the leaves ``first, first + 1, ...``, given as
         their leaf hashes and the stored hashes
         :meth:`merkle.TreeBuilder.extend` returned for them."""
-        base = 2 * first - first.bit_count()
+        base = merkle.leaf_stored_index(first)
         i, n = 0, len(leaves)
         while i < n:
             buf = self.levels[0]
-            take = min(n - i, merkle.TILE_WIDTH - len(buf))
+            take = min(n - i, TILE_WIDTH - len(buf))
             buf.extend(leaves[i : i + take])
             i += take
-            if len(buf) < merkle.TILE_WIDTH:
+            if len(buf) < TILE_WIDTH:
                 return
             # leaf ``seq`` filled the level-0 tile: what add_built does with
             # its hashes (the leaf hash, then one per trailing 1 bit of seq)
             seq = first + i - 1
-            start = 2 * seq - seq.bit_count() - base
-            count = (~seq & (seq + 1)).bit_length()
+            start = merkle.leaf_stored_index(seq) - base
+            count = merkle.stored_hashes_added(seq)
             self._compare(0, self.index[0], buf)
             self.levels[0] = []
             self.index[0] += 1
@@ -898,8 +900,8 @@ class TileChecker:
                 self.levels.append([])
                 self.index.append(0)
             buf = self.levels[level]
-            buf.append(hashes[level * merkle.TILE_HEIGHT])
-            if len(buf) < merkle.TILE_WIDTH:
+            buf.append(hashes[level * TILE_HEIGHT])
+            if len(buf) < TILE_WIDTH:
                 return
             self._compare(level, self.index[level], buf)
             self.levels[level] = []
@@ -909,8 +911,8 @@ class TileChecker:
     def _compare(self, level: int, index: int, hashes: list[bytes]) -> None:
         """Compare a published tile with the recomputed one; a mismatch names
         the first leaf under the first wrong hash."""
-        path = merkle.tile_path(level, index, len(hashes))
-        first_leaf = (index * merkle.TILE_WIDTH) << (merkle.TILE_HEIGHT * level)
+        path = tile_path(level, index, len(hashes))
+        first_leaf = (index * TILE_WIDTH) << (TILE_HEIGHT * level)
         try:
             got = self.source.read_tile(level, index, len(hashes))
         except VerificationError as e:
@@ -924,7 +926,7 @@ class TileChecker:
         bad = next((i for i in range(len(hashes)) if got[i * h : (i + 1) * h] != hashes[i]), len(hashes) - 1)
         raise VerificationError(
             f"hash tile {path} does not match the entries",
-            seq=(index * merkle.TILE_WIDTH + bad) << (merkle.TILE_HEIGHT * level),
+            seq=(index * TILE_WIDTH + bad) << (TILE_HEIGHT * level),
         )
 
     def _compare_partials(self, level: int, index: int, hashes: list[bytes]) -> None:
@@ -932,19 +934,19 @@ class TileChecker:
         0, its older partial entry bundles) against ``hashes``, its complete
         contents; a mismatch names the first leaf under the first wrong hash."""
         h = merkle.HASH_SIZE
-        first_seq = index * merkle.TILE_WIDTH
+        first_seq = index * TILE_WIDTH
         for width in sorted(w for w in self.partials.get((level, index), ()) if w < len(hashes)):
-            path = merkle.tile_path(level, index, width)
+            path = tile_path(level, index, width)
             got = self.source.fetch(path, MAX_TILE_BYTES)
             if got is None or got == b"".join(hashes[:width]):
                 continue
             bad = next((i for i in range(width) if got[i * h : (i + 1) * h] != hashes[i]), width - 1)
             raise VerificationError(f"hash tile {path} does not match the entries",
-                                    seq=(first_seq + bad) << (merkle.TILE_HEIGHT * level))
+                                    seq=(first_seq + bad) << (TILE_HEIGHT * level))
         if level != 0:
             return
         for width in sorted(w for w in self.partials.get((-1, index), ()) if w < len(hashes)):
-            path = merkle.entries_path(index, width)
+            path = entries_path(index, width)
             data = self.source.fetch(path, MAX_BUNDLE_BYTES)
             if data is None:
                 continue
@@ -1478,7 +1480,7 @@ def verify(
     roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
 
     if resume is None:
-        book, tree, prev, start = FundBook(seen=IdSet()), merkle.CompactRange(), ZERO_HASH, 0
+        book, tree, prev, start = FundBook(seen=IdSet()), merkle.TreeBuilder(), ZERO_HASH, 0
         keys = KeyHistory(log_key)
         tiles = _tile_checker(source, trusted_cp) if check_tiles and not isinstance(source, DbSource) else None
     else:
@@ -1489,7 +1491,6 @@ def verify(
         raise InputError("the trusted checkpoint is older than the saved state: verify without --state")
     if workers is None:
         workers = (os.cpu_count() or 1) if size - start >= 8 * CHUNK else 1
-    tree = merkle.TreeBuilder(tree.size, tree.hashes())
     run = _Run(size, book, keys, tree, prev, start, tiles, db_checks, roots, roots_wanted)
     book.seen.confirm = lambda pair: _recorded_before(source, size, run.seq, pair)
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
@@ -1813,7 +1814,7 @@ class DbCrossCheck:
         bulk by :meth:`flush_tree`, which names a bad one's leaf."""
         n = self.checked
         self.checked = n + 1
-        first = 2 * n - n.bit_count()  # merkle.stored_hash_index(0, n)
+        first = merkle.leaf_stored_index(n)
         skip = 0 if self.leaf_rows else 1
         self.want.extend(zip(range(first + skip, first + len(hashes)), hashes[skip:]))
 
@@ -1822,16 +1823,16 @@ class DbCrossCheck:
         hashes :meth:`merkle.TreeBuilder.extend` returned for them."""
         n, end = self.checked, self.checked + leaves
         self.checked = end
-        base = 2 * n - n.bit_count()
+        base = merkle.leaf_stored_index(n)
         if self.leaf_rows:
             self.want.extend(zip(range(base, base + len(stored)), stored))
             return
-        # leaf k's hash is stored[2k - popcount(k) - base]; the nodes it
+        # leaf k's hash is stored[leaf_stored_index(k) - base]; the nodes it
         # completes follow it, up to the next leaf's
         add = self.want.extend
         a = 0
-        for k in range(n + 1, end + 1):
-            b = 2 * k - k.bit_count() - base
+        for b in merkle.leaf_stored_indexes(n + 1, end + 1):
+            b -= base
             if b - a > 1:
                 add(zip(range(base + a + 1, base + b), stored[a + 1 : b]))
             a = b
@@ -2018,7 +2019,7 @@ class VerifierState:
     VERSION = 2
 
     @classmethod
-    def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.CompactRange, prev: bytes, book: FundBook,
+    def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.TreeBuilder, prev: bytes, book: FundBook,
                 keys: KeyHistory):
         b = lambda h: base64.b64encode(h).decode()  # noqa: E731
         funds = []
@@ -2038,9 +2039,9 @@ class VerifierState:
                    funds, b(seen.key), b(packed.tobytes()), sorted(map(list, seen.exact)),
                    [[st, v.vkey()] for st, v in keys.keys])
 
-    def restore(self) -> tuple[FundBook, merkle.CompactRange, bytes, int, KeyHistory]:
+    def restore(self) -> tuple[FundBook, merkle.TreeBuilder, bytes, int, KeyHistory]:
         try:
-            tree = merkle.CompactRange(self.tree_size, [base64.b64decode(h, validate=True) for h in self.edge])
+            tree = merkle.TreeBuilder(self.tree_size, [base64.b64decode(h, validate=True) for h in self.edge])
             if base64.b64encode(tree.root()).decode() != self.root:
                 raise ValueError("edge does not give the root")
             book = FundBook()
