@@ -311,9 +311,9 @@ def sqlite_breakdown(source_db: str, n: int = 20_000, batch: int = 2000) -> tupl
     import sqlite3
 
     from ledger.tlog import merkle
-    from ledger.store import store as store_mod
+    from ledger.store import schema as schema_mod, store as store_mod
 
-    src = store_mod.Store.open(source_db, readonly=True)
+    src = schema_mod.Reader.open(source_db)
     rows = []
     for r in src.iter_rows(0):
         rows.append(r)
@@ -324,10 +324,10 @@ def sqlite_breakdown(source_db: str, n: int = 20_000, batch: int = 2000) -> tupl
                             (merkle.stored_hash_count(n),)).fetchall()
     src.close()
     tree_ids = [r[0] for r in tree]
-    no_index = "\n".join(ln for ln in store_mod.SCHEMA.splitlines() if "INDEX" not in ln and "WHERE liquidation_id" not in ln)
+    no_index = "\n".join(ln for ln in schema_mod.SCHEMA.splitlines() if "INDEX" not in ln and "WHERE liquidation_id" not in ln)
     variants = [
-        ("store schema, append-only triggers", store_mod.SCHEMA + store_mod.TRIGGERS),
-        ("  without the triggers", store_mod.SCHEMA),
+        ("store schema, append-only triggers", schema_mod.SCHEMA + schema_mod.TRIGGERS),
+        ("  without the triggers", schema_mod.SCHEMA),
         ("  without triggers and secondary indexes", no_index),
     ]
     out, data = [f"SQLite inserts of {n:,} entries ({len(tree):,} tree rows), {batch:,} entries a transaction"], {}

@@ -56,9 +56,13 @@ def vkey_path(key_path: str) -> str:
 
 
 def open_store(db_path: str, readonly: bool = False):
+    if readonly:
+        from ledger.store.schema import Reader
+
+        return Reader.open(db_path)
     from ledger.store.store import Store
 
-    return Store.open(db_path, readonly=readonly)
+    return Store.open(db_path)
 
 
 def load_key(key_path: str):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ledger.tlog.tiles import TILE_WIDTH, entries_path, new_tiles, tile_hash_indexes, tile_path, tiles_for_size
 from ledger.format import note
 from ledger.errors import FundledgerError, InputError, StoreError
-from ledger.store.store import Store
+from ledger.store.schema import Reader
 
 
 @dataclass
@@ -67,13 +67,13 @@ def bundle(entries: list[bytes]) -> bytes:
     return b"".join(len(e).to_bytes(2, "big") + e for e in entries)
 
 
-def export(store: Store, root: str, full: bool = False) -> ExportResult:
+def export(store: Reader, root: str, full: bool = False) -> ExportResult:
     """Write (or bring up to date) the static tiles of ``store`` in ``root``."""
     with store.snapshot():  # the tiles and the checkpoint of one state
         return _export(store, root, full)
 
 
-def _export(store: Store, root: str, full: bool) -> ExportResult:
+def _export(store: Reader, root: str, full: bool) -> ExportResult:
     cp = store.latest_checkpoint()
     if cp is None:
         raise StoreError("no checkpoint yet: run `fundledger checkpoint` first")

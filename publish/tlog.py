@@ -3,7 +3,7 @@
 These functions run inside Datasette's database threads, through
 ``Database.execute_fn``: they take the thread's read-only connection and
 return bytes. They never write. They follow the store's own reads
-(``Store.published_checkpoint``, ``Store.read_hashes``) on the same schema,
+(``Reader.published_checkpoint``, ``Reader.read_hashes``) on the same schema,
 without importing the writer.
 
 Only what the latest checkpoint covers is served: a tile or an entry bundle
@@ -20,7 +20,7 @@ from ledger.tlog import merkle
 from ledger.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, tile_hash_indexes
 from ledger.format import note
 from ledger.errors import FundledgerError, ProofError
-from ledger.store.store import read_tree_hashes
+from ledger.store.schema import read_tree_hashes
 from ledger.verify.verifier import format_receipts
 
 

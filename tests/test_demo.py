@@ -20,6 +20,7 @@ from ledger.format import note
 from ledger.cli import cli
 from ledger.ops.demo import CONTRACTS, ORIGIN, run_demo
 from ledger.errors import InputError
+from ledger.store.schema import Reader
 from ledger.store.store import Store
 from ledger.verify.verifier import open_checkpoint, verify_path
 
@@ -46,7 +47,7 @@ def read_jsonl(path) -> list[dict]:
 def entry_texts(db: str) -> list[dict]:
     """Every entry's JSON without what depends on the key: the signature
     (outside the text) and ``prev`` (the hash of the previous signed entry)."""
-    store = Store.open(db, readonly=True)
+    store = Reader.open(db)
     try:
         out = []
         for _, data in store.iter_entries():
@@ -156,7 +157,7 @@ def test_consistency_proof_from_the_first_checkpoint(demo):
     _, s, _ = demo
     first = Path(s["paths"]["first_checkpoint"]).read_bytes()
     vkey = note.parse_vkey(s["vkey"])
-    store = Store.open(s["paths"]["db"], readonly=True)
+    store = Reader.open(s["paths"]["db"])
     try:
         body = api.consistency(store, first)
     finally:
@@ -174,7 +175,7 @@ def test_a_fund_is_drained_and_adl_recorded(demo):
     crash = s["crash"]
     assert crash["asset"] in ("solana", "dogecoin") and crash["contract"] in s["drained"]
     assert Fraction(crash["drop_percent"]) >= 20
-    store = Store.open(s["paths"]["db"], readonly=True)
+    store = Reader.open(s["paths"]["db"])
     try:
         rows = store.history(crash["contract"])
     finally:

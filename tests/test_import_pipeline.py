@@ -352,7 +352,7 @@ def test_both_chain_signers_give_the_tree_builders_rows(start):
     chain signers give the rows merkle.TreeBuilder and store.tree_rows_of
     give for the same leaves."""
     from ledger.tlog import merkle
-    from ledger.store.store import tree_rows_of
+    from ledger.store.schema import tree_rows_of
 
     signer = fixed_signer()
     prior = [hashlib.sha256(b"%d" % i).digest() for i in range(start)]

@@ -62,7 +62,8 @@ from ledger.format import note
 from ledger.format.entry import ZERO_HASH
 from ledger.errors import FundledgerError, ProofError, StoreError, VerificationError
 from ledger.rules.fund import Contract, Fund, FundBook, parse_amount
-from ledger.store.store import CONTRACT_COLUMNS, Store, contract_row
+from ledger.store.schema import CONTRACT_COLUMNS, contract_row
+from ledger.store.store import Store
 
 ANCHOR_VERSION = 1
 MAX_ANCHOR_BYTES = 16 << 20  # about 60,000 funds

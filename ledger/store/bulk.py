@@ -52,7 +52,7 @@ from ledger.rules.fund import (
     zero_str,
     _valid_date,
 )
-from ledger.store.store import contract_row, derived_columns
+from ledger.store.schema import contract_row, derived_columns
 
 CHUNK = 200  # records per message to the chain signer
 _PREV_KEY = b'"prev":"'

@@ -23,7 +23,7 @@ the http(s) URL where one is published) and checks, in one streaming pass:
 
 Entries are checked in chunks by worker processes, one per core, and
 applied in order by the main process (see :func:`verify`). This module never
-imports the writer; a database is read through the store's read-only open,
+imports the writer; a database is read through ``ledger.store.schema.Reader``,
 imported only for database sources.
 """
 
@@ -224,10 +224,10 @@ class DbSource(Source):
     """A ledger database, opened read-only."""
 
     def __init__(self, path: str):
-        from ledger.store.store import Store  # only database sources need sqlite
+        from ledger.store.schema import Reader  # only database sources need sqlite
 
         try:
-            self.store = Store.open(path, readonly=True)
+            self.store = Reader.open(path)
         except KeyError as e:  # a meta table without origin or vkey
             raise VerificationError(f"database {path!r}: the meta table has no {e.args[0]!r}") from None
         except StoreError as e:
@@ -1073,7 +1073,7 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
         book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, multiplier, cseq))
     derived = None
     if db_columns:
-        from ledger.store.store import liquidation_row as derived
+        from ledger.store.schema import liquidation_row as derived
     items: list = []
     signed: list[tuple[int, bytes]] = []  # (index in items, signature + text) still to verify
     leaves: list[bytes] = []
@@ -1776,7 +1776,7 @@ class DbCrossCheck:
     """Checks a database's derived data against what the entries give."""
 
     def __init__(self, source: DbSource):
-        from ledger.store.store import derived_columns
+        from ledger.store.schema import derived_columns
 
         self.source = source
         self.store = source.store
@@ -1853,7 +1853,7 @@ class DbCrossCheck:
                                         seq=merkle.leaf_of_stored_index(max(first, 0)))
 
     def finish(self, book: FundBook, roots: dict[int, bytes], keys: KeyHistory) -> None:
-        from ledger.store.store import contract_row
+        from ledger.store.schema import contract_row
 
         self.flush_tree()
         # last: a fault in the entries or tables is named first, by its seq
@@ -1897,7 +1897,7 @@ def _check_schema(conn, schema: str) -> None:
     tampering (an alarm), and it would let values of other types through.
     Schema 1 files share the tables; of their triggers, the guards must be
     there."""
-    from ledger.store.store import SCHEMA, TRIGGERS
+    from ledger.store.schema import SCHEMA, TRIGGERS
 
     got = {name: " ".join(str(sql).split()) for name, sql in
            conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')"
