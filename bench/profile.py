@@ -16,7 +16,7 @@ entry while a signing process signs the chain; pass 2 writes), and the CPU
 seconds of the signing process:
 
 * pass 1: JSON parse of each input line (``parse_json_object``); the fund
-  rules and the entry's text around ``prev`` (``importer.Builder.build``);
+  rules and the entry's text around ``prev`` (``importer.EntryBuilder.build``);
   handing the templates and derived columns to the signer;
 * pass 2: reading back the rows the signer made (entries and Merkle
   nodes); SQLite: every statement on the store's connection (prefetch of
@@ -190,7 +190,7 @@ def _top(prof: cProfile.Profile, k: int = 18) -> str:
 
 def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
     from ledger.ops import api  # noqa: F401
-    from ledger.store import bulk as importer, sign as chainsign  # noqa: F401 - importer: Builder
+    from ledger.store import bulk as importer, sign as chainsign  # noqa: F401 - importer: EntryBuilder
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         jsonl = os.path.join(d, "in.jsonl")
@@ -200,7 +200,7 @@ def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
         st.conn = TimedConnection(st.conn, stages)
         targets = [
             (api, "parse_json_object", "pass 1: JSON parse"),
-            (importer.Builder, "build", "pass 1: rules + entry template"),
+            (importer.EntryBuilder, "build", "pass 1: rules + entry template"),
             (chainsign.ProcessChain, "send", "pass 1: hand over to the signer"),
             (chainsign.InlineChain, "send", "rows + Merkle (in-process chain only)"),
             (chainsign, "crypto_sign", "signing (in-process chain only)"),

@@ -125,12 +125,12 @@ def test_same_bytes_as_the_ordinary_path(tmp_path, chain_kind, batch):
 
 
 def test_fast_path_matches_generic_path():
-    """Builder's liquidation fast path against FundBook.build + entry_text."""
+    """EntryBuilder's liquidation fast path against FundBook.build + entry_text."""
     from ledger.rules.fund import FundBook
 
     recs = varied_records(3000, seed=5)
-    fast = importer.Builder(FundBook(), 0, 100)
-    slow = importer.Builder(FundBook(), 0, 100)
+    fast = importer.EntryBuilder(FundBook(), 0, 100)
+    slow = importer.EntryBuilder(FundBook(), 0, 100)
     slow_fast = importer.fast_liquidation
     n_fast = 0
     for r in recs:
