@@ -25,7 +25,7 @@ import time
 from random import Random
 
 from ledger.ops import api
-from ledger.store import store as store_mod
+from ledger.store import schema as schema_mod
 
 # Bump when the generator changes; the key also carries the store's schema
 # version and fundledger's version, so an incompatible ledger is never reused.
@@ -56,7 +56,7 @@ def cache_key() -> str:
         v = version("fundledger")
     except PackageNotFoundError:  # pragma: no cover
         v = "dev"
-    return f"g{GENERATOR_VERSION}-schema{store_mod.SCHEMA_VERSION}-fundledger{v}"
+    return f"g{GENERATOR_VERSION}-schema{schema_mod.SCHEMA_VERSION}-fundledger{v}"
 
 
 def _time(ms: int) -> str:

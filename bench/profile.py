@@ -16,7 +16,7 @@ entry while a signing process signs the chain; pass 2 writes), and the CPU
 seconds of the signing process:
 
 * pass 1: JSON parse of each input line (``parse_json_object``); the fund
-  rules and the entry's text around ``prev`` (``importer.Builder.build``);
+  rules and the entry's text around ``prev`` (``importer.EntryBuilder.build``);
   handing the templates and derived columns to the signer;
 * pass 2: reading back the rows the signer made (entries and Merkle
   nodes); SQLite: every statement on the store's connection (prefetch of
@@ -190,7 +190,7 @@ def _top(prof: cProfile.Profile, k: int = 18) -> str:
 
 def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
     from ledger.ops import api  # noqa: F401
-    from ledger.store import bulk as importer, sign as chainsign  # noqa: F401 - importer: Builder
+    from ledger.store import bulk as importer, sign as chainsign  # noqa: F401 - importer: EntryBuilder
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
         jsonl = os.path.join(d, "in.jsonl")
@@ -200,7 +200,7 @@ def profile_import(n: int, with_cprofile: bool = True) -> tuple[str, dict]:
         st.conn = TimedConnection(st.conn, stages)
         targets = [
             (api, "parse_json_object", "pass 1: JSON parse"),
-            (importer.Builder, "build", "pass 1: rules + entry template"),
+            (importer.EntryBuilder, "build", "pass 1: rules + entry template"),
             (chainsign.ProcessChain, "send", "pass 1: hand over to the signer"),
             (chainsign.InlineChain, "send", "rows + Merkle (in-process chain only)"),
             (chainsign, "crypto_sign", "signing (in-process chain only)"),
@@ -311,9 +311,9 @@ def sqlite_breakdown(source_db: str, n: int = 20_000, batch: int = 2000) -> tupl
     import sqlite3
 
     from ledger.tlog import merkle
-    from ledger.store import store as store_mod
+    from ledger.store import schema as schema_mod, store as store_mod
 
-    src = store_mod.Store.open(source_db, readonly=True)
+    src = schema_mod.Reader.open(source_db)
     rows = []
     for r in src.iter_rows(0):
         rows.append(r)
@@ -324,10 +324,10 @@ def sqlite_breakdown(source_db: str, n: int = 20_000, batch: int = 2000) -> tupl
                             (merkle.stored_hash_count(n),)).fetchall()
     src.close()
     tree_ids = [r[0] for r in tree]
-    no_index = "\n".join(ln for ln in store_mod.SCHEMA.splitlines() if "INDEX" not in ln and "WHERE liquidation_id" not in ln)
+    no_index = "\n".join(ln for ln in schema_mod.SCHEMA.splitlines() if "INDEX" not in ln and "WHERE liquidation_id" not in ln)
     variants = [
-        ("store schema, append-only triggers", store_mod.SCHEMA + store_mod.TRIGGERS),
-        ("  without the triggers", store_mod.SCHEMA),
+        ("store schema, append-only triggers", schema_mod.SCHEMA + schema_mod.TRIGGERS),
+        ("  without the triggers", schema_mod.SCHEMA),
         ("  without triggers and secondary indexes", no_index),
     ]
     out, data = [f"SQLite inserts of {n:,} entries ({len(tree):,} tree rows), {batch:,} entries a transaction"], {}

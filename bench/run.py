@@ -26,7 +26,8 @@ sys.path.insert(0, ROOT)
 
 from bench import gen, raw  # noqa: E402
 from ledger.ops import api  # noqa: E402
-from ledger.tlog import merkle  # noqa: E402
+from ledger.tlog.proof import prove_consistency, prove_inclusion  # noqa: E402
+from ledger.store.schema import Reader  # noqa: E402
 from ledger.store.store import Store  # noqa: E402
 
 RESULTS_VERSION = 1
@@ -272,7 +273,7 @@ def bench_append_latency(t: Table, db: str, key: str, first_id: int, quick: bool
     """One liquidation at a time on the large log, in-process and by CLI."""
     from ledger.ops.keys import load_key_file
 
-    st = Store.open(db, readonly=True)
+    st = Reader.open(db)
     size = st.size()
     st.close()
     log(f"append: one liquidation at a time on the {size:,}-entry log")
@@ -373,7 +374,7 @@ def bench_incremental(t: Table, db: str, key: str, export_dir: str, state: str, 
     t.add("verify", f"incremental verify --state, 1,000 new entries (on the {human(large)} log)", el * 1e3,
           "ms", fmt_ms(el * 1e3), f"{1000 / el:,.0f} entries/s",
           note=f"state file {os.path.getsize(state) / 1e6:.1f} MB")
-    store = Store.open(db, readonly=True)
+    store = Reader.open(db)
     t0 = time.perf_counter()
     r = export(store, export_dir)
     el = time.perf_counter() - t0
@@ -391,7 +392,7 @@ def bench_export_full(t: Table, db: str, export_dir: str, size: int) -> None:
     log(f"export: full export of {size:,} entries")
     if os.path.isdir(export_dir):
         shutil.rmtree(export_dir)
-    store = Store.open(db, readonly=True)
+    store = Reader.open(db)
     t0 = time.perf_counter()
     r = export(store, export_dir, full=True)
     el = time.perf_counter() - t0
@@ -413,7 +414,7 @@ def pymerkle_tree(root: str, db: str, size: int):
         for p in (path, path + "-journal"):
             if os.path.exists(p):
                 os.unlink(p)
-        store = Store.open(db, readonly=True)
+        store = Reader.open(db)
         tree = SqliteTree(path)
         tree.append_entries((data for _, data in store.iter_entries(0, size)), chunksize=50_000)
         tree.close()
@@ -456,17 +457,17 @@ def spread(st: dict, key: str) -> str:
 def bench_proofs(t: Table, root: str, sizes: list[int], dbs: dict[int, str], count: int, aim_size: int) -> None:
     for n in sizes:
         db = dbs[n]
-        store = Store.open(db, readonly=True)
+        store = Reader.open(db)
         size = store.size()
         log(f"proofs at {size:,} entries ({ROUNDS} rounds of {count:,} random proofs)")
         rng = random.Random(n)
         inc = [[(size, rng.randrange(size), store) for _ in range(count)] for _ in range(ROUNDS)]
         con = [[(size, rng.randrange(1, size), store) for _ in range(count)] for _ in range(ROUNDS)]
-        merkle.prove_inclusion(size, 0, store)  # open the file
+        prove_inclusion(size, 0, store)  # open the file
         ours: dict[str, list] = {"inclusion": [], "consistency": []}
         for r in range(ROUNDS):  # fresh random leaves each round: no round re-reads the last one's pages
-            ours["inclusion"].append(time_each(merkle.prove_inclusion, inc[r], 60))
-            ours["consistency"].append(time_each(merkle.prove_consistency, con[r], 60))
+            ours["inclusion"].append(time_each(prove_inclusion, inc[r], 60))
+            ours["consistency"].append(time_each(prove_consistency, con[r], 60))
         ours_root = store.tree_hash(size)
         store.close()
         theirs: dict[str, list] = {}
@@ -547,7 +548,7 @@ def bench_site(t: Table, db: str, size: int, count: int, aim_size: int) -> None:
         status = wait_verified(ds, 3600).status
         t.add("site", f"site's own first verification ({human(size)})", time.perf_counter() - t0, "s",
               f"{time.perf_counter() - t0:.1f} s", note=f"in the background, before the pages are measured: {status}")
-    store = Store.open(db, readonly=True)
+    store = Reader.open(db)
     symbols = [r["symbol"] for r in store.contract_rows()]
     store.close()
     rng = random.Random(size)
@@ -611,7 +612,7 @@ def run_profile(results_dir: str, work: str, quick: bool, rebuild: bool, out_pat
     texts.append(text)
     db, _, _ = gen.cached_ledger(results_dir, n_verify, rebuild, log)
     export_dir = os.path.join(work, "export")
-    store = Store.open(db, readonly=True)
+    store = Reader.open(db)
     export(store, export_dir, full=True)
     store.close()
     for label, src in (("database", db), ("export", export_dir)):

@@ -24,10 +24,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ledger.tlog import merkle
+from ledger.tlog.tiles import TILE_WIDTH, entries_path, new_tiles, tile_hash_indexes, tile_path, tiles_for_size
 from ledger.format import note
 from ledger.errors import FundledgerError, InputError, StoreError
-from ledger.store.store import Store
+from ledger.store.schema import Reader
 
 
 @dataclass
@@ -67,13 +67,13 @@ def bundle(entries: list[bytes]) -> bytes:
     return b"".join(len(e).to_bytes(2, "big") + e for e in entries)
 
 
-def export(store: Store, root: str, full: bool = False) -> ExportResult:
+def export(store: Reader, root: str, full: bool = False) -> ExportResult:
     """Write (or bring up to date) the static tiles of ``store`` in ``root``."""
     with store.snapshot():  # the tiles and the checkpoint of one state
         return _export(store, root, full)
 
 
-def _export(store: Store, root: str, full: bool) -> ExportResult:
+def _export(store: Reader, root: str, full: bool) -> ExportResult:
     cp = store.latest_checkpoint()
     if cp is None:
         raise StoreError("no checkpoint yet: run `fundledger checkpoint` first")
@@ -84,17 +84,17 @@ def _export(store: Store, root: str, full: bool) -> ExportResult:
     if old > size:
         raise InputError(f"{root} holds a larger tree ({old}) than this ledger's checkpoint ({size})")
     written = 0
-    for level, index, width in merkle.new_tiles(old, size) if old else merkle.tiles_for_size(size):
-        data = b"".join(store.read_hashes(merkle.tile_hash_indexes(level, index, width)))
-        _write(root, merkle.tile_path(level, index, width), data)
+    for level, index, width in new_tiles(old, size) if old else tiles_for_size(size):
+        data = b"".join(store.read_hashes(tile_hash_indexes(level, index, width)))
+        _write(root, tile_path(level, index, width), data)
         written += 1
-    w = merkle.TILE_WIDTH
+    w = TILE_WIDTH
     for index in range(old // w, (size + w - 1) // w):
         width = min(w, size - index * w)
         if index * w + width <= old:
             continue
         items = [data for _, data in store.iter_entries(index * w, index * w + width)]
-        _write(root, merkle.entries_path(index, width), bundle(items))
+        _write(root, entries_path(index, width), bundle(items))
         written += 1
     _write(root, "vkey", (store.vkey + "\n").encode())
     _write(root, "checkpoint", signed)

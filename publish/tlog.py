@@ -3,7 +3,7 @@
 These functions run inside Datasette's database threads, through
 ``Database.execute_fn``: they take the thread's read-only connection and
 return bytes. They never write. They follow the store's own reads
-(``Store.published_checkpoint``, ``Store.read_hashes``) on the same schema,
+(``Reader.published_checkpoint``, ``Reader.read_hashes``) on the same schema,
 without importing the writer.
 
 Only what the latest checkpoint covers is served: a tile or an entry bundle
@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ledger.tlog import merkle
+from ledger.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, tile_hash_indexes
 from ledger.format import note
 from ledger.errors import FundledgerError, ProofError
-from ledger.store.store import read_tree_hashes
+from ledger.store.schema import read_tree_hashes
 from ledger.format.receipt import format_receipts
 
 
@@ -74,8 +74,8 @@ class ConnHashReader:
 def published_width(tree_size: int, level: int, index: int) -> int:
     """How many hashes (level >= 0) or entries (level -1) tile ``(level,
     index)`` holds in the tree of ``tree_size`` leaves (0: none)."""
-    count = tree_size if level < 0 else tree_size >> (merkle.TILE_HEIGHT * level)
-    return max(0, min(merkle.TILE_WIDTH, count - index * merkle.TILE_WIDTH))
+    count = tree_size if level < 0 else tree_size >> (TILE_HEIGHT * level)
+    return max(0, min(TILE_WIDTH, count - index * TILE_WIDTH))
 
 
 def tile_bytes(conn, level: int, index: int, width: int) -> bytes | None:
@@ -90,14 +90,14 @@ def tile_bytes(conn, level: int, index: int, width: int) -> bytes | None:
     if width > published_width(size, level, index):
         return None
     if level < 0:
-        first = index * merkle.TILE_WIDTH
+        first = index * TILE_WIDTH
         rows = conn.execute(
             "SELECT seq, data FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (first, first + width)
         ).fetchall()
         if [r[0] for r in rows] != list(range(first, first + width)):
             raise ProofError(f"entries {first}..{first + width - 1} are not all in the database")
         return b"".join(len(d).to_bytes(2, "big") + bytes(d) for _, d in (tuple(r) for r in rows))
-    return b"".join(ConnHashReader(conn).read_hashes(merkle.tile_hash_indexes(level, index, width)))
+    return b"".join(ConnHashReader(conn).read_hashes(tile_hash_indexes(level, index, width)))
 
 
 def entry_bytes(conn, seq: int) -> bytes | None:

@@ -4,7 +4,7 @@ database (``Database.execute_fn``).
 
 Every view answers GET and HEAD only. Paths are matched on the raw
 (undecoded) request path, and tile paths are parsed with
-:func:`ledger.tlog.merkle.parse_tile_path`, which accepts exactly one spelling:
+:func:`ledger.tlog.parse_tile_path`, which accepts exactly one spelling:
 ``..``, ``%2e%2e``, ``//``, leading zeros or a trailing slash are "not found".
 """
 
@@ -18,7 +18,7 @@ from datasette.utils import sqlite_timelimit
 from datasette.utils.asgi import Response
 from markupsafe import Markup
 
-from ledger.tlog import merkle
+from ledger.tlog.tiles import TILE_WIDTH, parse_tile_path
 from ledger.errors import FormatError
 from ledger.rules.fund import parse_amount
 
@@ -167,13 +167,13 @@ async def tile(datasette, request):
     """``/tile/<L>/<N>[.p/<W>]`` and ``/tile/entries/<N>[.p/<W>]``."""
     path = "tile/" + request.url_vars["rest"]
     try:
-        level, index, width = merkle.parse_tile_path(path)
+        level, index, width = parse_tile_path(path)
     except FormatError:
         return _not_found()
     data = await _read(datasette, tlog.tile_bytes, level, index, width)
     if data is None:
         return _not_found("not covered by the latest checkpoint")
-    cache = IMMUTABLE if width == merkle.TILE_WIDTH else PARTIAL
+    cache = IMMUTABLE if width == TILE_WIDTH else PARTIAL
     return _bytes(data, "application/octet-stream", cache)
 
 

@@ -235,7 +235,7 @@ def resync(conn) -> None:
     rebuild the ``tree`` table from the leaf hashes (the stored hashes above
     the leaves, as the writer keeps them)."""
     from ledger.tlog import merkle
-    from ledger.store.store import tree_rows_of
+    from ledger.store.schema import tree_rows_of
 
     rows = conn.execute("SELECT seq, data FROM entries ORDER BY seq").fetchall()
     cache: dict[int, bytes] = {}
@@ -322,9 +322,9 @@ def bundle(entries: list[bytes]) -> bytes:
 def bundle_path(root: Path, seq: int, size: int) -> Path:
     index = seq // 256
     width = min(256, size - index * 256)
-    from ledger.tlog import merkle
+    from ledger.tlog.tiles import entries_path
 
-    return root / merkle.entries_path(index, width)
+    return root / entries_path(index, width)
 
 
 def edit_bundle_entry(root: Path, seq: int, size: int, fn) -> None:
@@ -339,8 +339,8 @@ def restore_guards(conn) -> None:
     """Put back what :func:`open_rw` dropped, exactly as the writer makes
     them: what a key holder who rewrote history does last, since a ledger
     without its triggers or index fails verification."""
-    from ledger.store.store import SCHEMA
-    from ledger.store.store import TRIGGERS as TRIGGER_SQL
+    from ledger.store.schema import SCHEMA
+    from ledger.store.schema import TRIGGERS as TRIGGER_SQL
 
     conn.executescript(TRIGGER_SQL)
     index = next(s for s in SCHEMA.split(";") if "INDEX entries_liquidation" in s)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import ORIGIN, run_fundledger
 
 from ledger.ops import keys
-from ledger.tlog import merkle
+from ledger.tlog.proof import verify_consistency
 from ledger.format import note
 from ledger.format import consistency
 from ledger.format import receipt as receipt_mod
@@ -479,7 +479,7 @@ def test_consistency(xbt):
     assert proof.old_size == 4 and proof.checkpoint == new
     old_cp = note.parse_checkpoint(note.open_note(old.read_bytes(), [xbt.signer.verifier()])[0])
     new_cp = note.parse_checkpoint(note.open_note(new, [xbt.signer.verifier()])[0])
-    merkle.verify_consistency(4, 12, list(proof.proof), old_cp.root_hash, new_cp.root_hash)
+    verify_consistency(4, 12, list(proof.proof), old_cp.root_hash, new_cp.root_hash)
     # verify --trusted accepts the old checkpoint
     ok(invoke(xbt, "verify", "--trusted", old))
     # a checkpoint from another log is refused

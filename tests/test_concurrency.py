@@ -32,12 +32,13 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.ops import api
-from ledger.tlog import merkle
+from ledger.tlog.proof import verify_consistency
 from ledger.format import note
 from ledger.format import consistency
 from ledger.verify import run as verify
 from ledger.cli import cli
 from ledger.errors import StoreError, VerificationError
+from ledger.store.schema import Reader
 from ledger.store.store import Store
 
 from conftest import run_fundledger
@@ -162,7 +163,7 @@ def test_writers_readers_and_checkpoints_at_once(ledger, tmp_path):
     for w in range(2):
         mine = [i for i in ids if i.startswith(f"I{w}-")]
         assert mine == [i for i in expected if i.startswith(f"I{w}-")]
-    s = Store.open(ledger.db, readonly=True)
+    s = Reader.open(ledger.db)
     try:
         cps = s.checkpoints()
     finally:
@@ -229,10 +230,10 @@ def test_readers_never_wait_for_a_writer(ledger):
 def test_a_lock_held_past_the_timeout_is_one_clean_error(ledger, monkeypatch):
     """Past the busy timeout the writer gives up with one line and exit 2,
     writing nothing: no traceback."""
-    import ledger.store.store as store_mod
+    import ledger.store.schema as schema_mod
 
     ledger.contract()
-    monkeypatch.setattr(store_mod, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(schema_mod, "BUSY_TIMEOUT_MS", 200)
     holder = sqlite3.connect(ledger.db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
@@ -282,7 +283,7 @@ def test_export_while_a_checkpoint_is_signed(ledger, tmp_path):
     ledger.contract()
     ledger.append(*[liq(i) for i in range(10)])
     ledger.checkpoint()
-    reader = Store.open(ledger.db, readonly=True)
+    reader = Reader.open(ledger.db)
     other = _other(ledger)
     real = reader.latest_checkpoint
     calls = []
@@ -299,7 +300,7 @@ def test_export_while_a_checkpoint_is_signed(ledger, tmp_path):
     out = str(tmp_path / "out")
     export(reader, out)
     reader.close()
-    export(Store.open(ledger.db, readonly=True), out)  # and again, with nothing racing
+    export(Reader.open(ledger.db), out)  # and again, with nothing racing
     other.close()
     assert verify.verify_path(out, workers=1).tree_size == 21
 
@@ -322,7 +323,7 @@ def test_prove_while_a_checkpoint_is_signed(ledger):
     ledger.contract()
     ledger.append(*[liq(i) for i in range(10)])
     ledger.checkpoint()
-    reader = Store.open(ledger.db, readonly=True)
+    reader = Reader.open(ledger.db)
     other = _other(ledger)
     _race_on_first_hash_read(reader, other, ledger.signer, 10)
     receipt = api.prove(reader, 3)
@@ -336,14 +337,14 @@ def test_consistency_while_a_checkpoint_is_signed(ledger):
     first = ledger.checkpoint()[1]
     ledger.append(*[liq(i) for i in range(10, 15)])
     ledger.checkpoint()
-    reader = Store.open(ledger.db, readonly=True)
+    reader = Reader.open(ledger.db)
     other = _other(ledger)
     _race_on_first_hash_read(reader, other, ledger.signer, 15)
     body = consistency.parse_consistency(api.consistency(reader, old_checkpoint=first))
     other.close()
     old = note.parse_checkpoint(note.split_note(first)[0])
     new = note.parse_checkpoint(note.split_note(body.checkpoint)[0])
-    merkle.verify_consistency(body.old_size, new.tree_size, body.proof, old.root_hash, new.root_hash)
+    verify_consistency(body.old_size, new.tree_size, body.proof, old.root_hash, new.root_hash)
 
 
 def test_liquidation_reports_its_own_entry(ledger, monkeypatch):
@@ -369,7 +370,7 @@ def test_liquidation_reports_its_own_entry(ledger, monkeypatch):
 def test_balance_json_is_one_snapshot(ledger):
     ledger.contract()
     ledger.append(*[liq(i) for i in range(5)])
-    reader = Store.open(ledger.db, readonly=True)
+    reader = Reader.open(ledger.db)
     other = _other(ledger)
     real = reader.load_book
 

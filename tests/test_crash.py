@@ -50,6 +50,7 @@ from ledger.verify import run as verify
 from ledger.cli import cli
 from ledger.format.entry import MAX_ENTRY_BYTES, parse_entry_text
 from ledger.ops.keys import load_key_file
+from ledger.store.schema import Reader
 from ledger.store.store import Store
 
 ORIGIN = "example.com/crash-fund"
@@ -133,7 +134,7 @@ def make_setup(base: Path, n: int = LIQUIDATIONS) -> Setup:
     write_seconds = time.monotonic() - t0
     if p.returncode != 0:
         raise RuntimeError(f"reference import failed: {err.decode()}")
-    s = Store.open(str(ref), readonly=True)
+    s = Reader.open(str(ref))
     try:
         ref_size, ref_root = s.size(), s.tree_hash()
     finally:

@@ -15,13 +15,14 @@ import pytest
 from click.testing import CliRunner
 
 from ledger.ops import api
-from ledger.tlog import merkle
+from ledger.tlog.proof import verify_consistency
 from ledger.format import note
 from ledger.format import consistency
 from ledger.cli import cli
 from ledger.ops.demo import ORIGIN, run_demo
 from ledger.ops.market import CONTRACTS
 from ledger.errors import InputError
+from ledger.store.schema import Reader
 from ledger.store.store import Store
 from ledger.verify.checkpoint import open_checkpoint
 from ledger.verify.run import verify_path
@@ -49,7 +50,7 @@ def read_jsonl(path) -> list[dict]:
 def entry_texts(db: str) -> list[dict]:
     """Every entry's JSON without what depends on the key: the signature
     (outside the text) and ``prev`` (the hash of the previous signed entry)."""
-    store = Store.open(db, readonly=True)
+    store = Reader.open(db)
     try:
         out = []
         for _, data in store.iter_entries():
@@ -159,7 +160,7 @@ def test_consistency_proof_from_the_first_checkpoint(demo):
     _, s, _ = demo
     first = Path(s["paths"]["first_checkpoint"]).read_bytes()
     vkey = note.parse_vkey(s["vkey"])
-    store = Store.open(s["paths"]["db"], readonly=True)
+    store = Reader.open(s["paths"]["db"])
     try:
         body = api.consistency(store, first)
     finally:
@@ -168,7 +169,7 @@ def test_consistency_proof_from_the_first_checkpoint(demo):
     old = open_checkpoint(first, [vkey])
     new = open_checkpoint(proof.checkpoint, [vkey])
     assert (proof.old_size, new.tree_size) == (old.tree_size, s["tree_size"])
-    merkle.verify_consistency(old.tree_size, new.tree_size, list(proof.proof), old.root_hash, new.root_hash)
+    verify_consistency(old.tree_size, new.tree_size, list(proof.proof), old.root_hash, new.root_hash)
 
 
 def test_a_fund_is_drained_and_adl_recorded(demo):
@@ -177,7 +178,7 @@ def test_a_fund_is_drained_and_adl_recorded(demo):
     crash = s["crash"]
     assert crash["asset"] in ("solana", "dogecoin") and crash["contract"] in s["drained"]
     assert Fraction(crash["drop_percent"]) >= 20
-    store = Store.open(s["paths"]["db"], readonly=True)
+    store = Reader.open(s["paths"]["db"])
     try:
         rows = store.history(crash["contract"])
     finally:

@@ -19,6 +19,7 @@ import pytest
 import tamper_util as tu
 from conftest import ORIGIN, Ledger
 from ledger.tlog import merkle
+from ledger.tlog.tiles import parse_tile_path
 from ledger.format import note
 from ledger.errors import KeyFileError, RuleError
 from ledger.rules.fund import FundBook, amount_str, parse_time
@@ -364,7 +365,7 @@ def test_a_corrupted_older_partial_entry_bundle_fails(grown):
 def test_a_width_256_partial_tile_is_no_tile_and_is_not_looked_at(grown):
     _, exp, _ = grown
     with pytest.raises(Exception, match="1..255"):
-        merkle.parse_tile_path("tile/0/000.p/256")
+        parse_tile_path("tile/0/000.p/256")
     (exp / "tile/0/000.p/256").write_bytes(b"junk")
     (exp / "tile/entries/000.p/256").write_bytes(b"junk")
     rc, obj, err = tu.cli_verify(exp)

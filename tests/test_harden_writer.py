@@ -29,6 +29,7 @@ from ledger.tlog import merkle
 from ledger.cli import cli
 from ledger.errors import LimitError, VerificationError
 from ledger.ops.keys import load_key_file
+from ledger.store.schema import Reader
 from ledger.store.store import Store
 from ledger.verify.run import verify_path
 
@@ -233,7 +234,7 @@ def test_a_truncated_log_is_refused_before_signing(tmp_path):
         assert w.liquidation(i).exit_code == 0
     w.ok("checkpoint")
     auditor = tmp_path / "auditor.checkpoint"
-    auditor.write_bytes(Store.open(w.db, readonly=True).published_checkpoint())
+    auditor.write_bytes(Reader.open(w.db).published_checkpoint())
     assert w.liquidation(6).exit_code == 0  # after the checkpoint: entries 0..6
     truncate(w.db, 3, young)
     before = fingerprint(w.db)

@@ -50,6 +50,7 @@ from ledger.verify.checkpoint import open_checkpoint
 from ledger.ops import witness
 from ledger.cli import cli
 from ledger.errors import FundledgerError
+from ledger.store.schema import Reader
 from ledger.store.store import Store
 from publish.export import export
 
@@ -174,7 +175,7 @@ def assert_clean_exit(r, allowed=(0, 2), echoed=()):
 @example(b'{"kind":"liquidation","qty":' + b"9" * 5000 + b"}")
 @example(b"\x00\n\r\n\x0b\x0c\x1c\x1d\x1e\x85\n")
 def test_import_parser_on_random_bytes(world, data):
-    store = Store.open(world.db, readonly=True)
+    store = Reader.open(world.db)
     try:
         try:
             list(api._records(io.BytesIO(data)))
@@ -215,7 +216,7 @@ def test_import_check_pass_on_random_records(world, records, ascii_only):
     data = b"".join(json.dumps(r, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass") + b"\n"
                     for r in records)
     before = fingerprint(world.db)
-    store = Store.open(world.db, readonly=True)
+    store = Reader.open(world.db)
     try:
         try:
             n, _ = api.check_import(store, io.BytesIO(data))

@@ -125,12 +125,12 @@ def test_same_bytes_as_the_ordinary_path(tmp_path, chain_kind, batch):
 
 
 def test_fast_path_matches_generic_path():
-    """Builder's liquidation fast path against FundBook.build + entry_text."""
+    """EntryBuilder's liquidation fast path against FundBook.build + entry_text."""
     from ledger.rules.fund import FundBook
 
     recs = varied_records(3000, seed=5)
-    fast = importer.Builder(FundBook(), 0, 100)
-    slow = importer.Builder(FundBook(), 0, 100)
+    fast = importer.EntryBuilder(FundBook(), 0, 100)
+    slow = importer.EntryBuilder(FundBook(), 0, 100)
     slow_fast = importer.fast_liquidation
     n_fast = 0
     for r in recs:
@@ -352,7 +352,7 @@ def test_both_chain_signers_give_the_tree_builders_rows(start):
     chain signers give the rows merkle.TreeBuilder and store.tree_rows_of
     give for the same leaves."""
     from ledger.tlog import merkle
-    from ledger.store.store import tree_rows_of
+    from ledger.store.schema import tree_rows_of
 
     signer = fixed_signer()
     prior = [hashlib.sha256(b"%d" % i).digest() for i in range(start)]

@@ -73,7 +73,7 @@ def _forge(ledger, signer):
     size, prev = conn.execute("SELECT seq + 1, leaf_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
     fields = rec.build(liq(40))
     data = entry.sign_entry(entry.entry_text(fields, size, prev, "2026-11-23T00:00:00Z"), [signer])
-    from ledger.store.store import _DictReader, derived_columns, tree_rows_of
+    from ledger.store.schema import _DictReader, derived_columns, tree_rows_of
 
     fields.update(seq=size, time="2026-11-23T00:00:00Z")
     conn.execute(f"INSERT INTO entries VALUES ({','.join('?' * 16)})", derived_columns(size, data, merkle.leaf_hash(data), fields))

@@ -14,6 +14,7 @@ from ledger.ops import api
 from ledger.ops import keys
 from ledger.format import note
 from ledger.errors import InputError, KeyFileError, StoreError
+from ledger.store.schema import Reader
 from ledger.store.store import Store
 
 ORIGIN = "example.com/test-fund"
@@ -54,7 +55,7 @@ def test_init_ledger_creates_key_0600(tmp_path):
     store, signer = api.init_ledger(db, key, ORIGIN)
     store.close()
     assert mode(key) == 0o600
-    assert keys.load_key_file(key).verifier().vkey() == Store.open(db, readonly=True).vkey
+    assert keys.load_key_file(key).verifier().vkey() == Reader.open(db).vkey
 
 
 @pytest.mark.parametrize("perm", [0o644, 0o640, 0o604, 0o660, 0o606, 0o620, 0o610, 0o601, 0o602])

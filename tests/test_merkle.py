@@ -1,4 +1,4 @@
-"""Tests of ledger.tlog.merkle: RFC 6962 / RFC 9162 hashes, proofs and C2SP tiles.
+"""Tests of ledger.tlog (merkle, proof, tiles): RFC 6962 / RFC 9162 hashes, proofs and C2SP tiles.
 
 Vectors come from the project's own copies under tests/vectors/ (never from
 outside the tree): transparency-dev-merkle/ (proof-verification cases, see its
@@ -24,31 +24,36 @@ from ledger.errors import FormatError, InvariantError, ProofError  # noqa: E402
 from ledger.tlog.merkle import (  # noqa: E402
     EMPTY_ROOT,
     HASH_SIZE,
-    MAX_PROOF_HASHES,
-    TILE_WIDTH,
-    CompactRange,
-    TileHashReader,
+    TreeBuilder,
     compact_range_indexes,
-    entries_path,
-    hashes_from_tile,
     leaf_at_stored_index,
     leaf_hash,
-    new_tiles,
     node_hash,
-    parse_tile_path,
-    prove_consistency,
-    prove_inclusion,
     split_stored_hash_index,
     stored_hash_count,
     stored_hash_index,
     stored_hashes_for_leaf,
+    tree_hash,
+)
+from ledger.tlog.proof import (  # noqa: E402
+    MAX_PROOF_HASHES,
+    prove_consistency,
+    prove_inclusion,
+    verify_consistency,
+    verify_inclusion,
+)
+from ledger.tlog.tiles import (  # noqa: E402
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    TileHashReader,
+    entries_path,
+    hashes_from_tile,
+    new_tiles,
+    parse_tile_path,
     tile_data,
     tile_hash_indexes,
     tile_path,
     tiles_for_size,
-    tree_hash,
-    verify_consistency,
-    verify_inclusion,
 )
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -157,7 +162,7 @@ def test_hash_definitions():
     assert leaf_hash(b"abc") == hashlib.sha256(b"\x00abc").digest()
     a, b = leaf_hash(b"a"), leaf_hash(b"b")
     assert node_hash(a, b) == hashlib.sha256(b"\x01" + a + b).digest()
-    assert merkle.TILE_HEIGHT == 8 and TILE_WIDTH == 256 and HASH_SIZE == 32 and MAX_PROOF_HASHES == 64
+    assert TILE_HEIGHT == 8 and TILE_WIDTH == 256 and HASH_SIZE == 32 and MAX_PROOF_HASHES == 64
 
 
 def loop_stored_hash_index(level: int, n: int) -> int:
@@ -261,7 +266,7 @@ def test_known_answer_roots():
     roots = [bytes.fromhex(x) for x in data["roots"]]
     assert len(roots) == len(leaves) + 1 == 9
     s = DictStore()
-    cr = CompactRange()
+    cr = TreeBuilder()
     assert tree_hash(0, s) == cr.root() == roots[0] == EMPTY_ROOT
     for n, h in enumerate(leaves, start=1):
         s.append(h)
@@ -273,7 +278,7 @@ def test_known_answer_roots():
 
 
 def test_tree_hash_and_compact_range_vs_reference(store):
-    cr = CompactRange()
+    cr = TreeBuilder()
     for n in range(N_BIG + 1):
         want = mth(0, n)
         assert tree_hash(n, store) == want
@@ -281,7 +286,7 @@ def test_tree_hash_and_compact_range_vs_reference(store):
         # The compact range holds exactly the stored subtree roots.
         assert cr.hashes() == store.read_hashes(compact_range_indexes(n))
         # ... and resumes from them.
-        resumed = CompactRange(n, cr.hashes())
+        resumed = TreeBuilder(n, cr.hashes())
         if n < N_BIG:
             resumed.append(LEAVES[n])
             assert resumed.root() == mth(0, n + 1)
@@ -299,26 +304,26 @@ def test_tree_hash_reads_once(store):
 def test_compact_range_rejects_bad_resume():
     h = leaf_hash(b"x")
     with pytest.raises(FormatError):
-        CompactRange(3, [h])  # popcount(3) == 2
+        TreeBuilder(3, [h])  # popcount(3) == 2
     with pytest.raises(FormatError):
-        CompactRange(0, [h])
+        TreeBuilder(0, [h])
     with pytest.raises(FormatError):
-        CompactRange(2, [h[:31]])
+        TreeBuilder(2, [h[:31]])
     with pytest.raises(FormatError):
-        CompactRange(-1, [])
+        TreeBuilder(-1, [])
     with pytest.raises(InvariantError):
-        CompactRange().append(b"not a hash")
-    assert CompactRange(2, [h]).root() == h
+        TreeBuilder().append(b"not a hash")
+    assert TreeBuilder(2, [h]).root() == h
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.integers(0, N_BIG), st.integers(0, N_BIG))
 def test_compact_range_split_anywhere(a, b):
     a, b = min(a, b), max(a, b)
-    cr = CompactRange()
+    cr = TreeBuilder()
     for h in LEAVES[:a]:
         cr.append(h)
-    cr2 = CompactRange(cr.size, cr.hashes())
+    cr2 = TreeBuilder(cr.size, cr.hashes())
     for h in LEAVES[a:b]:
         cr2.append(h)
     assert cr2.root() == mth(0, b)
@@ -902,3 +907,31 @@ def test_leaf_at_stored_index_small_and_at_powers_of_two():
         for n in (2**k - 1, 2**k, 2**k + 1):
             i = stored_hash_index(0, n)
             assert leaf_at_stored_index(i) == n and leaf_at_stored_index(i + 1) in (None, n + 1)
+
+
+# --- named stored-index functions ------------------------------------------------------
+
+
+def test_leaf_stored_index_is_stored_hash_index_of_level_0():
+    for n in range(5001):
+        assert merkle.leaf_stored_index(n) == stored_hash_index(0, n) == stored_hash_count(n)
+    n = 2**63 + 2**40 + 7
+    assert merkle.leaf_stored_index(n) == stored_hash_index(0, n)
+
+
+@given(st.integers(0, 5000), st.integers(0, 300))
+def test_leaf_stored_indexes_is_a_run_of_leaf_stored_index(first, count):
+    assert merkle.leaf_stored_indexes(first, first + count) == [stored_hash_index(0, n)
+                                                                 for n in range(first, first + count)]
+    assert merkle.leaf_stored_indexes(first, first) == []
+
+
+def test_stored_hashes_added_is_what_an_append_writes():
+    b = TreeBuilder()
+    for n in range(5001):
+        assert merkle.stored_hashes_added(n) == stored_hash_index(0, n + 1) - stored_hash_index(0, n)
+        first, hashes = b.append(leaf_hash(b"%d" % n))
+        assert first == merkle.leaf_stored_index(n) and len(hashes) == merkle.stored_hashes_added(n)
+        # the last hash it writes is the root of the largest subtree it completes
+        level = merkle.stored_hashes_added(n) - 1
+        assert stored_hash_index(level, n >> level) == first + level

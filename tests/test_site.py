@@ -19,6 +19,7 @@ import pytest
 
 from ledger.ops import api
 from ledger.tlog import merkle
+from ledger.tlog.tiles import tile_data
 from ledger.format import note
 from ledger.errors import StoreError
 from ledger.verify.run import verify_path
@@ -389,7 +390,7 @@ async def test_tiles_only_within_the_checkpoint(site):
     b = await ds.client.get("/tile/entries/001.p/3")
     assert b.content == b"".join(len(d).to_bytes(2, "big") + d for _, d in ledger.store.iter_entries(256, 259))
     r = await ds.client.get("/tile/1/000.p/1")
-    assert r.content == merkle.tile_data(1, 0, 1, ledger.store)
+    assert r.content == tile_data(1, 0, 1, ledger.store)
 
 
 @run_async

@@ -19,8 +19,9 @@ from ledger.format import note
 from ledger.format.entry import parse_entry_text
 from ledger.errors import InvariantError, ProofError, RuleError, StoreError, VerificationError
 from ledger.rules.fund import FundBook
-from ledger.store import store as store_mod
-from ledger.store.store import Store, derived_columns
+from ledger.store import schema as schema_mod
+from ledger.store.schema import Reader, derived_columns
+from ledger.store.store import Store
 from ledger.verify.run import verify_path
 
 ORIGIN = "example.com/test-fund"
@@ -109,10 +110,13 @@ def test_create_and_open(tmp_path):
     assert s.size() == 0 and s.origin == ORIGIN
     s.append([{"kind": "contract", "symbol": "A", "currency": "USDT", "scale": 2}], [signer])
     s.close()
-    ro = Store.open(db, readonly=True)
+    ro = Reader.open(db)
     assert ro.size() == 1
-    with pytest.raises(InvariantError):
-        ro.append([liq(1, "A")], [signer])
+    # a read-only open cannot write: the Reader has no writes, and its
+    # connection refuses them
+    assert not isinstance(ro, Store) and not hasattr(ro, "append")
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        ro.conn.execute("DELETE FROM meta")
     ro.close()
 
 
@@ -152,7 +156,7 @@ def test_open_non_database_refused(tmp_path, content, readonly):
     p = tmp_path / "x.db"
     p.write_bytes(content)
     with pytest.raises(StoreError):
-        Store.open(str(p), readonly=readonly)
+        (Reader.open if readonly else Store.open)(str(p))
 
 
 def _foreign_db(tmp_path):
@@ -691,7 +695,7 @@ def test_sqlite_utils_view_of_the_store(ledger):
 def test_liquidation_row_is_the_derived_columns(ledger):
     """The verifier's field-by-field row equals the one the writer stores."""
     from ledger.format import entry as entry_mod
-    from ledger.store.store import derived_columns, liquidation_row
+    from ledger.store.schema import derived_columns, liquidation_row
 
     ledger.contract()
     ledger.liquidation(mark_price="39120")
@@ -737,7 +741,7 @@ def test_schema1_is_read_as_it_is(schema1):
     db, _ = schema1
     before = dump(db)
     assert _schema_of(db)[0] == "1" and count(db, "tree") == merkle.stored_hash_count(20) == 38
-    s = Store.open(db, readonly=True)
+    s = Reader.open(db)
     try:
         assert s.schema == "1" and s.size() == 20
         assert s.tree_hash(14) == SCHEMA1_ROOT_14 and s.tree_hash() == SCHEMA1_ROOT_20
@@ -746,8 +750,7 @@ def test_schema1_is_read_as_it_is(schema1):
         assert [s.read_hashes([i])[0] for i in every] == s.read_hashes(every)
         assert s.read_hashes([merkle.stored_hash_index(0, n) for n in range(20)]) == leaves
         receipt = api.prove(s, 7)
-        with pytest.raises(InvariantError):
-            s.append([liq(99)], [])
+        assert not hasattr(s, "append")  # a reader never writes, so never upgrades
     finally:
         s.close()
     result = verify_path(db, workers=1)
@@ -784,7 +787,7 @@ def test_a_writer_upgrades_schema1_in_place(schema1, tmp_path):
     schema, triggers, tree_rows = _schema_of(db)
     assert (schema, triggers) == _schema_of(str(tmp_path / "fresh.db"))[:2]
     c = raw(db)
-    assert {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")} == set(store_mod.TRIGGER_NAMES)
+    assert {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")} == set(schema_mod.TRIGGER_NAMES)
     c.close()
     assert tree_rows == merkle.stored_hash_count(20) - 20
     result = verify_path(db, workers=1)
@@ -816,7 +819,7 @@ def test_a_writer_upgrades_schema1_in_place(schema1, tmp_path):
 def test_schema1_upgrade_is_all_or_nothing(schema1, monkeypatch):
     db, _ = schema1
     before = dump(db)
-    monkeypatch.setattr(store_mod, "_TREE_INSERT", "CREATE TRIGGER broken")
+    monkeypatch.setattr(schema_mod, "TREE_INSERT", "CREATE TRIGGER broken")
     with pytest.raises(StoreError, match="upgrading the ledger from schema 1"):
         Store.open(db)
     assert dump(db) == before and _schema_of(db)[0] == "1"
@@ -827,12 +830,12 @@ def test_schema1_upgrade_is_all_or_nothing(schema1, monkeypatch):
 
 def test_hash_reads_are_bounded(filled):
     with pytest.raises(InvariantError, match="stored hashes in one read"):
-        filled.store.read_hashes(range(store_mod.MAX_HASH_READ + 1))
+        filled.store.read_hashes(range(schema_mod.MAX_HASH_READ + 1))
 
 
 def test_a_reader_sees_schema1_or_2_never_a_mix(schema1):
     db, _ = schema1
-    reader = Store.open(db, readonly=True)
+    reader = Reader.open(db)
     try:
         with reader.snapshot():
             before = reader.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
@@ -845,3 +848,25 @@ def test_a_reader_sees_schema1_or_2_never_a_mix(schema1):
         reader.close()
     assert before == ("1",) and during == (("1",), 38, SCHEMA1_ROOT_20)
     assert after == (("2",), 18, SCHEMA1_ROOT_20)
+
+
+def test_readers_never_import_the_writer(ledger):
+    """The verifier and the site read a ledger through schema.Reader only:
+    opening and verifying a database, exporting it and the site's modules
+    load neither the writer nor the bulk import."""
+    import subprocess
+    import sys
+
+    ledger.contract()
+    ledger.store.add_checkpoint([ledger.signer])
+    code = (
+        "import sys\n"
+        "from ledger.verify.run import verify_path\n"
+        "from publish import export, tlog, verified, views, site\n"
+        "from ledger.store.schema import Reader\n"
+        f"verify_path({ledger.db!r}, workers=1)\n"
+        f"export.export(Reader.open({ledger.db!r}), {str(ledger.db) + '.out'!r})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ledger.store.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['ledger.store.schema']"

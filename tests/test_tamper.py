@@ -477,9 +477,9 @@ def test_db_unknown_kind_appended_with_a_new_checkpoint(honest, hdb, tmp_path, k
     reason = UNKNOWN_REASON.get(kind, "unknown entry kind")
     expect_fail(hdb, H_SIZE, reason=reason, cli=kind == "withdrawal")
     # and published as a static export
-    from ledger.store.store import Store
+    from ledger.store.schema import Reader
 
-    s = Store.open(hdb, readonly=True)
+    s = Reader.open(hdb)
     try:
         do_export(s, str(tmp_path / "pub"))
     finally:
@@ -492,7 +492,8 @@ def rewrite_history(honest, db: str, k: int) -> list[dict]:
     recomputes the stored tree, the summaries and signs a new checkpoint
     (older checkpoints past k are deleted). Returns the new records."""
     from ledger.rules.fund import FundBook
-    from ledger.store.store import Store, contract_row
+    from ledger.store.schema import contract_row
+    from ledger.store.store import Store
     from ledger.verify.reference import rebuild
 
     key = load_key_file(honest.key)
@@ -540,9 +541,9 @@ def test_history_rewritten_and_resigned_passes_plain_verify_but_not_trusted(hone
     check_report(obj, recs, leaves)
     assert obj["contracts"] != expect_ok(honest.db)["contracts"]
     pub = tmp_path / "pub"
-    from ledger.store.store import Store
+    from ledger.store.schema import Reader
 
-    s = Store.open(hdb, readonly=True)
+    s = Reader.open(hdb)
     try:
         do_export(s, str(pub))
     finally:

@@ -64,7 +64,7 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     conn = sqlite3.connect(ledger.db)
     for t in ("entries", "tree"):
         conn.execute(f"DROP TRIGGER {t}_insert")
-    from ledger.store.store import derived_columns
+    from ledger.store.schema import derived_columns
 
     fields.update(seq=len(rows), time="2026-11-23T00:00:00Z")
     conn.execute("DROP INDEX entries_liquidation")
@@ -75,7 +75,7 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     from ledger.tlog import merkle as m
 
     # extend the stored tree and sign a checkpoint with the real key
-    from ledger.store.store import _DictReader, tree_rows_of
+    from ledger.store.schema import _DictReader, tree_rows_of
 
     edge = m.compact_range_indexes(len(rows))
     cache = dict(zip(edge, store.read_hashes(edge)))

@@ -54,10 +54,15 @@ def vkey_path(key_path: str) -> str:
 
 
 def open_store(db_path: str, readonly: bool = False):
-    """The writer's store at ``db_path`` (imports it, and sqlite3, now)."""
+    """The ledger at ``db_path``: the writer's store, or with ``readonly``
+    the schema's read-only Reader (either imports sqlite3 now)."""
+    if readonly:
+        from ledger.store.schema import Reader
+
+        return Reader.open(db_path)
     from ledger.store.store import Store
 
-    return Store.open(db_path, readonly=readonly)
+    return Store.open(db_path)
 
 
 def load_key(key_path: str):

@@ -17,10 +17,6 @@ anything else, ``LimitError`` for input over a limit below,
 ``KeyFileError`` for a malformed key string, ``SignatureError`` when no
 valid signature by a required key is present.
 
-Beyond the agreed API: ``parse_signature_lines`` (an add-checkpoint response
-body), ``Signer.with_alg`` / ``Verifier.with_alg`` (the same Ed25519 key as
-a 0x01 note key or a 0x04 cosigner key), and the constants below.
-
 Choices where the specs are silent (the strict reading each time):
 
 * Base64 is RFC 4648 section 4 standard base64 *with* padding, and must be
@@ -68,38 +64,12 @@ from ledger.format.strict import (
 )
 
 __all__ = [
-    "ALG_ED25519",
-    "ALG_COSIGNATURE_V1",
-    "SIG_PREFIX",
-    "KEY_ID_SIZE",
-    "ED25519_SIG_SIZE",
-    "COSIGNATURE_SIZE",
-    "sig_b64_length",
-    "sig_line_length",
-    "MAX_NOTE_BYTES",
-    "MAX_SIGNATURES",
-    "COSIGNATURE_HEADER",
-    "ED25519_ORDER",
-    "REFUSED_POINTS",
-    "ed25519_shape_ok",
-    "key_id",
-    "check_key_name",
-    "Verifier",
-    "Signer",
-    "generate_signer",
-    "parse_vkey",
-    "parse_skey",
-    "NoteSignature",
-    "sign_note",
-    "split_note",
-    "open_note",
-    "parse_signature_lines",
-    "Checkpoint",
-    "parse_checkpoint",
-    "parse_signed_checkpoint",
-    "cosignature_message",
-    "cosign",
-    "verify_cosignature",
+    "ALG_ED25519", "ALG_COSIGNATURE_V1", "SIG_PREFIX", "KEY_ID_SIZE", "ED25519_SIG_SIZE", "COSIGNATURE_SIZE",
+    "sig_b64_length", "sig_line_length", "MAX_NOTE_BYTES", "MAX_SIGNATURES", "COSIGNATURE_HEADER", "ED25519_ORDER",
+    "REFUSED_POINTS", "ed25519_shape_ok", "key_id", "check_key_name", "Verifier", "Signer", "generate_signer",
+    "parse_vkey", "parse_skey", "NoteSignature", "sign_note", "split_note", "open_note", "parse_signature_lines",
+    "Checkpoint", "parse_checkpoint", "parse_signed_checkpoint", "cosignature_message", "cosign",
+    "verify_cosignature"
 ]
 
 ALG_ED25519 = 0x01

@@ -27,7 +27,7 @@ from ledger.format.strict import (
     parse_decimal,
     parse_hashes_then_note,
 )
-from ledger.tlog import merkle
+from ledger.tlog.proof import prove_inclusion
 
 RECEIPT_HEADER = b"c2sp.org/tlog-proof@v1"
 MAX_KEY_PROOFS = 64  # key entries a receipt or a witness request may prove
@@ -135,7 +135,7 @@ def format_receipts(seq: int, tree_size: int, checkpoint: bytes, data: bytes,
     that never rotated gets the plain tlog-proof@v1."""
     blocks = [(seq, data)] + [(k, d) for k, d in key_entries if k < tree_size]
     return b"".join(
-        format_receipt(Receipt(i, tuple(merkle.prove_inclusion(tree_size, i, reader)), checkpoint, d))
+        format_receipt(Receipt(i, tuple(prove_inclusion(tree_size, i, reader)), checkpoint, d))
         for i, d in blocks
     )
 

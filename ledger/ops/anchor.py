@@ -62,7 +62,8 @@ from ledger.format import note
 from ledger.format.entry import ZERO_HASH
 from ledger.errors import FundledgerError, ProofError, StoreError, VerificationError
 from ledger.rules.fund import Contract, Fund, FundBook, parse_amount
-from ledger.store.store import CONTRACT_COLUMNS, Store, contract_row
+from ledger.store.schema import CONTRACT_COLUMNS, contract_row
+from ledger.store.store import Store
 
 ANCHOR_VERSION = 1
 MAX_ANCHOR_BYTES = 16 << 20  # about 60,000 funds
@@ -372,14 +373,14 @@ class WriterAnchor:
             at_anchor = store.read_hashes(merkle.compact_range_indexes(saved.tree_size))
         except ProofError as e:
             raise refuse(f"the stored tree at size {saved.tree_size} is incomplete ({e})") from None
-        if merkle.CompactRange(saved.tree_size, at_anchor).root() != saved.root:
+        if merkle.TreeBuilder(saved.tree_size, at_anchor).root() != saved.root:
             raise refuse(f"the stored tree at size {saved.tree_size} is not the one this key signed: "
                          "history was rewritten")
         book = FundBook(funds={s: fund_from_row(r) for s, r in saved.funds.items()})
         state, replayed = saved, []
         if size > saved.tree_size:
             state, replayed = _replay(store, saved, book, at_anchor, size)
-        if prev != state.prev or merkle.CompactRange(size, edge).root() != state.root:
+        if prev != state.prev or merkle.TreeBuilder(size, edge).root() != state.root:
             raise refuse(f"the stored head at size {size} is not the one the signed entries give")
         if state.keys[-1][1] != store.current_vkey:
             raise refuse("the signed entries do not hand the log to the key in the database")

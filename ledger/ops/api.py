@@ -17,6 +17,7 @@ from ledger.ops import anchor as anchor_mod
 from ledger.store import sign as chainsign
 from ledger.ops import keys
 from ledger.tlog import merkle
+from ledger.tlog.proof import prove_consistency, verify_inclusion
 from ledger.format import note
 from ledger.format.consistency import ConsistencyProof, format_consistency
 from ledger.format.receipt import format_receipts, parse_receipts
@@ -413,7 +414,7 @@ def _consistency(store: Store, old_checkpoint: bytes | None, old_size: int | Non
         old_size = old.tree_size
     elif not 0 <= old_size <= size:
         raise InputError(f"--old-size must be from 0 to the latest checkpoint's size {size}")
-    proof = merkle.prove_consistency(size, old_size, store)
+    proof = prove_consistency(size, old_size, store)
     return format_consistency(ConsistencyProof(old_size, tuple(proof), store.published_checkpoint()))
 
 
@@ -521,7 +522,7 @@ def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
         raise VerificationError(f"receipt entry: {e.reason}") from None
     if obj.get("kind") == "key" and not history.knows(r.leaf_index + 1, note.parse_vkey(obj["vkey"])):
         raise VerificationError("the receipt's key entry is missing from its key proofs")
-    merkle.verify_inclusion(merkle.leaf_hash(r.extra), r.leaf_index, cp.tree_size, r.proof, cp.root_hash)
+    verify_inclusion(merkle.leaf_hash(r.extra), r.leaf_index, cp.tree_size, r.proof, cp.root_hash)
     return {"ok": True, "seq": r.leaf_index, "tree_size": cp.tree_size, "entry": obj,
             "keys": [{"from_size": start, "vkey": v.vkey()} for start, v in history.keys], "cosignatures": cosigs}
 

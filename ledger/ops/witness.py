@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Sequence
 
 from ledger.tlog import merkle
+from ledger.tlog.proof import verify_consistency
 from ledger.format import note
 from ledger.format.consistency import ConsistencyProof, parse_consistency
 from ledger.format.receipt import Receipt, parse_receipts
@@ -212,7 +213,7 @@ def _cosign(key_path: str, state_path: str, request: bytes, key_proofs: bytes | 
         if cp.tree_size < log["size"]:
             raise VerificationError(f"refused: size {cp.tree_size} is older than the cosigned {log['size']}")
         old_root = base64.b64decode(log["root"])
-        merkle.verify_consistency(log["size"], cp.tree_size, req.proof, old_root, cp.root_hash)
+        verify_consistency(log["size"], cp.tree_size, req.proof, old_root, cp.root_hash)
         line = note.cosign(text, signer, int(time.time()) if now is None else now)
         log.update(size=cp.tree_size, root=base64.b64encode(cp.root_hash).decode(), checkpoint=req.checkpoint.decode(),
                    keys=[{"vkey": v.vkey(), "from_size": start} for start, v in keys.keys])

@@ -4,7 +4,7 @@ Pass 1 (:func:`prepare`), inside one read snapshot of the ledger: every
 record is checked by *building* its entry against the ledger's state (the
 chain head, the funds, the liquidation ids already recorded):
 
-* :class:`Builder` turns a record into the entry's text templates around
+* :class:`EntryBuilder` turns a record into the entry's text templates around
   ``prev`` (see :mod:`ledger.store.sign`) and its derived columns, exactly as
   ``FundBook.build``/``apply`` and ``entry.entry_text`` do (a fast path for
   liquidations whose inputs are already valid and canonical, the generic
@@ -52,7 +52,7 @@ from ledger.rules.fund import (
     zero_str,
     _valid_date,
 )
-from ledger.store.store import contract_row, derived_columns
+from ledger.store.schema import contract_row, derived_columns
 
 CHUNK = 200  # records per message to the chain signer
 _PREV_KEY = b'"prev":"'
@@ -90,8 +90,10 @@ def fast_liquidation(record: dict, funds: dict):
     return None
 
 
-class Builder:
-    """Builds entries from records against a book, seq after seq."""
+class EntryBuilder:
+    """Builds entries from records against a book, seq after seq: the fund
+    rules and the entry text around ``prev``, no tree hashing (the chain
+    signer adds each leaf to the tree, ``sign.sign_batch``)."""
 
     def __init__(self, book: FundBook, size: int, sig_len: int, clock: Callable[[], str] = now_time):
         self.book = book
@@ -223,7 +225,7 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
         book = store.load_book()
     else:
         book = anchor.check(store)  # (its ids: the database's, held to the anchor's)
-    builder = Builder(book, size, 1 + note.sig_line_length(signer.name))  # a blank line, then one signature
+    builder = EntryBuilder(book, size, 1 + note.sig_line_length(signer.name))  # a blank line, then one signature
     chain.start(size, prev, edge)
     out = Prepared(size, prev)
     seen = book.seen

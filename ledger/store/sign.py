@@ -57,6 +57,7 @@ from nacl.bindings import crypto_sign
 
 from ledger.errors import StoreError
 from ledger.format.note import ED25519_SIG_SIZE, KEY_ID_SIZE, SIG_PREFIX, Signer
+from ledger.tlog import merkle
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -79,15 +80,16 @@ def sign_batch(items: list[bytes], seq: int, prev: bytes, edge: list[bytes], sk:
     add_row, add_tree = rows.append, tree_rows.append
     pop, push = edge.pop, edge.append
     sig_size = ED25519_SIG_SIZE  # crypto_sign returns the signature, then the message
+    idx = merkle.leaf_stored_index(seq)
     it = iter(items)
     for pre, post, rest in zip(it, it, it):
         text = pre + b2a(prev, newline=False) + post + b"\n"
         data = text + sep + b2a(kid + sign(text, sk)[:sig_size])  # b2a_base64 ends the line with "\n"
         prev = h = sha(b"\x00" + data).digest()
         add_row((seq, data, prev) + tuple([x or None for x in rest.decode("ascii").split("\t")]))
-        # the nodes this leaf completes, under their stored-hash indexes
-        # (merkle.stored_hash_index: leaf seq is 2*seq - popcount(seq))
-        idx = 2 * seq - seq.bit_count()
+        # the nodes this leaf completes (merkle.TreeBuilder.extend), under
+        # the stored-hash indexes after the leaf's, idx; the next leaf is
+        # stored right after them (merkle.stored_hashes_added)
         k = seq
         while k & 1:
             h = sha(b"\x01" + pop() + h).digest()
@@ -95,6 +97,7 @@ def sign_batch(items: list[bytes], seq: int, prev: bytes, edge: list[bytes], sk:
             add_tree((idx, h))
             k >>= 1
         push(h)
+        idx += 1
         seq += 1
     return rows, tree_rows, prev
 

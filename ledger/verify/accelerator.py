@@ -126,7 +126,7 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
         book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, multiplier, cseq))
     derived = None
     if db_columns:
-        from ledger.store.store import liquidation_row as derived
+        from ledger.store.schema import liquidation_row as derived
     items: list = []
     signed: list[tuple[int, bytes]] = []  # (index in items, signature + text) still to verify
     leaves: list[bytes] = []

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 from ledger.errors import StoreError, VerificationError
 from ledger.rules.fund import FundBook
 from ledger.tlog import merkle
+from ledger.tlog.tiles import tile_hash_indexes
 from ledger.verify import transport
 from ledger.verify.checkpoint import open_checkpoint
 from ledger.verify.reference import KeyHistory
@@ -28,10 +29,10 @@ class DbSource(Source):
     """A ledger database, opened read-only."""
 
     def __init__(self, path: str):
-        from ledger.store.store import Store  # only database sources need sqlite
+        from ledger.store.schema import Reader  # only database sources need sqlite
 
         try:
-            self.store = Store.open(path, readonly=True)
+            self.store = Reader.open(path)
         except KeyError as e:  # a meta table without origin or vkey
             raise VerificationError(f"database {path!r}: the meta table has no {e.args[0]!r}") from None
         except StoreError as e:
@@ -108,7 +109,7 @@ class DbSource(Source):
             raise MissingEntries(f"entry {expect} is missing", seq=expect)
 
     def read_tile(self, level: int, index: int, width: int) -> bytes:
-        return b"".join(self.store.read_hashes(merkle.tile_hash_indexes(level, index, width)))
+        return b"".join(self.store.read_hashes(tile_hash_indexes(level, index, width)))
 
     def prefetch(self, progress: Callable[[], float]) -> Callable[[], None]:
         """Ask the OS to read the database file ahead of a full
@@ -208,7 +209,7 @@ class DbCrossCheck:
     """Checks a database's derived data against what the entries give."""
 
     def __init__(self, source: DbSource):
-        from ledger.store.store import derived_columns
+        from ledger.store.schema import derived_columns
 
         self.source = source
         self.store = source.store
@@ -246,7 +247,7 @@ class DbCrossCheck:
         bulk by :meth:`flush_tree`, which names a bad one's leaf."""
         n = self.checked
         self.checked = n + 1
-        first = 2 * n - n.bit_count()  # merkle.stored_hash_index(0, n)
+        first = merkle.leaf_stored_index(n)
         skip = 0 if self.leaf_rows else 1
         self.want.extend(zip(range(first + skip, first + len(hashes)), hashes[skip:]))
 
@@ -255,16 +256,16 @@ class DbCrossCheck:
         hashes :meth:`merkle.TreeBuilder.extend` returned for them."""
         n, end = self.checked, self.checked + leaves
         self.checked = end
-        base = 2 * n - n.bit_count()
+        base = merkle.leaf_stored_index(n)
         if self.leaf_rows:
             self.want.extend(zip(range(base, base + len(stored)), stored))
             return
-        # leaf k's hash is stored[2k - popcount(k) - base]; the nodes it
+        # leaf k's hash is stored[leaf_stored_index(k) - base]; the nodes it
         # completes follow it, up to the next leaf's
         add = self.want.extend
         a = 0
-        for k in range(n + 1, end + 1):
-            b = 2 * k - k.bit_count() - base
+        for b in merkle.leaf_stored_indexes(n + 1, end + 1):
+            b -= base
             if b - a > 1:
                 add(zip(range(base + a + 1, base + b), stored[a + 1 : b]))
             a = b
@@ -285,7 +286,7 @@ class DbCrossCheck:
                                         seq=merkle.leaf_of_stored_index(max(first, 0)))
 
     def finish(self, book: FundBook, roots: dict[int, bytes], keys: KeyHistory) -> None:
-        from ledger.store.store import contract_row
+        from ledger.store.schema import contract_row
 
         self.flush_tree()
         # last: a fault in the entries or tables is named first, by its seq
@@ -329,7 +330,7 @@ def _check_schema(conn, schema: str) -> None:
     tampering (an alarm), and it would let values of other types through.
     Schema 1 files share the tables; of their triggers, the guards must be
     there."""
-    from ledger.store.store import SCHEMA, TRIGGERS
+    from ledger.store.schema import SCHEMA, TRIGGERS
 
     got = {name: " ".join(str(sql).split()) for name, sql in
            conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')"

@@ -41,6 +41,7 @@ from ledger.format.entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_en
 from ledger.format.receipt import MAX_KEY_PROOFS, Receipt
 from ledger.rules.fund import FundBook, parse_time
 from ledger.tlog import merkle
+from ledger.tlog.proof import verify_inclusion
 from ledger.verify.checkpoint import open_checkpoint, signed_by_any
 
 class MissingEntries(VerificationError):
@@ -98,7 +99,7 @@ class KeyHistory:
             if r.extra is None or seq <= last:
                 raise VerificationError("key proofs must each carry a key entry, in seq order")
             last = seq
-            merkle.verify_inclusion(merkle.leaf_hash(r.extra), seq, cp.tree_size, r.proof, cp.root_hash)
+            verify_inclusion(merkle.leaf_hash(r.extra), seq, cp.tree_size, r.proof, cp.root_hash)
             obj = check_lone_entry(r.extra, seq, self.upto(seq))
             if obj.get("kind") != "key":
                 raise VerificationError("a key proof's entry is not a key entry", seq=seq)

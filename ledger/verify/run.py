@@ -206,7 +206,7 @@ def _start(source: Source, log_key: note.Verifier, cp: note.Checkpoint, trusted_
         tiles = tile_checker(source, trusted_cp) if check_tiles and not is_db else None
     else:
         book, tree, prev, start, keys = resume.restore()
-        chain = Chain(book, keys, merkle.TreeBuilder(tree.size, tree.hashes()), prev, start)
+        chain = Chain(book, keys, tree, prev, start)
         roots[start] = tree.root()
         tiles = None
     run = _Run(size, chain, tiles, db_checks, roots, wanted)

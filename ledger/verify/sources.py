@@ -16,15 +16,16 @@ from typing import Iterator
 from ledger.errors import InputError, VerificationError
 from ledger.format.entry import MAX_ENTRY_BYTES
 from ledger.tlog import merkle
+from ledger.tlog.tiles import TILE_WIDTH, entries_path, tile_path
 from ledger.verify import transport
 from ledger.verify.checkpoint import MAX_CHECKPOINT_BYTES, MAX_VKEY_BYTES
 from ledger.verify.reference import MissingEntries
 
 
-MAX_BUNDLE_BYTES = merkle.TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
+MAX_BUNDLE_BYTES = TILE_WIDTH * (2 + MAX_ENTRY_BYTES)
 
 
-MAX_TILE_BYTES = merkle.TILE_WIDTH * merkle.HASH_SIZE
+MAX_TILE_BYTES = TILE_WIDTH * merkle.HASH_SIZE
 
 
 class Source:
@@ -78,7 +79,7 @@ class _FileTree(Source):
         return self.fetch("checkpoint", MAX_CHECKPOINT_BYTES)
 
     def read_tile(self, level: int, index: int, width: int) -> bytes:
-        path = merkle.tile_path(level, index, width)
+        path = tile_path(level, index, width)
         data = self.fetch(path, MAX_TILE_BYTES)
         if data is None:
             raise VerificationError(f"{path} is missing")
@@ -86,11 +87,11 @@ class _FileTree(Source):
 
     def entries(self, tree_size: int, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Entries ``start..end-1`` from the entry bundles of a log of ``tree_size``."""
-        w = merkle.TILE_WIDTH
+        w = TILE_WIDTH
         end = tree_size if end is None else min(end, tree_size)
         for index in range(start // w, (end + w - 1) // w):
             width = min(w, tree_size - index * w)
-            path = merkle.entries_path(index, width)
+            path = entries_path(index, width)
             data = self.fetch(path, MAX_BUNDLE_BYTES)
             if data is None:
                 raise MissingEntries(f"{path} is missing", seq=max(index * w, start))

@@ -46,7 +46,7 @@ class VerifierState:
     VERSION = 2
 
     @classmethod
-    def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.CompactRange, prev: bytes, book: FundBook,
+    def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.TreeBuilder, prev: bytes, book: FundBook,
                 keys: KeyHistory):
         b = lambda h: base64.b64encode(h).decode()  # noqa: E731
         funds = []
@@ -66,9 +66,9 @@ class VerifierState:
                    funds, b(seen.key), b(packed.tobytes()), sorted(map(list, seen.exact)),
                    [[st, v.vkey()] for st, v in keys.keys])
 
-    def restore(self) -> tuple[FundBook, merkle.CompactRange, bytes, int, KeyHistory]:
+    def restore(self) -> tuple[FundBook, merkle.TreeBuilder, bytes, int, KeyHistory]:
         try:
-            tree = merkle.CompactRange(self.tree_size, [base64.b64decode(h, validate=True) for h in self.edge])
+            tree = merkle.TreeBuilder(self.tree_size, [base64.b64decode(h, validate=True) for h in self.edge])
             if base64.b64encode(tree.root()).decode() != self.root:
                 raise ValueError("edge does not give the root")
             book = FundBook()

@@ -10,6 +10,7 @@ from typing import Sequence
 from ledger.errors import FundledgerError, VerificationError
 from ledger.format import note
 from ledger.tlog import merkle
+from ledger.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, entries_path, parse_tile_path, tile_path
 from ledger.verify.sources import MAX_BUNDLE_BYTES, MAX_TILE_BYTES, DirSource, Source, split_bundle
 
 
@@ -17,11 +18,11 @@ def implied_partial_tiles(tree_size: int) -> list[tuple[int, int, int]]:
     """The partial tiles ``(level, index, width)`` a tree of ``tree_size``
     publishes (one per level at its right edge, at most), and its partial
     entry bundle as level -1: what a reader of that tree's checkpoint fetches."""
-    w = merkle.TILE_WIDTH
+    w = TILE_WIDTH
     out = []
     level = 0
-    while tree_size >> (merkle.TILE_HEIGHT * level):
-        count = tree_size >> (merkle.TILE_HEIGHT * level)
+    while tree_size >> (TILE_HEIGHT * level):
+        count = tree_size >> (TILE_HEIGHT * level)
         if count % w:
             out.append((level, count // w, count % w))
         level += 1
@@ -32,7 +33,7 @@ def implied_partial_tiles(tree_size: int) -> list[tuple[int, int, int]]:
 
 def listed_partial_tiles(root: str) -> list[tuple[int, int, int]]:
     """Every partial tile and entry bundle file in an export directory:
-    files ``tile/.../<N>.p/<W>`` whose path :func:`merkle.parse_tile_path`
+    files ``tile/.../<N>.p/<W>`` whose path :func:`parse_tile_path`
     accepts (W 1..255 without leading zero). Any other name (``.p/256``,
     ``.p/007``) is not a tile and is not looked at."""
     out = []
@@ -42,7 +43,7 @@ def listed_partial_tiles(root: str) -> list[tuple[int, int, int]]:
         rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
         for name in files:
             try:
-                out.append(merkle.parse_tile_path(f"{rel}/{name}"))
+                out.append(parse_tile_path(f"{rel}/{name}"))
             except FundledgerError:
                 continue
     return out
@@ -89,20 +90,20 @@ class TileChecker:
         """:meth:`add_built` for the leaves ``first, first + 1, ...``, given as
         their leaf hashes and the stored hashes
         :meth:`merkle.TreeBuilder.extend` returned for them."""
-        base = 2 * first - first.bit_count()
+        base = merkle.leaf_stored_index(first)
         i, n = 0, len(leaves)
         while i < n:
             buf = self.levels[0]
-            take = min(n - i, merkle.TILE_WIDTH - len(buf))
+            take = min(n - i, TILE_WIDTH - len(buf))
             buf.extend(leaves[i : i + take])
             i += take
-            if len(buf) < merkle.TILE_WIDTH:
+            if len(buf) < TILE_WIDTH:
                 return
             # leaf ``seq`` filled the level-0 tile: what add_built does with
             # its hashes (the leaf hash, then one per trailing 1 bit of seq)
             seq = first + i - 1
-            start = 2 * seq - seq.bit_count() - base
-            count = (~seq & (seq + 1)).bit_length()
+            start = merkle.leaf_stored_index(seq) - base
+            count = merkle.stored_hashes_added(seq)
             self._compare(0, self.index[0], buf)
             self.levels[0] = []
             self.index[0] += 1
@@ -114,8 +115,8 @@ class TileChecker:
                 self.levels.append([])
                 self.index.append(0)
             buf = self.levels[level]
-            buf.append(hashes[level * merkle.TILE_HEIGHT])
-            if len(buf) < merkle.TILE_WIDTH:
+            buf.append(hashes[level * TILE_HEIGHT])
+            if len(buf) < TILE_WIDTH:
                 return
             self._compare(level, self.index[level], buf)
             self.levels[level] = []
@@ -125,8 +126,8 @@ class TileChecker:
     def _compare(self, level: int, index: int, hashes: list[bytes]) -> None:
         """Compare a published tile with the recomputed one; a mismatch names
         the first leaf under the first wrong hash."""
-        path = merkle.tile_path(level, index, len(hashes))
-        first_leaf = (index * merkle.TILE_WIDTH) << (merkle.TILE_HEIGHT * level)
+        path = tile_path(level, index, len(hashes))
+        first_leaf = (index * TILE_WIDTH) << (TILE_HEIGHT * level)
         try:
             got = self.source.read_tile(level, index, len(hashes))
         except VerificationError as e:
@@ -140,7 +141,7 @@ class TileChecker:
         bad = next((i for i in range(len(hashes)) if got[i * h : (i + 1) * h] != hashes[i]), len(hashes) - 1)
         raise VerificationError(
             f"hash tile {path} does not match the entries",
-            seq=(index * merkle.TILE_WIDTH + bad) << (merkle.TILE_HEIGHT * level),
+            seq=(index * TILE_WIDTH + bad) << (TILE_HEIGHT * level),
         )
 
     def _compare_partials(self, level: int, index: int, hashes: list[bytes]) -> None:
@@ -148,19 +149,19 @@ class TileChecker:
         0, its older partial entry bundles) against ``hashes``, its complete
         contents; a mismatch names the first leaf under the first wrong hash."""
         h = merkle.HASH_SIZE
-        first_seq = index * merkle.TILE_WIDTH
+        first_seq = index * TILE_WIDTH
         for width in sorted(w for w in self.partials.get((level, index), ()) if w < len(hashes)):
-            path = merkle.tile_path(level, index, width)
+            path = tile_path(level, index, width)
             got = self.source.fetch(path, MAX_TILE_BYTES)
             if got is None or got == b"".join(hashes[:width]):
                 continue
             bad = next((i for i in range(width) if got[i * h : (i + 1) * h] != hashes[i]), width - 1)
             raise VerificationError(f"hash tile {path} does not match the entries",
-                                    seq=(first_seq + bad) << (merkle.TILE_HEIGHT * level))
+                                    seq=(first_seq + bad) << (TILE_HEIGHT * level))
         if level != 0:
             return
         for width in sorted(w for w in self.partials.get((-1, index), ()) if w < len(hashes)):
-            path = merkle.entries_path(index, width)
+            path = entries_path(index, width)
             data = self.source.fetch(path, MAX_BUNDLE_BYTES)
             if data is None:
                 continue
