@@ -12,6 +12,7 @@ checkpoint, the trusted checkpoint and the witnesses' cosignatures.
 from __future__ import annotations
 
 import bisect
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
@@ -151,7 +152,9 @@ def _check_entries(run: _Run, source: Source, end: int, workers: int) -> None:
         if run.seq != end:
             raise MissingEntries(f"entry {run.seq} is missing", seq=run.seq)
         return
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    # forkserver: a worker forked from this process could inherit a lock
+    # another thread (a web server's, a test's) held at the fork, and hang.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if workers > 1 else None
     try:
         pipeline.check_entries(run, source, run.seq, end, pool, workers, run.db_checks is not None)
     finally:
