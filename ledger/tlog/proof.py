@@ -225,6 +225,20 @@ def verify_inclusion(leaf: bytes, leaf_index: int, tree_size: int, proof: Sequen
         raise ProofError("inclusion proof does not lead to the root")
 
 
+def _check_trivial_consistency(old_size: int, new_size: int, path: list[bytes], old_root: bytes,
+                               new_root: bytes) -> None:
+    """:func:`verify_consistency` of equal sizes, or from the empty tree."""
+    if old_size == new_size:
+        if path:
+            raise ProofError("trees of the same size need an empty consistency proof")
+        if old_root != new_root:
+            raise ProofError("trees of the same size have different roots")
+    elif path:
+        raise ProofError("a consistency proof from the empty tree must be empty")
+    if old_size == 0 and old_root != EMPTY_ROOT:
+        raise ProofError("the root of the empty tree is not SHA-256()")
+
+
 def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old_root: bytes, new_root: bytes) -> None:
     """Check that ``proof`` shows the tree (old_size, old_root) to be a prefix
     of the tree (new_size, new_root) (RFC 9162 section 2.1.4.2).
@@ -262,19 +276,8 @@ def verify_consistency(old_size: int, new_size: int, proof: Sequence[bytes], old
     path = _proof_hashes(proof)
     if old_size > new_size:
         raise ProofError(f"old tree size {old_size} is larger than new tree size {new_size}")
-    if old_size == new_size:
-        if path:
-            raise ProofError("trees of the same size need an empty consistency proof")
-        if old_root != new_root:
-            raise ProofError("trees of the same size have different roots")
-        if old_size == 0 and old_root != EMPTY_ROOT:
-            raise ProofError("the root of the empty tree is not SHA-256()")
-        return
-    if old_size == 0:
-        if path:
-            raise ProofError("a consistency proof from the empty tree must be empty")
-        if old_root != EMPTY_ROOT:
-            raise ProofError("the root of the empty tree is not SHA-256()")
+    if old_size == new_size or old_size == 0:
+        _check_trivial_consistency(old_size, new_size, path, old_root, new_root)
         return
     if not path:
         raise ProofError("empty consistency proof")
