@@ -116,8 +116,8 @@ class DbSource(Source):
         verification: at most PREFETCH_AHEAD_BYTES past the share of the
         file that ``progress()`` (0 to 1) says is done, since rows are laid
         out roughly in seq order. The workers then find their pages cached
-        instead of reading them one at a time (a run on a cold cache was
-        about 15% slower). Returns the function that stops it.
+        instead of reading them one at a time (docs/PERFORMANCE.md).
+        Returns the function that stops it.
 
         The file descriptor stays open until :meth:`close` has closed the
         SQLite connection: closing any descriptor of a database file drops
