@@ -124,7 +124,7 @@ def new_ledger(directory: str):
     """A fresh empty ledger in ``directory``: ``(store, signer, db, key)``."""
     os.makedirs(directory, exist_ok=True)
     db, key = os.path.join(directory, "fund.db"), os.path.join(directory, "fund.key")
-    for p in (db, db + "-wal", db + "-shm", key):
+    for p in (db, db + "-wal", db + "-shm", key, key + ".anchor", key + ".anchor.ids"):
         if os.path.exists(p):
             os.unlink(p)
     store, signer = api.init_ledger(db, key, ORIGIN)

@@ -240,7 +240,8 @@ def verify(
     """Verify ``source``; raise VerificationError at the first fault.
 
     ``workers``: 0 runs the reference alone; None picks one process per core
-    for a large log. With ``resume`` (the state a previous run saved at its
+    for a large log. Workers start from a fork server, so a program calling
+    this with workers guards its entry point (``if __name__ == "__main__"``). With ``resume`` (the state a previous run saved at its
     checkpoint) only the entries after it are read, so the new root can only
     match if the log extends the saved checkpoint; hash tiles and a
     database's derived tables are not rechecked then."""
