@@ -33,7 +33,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from ledger.errors import FundledgerError, LimitError, VerificationError
 from ledger.format import note
@@ -250,16 +250,6 @@ class Chain:
         _, stored = self.tree.append(leaf)
         self.prev, self.seq = leaf, seq + 1
         return expected, leaf, stored
-
-
-def check_entries(chain: Chain, entries: Iterator[bytes], tree_size: int) -> None:
-    """Entries ``chain.seq..tree_size-1``, in order; fewer fails."""
-    for data in entries:
-        if chain.seq >= tree_size:
-            break
-        chain.check(data)
-    if chain.seq != tree_size:
-        raise MissingEntries(f"entry {chain.seq} is missing", seq=chain.seq)
 
 
 def check_checkpoints(keys: KeyHistory, roots: dict[int, bytes], data: bytes, cp: note.Checkpoint,
