@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.errors import FormatError, LimitError
+from ledger.errors import FormatError
 from ledger.format import note
 from ledger.format.strict import (
-    b64,
+    format_hashes_then_note,
     check_proof_hashes,
     check_size,
     check_uint63,
@@ -42,13 +42,8 @@ def format_consistency(c: ConsistencyProof) -> bytes:
     cp = note.parse_signed_checkpoint(c.checkpoint, note.MAX_NOTE_BYTES)
     if old > cp.tree_size:
         raise FormatError(f"old size {old} is over the checkpoint size {cp.tree_size}")
-    out = [b"old ", str(old).encode("ascii"), b"\n"]
-    out += [b64(h).encode("ascii") + b"\n" for h in proof]
-    out += [b"\n", c.checkpoint]
-    data = b"".join(out)
-    if len(data) > note.MAX_NOTE_BYTES:
-        raise LimitError(f"request of {len(data)} bytes is over the {note.MAX_NOTE_BYTES}-byte limit")
-    return data
+    return format_hashes_then_note([b"old ", str(old).encode("ascii"), b"\n"], proof, c.checkpoint,
+                                   note.MAX_NOTE_BYTES, "request")
 
 
 def parse_consistency(data: bytes, max_bytes: int = note.MAX_NOTE_BYTES) -> ConsistencyProof:

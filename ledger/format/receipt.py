@@ -20,6 +20,7 @@ from ledger.errors import FormatError, LimitError
 from ledger.format import note
 from ledger.format.strict import (
     b64,
+    format_hashes_then_note,
     b64decode,
     check_proof_hashes,
     check_size,
@@ -68,12 +69,7 @@ def format_receipt(r: Receipt) -> bytes:
             raise FormatError("receipt extra data must be non-empty bytes or None")
         out += [b"extra ", b64(r.extra).encode("ascii"), b"\n"]
     out += [b"index ", str(idx).encode("ascii"), b"\n"]
-    out += [b64(h).encode("ascii") + b"\n" for h in proof]
-    out += [b"\n", r.checkpoint]
-    data = b"".join(out)
-    if len(data) > note.MAX_NOTE_BYTES:
-        raise LimitError(f"receipt of {len(data)} bytes is over the {note.MAX_NOTE_BYTES}-byte limit")
-    return data
+    return format_hashes_then_note(out, proof, r.checkpoint, note.MAX_NOTE_BYTES, "receipt")
 
 
 def parse_receipt(data: bytes, max_bytes: int = note.MAX_NOTE_BYTES) -> Receipt:

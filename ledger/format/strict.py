@@ -105,6 +105,18 @@ def check_proof_hashes(proof: object, what: str) -> tuple[bytes, ...]:
     return proof
 
 
+def format_hashes_then_note(head: list[bytes], proof: tuple[bytes, ...], checkpoint: bytes, max_bytes: int,
+                            what: str) -> bytes:
+    """``head``, one base64 line per proof hash, an empty line, then the
+    checkpoint note verbatim: the inverse of :func:`parse_hashes_then_note`,
+    refused whole over ``max_bytes``."""
+    out = head + [b64(h).encode("ascii") + b"\n" for h in proof] + [b"\n", checkpoint]
+    data = b"".join(out)
+    if len(data) > max_bytes:
+        raise LimitError(f"{what} of {len(data)} bytes is over the {max_bytes}-byte limit")
+    return data
+
+
 def parse_hashes_then_note(lines: list[bytes], start: int, data: bytes, offset: int, what: str) -> tuple[tuple[bytes, ...], bytes]:
     """Hash lines from ``lines[start]`` up to an empty line; the rest of
     ``data`` (from byte ``offset`` of that line) is the checkpoint note."""
