@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from conftest import run_fundledger
 
 from ledger.ops import api
+from ledger.format import records
 from ledger.tlog import merkle
 from ledger.cli import cli
 from ledger.errors import LimitError, VerificationError
@@ -463,10 +464,10 @@ def test_stdin_within_max_input_bytes_is_imported(tmp_path):
 
 @pytest.mark.parametrize("chunk", [1000, 65535, 65536, 65537, 1 << 20])
 def test_spool_counts_lines_as_the_import_does(monkeypatch, chunk):
-    """A line may hold 65,536 bytes with its newline (as ``api._records``
+    """A line may hold 65,536 bytes with its newline (as ``records.iter_records``
     reads it), wherever the chunks of the copy fall."""
     monkeypatch.setattr(api, "SPOOL_CHUNK", chunk)
-    most = api.MAX_IMPORT_LINE_BYTES
+    most = records.MAX_LINE_BYTES
     ok = b"{}\n" + b"x" * (most - 1) + b"\n" + b"y" * most
     with api.spool(io.BytesIO(ok)) as copy:
         assert copy.read() == ok

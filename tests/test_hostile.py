@@ -1,6 +1,6 @@
 """Hostile input: fuzzing and oversize input against every reader.
 
-* the import line parser (``api._records`` and ``api.check_import``) over
+* the import line parser (``records.iter_records`` and ``api.check_import``) over
   random bytes and random JSON objects of random types: only typed errors
   (exit 2, "line N: ..."), never a write;
 * the CLI options (random strings for quantities, prices, ids, symbols,
@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ledger.ops import api
+from ledger.format import records as records_mod
 from ledger.format import note
 from ledger.format import consistency
 from ledger.format import receipt as receipt_mod
@@ -178,7 +179,7 @@ def test_import_parser_on_random_bytes(world, data):
     store = Reader.open(world.db)
     try:
         try:
-            list(api._records(io.BytesIO(data)))
+            list(records_mod.iter_records(io.BytesIO(data)))
         except FundledgerError as e:
             assert e.exit_code == 2 and str(e).startswith("line ")
         try:

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from ledger.format import records
 from ledger.ops import api
 
 from .common import db_option, echo_json, handled, key_option, load_key, load_vkeys, open_store, vkey_path
@@ -56,10 +57,7 @@ def contract_add(symbol, currency, scale, ctype, multiplier, db_path, key_path):
     Example: fundledger contract add XBTUSDTM --currency USDT --scale 8 --multiplier 0.001
     """
     store = open_store(db_path)
-    record = {
-        "kind": "contract", "symbol": symbol, "currency": currency, "scale": scale,
-        "type": ctype, "multiplier": multiplier,
-    }
+    record = records.contract_record(symbol, currency, scale, ctype, multiplier)
     r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
     report_append(r)
 
@@ -93,14 +91,8 @@ def liquidation(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price,
 
     Example: fundledger liquidation XBTUSDTM --id L-1 --side long --qty 3 --bankruptcy-price 39000 --fill-price 39100
     """
-    record = {
-        "kind": "liquidation", "contract": symbol, "id": liquidation_id, "side": side, "qty": qty,
-        "bankruptcy_price": bankruptcy_price, "fill_price": fill_price,
-    }
-    if mark_price is not None:
-        record["mark_price"] = mark_price
-    if time_ is not None:
-        record["time"] = time_
+    record = records.liquidation_record(symbol, liquidation_id, side, qty, bankruptcy_price, fill_price,
+                                        mark_price, time_)
     store = open_store(db_path)
     r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
     report_append(r)

@@ -11,7 +11,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator
+from typing import IO, Callable
 
 from ledger.ops import anchor as anchor_mod
 from ledger.store import sign as chainsign
@@ -22,19 +22,13 @@ from ledger.format import note
 from ledger.format.consistency import ConsistencyProof, format_consistency
 from ledger.format.receipt import format_receipts, parse_receipts
 from ledger.store import bulk as importer_mod
-from ledger.format.entry import parse_json_object
-from ledger.errors import FundledgerError, InputError, LimitError, RuleError, StoreError
-from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, parse_time
-from ledger.store.bulk import fast_liquidation
+from ledger.format.records import MAX_LINE_BYTES, iter_chunks
+from ledger.errors import FundledgerError, InputError, LimitError, StoreError
+from ledger.store.build import check_records
+from ledger.store.schema import Reader
 from ledger.store.store import AppendResult, Store
 
-MAX_IMPORT_LINE_BYTES = 65536
 IMPORT_BATCH = 2000  # records per transaction in a bulk import
-RECORD_FIELDS = {
-    "contract": {"kind", "symbol", "currency", "scale", "type", "multiplier", "time"},
-    "liquidation": {"kind", "contract", "id", "side", "qty", "bankruptcy_price", "fill_price", "mark_price", "time"},
-}
-RECORD_KINDS = tuple(RECORD_FIELDS)
 
 
 def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None = None) -> tuple[Store, note.Signer]:
@@ -94,68 +88,11 @@ class ImportResult:
     tree_size: int = 0
 
 
-def _records(stream: IO[bytes], first_line: int = 1) -> Iterator[tuple[int, dict]]:
-    """``(line number, record)`` for each non-blank line of JSON Lines
-    (numbered from ``first_line``)."""
-    for lineno, raw in enumerate(iter(lambda: stream.readline(MAX_IMPORT_LINE_BYTES + 1), b""), first_line):
-        if len(raw) > MAX_IMPORT_LINE_BYTES:
-            raise LimitError(f"line {lineno}: longer than {MAX_IMPORT_LINE_BYTES} bytes")
-        if not raw.strip():
-            continue
-        try:
-            record = parse_json_object(raw)
-            kind = record.get("kind")
-            if kind not in RECORD_KINDS:
-                raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract and liquidation exist")
-            if not record.keys() <= RECORD_FIELDS[kind]:
-                extra = set(record) - RECORD_FIELDS[kind]
-                raise RuleError(f"unknown field {sorted(extra)[0][:40]!r} in a {kind} record")
-        except FundledgerError as e:
-            raise type(e)(f"line {lineno}: {e}") from None
-        yield lineno, record
-
-
-def _chunks(stream: IO[bytes], size: int, first_line: int = 1) -> Iterator[list[tuple[int, dict]]]:
-    chunk: list[tuple[int, dict]] = []
-    for item in _records(stream, first_line):
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def check_import(store: Store, stream: IO[bytes]) -> tuple[int, int]:
+def check_import(store: Reader, stream: IO[bytes]) -> tuple[int, int]:
     """Pass 1 of an import: every line parsed and checked by the fund rules
     against the ledger's state, nothing written. Returns ``(records,
     duplicates)``; raises on the first bad line."""
-    book = store.load_book()
-    funds, seen = book.funds, book.seen
-    records = duplicates = 0
-    for chunk in _chunks(stream, IMPORT_BATCH):
-        seen.prefetch([r for _, r in chunk])
-        for lineno, record in chunk:
-            records += 1
-            f = fast_liquidation(record, funds) if record["kind"] == "liquidation" else None
-            if f is not None:
-                # every input valid and canonical: what book.check does for it
-                key = (f[1], f[2])
-                if key in seen:
-                    duplicates += 1
-                else:
-                    seen.add(key)
-                continue
-            try:
-                book.check(record)
-                t = record.get("time")
-                if t is not None:
-                    parse_time(t)
-            except (DuplicateLiquidation, DuplicateContract):
-                duplicates += 1
-            except FundledgerError as e:
-                raise type(e)(f"line {lineno}: {e}") from None
-    return records, duplicates
+    return check_records(store.load_book(), iter_chunks(stream, IMPORT_BATCH))
 
 
 def import_records(
@@ -222,7 +159,7 @@ def _import_records(store: Store, signer: note.Signer, stream: IO[bytes], progre
         with store.snapshot():
             # pass 1, and the state the entries are built on: one view of the ledger
             prep = importer_mod.prepare(
-                store, signer, _chunks(stream, batch_size), stream.tell, chain, anchor
+                store, signer, iter_chunks(stream, batch_size), stream.tell, chain, anchor
             )
         result.lines = prep.records
         on_checked(prep.records)
@@ -260,7 +197,7 @@ def _worth_a_process(stream: IO[bytes]) -> bool:
 def _append_batches(store, signer, stream, batch_size, result, progress, first_line, anchor=None) -> None:
     """Append the records from the stream's position, one ``Store.append``
     (state read inside the transaction) per batch."""
-    for chunk in _chunks(stream, batch_size, first_line):
+    for chunk in iter_chunks(stream, batch_size, first_line):
         first = chunk[0][0]
         batch = [r for _, r in chunk]
         try:
@@ -281,7 +218,7 @@ SPOOL_CHUNK = 1 << 20
 
 def spool(stream: IO[bytes], max_bytes: int = MAX_SPOOL_BYTES) -> IO[bytes]:
     """A seekable copy of a non-seekable stream (standard input), checked as
-    it is read: a line over MAX_IMPORT_LINE_BYTES, or an input over
+    it is read: a line over MAX_LINE_BYTES, or an input over
     ``max_bytes``, is refused within a chunk of where it starts (LimitError,
     the copy deleted), so an endless input never fills the disk."""
     tmp = tempfile.TemporaryFile()
@@ -304,35 +241,35 @@ def spool(stream: IO[bytes], max_bytes: int = MAX_SPOOL_BYTES) -> IO[bytes]:
 
 
 def _check_line_lengths(chunk: bytes, lines: int, tail: int) -> int:
-    """Refuse a line of ``chunk`` over MAX_IMPORT_LINE_BYTES (its newline
-    counted, as :func:`_records` counts it), given the ``lines`` complete
+    """Refuse a line of ``chunk`` over MAX_LINE_BYTES (its newline
+    counted, as ``records.iter_records`` counts it), given the ``lines`` complete
     lines and the ``tail`` bytes of the open one before it; the bytes of the
     line left open after it."""
     parts = chunk.split(b"\n")
     if len(parts) == 1:
         tail += len(chunk)
-        if tail > MAX_IMPORT_LINE_BYTES:
-            raise LimitError(f"line {lines + 1}: longer than {MAX_IMPORT_LINE_BYTES} bytes; nothing imported")
+        if tail > MAX_LINE_BYTES:
+            raise LimitError(f"line {lines + 1}: longer than {MAX_LINE_BYTES} bytes; nothing imported")
         return tail
-    parts[0] = b"" if tail + len(parts[0]) < MAX_IMPORT_LINE_BYTES else None
-    if parts[0] is None or max(map(len, parts[1:-1]), default=0) >= MAX_IMPORT_LINE_BYTES \
-            or len(parts[-1]) > MAX_IMPORT_LINE_BYTES:
+    parts[0] = b"" if tail + len(parts[0]) < MAX_LINE_BYTES else None
+    if parts[0] is None or max(map(len, parts[1:-1]), default=0) >= MAX_LINE_BYTES \
+            or len(parts[-1]) > MAX_LINE_BYTES:
         k = 0 if parts[0] is None else next(
-            (i for i, p in enumerate(parts[1:-1], 1) if len(p) >= MAX_IMPORT_LINE_BYTES), len(parts) - 1)
-        raise LimitError(f"line {lines + k + 1}: longer than {MAX_IMPORT_LINE_BYTES} bytes; nothing imported")
+            (i for i, p in enumerate(parts[1:-1], 1) if len(p) >= MAX_LINE_BYTES), len(parts) - 1)
+        raise LimitError(f"line {lines + k + 1}: longer than {MAX_LINE_BYTES} bytes; nothing imported")
     return len(parts[-1])
 
 
 # -- reading -------------------------------------------------------------------------
 
 
-def balances(store: Store, symbol: str | None = None) -> dict:
+def balances(store: Reader, symbol: str | None = None) -> dict:
     """``{"contracts": [...], "tree_size": N}``, the ``balance --json`` shape."""
     with store.snapshot():
         return _balances(store, symbol)
 
 
-def _balances(store: Store, symbol: str | None) -> dict:
+def _balances(store: Reader, symbol: str | None) -> dict:
     rows = store.contract_rows()
     if symbol is not None:
         rows = [r for r in rows if r["symbol"] == symbol]
@@ -343,7 +280,7 @@ def _balances(store: Store, symbol: str | None) -> dict:
     return {"origin": store.origin, "tree_size": store.size(), "contracts": funds}
 
 
-def history(store: Store, symbol: str) -> dict:
+def history(store: Reader, symbol: str) -> dict:
     """Every entry of one contract, oldest first (``history --json``)."""
     if not any(r["symbol"] == symbol for r in store.contract_rows()):
         raise InputError(f"unknown contract {symbol!r}")
@@ -360,21 +297,21 @@ def checkpoint(store: Store, signer: note.Signer,
 # -- proofs ----------------------------------------------------------------------------
 
 
-def _latest(store: Store) -> tuple[int, int, bytes, str, bytes]:
+def _latest(store: Reader) -> tuple[int, int, bytes, str, bytes]:
     cp = store.latest_checkpoint()
     if cp is None:
         raise StoreError("no checkpoint yet: run `fundledger checkpoint` first")
     return cp
 
 
-def prove(store: Store, seq: int) -> bytes:
+def prove(store: Reader, seq: int) -> bytes:
     """A receipt (C2SP tlog-proof@v1) that entry ``seq`` is in the log: the
     entry in ``extra``, its inclusion proof and the latest checkpoint."""
     with store.snapshot():
         return _prove(store, seq)
 
 
-def _prove(store: Store, seq: int) -> bytes:
+def _prove(store: Reader, seq: int) -> bytes:
     _, size, _, _, _ = _latest(store)
     if not 0 <= seq < size:
         raise InputError(f"seq {seq} is not covered by the latest checkpoint (size {size})")
@@ -383,7 +320,7 @@ def _prove(store: Store, seq: int) -> bytes:
     return format_receipts(seq, size, store.published_checkpoint(), store.entry(seq), keys, store)
 
 
-def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int | None = None) -> bytes:
+def consistency(store: Reader, old_checkpoint: bytes | None = None, old_size: int | None = None) -> bytes:
     """The C2SP tlog-witness add-checkpoint body proving that the latest
     checkpoint extends ``old_checkpoint`` (a signed checkpoint of this log),
     or the tree of ``old_size`` entries (0 for a witness's first request)."""
@@ -391,7 +328,7 @@ def consistency(store: Store, old_checkpoint: bytes | None = None, old_size: int
         return _consistency(store, old_checkpoint, old_size)
 
 
-def _consistency(store: Store, old_checkpoint: bytes | None, old_size: int | None) -> bytes:
+def _consistency(store: Reader, old_checkpoint: bytes | None, old_size: int | None) -> bytes:
     from ledger.verify.checkpoint import open_checkpoint
 
     _, size, _, _, _ = _latest(store)
@@ -418,7 +355,7 @@ def _consistency(store: Store, old_checkpoint: bytes | None, old_size: int | Non
     return format_consistency(ConsistencyProof(old_size, tuple(proof), store.published_checkpoint()))
 
 
-def key_at(store: Store, tree_size: int) -> note.Verifier:
+def key_at(store: Reader, tree_size: int) -> note.Verifier:
     """The log key that signs checkpoints of ``tree_size``."""
     key = store.vkey
     for start, vkey in store.key_history():

@@ -33,13 +33,10 @@ from typing import Callable
 
 from ledger.format import entry as entry_mod
 from ledger.format import note
-from ledger.format.kinds import LIQUIDATION, MAX_ID_LENGTH, PREV_B64_LENGTH
+from ledger.format.kinds import LIQUIDATION, PREV_B64_LENGTH
 from ledger.tlog import merkle
 from ledger.errors import FundledgerError, LimitError, StoreError
 from ledger.rules.fund import (
-    _CANONICAL_POSITIVE,
-    _CANONICAL_TIME,
-    _PRINTABLE,
     ZEROS,
     DuplicateContract,
     DuplicateLiquidation,
@@ -47,47 +44,16 @@ from ledger.rules.fund import (
     FundBook,
     amount_str,
     canonical_movement,
+    fast_liquidation,
     now_time,
-    parse_time,
     zero_str,
-    _valid_date,
 )
-from ledger.store.schema import contract_row, derived_columns
+from ledger.store.build import build_entry
+from ledger.store.schema import contract_row
 
 CHUNK = 200  # records per message to the chain signer
 _PREV_KEY = b'"prev":"'
 _fill_liquidation = LIQUIDATION.fill  # the text around prev (ledger/format/kinds.py)
-
-
-def fast_liquidation(record: dict, funds: dict):
-    """The inputs of a liquidation record when every one of them is already
-    valid and canonical (what ``FundBook._liquidation_inputs`` and
-    ``parse_time`` accept and return unchanged), else None: the caller then
-    takes the generic path, which gives the same result or the error."""
-    sym = record.get("contract")
-    if type(sym) is not str:
-        return None
-    fund = funds.get(sym)
-    if fund is None:  # (a listed contract's symbol was checked when it was listed)
-        return None
-    lid = record.get("id")
-    side = record.get("side")
-    qty = record.get("qty")
-    bp = record.get("bankruptcy_price")
-    fp = record.get("fill_price")
-    mp = record.get("mark_price")
-    t = record.get("time")
-    if (
-        type(lid) is str and len(lid) <= MAX_ID_LENGTH and _PRINTABLE.match(lid) is not None
-        and (side == "long" or side == "short") and type(side) is str
-        and type(qty) is str and _CANONICAL_POSITIVE.match(qty) is not None
-        and type(bp) is str and _CANONICAL_POSITIVE.match(bp) is not None
-        and type(fp) is str and _CANONICAL_POSITIVE.match(fp) is not None
-        and (mp is None or (type(mp) is str and _CANONICAL_POSITIVE.match(mp) is not None))
-        and (t is None or (type(t) is str and _CANONICAL_TIME.match(t) is not None and _valid_date(t)))
-    ):
-        return fund, sym, lid, side, qty, bp, fp, mp, t
-    return None
 
 
 class EntryBuilder:
@@ -140,23 +106,18 @@ class EntryBuilder:
         return pre_b, post_b, rest
 
     def _generic(self, record: dict, seq: int):
-        book = self.book
+        """The generic path: :func:`build_entry`, cut around ``prev``."""
         try:
-            fields = book.build(record)
+            built = build_entry(self.book, record, seq, entry_mod.ZERO_HASH, self.clock)
         except (DuplicateLiquidation, DuplicateContract):
             return None
-        t = record.get("time")
-        time = self.clock() if t is None else parse_time(t)
-        text = entry_mod.entry_text(fields, seq, entry_mod.ZERO_HASH, time)
+        text = built.text
         i = text.index(_PREV_KEY) + len(_PREV_KEY)
         pre, post = text[:i], text[i + PREV_B64_LENGTH : -1]
         self._check_size(len(pre) + len(post))
-        fields["seq"] = seq
-        fields["time"] = time
-        book.apply(fields)
-        self.touched.add(fields["contract"])
+        self.touched.add(built.fields["contract"])
         self.seq = seq + 1
-        return pre, post, _rest_line(derived_columns(seq, b"", b"", fields)[3:])
+        return pre, post, _rest_line(built.columns)
 
     def _check_size(self, n: int) -> None:
         size = n + PREV_B64_LENGTH + 1 + self.sig_len  # the prev value, the newline, the signature

@@ -23,9 +23,10 @@ from typing import Callable, Iterable, Sequence
 from ledger.errors import InvariantError, ProofError, StoreError
 from ledger.format import entry as entry_mod
 from ledger.format import note
-from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, FundBook, now_time, parse_time
+from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, now_time
 from ledger.store import schema
-from ledger.store.schema import CONTRACT_COLUMNS, ENTRY_COLUMNS, Reader, contract_row, derived_columns, tree_rows_of
+from ledger.store.build import build_entry, key_entry
+from ledger.store.schema import CONTRACT_COLUMNS, ENTRY_COLUMNS, Reader, contract_row, tree_rows_of
 from ledger.tlog import merkle
 
 MAX_BATCH = 10_000  # entries in one transaction
@@ -132,13 +133,25 @@ class Store(Reader):
             if now != (size, prev):
                 conn.execute("ROLLBACK")
                 return False
-            if len(entry_rows) > MAX_BATCH:
-                raise InvariantError(f"more than {MAX_BATCH} entries in one append")
-            if entry_rows:
-                conn.executemany(_INSERT_ENTRY, entry_rows)
-                conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows)
-                self._upsert_summaries(summary_rows)
+            self._insert(size, entry_rows, tree_rows, summary_rows)
         return True
+
+    def _insert(self, size: int, entry_rows: list[tuple], tree_rows: list[tuple], summary_rows: list[tuple]) -> None:
+        """The one insert of every write that appends (``append``,
+        ``append_prepared``, ``rotate_key``), inside its transaction, on a
+        head of ``size`` entries read in it: the entries rows, their tree
+        rows and the ``contracts`` rows of the funds they touched. Checked
+        right before writing: at most MAX_BATCH entries, numbered on from
+        the head."""
+        if len(entry_rows) > MAX_BATCH:
+            raise InvariantError(f"more than {MAX_BATCH} entries in one append")
+        if not entry_rows:
+            return
+        if entry_rows[0][0] != size or entry_rows[-1][0] != size + len(entry_rows) - 1:
+            raise InvariantError(f"entries {entry_rows[0][0]}..{entry_rows[-1][0]} do not follow a head of {size}")
+        self.conn.executemany(_INSERT_ENTRY, entry_rows)
+        self.conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows)
+        self._upsert_summaries(summary_rows)
 
     def _require_writer(self) -> None:
         if self.schema != schema.SCHEMA_VERSION:
@@ -173,7 +186,7 @@ class Store(Reader):
         give, checked against the anchor before anything is signed, and the
         anchor is advanced after the commit."""
         result = AppendResult()
-        with self._write() as conn:
+        with self._write():
             self.check_signer(signers)
             size, prev, builder = self._head()
             if anchor is None:
@@ -185,42 +198,28 @@ class Store(Reader):
                 raise InvariantError(f"more than {MAX_BATCH} records in one append")
             book.seen.prefetch(records)
             touched: set[str] = set()
-            entry_rows = []
-            tree_rows = []
+            entry_rows, tree_rows = [], []
+            head_size = size
             for record in records:
                 try:
-                    fields = book.build(record)
-                except DuplicateLiquidation as d:
+                    built = build_entry(book, record, size, prev, clock)
+                except (DuplicateLiquidation, DuplicateContract) as d:
                     result.duplicates.append(str(d))
                     continue
-                except DuplicateContract as d:
-                    result.duplicates.append(str(d))
-                    continue
-                t = record.get("time")
-                time = clock() if t is None else parse_time(t)
-                text = entry_mod.entry_text(fields, size, prev, time)
-                data = entry_mod.sign_entry(text, signers)
+                data = entry_mod.sign_entry(built.text, signers)
                 leaf = merkle.leaf_hash(data)
-                fields["seq"] = size
-                fields["time"] = time
-                book.apply(fields)
-                touched.add(fields["contract"])
-                entry_rows.append(derived_columns(size, data, leaf, fields))
+                touched.add(built.fields["contract"])
+                entry_rows.append(built.row(data, leaf))
                 tree_rows.extend(tree_rows_of(size, builder.append(leaf)[1]))
                 result.appended.append(size)
                 size += 1
                 prev = leaf
-            conn.executemany(_INSERT_ENTRY, entry_rows)
-            conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows)
-            self._write_summaries(book, touched)
+            summaries = [contract_row(book.funds[s]) for s in sorted(touched)]
+            self._insert(head_size, entry_rows, tree_rows, summaries)
         result.tree_size = size
         if anchor is not None:
-            anchor.advance(size, builder.root(), prev, [contract_row(book.funds[s]) for s in sorted(touched)],
-                           new_ids=book.seen.pending)
+            anchor.advance(size, builder.root(), prev, summaries, new_ids=book.seen.pending)
         return result
-
-    def _write_summaries(self, book: FundBook, symbols: Iterable[str]) -> None:
-        self._upsert_summaries([contract_row(book.funds[s]) for s in sorted(symbols)])
 
     def _upsert_summaries(self, rows: list[tuple]) -> None:
         cols = ", ".join(CONTRACT_COLUMNS)
@@ -250,13 +249,10 @@ class Store(Reader):
             if anchor is not None:
                 anchor.check(self)
             size, prev, builder = self._head()
-            fields = {"kind": "key", "contract": "", "vkey": nv.vkey()}
-            time = clock()
-            data = entry_mod.sign_entry(entry_mod.entry_text(fields, size, prev, time), [old, new])
+            built = key_entry(nv.vkey(), size, prev, clock())
+            data = entry_mod.sign_entry(built.text, [old, new])
             leaf = merkle.leaf_hash(data)
-            fields.update(seq=size, time=time)
-            conn.execute(_INSERT_ENTRY, derived_columns(size, data, leaf, fields))
-            conn.executemany("INSERT INTO tree (id, hash) VALUES (?, ?)", tree_rows_of(size, builder.append(leaf)[1]))
+            self._insert(size, [built.row(data, leaf)], tree_rows_of(size, builder.append(leaf)[1]), [])
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('current_vkey', ?)", (nv.vkey(),))
         self.current_vkey = nv.vkey()
         if anchor is not None:
