@@ -22,7 +22,7 @@ import base64
 import json
 
 from ledger.format import note
-from ledger.format.kinds import KINDS
+from ledger.format.kinds import KINDS, KINDS_2
 from ledger.errors import FormatError, LimitError
 
 MAX_ENTRY_BYTES = 65535  # an entry bundle length prefix is a uint16
@@ -47,12 +47,14 @@ def entry_text(fields: dict, seq: int, prev_hash: bytes, time: str) -> bytes:
     ``seq``, ``prev`` and ``time``, and a final newline. Fields of a known
     kind's shape go through its derived encoder; any other object (tests
     make them) through :func:`canonical_json`, which that encoder equals."""
-    kind = KINDS.get(fields.get("kind")) if type(fields.get("kind")) is str else None
-    if kind is not None:
-        try:
-            return kind.encode(**fields, seq=seq, prev=b64(prev_hash), time=time)
-        except TypeError:  # a field missing, unknown or of the wrong type
-            pass
+    name = fields.get("kind") if type(fields.get("kind")) is str else None
+    for kinds in (KINDS, KINDS_2):  # (format 1's kinds first: the common case)
+        kind = kinds.get(name)
+        if kind is not None:
+            try:
+                return kind.encode(**fields, seq=seq, prev=b64(prev_hash), time=time)
+            except TypeError:  # a field missing, unknown or of the wrong type
+                pass
     obj = dict(fields)
     obj["seq"] = seq
     obj["prev"] = b64(prev_hash)

@@ -104,8 +104,8 @@ class Kind:
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.fields]
-        if names != sorted(names) or len(set(names)) != len(names) or self.fields[0].optional:
-            raise InvariantError(f"kind {self.name}: fields must be unique, sorted, the first one required")
+        if names != sorted(names) or len(set(names)) != len(names) or all(f.optional for f in self.fields):
+            raise InvariantError(f"kind {self.name}: fields must be unique, sorted, one of them required")
         object.__setattr__(self, "encode", _compile(_encoder_source(self), f"encode_{self.name}"))
         object.__setattr__(self, "fill", _compile(_fill_source(self), f"fill_{self.name}"))
         object.__setattr__(self, "pattern", re.compile(_pattern_source(self)))
@@ -223,8 +223,10 @@ def _fill_source(kind: Kind) -> str:
 
 def _pattern_source(kind: Kind) -> str:
     """The regex of :attr:`Kind.pattern`: the members in order, an optional
-    one as an optional group with its comma, and the final newline."""
+    one as an optional group with its comma (after it when it comes before
+    the first required member), and the final newline."""
     out = []
+    first = next(i for i, f in enumerate(kind.fields) if not f.optional)
     for i, f in enumerate(kind.fields):
         if f.name == "kind":
             value = f'"{re.escape(kind.name)}"'
@@ -232,7 +234,8 @@ def _pattern_source(kind: Kind) -> str:
             value = f"(?P<{f.name}>{f.fast or f.grammar})"
             if not f.integer:
                 value = f'"{value}"'
-        member = ("," if i else "") + f'"{f.name}":' + value
+        member = f'"{f.name}":' + value
+        member = member + "," if i < first else ("," if i > first else "") + member
         out.append(f"(?:{member})?" if f.optional else member)
     return "{" + "".join(out) + "}\n"
 
@@ -270,3 +273,29 @@ KEY = _kind("key", (
     Field("vkey", VKEY, escaped=True, fast=VKEY_VERBATIM),
 ))
 KINDS: dict[str, Kind] = {k.name: k for k in (CONTRACT, LIQUIDATION, KEY)}
+
+# --- format 2 (docs/FORMAT.md, "Format 2: fund chains and states") ----------------
+#
+# Entries after a log's first ``state`` entry name their chain predecessor.
+# These kinds are distinct from format 1's, so that format 1's fast
+# patterns never match a format-2 entry.
+
+FORMAT_2 = 2
+_CHAIN = (Field("chain_seq", SEQ, integer=True), Field("chain_prev", PREV))
+_CHAIN_OPTIONAL = (Field("chain_seq", SEQ, integer=True, optional=True), Field("chain_prev", PREV, optional=True))
+
+LIQUIDATION_2 = _kind("liquidation", tuple(f for f in LIQUIDATION.fields if f.name not in ("kind", *(c.name for c in _COMMON))) + _CHAIN)
+KEY_2 = _kind("key", (
+    Field("contract", ""),
+    Field("vkey", VKEY, escaped=True, fast=VKEY_VERBATIM),
+) + _CHAIN_OPTIONAL)
+STATE = _kind("state", (
+    Field("contract", ""),
+    Field("format", "2", integer=True),
+    Field("funds", SEQ, integer=True),
+    Field("heads", PREV),
+    Field("keys", SEQ, integer=True),
+    Field("key_seq", SEQ, integer=True, optional=True),
+    Field("key_hash", PREV, optional=True),
+) + _CHAIN_OPTIONAL)
+KINDS_2: dict[str, Kind] = {k.name: k for k in (CONTRACT, LIQUIDATION_2, KEY_2, STATE)}
