@@ -43,6 +43,7 @@ from datetime import datetime, timedelta, timezone
 
 from ledger.errors import InvariantError, RuleError
 from ledger.format import kinds
+from ledger.rules.chains import Chains
 from ledger.format.kinds import (
     CONTRACT_TYPES,
     MAX_CURRENCY_LENGTH,
@@ -333,6 +334,7 @@ class Fund:
     last_seq: int = -1
     last_time: str | None = None
     last_price: str | None = None  # mark price of the latest liquidation, else its fill price
+    last_leaf: bytes | None = None  # the leaf hash of entry last_seq (ledger/rules/chains.py)
 
     def advance(self, delta: int, paid: int, adl: int, balance: int, seq: int, time: str | None,
                 price: str) -> None:
@@ -397,6 +399,7 @@ class FundBook:
 
     funds: dict[str, Fund] = field(default_factory=dict)
     seen: set = field(default_factory=set)  # (contract, liquidation id)
+    chains: Chains = field(default_factory=Chains)  # format 2's chain heads
     # The integers behind the fields returned by the last build(), so that
     # apply() of those very fields need not parse them back.
     _last: tuple | None = field(default=None, repr=False)
@@ -493,6 +496,8 @@ class FundBook:
         fields["paid"] = amount_str(paid, scale)
         fields["adl"] = amount_str(adl, scale)
         fields["balance"] = amount_str(balance, scale)
+        if self.chains.since is not None:
+            fields.update(self.chains.fund_link(fund))
         self._last = (fields, delta, paid, adl, balance)
         return fields
 
@@ -505,7 +510,19 @@ class FundBook:
             return self.contract_entry(record)
         raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract and liquidation exist")
 
+    def key_entry(self, vkey: str) -> dict:
+        """The fields of a ``key`` entry announcing ``vkey`` (checked by the caller)."""
+        return {"kind": "key", "contract": "", "vkey": vkey, **self.chains.link_fields(self.chains.key_head)}
+
+    def state_entry(self, seq: int) -> dict:
+        """The fields of a ``state`` entry at ``seq``: every fund's head."""
+        return self.chains.state_fields(self.funds, seq)
+
     # -- advancing the state ----------------------------------------------------
+
+    def link(self, leaf: bytes) -> None:
+        """The leaf hash of the entry :meth:`apply` applied last (its chain's new head)."""
+        self.chains.link(self.funds, leaf)
 
     def apply(self, entry: dict) -> None:
         """Advance the state by an entry built by :meth:`build` (plus ``seq``
@@ -519,6 +536,10 @@ class FundBook:
                 symbol, entry["currency"], entry["scale"], entry["type"], entry["multiplier"], seq
             )
             self.funds[symbol] = Fund(c, last_seq=seq, last_time=entry["time"])
+            self.chains.registered(symbol)
+            return
+        if kind == "key" or kind == "state":
+            (self.chains.applied_key if kind == "key" else self.chains.applied_state)(seq)
             return
         if kind != "liquidation":
             raise InvariantError(f"apply({kind!r})")
@@ -537,38 +558,7 @@ class FundBook:
             raise InvariantError(f"seq {seq}: balance {balance} != {expected}")
         fund.advance(delta, paid, adl, balance, seq, entry["time"], entry.get("mark_price", entry["fill_price"]))
         self.seen.add((symbol, entry["id"]))
-
-
-def fast_liquidation(record: dict, funds: dict):
-    """The inputs of a liquidation record when every one of them is already
-    valid and canonical (what ``FundBook._liquidation_inputs`` and
-    ``parse_time`` accept and return unchanged), else None: the caller then
-    takes the generic path, which gives the same result or the error. The
-    bulk import's fast path (ledger/store/bulk.py): no parsing, no copies."""
-    sym = record.get("contract")
-    if type(sym) is not str:
-        return None
-    fund = funds.get(sym)
-    if fund is None:  # (a listed contract's symbol was checked when it was listed)
-        return None
-    lid = record.get("id")
-    side = record.get("side")
-    qty = record.get("qty")
-    bp = record.get("bankruptcy_price")
-    fp = record.get("fill_price")
-    mp = record.get("mark_price")
-    t = record.get("time")
-    if (
-        type(lid) is str and len(lid) <= MAX_ID_LENGTH and _PRINTABLE.match(lid) is not None
-        and (side == "long" or side == "short") and type(side) is str
-        and type(qty) is str and _CANONICAL_POSITIVE.match(qty) is not None
-        and type(bp) is str and _CANONICAL_POSITIVE.match(bp) is not None
-        and type(fp) is str and _CANONICAL_POSITIVE.match(fp) is not None
-        and (mp is None or (type(mp) is str and _CANONICAL_POSITIVE.match(mp) is not None))
-        and (t is None or (type(t) is str and _CANONICAL_TIME.match(t) is not None and _valid_date(t)))
-    ):
-        return fund, sym, lid, side, qty, bp, fp, mp, t
-    return None
+        self.chains.moved(symbol)
 
 
 class DuplicateLiquidation(RuleError):
