@@ -99,7 +99,7 @@ def test_build_entry_is_the_rules_and_the_encoding():
 
 
 def test_key_entry():
-    k = key_entry(SIGNER.verifier().vkey(), 7, entry_mod.ZERO_HASH, CLOCK())
+    k = key_entry(FundBook(), SIGNER.verifier().vkey(), 7, entry_mod.ZERO_HASH, CLOCK())
     assert entry_mod.parse_entry_text(k.text) == {
         "kind": "key", "contract": "", "vkey": SIGNER.verifier().vkey(), "seq": 7,
         "prev": entry_mod.b64(entry_mod.ZERO_HASH), "time": CLOCK()}

@@ -59,6 +59,7 @@ from dataclasses import dataclass, replace
 
 from ledger.tlog import merkle
 from ledger.format import note
+from ledger.store.chains import fill_chains
 from ledger.format.entry import ZERO_HASH
 from ledger.errors import FundledgerError, ProofError, StoreError, VerificationError
 from ledger.rules.fund import Contract, Fund, FundBook, parse_amount
@@ -376,7 +377,8 @@ class WriterAnchor:
         if merkle.TreeBuilder(saved.tree_size, at_anchor).root() != saved.root:
             raise refuse(f"the stored tree at size {saved.tree_size} is not the one this key signed: "
                          "history was rewritten")
-        book = FundBook(funds={s: fund_from_row(r) for s, r in saved.funds.items()})
+        book = fill_chains(store, FundBook(funds={s: fund_from_row(r) for s, r in saved.funds.items()}),
+                           saved.tree_size)
         state, replayed = saved, []
         if size > saved.tree_size:
             state, replayed = _replay(store, saved, book, at_anchor, size)

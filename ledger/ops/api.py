@@ -25,15 +25,20 @@ from ledger.store import bulk as importer_mod
 from ledger.format.records import MAX_LINE_BYTES, iter_chunks
 from ledger.errors import FundledgerError, InputError, LimitError, StoreError
 from ledger.store.build import check_records
+from ledger.store.chains import first_state_seq
 from ledger.store.schema import Reader
 from ledger.store.store import AppendResult, Store
 
 IMPORT_BATCH = 2000  # records per transaction in a bulk import
 
 
-def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None = None) -> tuple[Store, note.Signer]:
+def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None = None,
+                log_format: int = 1) -> tuple[Store, note.Signer]:
     """Create a ledger and its key (and, given ``vkey_path``, a file with the
-    public verifier key). Refuses to overwrite any of them."""
+    public verifier key). Refuses to overwrite any of them. A format-2 log
+    starts with its first ``state`` entry (docs/FORMAT.md, "Format 2")."""
+    if log_format not in (1, 2):
+        raise InputError(f"--format must be 1 or 2, not {log_format}")
     keys.check_key_name(origin, "origin")
     anchor = writer_anchor(key_path)
     for p, what in ((db_path, "ledger"), (key_path, "key"), (vkey_path, "verifier key"), (anchor.path, "anchor")):
@@ -60,7 +65,15 @@ def init_ledger(db_path: str, key_path: str, origin: str, vkey_path: str | None 
     except BaseException:
         os.unlink(key_path)
         raise
+    if log_format == 2:
+        store.upgrade([signer], anchor=anchor)
     return store, signer
+
+
+def upgrade(store: Store, signer: note.Signer, anchor: anchor_mod.WriterAnchor | None = None) -> int:
+    """Switch a format-1 log to format 2: its first ``state`` entry, whose seq
+    is returned; the next checkpoint covers it."""
+    return store.upgrade([signer], anchor=anchor)
 
 
 def writer_anchor(key_path: str) -> anchor_mod.WriterAnchor:
@@ -152,6 +165,8 @@ def _import_records(store: Store, signer: note.Signer, stream: IO[bytes], progre
                     anchor: anchor_mod.WriterAnchor | None = None) -> ImportResult:
     store.check_signer([signer])  # a wrong key is refused before any reading
     batch_size = max(1, batch_size)
+    if first_state_seq(store) is not None:
+        return _import_format_2(store, signer, stream, progress, batch_size, on_checked, anchor)
     use_process = (os.cpu_count() or 1) > 1 and _worth_a_process(stream)
     chain = chainsign.ProcessChain(signer) if use_process else chainsign.InlineChain(signer)
     result = ImportResult()
@@ -176,6 +191,19 @@ def _import_records(store: Store, signer: note.Signer, stream: IO[bytes], progre
         _append_batches(store, signer, stream, batch_size, result, progress, fallback.next_line, anchor)
     if result.tree_size == 0:
         result.tree_size = store.size()
+    return result
+
+
+def _import_format_2(store, signer, stream, progress, batch_size, on_checked, anchor) -> ImportResult:
+    """A format-2 log's import: each entry names its chain predecessor's leaf
+    hash, so entries are built and signed one by one (``Store.append``), after
+    a first pass that checks every line (all or nothing, as ever)."""
+    result = ImportResult()
+    result.lines, _ = check_import(store, stream)
+    on_checked(result.lines)
+    stream.seek(0)
+    _append_batches(store, signer, stream, batch_size, result, progress, 1, anchor)
+    result.tree_size = store.size()
     return result
 
 

@@ -20,7 +20,8 @@ from typing import Callable, Iterable, NamedTuple
 
 from ledger.errors import FundledgerError
 from ledger.format.entry import entry_text
-from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, FundBook, fast_liquidation, parse_time
+from ledger.rules.fast import fast_liquidation
+from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, FundBook, parse_time
 from ledger.store.schema import derived_columns
 
 
@@ -56,10 +57,21 @@ def build_entry(book: FundBook, record: dict, seq: int, prev: bytes, clock: Call
     return built
 
 
-def key_entry(vkey: str, seq: int, prev: bytes, time: str) -> Built:
+def key_entry(book: FundBook, vkey: str, seq: int, prev: bytes, time: str) -> Built:
     """The ``key`` entry ``seq`` handing the log over to the key ``vkey``
-    (signed by the old key and the new one, docs/FORMAT.md)."""
-    return _built({"kind": "key", "contract": "", "vkey": vkey}, seq, prev, time)
+    (signed by the old key and the new one, docs/FORMAT.md), which ``book``
+    then holds."""
+    built = _built(book.key_entry(vkey), seq, prev, time)
+    book.apply(built.fields)
+    return built
+
+
+def state_entry(book: FundBook, seq: int, prev: bytes, time: str) -> Built:
+    """The ``state`` entry ``seq``: every fund's head as ``book`` holds them
+    (docs/FORMAT.md, "Format 2"), which ``book`` then holds."""
+    built = _built(book.state_entry(seq), seq, prev, time)
+    book.apply(built.fields)
+    return built
 
 
 def check_records(book: FundBook, chunks: Iterable[list[tuple[int, dict]]]) -> tuple[int, int]:

@@ -44,10 +44,10 @@ from ledger.rules.fund import (
     FundBook,
     amount_str,
     canonical_movement,
-    fast_liquidation,
     now_time,
     zero_str,
 )
+from ledger.rules.fast import fast_liquidation
 from ledger.store.build import build_entry
 from ledger.store.schema import contract_row
 

@@ -23,9 +23,10 @@ from typing import Callable, Iterable, Sequence
 from ledger.errors import InvariantError, ProofError, StoreError
 from ledger.format import entry as entry_mod
 from ledger.format import note
-from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, now_time
+from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, FundBook, now_time
 from ledger.store import schema
-from ledger.store.build import build_entry, key_entry
+from ledger.store.build import build_entry, key_entry, state_entry
+from ledger.store.chains import fill_chains
 from ledger.store.schema import CONTRACT_COLUMNS, ENTRY_COLUMNS, Reader, contract_row, tree_rows_of
 from ledger.tlog import merkle
 
@@ -189,10 +190,7 @@ class Store(Reader):
         with self._write():
             self.check_signer(signers)
             size, prev, builder = self._head()
-            if anchor is None:
-                book = self.load_book()
-            else:
-                book = anchor.check(self)  # (its ids: the database's, held to the anchor's)
+            book = self._book(anchor)
             records = list(records)
             if len(records) > MAX_BATCH:
                 raise InvariantError(f"more than {MAX_BATCH} records in one append")
@@ -208,6 +206,7 @@ class Store(Reader):
                     continue
                 data = entry_mod.sign_entry(built.text, signers)
                 leaf = merkle.leaf_hash(data)
+                book.link(leaf)
                 touched.add(built.fields["contract"])
                 entry_rows.append(built.row(data, leaf))
                 tree_rows.extend(tree_rows_of(size, builder.append(leaf)[1]))
@@ -220,6 +219,14 @@ class Store(Reader):
         if anchor is not None:
             anchor.advance(size, builder.root(), prev, summaries, new_ids=book.seen.pending)
         return result
+
+    def _book(self, anchor) -> FundBook:
+        """The state to build on, inside the write transaction: the anchor's
+        (its ids the database's, held to the anchor's) or the database's,
+        with the chain heads of format 2."""
+        if anchor is not None:
+            return anchor.check(self)
+        return fill_chains(self, self.load_book())
 
     def _upsert_summaries(self, rows: list[tuple]) -> None:
         cols = ", ".join(CONTRACT_COLUMNS)
@@ -246,12 +253,12 @@ class Store(Reader):
             raise StoreError("that key has already been used by this log")
         with self._write() as conn:
             self.check_signer([old])
-            if anchor is not None:
-                anchor.check(self)
+            book = self._book(anchor)
             size, prev, builder = self._head()
-            built = key_entry(nv.vkey(), size, prev, clock())
+            built = key_entry(book, nv.vkey(), size, prev, clock())
             data = entry_mod.sign_entry(built.text, [old, new])
             leaf = merkle.leaf_hash(data)
+            book.link(leaf)
             self._insert(size, [built.row(data, leaf)], tree_rows_of(size, builder.append(leaf)[1]), [])
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('current_vkey', ?)", (nv.vkey(),))
         self.current_vkey = nv.vkey()
@@ -276,15 +283,46 @@ class Store(Reader):
         try:
             with self._write() as conn:
                 self.check_signer(signers)
-                if anchor is not None:
-                    anchor.check(self)
+                book = self._book(anchor)
+                state = self._append_state(book, signers, clock) if book.chains.since is not None else None
                 out = self._sign_checkpoint(conn, signers, clock)
         except ProofError as e:
             raise StoreError(f"refusing to sign: the log is not consistent with the last checkpoint ({e})") from None
         if anchor is not None:
+            if state is not None:
+                anchor.advance(*state, [])
             s = anchor.state
             anchor.advance(s.tree_size, s.root, s.prev, [], out[1] if out[2] else None)
         return out
+
+    def upgrade(self, signers: Sequence[note.Signer], clock: Callable[[], str] = now_time,
+                anchor=None) -> int:
+        """Switch the log to format 2 (docs/FORMAT.md): append its first
+        ``state`` entry, committing to every fund's head. Returns its seq;
+        StoreError if the log is in format 2 already."""
+        with self._write():
+            self.check_signer(signers)
+            book = self._book(anchor)
+            if book.chains.since is not None:
+                raise StoreError(f"the log is in format 2 already (since seq {book.chains.since})")
+            size, root, _ = self._append_state(book, signers, clock)
+        if anchor is not None:
+            anchor.advance(size, root, book.chains.state_head[1], [])
+        return size - 1
+
+    def _append_state(self, book: FundBook, signers, clock) -> tuple[int, bytes, bytes] | None:
+        """Inside a write transaction: a ``state`` entry after the last
+        entry unless that is one; ``(tree size, root, leaf)`` after it, or None."""
+        size, prev, builder = self._head()
+        head = book.chains.state_head
+        if head is not None and head[0] == size - 1:
+            return None  # an idle log does not grow
+        built = state_entry(book, size, prev, clock())
+        data = entry_mod.sign_entry(built.text, signers)
+        leaf = merkle.leaf_hash(data)
+        book.link(leaf)
+        self._insert(size, [built.row(data, leaf)], tree_rows_of(size, builder.append(leaf)[1]), [])
+        return size + 1, builder.root(), leaf
 
     def _sign_checkpoint(self, conn, signers, clock) -> tuple[int, bytes, bool]:
         """The body of :meth:`add_checkpoint`, inside its transaction."""
