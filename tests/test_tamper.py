@@ -504,7 +504,7 @@ def rewrite_history(honest, db: str, k: int) -> list[dict]:
     book = FundBook()
     for seq, data in conn.execute("SELECT seq, data FROM entries ORDER BY seq").fetchall():
         obj = tu.entry_obj(data)
-        exp = rebuild(book, obj)
+        exp = rebuild(book, obj, seq)
         exp.update(seq=seq, time=obj["time"])
         book.apply(exp)
     conn.execute("DELETE FROM contracts")

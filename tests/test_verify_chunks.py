@@ -145,7 +145,7 @@ def test_state_of_version_1_is_still_read(ledger, tmp_path):
     state = tmp_path / "state.json"
     verify.verify_path(ledger.db, state_path=str(state))
     saved = json.loads(state.read_text())
-    assert saved["version"] == 2 and len(saved["seen"]) == 4 * ((8 * 10 + 2) // 3)  # base64 of 10 uint64
+    assert saved["version"] == 3 and len(saved["seen"]) == 4 * ((8 * 10 + 2) // 3)  # base64 of 10 uint64
     old = {k: v for k, v in saved.items() if k not in ("seen_key", "seen", "seen_exact")}
     old.update(version=1, seen=[["XBTUSDTM", f"L-{i}"] for i in range(10)])
     state.write_text(json.dumps(old))
@@ -153,7 +153,7 @@ def test_state_of_version_1_is_still_read(ledger, tmp_path):
     ledger.checkpoint()
     r = verify.verify_path(ledger.db, state_path=str(state))
     assert r.entries_checked == 5
-    assert json.loads(state.read_text())["version"] == 2
+    assert json.loads(state.read_text())["version"] == 3
 
 
 # --- the worker's fast path never accepts what the full check refuses ----------------

@@ -131,6 +131,9 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
     if summary is not None:
         if agree and run.keys.current is key and run.apply_summary(*summary):
             run.leaves(leaves)
+            for symbol in summary[0]:  # each fund's new head
+                fund = run.book.funds[symbol]
+                run.book.chains.fast_moved(fund, leaves[fund.last_seq - first])
             return
         items = []  # something is off: the whole chunk gets the full check
     for seq in range(first, end):
@@ -138,6 +141,7 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
         item = items[i] if i < len(items) else None
         if item is not None and agree and run.keys.current is key and run.fast(item):
             run.leaf(leaves[i])
+            run.book.chains.fast_moved(run.book.funds[item[0]], leaves[i])
             agree = True
             continue
         if reread is None:

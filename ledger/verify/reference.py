@@ -37,6 +37,7 @@ from typing import Sequence
 
 from ledger.errors import FundledgerError, LimitError, VerificationError
 from ledger.format import note
+from ledger.format.kinds import FORMAT_2
 from ledger.format.entry import MAX_ENTRY_BYTES, ZERO_HASH, entry_text, parse_entry_text
 from ledger.format.receipt import MAX_KEY_PROOFS, Receipt
 from ledger.rules.fund import FundBook, parse_time
@@ -180,9 +181,10 @@ def check_signatures(text: bytes, signatures: list[tuple[note.Verifier, bytes]],
             raise VerificationError("signature does not verify", seq=seq)
 
 
-def rebuild(book: FundBook, obj: dict) -> dict:
-    """The fields the rules give for the entry whose JSON is ``obj``: its
-    inputs taken from it, everything else computed from ``book``."""
+def rebuild(book: FundBook, obj: dict, seq: int) -> dict:
+    """The fields the rules give for entry ``seq`` whose JSON is ``obj``: its
+    inputs taken from it, everything else computed from ``book`` (in format
+    2, the chain fields and a state entry's commitments too)."""
     kind = obj.get("kind")
     if kind == "contract":
         record = {k: obj.get(k) for k in ("currency", "scale", "type", "multiplier")}
@@ -193,11 +195,15 @@ def rebuild(book: FundBook, obj: dict) -> dict:
         if "mark_price" in obj:
             record["mark_price"] = obj["mark_price"]
     elif kind == "key":
-        return key_entry_fields(obj.get("vkey"))
+        return book.key_entry(key_entry_fields(obj.get("vkey"))["vkey"])
+    elif kind == "state":
+        if obj.get("format") != FORMAT_2:
+            raise VerificationError(f"format {str(obj.get('format'))[:20]} is not a format this verifier knows")
+        record = None
     else:
         raise VerificationError(f"unknown entry kind {str(kind)[:30]!r}")
     try:
-        return book.build(record)
+        return book.build(record) if record is not None else book.state_entry(seq)
     except FundledgerError as e:
         raise VerificationError(str(e)) from None
 
@@ -234,7 +240,7 @@ class Chain:
         obj, text, signatures = split_entry(data, seq, self.keys)
         time = _chain_fields(obj, seq, self.prev)
         try:
-            expected = rebuild(self.book, obj)
+            expected = rebuild(self.book, obj, seq)
         except VerificationError as e:
             raise VerificationError(e.reason, seq=seq) from None
         if entry_text(expected, seq, self.prev, time) != text:
@@ -244,9 +250,9 @@ class Chain:
         expected["seq"], expected["time"] = seq, time
         if expected["kind"] == "key":
             self.keys.rotate(seq, note.parse_vkey(expected["vkey"]))
-        else:
-            self.book.apply(expected)
+        self.book.apply(expected)
         leaf = merkle.leaf_hash(data)
+        self.book.link(leaf)
         _, stored = self.tree.append(leaf)
         self.prev, self.seq = leaf, seq + 1
         return expected, leaf, stored
@@ -285,7 +291,7 @@ def check_lone_entry(data: bytes, seq: int, keys: KeyHistory) -> dict:
     if len(prev) != 32:
         raise VerificationError("bad prev", seq=seq)
     if obj.get("kind") == "key":
-        expected = key_entry_fields(obj.get("vkey"))
+        expected = dict(key_entry_fields(obj.get("vkey")), **_lone_chain_fields(obj, seq))
         if entry_text(expected, seq, prev, time) != text:
             raise VerificationError("the key entry is not canonical", seq=seq)
     try:
@@ -293,6 +299,21 @@ def check_lone_entry(data: bytes, seq: int, keys: KeyHistory) -> dict:
     except VerificationError:
         raise VerificationError("invalid signature", seq=seq) from None
     return obj
+
+
+def _lone_chain_fields(obj: dict, seq: int) -> dict:
+    """A lone format-2 key entry's chain fields, well formed (where they
+    point needs the log): both or neither, a seq below its own, a hash."""
+    if "chain_seq" not in obj and "chain_prev" not in obj:
+        return {}
+    cs, cp = obj.get("chain_seq"), obj.get("chain_prev")
+    try:
+        ok = type(cs) is int and 0 <= cs < seq and len(base64.b64decode(cp, validate=True)) == 32
+    except (TypeError, binascii.Error):
+        ok = False
+    if not ok:
+        raise VerificationError("the key entry's chain fields are malformed", seq=seq)
+    return {"chain_seq": cs, "chain_prev": cp}
 
 
 def explain_mismatch(obj: dict, expected: dict) -> str:

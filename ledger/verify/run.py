@@ -46,6 +46,7 @@ class _Run:
         self.book, self.keys, self.tree = chain.book, chain.keys, chain.tree
         self.roots, self.roots_wanted = roots, roots_wanted
         self._wanted_sorted = sorted(roots_wanted)
+        self.state_ends: set[int] = set()  # wanted sizes whose last entry is a state entry
 
     @property
     def seq(self) -> int:
@@ -59,6 +60,8 @@ class _Run:
         """The reference's check of the next entry, then what follows its
         leaf; its leaf hash."""
         fields, leaf, stored = self.chain.check(data)
+        if fields["kind"] == "state" and self.chain.seq in self.roots_wanted:
+            self.state_ends.add(self.chain.seq)
         if self.db_checks is not None:
             self.db_checks.entry(self.chain.seq - 1, data, leaf, fields, row)
         self._stored(stored)
@@ -89,6 +92,8 @@ class _Run:
         what it assumed; False (ask the reference) if it does not."""
         symbol, before, delta, paid, adl, balance, h, time, price = item
         fund = self.book.funds.get(symbol)
+        if self.book.chains.since is not None:  # format 2: the reference checks the chain fields
+            return False
         if fund is None or fund.balance != before or h in self.book.seen.hashes:
             return False
         fund.advance(delta, paid, adl, balance, self.chain.seq, time, price)
@@ -100,6 +105,8 @@ class _Run:
         (:func:`accelerator._summarize`), if it starts from the running
         balances and brings no id seen before; False otherwise."""
         book = self.book
+        if book.chains.since is not None:
+            return False
         for symbol, s in funds.items():
             fund = book.funds.get(symbol)
             if fund is None or fund.balance != s[0]:
@@ -135,6 +142,16 @@ class _Run:
             self.db_checks.tree_run(len(leaves), stored)
         self.chain.prev = leaves[-1]
         self.chain.seq = end
+
+
+def _check_format_2_sizes(run: _Run, start: int, sizes: list[int]) -> None:
+    """A checkpoint of a format-2 size ends with a state entry (docs/FORMAT.md,
+    "Checkpoints of a format-2 log"): of the sizes whose last entry this run read."""
+    since = run.book.chains.since
+    for n in sizes:
+        if since is not None and n > since and n > start and n not in run.state_ends:
+            raise VerificationError(f"the checkpoint of size {n} does not end with a state entry (format 2)",
+                                    seq=n - 1)
 
 
 def _check_entries(run: _Run, source: Source, end: int, workers: int) -> None:
@@ -264,6 +281,7 @@ def verify(
     workers = _workers(workers, run.size - start)
     snapshot = _check_all(run, source, cp, cp_bytes, workers, keep_state, log_key.name)
     check_checkpoints(run.keys, run.roots, cp_bytes, cp, trusted, trusted_cp)
+    _check_format_2_sizes(run, start, [cp.tree_size] + ([trusted_cp.tree_size] if trusted_cp else []))
     if run.tiles is not None:
         run.tiles.finish()
     if run.db_checks is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import base64
+import binascii
 import json
 import os
 import sys
@@ -42,8 +43,9 @@ class VerifierState:
     seen: str
     seen_exact: list[list[str]]
     keys: list[list]  # [start seq, vkey] of every log key, oldest first
+    chains: dict | None = None  # format 2's chain heads (ledger/rules/chains.py); None in a version 2 file
 
-    VERSION = 2
+    VERSION = 3
 
     @classmethod
     def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.TreeBuilder, prev: bytes, book: FundBook,
@@ -57,14 +59,19 @@ class VerifierState:
                 "multiplier": c.multiplier, "seq": c.seq, "balance": f.balance, "credited": f.credited,
                 "paid": f.paid, "adl": f.adl, "liquidations": f.liquidations, "last_seq": f.last_seq,
                 "last_time": f.last_time, "last_price": f.last_price,
+                "last_leaf": None if f.last_leaf is None else b(f.last_leaf),
             })
+        ch = book.chains
+        chains = {"since": ch.since, "keys": ch.keys, "index": dict(ch.index),
+                  "key_head": None if ch.key_head is None else [ch.key_head[0], b(ch.key_head[1])],
+                  "state_head": None if ch.state_head is None else [ch.state_head[0], b(ch.state_head[1])]}
         seen = book.seen
         packed = array.array("Q", sorted(seen.hashes))
         if sys.byteorder != "little":
             packed.byteswap()
         return cls(origin, checkpoint.decode(), size, b(tree.root()), [b(h) for h in tree.hashes()], b(prev),
                    funds, b(seen.key), b(packed.tobytes()), sorted(map(list, seen.exact)),
-                   [[st, v.vkey()] for st, v in keys.keys])
+                   [[st, v.vkey()] for st, v in keys.keys], chains)
 
     def restore(self) -> tuple[FundBook, merkle.TreeBuilder, bytes, int, KeyHistory]:
         try:
@@ -74,8 +81,11 @@ class VerifierState:
             book = FundBook()
             for f in self.funds:
                 c = Contract(f["symbol"], f["currency"], f["scale"], f["type"], f["multiplier"], f["seq"])
+                leaf = f.get("last_leaf")
                 book.funds[c.symbol] = Fund(c, f["balance"], f["credited"], f["paid"], f["adl"], f["liquidations"],
-                                            f["last_seq"], f["last_time"], f["last_price"])
+                                            f["last_seq"], f["last_time"], f["last_price"],
+                                            None if leaf is None else _hash(leaf))
+            _restore_chains(book, self.chains)
             packed = array.array("Q")
             packed.frombytes(base64.b64decode(self.seen, validate=True))
             if sys.byteorder != "little":
@@ -90,7 +100,7 @@ class VerifierState:
                 raise ValueError("the last entry's hash is not 32 bytes")
             ks = [(int(st), note.parse_vkey(v)) for st, v in self.keys]
             keys = KeyHistory(ks[0][1], ks[1:])
-        except (ValueError, KeyError, TypeError, IndexError, FundledgerError) as e:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, binascii.Error, FundledgerError) as e:
             raise InputError(f"the saved verifier state is damaged: {e}") from None
         return book, tree, prev, self.tree_size, keys
 
@@ -133,21 +143,51 @@ class VerifierState:
                 obj["seen_key"] = base64.b64encode(seen.key).decode()
                 obj["seen"] = base64.b64encode(array.array("Q", sorted(seen.hashes)).tobytes()).decode()
                 obj["seen_exact"] = sorted(map(list, seen.exact))
-            elif version != cls.VERSION:
+            elif version not in (2, cls.VERSION):
                 raise ValueError("unknown version")
+            if version < 3:  # before format 2: no chain heads
+                obj["chains"] = None
+                for f in obj.get("funds", []):
+                    if isinstance(f, dict):
+                        f["last_leaf"] = None
             _check_state_shape(obj)
             return cls(**obj)
         except (ValueError, KeyError, TypeError) as e:
             raise InputError(f"{path!r}: not a verifier state ({str(e)[:200]})") from None
 
 
+def _hash(text: str) -> bytes:
+    h = base64.b64decode(text, validate=True)
+    if len(h) != merkle.HASH_SIZE:
+        raise ValueError("a leaf hash is not 32 bytes")
+    return h
+
+
+def _restore_chains(book, chains: dict | None) -> None:
+    """The chain heads saved (a version-2 state has none: its funds' leaf
+    hashes are unknown, and a later state entry is refused as bad input)."""
+    ch = book.chains
+    if chains is None:
+        ch.index = {f.contract.symbol: i for i, f in
+                    enumerate(sorted(book.funds.values(), key=lambda f: f.contract.seq))}
+        return
+    head = lambda h: None if h is None else (int(h[0]), _hash(h[1]))  # noqa: E731
+    ch.since = chains["since"] if chains["since"] is None else int(chains["since"])
+    ch.keys = int(chains["keys"])
+    ch.index = {str(k): int(v) for k, v in chains["index"].items()}
+    ch.key_head, ch.state_head = head(chains["key_head"]), head(chains["state_head"])
+    if sorted(ch.index.values()) != list(range(len(book.funds))) or set(ch.index) != set(book.funds):
+        raise ValueError("the fund index does not match the funds")
+
+
 _STATE_FIELDS = {"origin": str, "checkpoint": str, "tree_size": int, "root": str, "edge": list, "prev": str,
-                 "funds": list, "seen_key": str, "seen": str, "seen_exact": list, "keys": list}
+                 "funds": list, "seen_key": str, "seen": str, "seen_exact": list, "keys": list,
+                 "chains": (dict, type(None))}
 
 
 _FUND_FIELDS = {"symbol": str, "currency": str, "scale": int, "type": str, "multiplier": str, "seq": int,
                 "balance": int, "credited": int, "paid": int, "adl": int, "liquidations": int, "last_seq": int,
-                "last_time": (str, type(None)), "last_price": (str, type(None))}
+                "last_time": (str, type(None)), "last_price": (str, type(None)), "last_leaf": (str, type(None))}
 
 
 def _check_fields(obj: object, fields: dict, what: str) -> None:
