@@ -24,6 +24,7 @@ COMMANDS = {
     "balance": "writer:balance",
     "history": "writer:history",
     "checkpoint": "writer:checkpoint_cmd",
+    "upgrade": "writer:upgrade",
     "attach-cosignatures": "writer:attach_cosignatures",
     "key": "writer:key",
     "verify": "verify:verify_cmd",

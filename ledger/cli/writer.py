@@ -19,10 +19,12 @@ from .common import db_option, echo_json, handled, key_option, load_key, load_vk
 
 @click.command()
 @click.argument("origin")
+@click.option("--format", "log_format", type=click.IntRange(1, 2), default=1, show_default=True,
+              help="The log format (docs/FORMAT.md); 2 adds fund chains and state entries.")
 @db_option
 @key_option
 @handled
-def init(origin, db_path, key_path):
+def init(origin, log_format, db_path, key_path):
     """Create a ledger and its Ed25519 signing key.
 
     ORIGIN names the log (and its key), e.g. a domain and path you control.
@@ -32,7 +34,7 @@ def init(origin, db_path, key_path):
 
     Example: fundledger init example.com/insurance-fund
     """
-    store, signer = api.init_ledger(db_path, key_path, origin, vkey_path(key_path))
+    store, signer = api.init_ledger(db_path, key_path, origin, vkey_path(key_path), log_format)
     click.echo(f"created {db_path}, {key_path} (secret) and {vkey_path(key_path)} (public)")
     click.echo(f"verifier key: {signer.verifier().vkey()}")
 
@@ -200,6 +202,23 @@ def checkpoint_cmd(db_path, key_path):
     if not created:
         click.echo(f"checkpoint at size {size} already exists", err=True)
     click.echo(signed.decode(), nl=False)
+
+
+@click.command("upgrade")
+@db_option
+@key_option
+@handled
+def upgrade(db_path, key_path):
+    """Switch the log to format 2: every later entry names the previous
+    entry of its fund, and each checkpoint ends with a state entry that
+    commits to every fund's head, so one fund can be checked alone
+    (docs/FORMAT.md, "Format 2"). Appends the first state entry; the
+    entries before it keep their meaning.
+
+    Example: fundledger upgrade && fundledger checkpoint
+    """
+    seq = api.upgrade(open_store(db_path), load_key(key_path), api.writer_anchor(key_path))
+    click.echo(f"format 2 from seq {seq} (the first state entry); run `fundledger checkpoint` to publish it")
 
 
 @click.command("attach-cosignatures")
