@@ -89,6 +89,17 @@ def entries_path(index: int, width: int) -> str:
     return tile_path(-1, index, width)
 
 
+def chain_path(name: str, index: int, width: int) -> str:
+    """Where bundle ``index`` of chain ``name`` is published (docs/FORMAT.md,
+    "Publication of chains and heads"): ``chain/<name>/<N>[.p/<W>]``, N
+    spelled as in tile paths. ``name`` is a contract symbol or ``_key``."""
+    _check_tile(0, index, width)
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise InvariantError(f"bad chain name {name!r}")
+    tail = "" if width == TILE_WIDTH else f".p/{width}"
+    return f"chain/{name}/{_tile_index_path(index)}{tail}"
+
+
 _TILE_PATH_RE = re.compile(
     r"tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/)*)([0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?",
     re.ASCII,
