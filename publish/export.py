@@ -8,6 +8,11 @@ Layout (https://c2sp.org/tlog-tiles)::
     tile/entries/<N>[.p/<W>]     entry bundles: W entries, each a big-endian
                                  uint16 length and the entry's bytes
 
+and for a format-2 log, the files of the light check of one fund
+(publish/chains.py): ``funds``, ``since``, ``chain/<name>/<N>[.p/<W>]``
+and ``heads/<L>/<hex>``. Only the chains that grew get new bundles, and
+only the heads tiles not yet there are written (they are named by content).
+
 The export covers the latest checkpoint's tree size, never more, so every
 file it publishes is committed to by the checkpoint. It is incremental: the
 size of the ``checkpoint`` already in the directory tells what exists, and
@@ -24,10 +29,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ledger.tlog.tiles import TILE_WIDTH, entries_path, new_tiles, tile_hash_indexes, tile_path, tiles_for_size
+from ledger.tlog.tiles import TILE_WIDTH, chain_path, entries_path, new_tiles, tile_hash_indexes, tile_path, tiles_for_size
 from ledger.format import note
 from ledger.errors import FundledgerError, InputError, StoreError
 from ledger.store.schema import Reader
+from ledger.rules.chains import KEY_CHAIN
+from publish import chains
 
 
 @dataclass
@@ -96,6 +103,84 @@ def _export(store: Reader, root: str, full: bool) -> ExportResult:
         items = [data for _, data in store.iter_entries(index * w, index * w + width)]
         _write(root, entries_path(index, width), bundle(items))
         written += 1
+    written += _export_funds(store.conn, root, old, size, full)
     _write(root, "vkey", (store.vkey + "\n").encode())
     _write(root, "checkpoint", signed)
     return ExportResult(size, old, written + 2)
+
+
+def _write_if_changed(root: str, rel: str, data: bytes) -> int:
+    try:
+        with open(os.path.join(root, rel), "rb") as f:
+            if f.read(len(data) + 1) == data:
+                return 0
+    except OSError:
+        pass
+    _write(root, rel, data)
+    return 1
+
+
+def _export_funds(conn, root: str, old: int, size: int, full: bool) -> int:
+    """The format-2 files at ``size``, given what an export of ``old`` left."""
+    files = chains.fund_files(conn, size)
+    if files is None:
+        return 0
+    written = _write_if_changed(root, "funds", files.funds)
+    written += _write_if_changed(root, "since", f"{files.since}\n".encode())
+    for rel, data in files.heads.items():
+        if full or not os.path.isfile(os.path.join(root, "heads", rel)):
+            _write(root, "heads/" + rel, data)
+            written += 1
+    lengths = {line_symbol: n for line_symbol, n in _fund_lengths(files)}
+    lengths[KEY_CHAIN] = chains.chain_length(conn, KEY_CHAIN, size)
+    if full or old <= files.since:
+        grown = {name: 0 for name in lengths}
+    else:
+        grown = _grown_chains(conn, old, size, lengths)
+    for name, length_before in grown.items():
+        written += _export_chain(conn, root, name, size, length_before, lengths[name])
+    return written
+
+
+def _fund_lengths(files: "chains.FundFiles"):
+    """(symbol, entries) of every head line of the level-0 heads tiles."""
+    import json
+
+    for rel, data in files.heads.items():
+        if rel.startswith("0/"):
+            for line in data.splitlines():
+                head = json.loads(line)
+                yield head["contract"], head["entries"]
+
+
+def _grown_chains(conn, old: int, size: int, lengths: dict[str, int]) -> dict[str, int]:
+    """The chains with entries in ``old .. size - 1``: {name: length at old}."""
+    grown: dict[str, int] = {}
+    for contract, kind, count in conn.execute(
+            "SELECT contract, kind, COUNT(*) FROM entries WHERE seq >= ? AND seq < ? GROUP BY contract, kind",
+            (old, size)):
+        if kind == "state":
+            continue
+        name = KEY_CHAIN if kind == "key" else contract
+        grown[name] = grown.get(name, lengths[name]) - count
+    return grown
+
+
+def _export_chain(conn, root: str, name: str, size: int, length_before: int, length: int) -> int:
+    """Write the bundles of chain ``name`` that changed since it had ``length_before`` entries."""
+    w = TILE_WIDTH
+    first = length_before // w
+    items: list[bytes] = []
+    written = 0
+    index = first
+    for data in chains.chain_entries(conn, name, size, first * w):
+        items.append(data)
+        if len(items) == w:
+            _write(root, chain_path(name, index, w), bundle(items))
+            written, items, index = written + 1, [], index + 1
+    if len(items) + index * w != length:
+        raise StoreError(f"chain {name} has {index * w + len(items)} entries below {size}, its head says {length}")
+    if items:
+        _write(root, chain_path(name, index, len(items)), bundle(items))
+        written += 1
+    return written

@@ -1,0 +1,149 @@
+"""The files of a format-2 log that let one fund be checked alone
+(docs/FORMAT.md, "Publication of chains and heads"): ``funds``, ``since``,
+the chain bundles ``chain/<name>/<N>`` and the heads tiles ``heads/<L>/<hex>``,
+read from a (read-only) SQLite connection at a checkpointed tree size.
+
+The export writes them to a directory and the site serves them; both read
+them here. Before anything is handed out, the heads are checked against the
+``heads`` root that the state entry at ``tree_size - 1`` signed, so nothing
+published disagrees with what the log committed to. Reads, never writes.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Iterator
+
+from ledger.errors import ProofError
+from ledger.format.entry import parse_entry_text
+from ledger.format import note
+from ledger.rules.chains import KEY_CHAIN, head_line
+from ledger.rules.fund import Contract, Fund, parse_amount
+from ledger.tlog.heads import heads_root, heads_tiles
+from ledger.tlog.tiles import TILE_WIDTH
+
+_IN_BATCH = 500  # seqs per IN (...) query
+
+
+def since(conn, tree_size: int) -> int | None:
+    """The seq of the first ``state`` entry below ``tree_size``: the log is
+    in format 2 from there on (None: format 1 at that size)."""
+    row = conn.execute(
+        "SELECT seq FROM entries WHERE contract = '' AND kind = 'state' AND seq < ? ORDER BY seq LIMIT 1",
+        (tree_size,)).fetchone()
+    return None if row is None else row[0]
+
+
+def fund_symbols(conn, tree_size: int) -> list[str]:
+    """The contracts registered below ``tree_size``, in fund-index order."""
+    rows = conn.execute("SELECT symbol FROM contracts WHERE registered_seq < ? ORDER BY registered_seq",
+                        (tree_size,))
+    return [r[0] for r in rows]
+
+
+def _funds_at(conn, tree_size: int) -> list[Fund]:
+    """Every fund as entries ``0 .. tree_size - 1`` left it: its head entry's
+    seq, leaf hash and balance, and its entry count."""
+    later = dict(conn.execute(
+        "SELECT contract, COUNT(*) FROM entries WHERE seq >= ? AND kind = 'liquidation' GROUP BY contract",
+        (tree_size,)).fetchall())
+    funds = []
+    for row in conn.execute(
+            "SELECT symbol, currency, scale, type, multiplier, registered_seq, liquidations, last_seq "
+            "FROM contracts WHERE registered_seq < ? ORDER BY registered_seq", (tree_size,)).fetchall():
+        symbol, currency, scale, ctype, mult, registered, liquidations, last_seq = tuple(row)
+        fund = Fund(Contract(symbol, currency, scale, ctype, mult, registered),
+                    liquidations=liquidations - later.get(symbol, 0), last_seq=last_seq)
+        if symbol in later:
+            fund.last_seq = conn.execute(
+                "SELECT MAX(seq) FROM entries WHERE contract = ? AND seq < ?", (symbol, tree_size)).fetchone()[0]
+        funds.append(fund)
+    by_seq = {f.last_seq: f for f in funds}
+    seqs = list(by_seq)
+    for i in range(0, len(seqs), _IN_BATCH):
+        part = seqs[i:i + _IN_BATCH]
+        for seq, leaf, balance in conn.execute(
+                f"SELECT seq, leaf_hash, balance FROM entries WHERE seq IN ({','.join('?' * len(part))})", part):
+            fund = by_seq[seq]
+            fund.last_leaf = bytes(leaf)
+            fund.balance = 0 if balance is None else parse_amount(balance, fund.contract.scale)
+    return funds
+
+
+def _state_entry(conn, tree_size: int) -> dict:
+    row = conn.execute("SELECT kind, data FROM entries WHERE seq = ?", (tree_size - 1,)).fetchone()
+    if row is None or row[0] != "state":
+        raise ProofError(f"the checkpoint of size {tree_size} does not end with a state entry")
+    text, _ = note.split_note(bytes(row[1]))
+    return parse_entry_text(text)
+
+
+def head_lines(conn, tree_size: int) -> list[bytes]:
+    """Every fund's head line at ``tree_size`` (a format-2 checkpoint's size),
+    checked against the heads root and fund count of the state entry at
+    ``tree_size - 1``."""
+    lines = [head_line(f) for f in _funds_at(conn, tree_size)]
+    state = _state_entry(conn, tree_size)
+    if state.get("funds") != len(lines) or state.get("heads") != base64.b64encode(heads_root(lines)).decode():
+        raise ProofError(f"the heads read from the ledger are not those the state entry {tree_size - 1} signed")
+    return lines
+
+
+@dataclass(frozen=True)
+class FundFiles:
+    """What a format-2 checkpoint of ``tree_size`` publishes beside the tiles,
+    except the chain bundles (read with :func:`chain_entries`)."""
+
+    tree_size: int
+    since: int
+    funds: bytes  # the ``funds`` file
+    heads: dict[str, bytes]  # heads tile path (below heads/) -> content
+
+
+def fund_files(conn, tree_size: int) -> FundFiles | None:
+    """The ``funds`` file and every heads tile at ``tree_size`` (None for a
+    format-1 size)."""
+    first = since(conn, tree_size)
+    if first is None:
+        return None
+    symbols = fund_symbols(conn, tree_size)
+    return FundFiles(tree_size, first, "".join(s + "\n" for s in symbols).encode(),
+                     heads_tiles(head_lines(conn, tree_size)))
+
+
+def _chain_where(name: str) -> tuple[str, tuple]:
+    if name == KEY_CHAIN:
+        return "contract = '' AND kind = 'key'", ()
+    return "contract = ?", (name,)
+
+
+def chain_entries(conn, name: str, tree_size: int, start: int = 0, limit: int = -1) -> Iterator[bytes]:
+    """The entries of chain ``name`` (a symbol or ``_key``) below
+    ``tree_size``, in seq order, from chain position ``start`` on, at most
+    ``limit`` (-1: all)."""
+    where, args = _chain_where(name)
+    cur = conn.execute(f"SELECT data FROM entries WHERE {where} AND seq < ? ORDER BY seq LIMIT ? OFFSET ?",
+                       (*args, tree_size, limit, start))
+    while True:
+        rows = cur.fetchmany(TILE_WIDTH)
+        if not rows:
+            return
+        for r in rows:
+            yield bytes(r[0])
+
+
+def chain_length(conn, name: str, tree_size: int) -> int:
+    """How many entries chain ``name`` has below ``tree_size``."""
+    where, args = _chain_where(name)
+    return conn.execute(f"SELECT COUNT(*) FROM entries WHERE {where} AND seq < ?", (*args, tree_size)).fetchone()[0]
+
+
+def chain_bundle(conn, name: str, tree_size: int, index: int, width: int) -> bytes | None:
+    """Chain bundle ``index`` of ``width`` entries at ``tree_size``, or None
+    when the chain has fewer entries there (a narrower bundle than the
+    published one is an older checkpoint's, and is its first ``width``)."""
+    items = list(chain_entries(conn, name, tree_size, index * TILE_WIDTH, TILE_WIDTH))
+    if len(items) < width:
+        return None
+    return b"".join(len(e).to_bytes(2, "big") + e for e in items[:width])
