@@ -140,3 +140,46 @@ def signature_lines(data: bytes) -> list[dict]:
         {"name": s.name, "key_id": s.key_id.hex(), "line": s.line.decode("utf-8", "replace").rstrip("\n")}
         for s in sigs
     ]
+
+
+# --- format 2: the files of the light check of one fund (publish/chains.py) ------------
+
+_FUND_FILES: dict = {}  # {(database file, checkpoint id): FundFiles | None}, the latest checkpoint's only
+
+
+def _database_file(conn) -> str:
+    return next((r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"), "")
+
+
+def fund_files(conn) -> "chains.FundFiles | None":
+    """``funds``, ``since`` and the heads tiles of the latest checkpoint
+    (None before one, or for a format-1 log), computed once per checkpoint."""
+    from publish import chains
+
+    conn.execute("BEGIN")
+    try:
+        row = conn.execute("SELECT id, tree_size FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        key = (_database_file(conn), row[0])
+        if key not in _FUND_FILES:
+            files = chains.fund_files(conn, row[1])
+            _FUND_FILES.clear()
+            _FUND_FILES[key] = files
+        return _FUND_FILES[key]
+    finally:
+        conn.execute("COMMIT")
+
+
+def chain_bundle(conn, name: str, index: int, width: int) -> bytes | None:
+    """``chain/<name>/<N>[.p/<W>]`` at the latest checkpoint (None: not published)."""
+    from publish import chains
+
+    conn.execute("BEGIN")
+    try:
+        size = checkpoint_size(conn)
+        if size == 0 or chains.since(conn, size) is None:
+            return None
+        return chains.chain_bundle(conn, name, size, index, width)
+    finally:
+        conn.execute("COMMIT")

@@ -198,6 +198,43 @@ async def raw_entry(datasette, request):
     return _bytes(data, "text/plain; charset=utf-8", IMMUTABLE)
 
 
+# --- format 2: what the light check of one fund reads (docs/FORMAT.md) -------------------
+
+
+@_get_only
+async def funds_file(datasette, request):
+    """``/funds`` and ``/since`` of a format-2 log (404 for a format-1 one)."""
+    files = await _read(datasette, tlog.fund_files)
+    if files is None:
+        return _not_found("not a format-2 log")
+    body = files.funds if request.path == "/funds" else f"{files.since}\n".encode()
+    return _bytes(body, "text/plain; charset=utf-8", NO_CACHE)
+
+
+@_get_only
+async def heads_tile(datasette, request):
+    """``/heads/<L>/<hex>``: a heads tile of the latest checkpoint, named by its hash."""
+    files = await _read(datasette, tlog.fund_files)
+    rel = f"{request.url_vars['level']}/{request.url_vars['name']}"
+    data = None if files is None else files.heads.get(rel)
+    if data is None:
+        return _not_found("not a heads tile of the latest checkpoint")
+    return _bytes(data, "application/octet-stream", IMMUTABLE)
+
+
+@_get_only
+async def chain_bundle(datasette, request):
+    """``/chain/<name>/<N>[.p/<W>]``: a chain bundle at the latest checkpoint."""
+    try:
+        _, index, width = parse_tile_path("tile/0/" + request.url_vars["rest"])
+    except FormatError:
+        return _not_found()
+    data = await _read(datasette, tlog.chain_bundle, request.url_vars["name"], index, width)
+    if data is None:
+        return _not_found("not covered by the latest checkpoint")
+    return _bytes(data, "application/octet-stream", IMMUTABLE if width == TILE_WIDTH else PARTIAL)
+
+
 # --- pages and their JSON --------------------------------------------------------------
 
 
@@ -402,6 +439,8 @@ ROBOTS = """\
 User-agent: *
 Disallow: /ledger
 Disallow: /tile/
+Disallow: /chain/
+Disallow: /heads/
 Disallow: /entry/
 Disallow: /-/
 Disallow: /*?
@@ -435,4 +474,7 @@ ROUTES = [
     (r"^/checkpoint\.json$", checkpoint_json),
     (r"^/vkey$", vkey),
     (r"^/tile/(?P<rest>.*)$", tile),
+    (r"^/(funds|since)$", funds_file),
+    (r"^/heads/(?P<level>0|[1-9][0-9]?)/(?P<name>[0-9a-f]{64})$", heads_tile),
+    (r"^/chain/(?P<name>_key|[A-Z0-9][A-Z0-9._-]{0,31})/(?P<rest>.+)$", chain_bundle),
 ]
