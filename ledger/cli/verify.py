@@ -28,6 +28,9 @@ from .common import db_option, echo_json, fail, handled, load_vkeys, open_store
               help="Incremental: resume from the state saved in this file (if any) and save the one at the latest checkpoint.")
 @click.option("--workers", type=click.IntRange(0, 256), default=None,
               help="Worker processes checking entries; 0: the reference verifier alone [default: all cores].")
+@click.option("--contract", "contract", metavar="SYMBOL",
+              help="The light check of one fund: its chain, its head and the keys, never the whole log "
+                   "(an export or a URL of a format-2 log).")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
 @click.option("--request-timeout", type=click.FloatRange(0, MAX_TIMEOUT_S, min_open=True), default=REQUEST_TIMEOUT_S,
               envvar=ENV_REQUEST_TIMEOUT, show_default=True, metavar="S",
@@ -36,8 +39,8 @@ from .common import db_option, echo_json, fail, handled, load_vkeys, open_store
               envvar=ENV_STALL_TIMEOUT, show_default=True, metavar="S",
               help="URL sources: seconds without a byte before a request fails [env FUNDLEDGER_STALL_TIMEOUT].")
 @db_option
-def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, as_json, request_timeout,
-               stall_timeout, db_path):
+def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, contract, as_json,
+               request_timeout, stall_timeout, db_path):
     """Recompute every balance from the signed chain and check everything.
 
     SOURCE is a ledger database (default: --db), an export directory or the
@@ -48,12 +51,21 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
     same, and says so (--json: "checkpoint_size": null); an export or a URL
     without a checkpoint fails.
 
+    With --contract SYMBOL, the light check of one fund instead: every entry
+    of its chain is in the checkpointed log, signed, linked and computed by
+    the fund rules, and its head is the one the operator signed. It does not
+    show that no entry of the fund was left out of its chain: that takes the
+    full check (or an auditing witness).
+
     Example: fundledger verify public/ --vkey fund.vkey --trusted yesterday.checkpoint
     """
     from ledger.verify.transport import Deadlines
     from ledger.verify.report import failure_json
     from ledger.verify.run import verify_path
 
+    if contract is not None:
+        return _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json,
+                            Deadlines(request_timeout, stall_timeout))
     try:
         deadlines = Deadlines(request_timeout, stall_timeout)
         report = verify_path(source or db_path, vkey, trusted_path, workers, witnesses, quorum, state_path, deadlines)
@@ -70,6 +82,49 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
         echo_json(report.as_json())
         return
     echo_report(report, state_path)
+
+
+def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json, deadlines) -> None:
+    from ledger.errors import InputError
+    from ledger.verify.light import check_fund_path
+    from ledger.verify.report import failure_json
+
+    try:
+        if trusted_path or state_path:
+            raise InputError("--contract does not take --trusted or --state: the light check starts afresh")
+        if not source:
+            raise InputError("--contract needs SOURCE: an export directory or a URL")
+        result = check_fund_path(source, contract, vkey, witnesses, quorum, deadlines)
+    except VerificationError as e:
+        if as_json:
+            echo_json(failure_json(e))
+            sys.exit(1)
+        fail(e)
+    except FundledgerError as e:
+        fail(e)
+    if as_json:
+        echo_json(result.as_json())
+        return
+    echo_fund(result)
+
+
+def echo_fund(r) -> None:
+    """The human summary of a light check, with what it proves and what not."""
+    from ledger.verify.light import WHAT_IT_DOES_NOT, WHAT_IT_PROVES
+
+    f = r.fund
+    click.echo(f"fund {r.contract} checked light at tree size {r.tree_size}: balance {f['balance']} {f['currency']}")
+    click.echo(f"  {r.entries_checked} entries, from its contract entry to seq {f['last_seq']}; "
+               f"{len(r.keys)} log key{'s' if len(r.keys) > 1 else ''} followed; "
+               f"{r.hash_tiles_read} hash tiles read")
+    if r.cosigned_by:
+        click.echo(f"  cosigned by {', '.join(r.cosigned_by)} (plain witnesses: none of them replays the fund rules)")
+    else:
+        click.echo("  no witness cosignature checked (name witnesses with --witness)")
+    if r.unverified_cosigners:
+        click.echo(f"  other names on the checkpoint, not verified: {', '.join(r.unverified_cosigners)}")
+    click.echo(f"proves: {WHAT_IT_PROVES}")
+    click.echo(f"does not prove, without an auditing witness: {WHAT_IT_DOES_NOT}")
 
 
 def echo_report(report, state_path: str | None) -> None:
