@@ -303,7 +303,24 @@
     liquidation: ["adl", "balance", "bankruptcy_price", "contract", "delta", "fill_price", "id", "kind", "paid",
       "prev", "qty", "seq", "side", "time"],
     key: ["contract", "kind", "prev", "seq", "time", "vkey"],
+    state: ["contract", "format", "funds", "heads", "keys", "kind", "prev", "seq", "time"],
   };
+  const CHAIN_FIELDS = ["chain_prev", "chain_seq"];
+  const KEY_FIELDS = ["key_hash", "key_seq"];
+
+  /** RFC 6962 MTH over leaf hashes (the heads root of docs/FORMAT.md, "state"). */
+  async function mth(leaves) {
+    if (leaves.length === 0) return sha256(new Uint8Array(0));
+    if (leaves.length === 1) return leaves[0];
+    let k = 1;
+    while (k * 2 < leaves.length) k *= 2;
+    return nodeHash(await mth(leaves.slice(0, k)), await mth(leaves.slice(k)));
+  }
+  /** A fund's head line (docs/FORMAT.md, "state"), with its newline. */
+  function headLine(sym, f) {
+    return `{"balance":"${amountStr(f.balance, f.scale)}","contract":"${sym}","entries":${f.entries},` +
+      `"hash":"${b64encode(f.leaf)}","seq":${f.seq}}\n`;
+  }
   const SYMBOL = /^[A-Z0-9][A-Z0-9._-]{0,31}$/;
   const CURRENCY = /^[A-Z0-9]{1,16}$/;
   const PRINTABLE_ID = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
@@ -328,6 +345,24 @@
       this.funds = new Map();
       this.seen = new Set();
       this.keys = [{ start: 0, key: anchor }];
+      // format 2 (docs/FORMAT.md): the chains' heads, and where format 2 begins
+      this.since = null;
+      this.keyCount = 0;
+      this.keyHead = null;  // {seq, leaf} of the latest key entry
+      this.stateHead = null;
+      this.lastKind = null;
+    }
+    /** The chain fields an entry names in format 2: its chain's head, if any. */
+    link(head) {
+      return this.since === null || !head ? {} : { chain_seq: head.seq, chain_prev: b64encode(head.leaf) };
+    }
+    async headsRoot() {
+      const leaves = [];
+      for (const [sym, f] of this.funds) {
+        if (!f.headLeaf) f.headLeaf = await leafHash(enc.encode(headLine(sym, f)));
+        leaves.push(f.headLeaf);
+      }
+      return mth(leaves);
     }
     current() { return this.keys[this.keys.length - 1].key; }
     keyAt(size) {
@@ -342,10 +377,13 @@
     }
 
     /** Check entry `obj` against the rules and advance the state. */
-    async apply(obj, seq, origin) {
+    async apply(obj, seq, origin, leaf) {
       const kind = obj.kind;
-      const want = FIELDS[kind];
-      if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation and key exist`);
+      let want = FIELDS[kind];
+      if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation, key and state exist`);
+      const chain = kind === "liquidation" ? this.link(this.funds.get(obj.contract))
+        : kind === "key" ? this.link(this.keyHead) : kind === "state" ? this.link(this.stateHead) : {};
+      want = [...want, ...Object.keys(chain), ...(kind === "state" && this.keyHead ? KEY_FIELDS : [])].sort();
       // the inputs first, then the set of fields, then the amounts (the order of ledger/verify/verifier.py)
       const fields = () => {
         const have = Object.keys(obj).filter((k) => k !== "mark_price").sort();
@@ -361,13 +399,32 @@
         const mult = positive(obj.multiplier, "multiplier");
         if (this.funds.has(sym)) fail(`contract ${sym} is registered twice`);
         fields();
-        this.funds.set(sym, { scale: obj.scale, type: obj.type, mult, currency: obj.currency, balance: 0n });
+        this.funds.set(sym, { scale: obj.scale, type: obj.type, mult, currency: obj.currency, balance: 0n,
+          seq, leaf, entries: 1, headLeaf: null });
+        this.lastKind = kind;
         return;
       }
       if (kind === "key") {
         fields();
         if (obj.contract !== "") fail("a key entry must have an empty contract");
+        this.compare(obj, chain);
+        this.keyCount++;
+        this.keyHead = { seq, leaf };
+        this.lastKind = kind;
         return;  // the hand-over itself: rotate(), once the signatures are checked
+      }
+      if (kind === "state") {
+        if (obj.format !== 2) fail(`format ${String(obj.format).slice(0, 20)} is not a format this verifier knows`);
+        if (this.lastKind === "state") fail("a state entry may not follow another state entry");
+        fields();
+        if (obj.contract !== "") fail("a state entry must have an empty contract");
+        const expect = { funds: this.funds.size, heads: b64encode(await this.headsRoot()), keys: this.keyCount };
+        if (this.keyHead) Object.assign(expect, { key_seq: this.keyHead.seq, key_hash: b64encode(this.keyHead.leaf) });
+        this.compare(obj, Object.assign(expect, chain));
+        if (this.since === null) this.since = seq;
+        this.stateHead = { seq, leaf };
+        this.lastKind = kind;
+        return;
       }
       // liquidation
       const fund = this.funds.get(obj.contract);
@@ -395,8 +452,18 @@
         const s = amountStr(expect[k], fund.scale);
         if (obj[k] !== s) fail(`${k} is ${String(obj[k]).slice(0, 40)} but the rules give ${s}`);
       }
+      this.compare(obj, chain);
       fund.balance = balance;
+      Object.assign(fund, { seq, leaf, entries: fund.entries + 1, headLeaf: null });
       this.seen.add(idKey);
+      this.lastKind = kind;
+    }
+
+    /** Each field of ``expect`` as the rules give it, in order. */
+    compare(obj, expect) {
+      for (const [k, v] of Object.entries(expect)) {
+        if (obj[k] !== v) fail(`${k} is ${String(obj[k]).slice(0, 60)} but the rules give ${String(v).slice(0, 60)}`);
+      }
     }
 
     /** The hand-over of a key entry whose signatures verified. */
@@ -469,10 +536,317 @@
     return { index, proof, extra, checkpoint: cp };
   }
 
+  // --- the light check of one fund (docs/FORMAT.md, "The light check of one fund") -----
+
+  /** Leaf hashes of the checkpointed tree, authenticated through the hash
+   *  tiles as ledger/tlog/tiles.py's TileHashReader does: the right-edge
+   *  tiles hash up to the root, every full tile to its entry in its parent.
+   *  Each tile is fetched once. */
+  class TreeTiles {
+    constructor(size, root) { this.size = size; this.root = root; this.tiles = new Map(); this.edge = null; this.fetched = 0; }
+    width(L, index) {
+      const count = Math.floor(this.size / 2 ** (8 * L));
+      return Math.max(0, Math.min(TILE_WIDTH, count - index * TILE_WIDTH));
+    }
+    async fetch(L, index) {
+      const w = this.width(L, index);
+      if (w === 0) fail(`tile ${L}/${index} is not in the tree of size ${this.size}`);
+      const path = tilePath(L, index, w);
+      const data = await get(path);
+      this.fetched++;
+      if (data.length !== 32 * w) fail(`${path} does not hold ${w} hashes`);
+      const out = [];
+      for (let i = 0; i < w; i++) out.push(data.subarray(32 * i, 32 * i + 32));
+      return out;
+    }
+    async checkEdge() {
+      const roots = [];
+      for (let b = 52; b >= 0; b--) {
+        if (Math.floor(this.size / 2 ** b) % 2 === 0) continue;
+        const start = Math.floor(this.size / 2 ** (b + 1)) * 2 ** (b + 1);
+        const T = Math.floor(b / 8), j = b - 8 * T;
+        const pos = start / 2 ** (8 * T);
+        const index = Math.floor(pos / TILE_WIDTH), off = pos % TILE_WIDTH;
+        const key = `${T}/${index}`;
+        if (!this.tiles.has(key)) this.tiles.set(key, await this.fetch(T, index));
+        roots.push(await perfectRoot(this.tiles.get(key).slice(off, off + 2 ** j)));
+      }
+      let r = roots[roots.length - 1];
+      for (let i = roots.length - 2; i >= 0; i--) r = await nodeHash(roots[i], r);
+      if (!equal(r, this.root)) fail(`the hash tiles do not hash up to the checkpoint's root`);
+    }
+    async tile(L, index) {
+      const key = `${L}/${index}`;
+      if (this.tiles.has(key)) return this.tiles.get(key);
+      if (this.width(L, index) < TILE_WIDTH) fail(`tile ${key} is not an edge tile`);
+      const hashes = await this.fetch(L, index);
+      const parent = await this.tile(L + 1, Math.floor(index / TILE_WIDTH));
+      if (!equal(await perfectRoot(hashes), parent[index % TILE_WIDTH])) {
+        fail(`${tilePath(L, index, TILE_WIDTH)} does not match its parent tile`);
+      }
+      this.tiles.set(key, hashes);
+      return hashes;
+    }
+    /** Each [seq, bytes] is the leaf at seq of the checkpointed tree. */
+    async authenticate(items) {
+      if (!this.edge) this.edge = this.checkEdge();
+      await this.edge;
+      for (const [seq, data] of items) {
+        if (!(seq >= 0 && seq < this.size)) fail(`an entry claims seq ${seq}, outside the tree of size ${this.size}`);
+        const leaves = await this.tile(0, Math.floor(seq / TILE_WIDTH));
+        if (!equal(await leafHash(data), leaves[seq % TILE_WIDTH])) {
+          fail(`entry ${seq}: it is not the one the checkpointed tree holds at its seq`);
+        }
+      }
+    }
+  }
+  async function perfectRoot(hashes) {
+    let level = hashes;
+    while (level.length > 1) {
+      const up = [];
+      for (let k = 0; k < level.length; k += 2) up.push(await nodeHash(level[k], level[k + 1]));
+      level = up;
+    }
+    return level[0];
+  }
+
+  function textObject(data, what) {
+    const n = splitNote(data, what);
+    let obj;
+    try { obj = JSON.parse(n.textStr); } catch (e) { fail(`${what}: broken JSON`); }
+    if (obj === null || typeof obj !== "object" || Array.isArray(obj)) fail(`${what}: not a JSON object`);
+    return obj;
+  }
+
+  /** The ``length`` entries of chain ``name``: [seq, bytes], seqs strictly
+   *  increasing, each authenticated (a bundle at a time). */
+  async function* chainEntries(tiles, name, length) {
+    let last = -1;
+    for (let index = 0; index * TILE_WIDTH < length; index++) {
+      const width = Math.min(TILE_WIDTH, length - index * TILE_WIDTH);
+      const path = `chain/${name}/${indexPath(index)}${width === TILE_WIDTH ? "" : ".p/" + width}`;
+      const { items, error } = splitBundle(await get(path), width, 0);
+      if (error) fail(`${path}: the bundle is not ${width} entries`);
+      const batch = items.map((data) => {
+        const seq = textObject(data, `chain ${name}`).seq;
+        if (!Number.isSafeInteger(seq) || seq <= last) fail(`chain ${name} is not in increasing seq order`);
+        last = seq;
+        return [seq, data];
+      });
+      await tiles.authenticate(batch);
+      yield* batch;
+    }
+  }
+
+  /** Open, check by the rules (``book.apply``) and verify one chain entry. */
+  async function checkChainEntry(book, data, seq, origin, since) {
+    const { obj, checks, isCanonical } = await openEntry(data, seq, book, origin);
+    book.since = seq > since ? since : null;
+    try {
+      checkTime(obj.time);
+      b64decode(String(obj.prev), "prev");
+      await book.apply(obj, seq, origin, await leafHash(data));
+      if (!isCanonical) fail("not in canonical JSON");
+    } catch (e) {
+      if (e instanceof Failure) fail(`entry ${seq}: ${e.message}`);
+      throw e;
+    }
+    for (const ok of await Promise.all(checks)) if (!ok) fail(`entry ${seq}: the signature is not valid`);
+    return obj;
+  }
+
+  /** A state entry at ``seq``: canonical, signed, its key commitment that of the key chain. */
+  async function checkStateEntry(book, data, seq, origin, since, keyHeads) {
+    const { obj, checks, isCanonical } = await openEntry(data, seq, book, origin);
+    if (obj.kind !== "state" || obj.format !== 2 || obj.contract !== "") fail(`entry ${seq} is not a format-2 state entry`);
+    const below = keyHeads.filter((h) => h.seq < seq);
+    const want = [...FIELDS.state, ...(below.length ? KEY_FIELDS : []), ...(seq > since ? CHAIN_FIELDS : [])].sort();
+    if (Object.keys(obj).sort().join(",") !== want.join(",")) fail(`entry ${seq}: the fields of a state entry are wrong`);
+    if (!Number.isSafeInteger(obj.funds) || obj.funds < 0 || obj.keys !== below.length) fail(`entry ${seq}: the state entry's counts are wrong`);
+    if (b64decode(String(obj.heads), "heads").length !== 32) fail(`entry ${seq}: heads is not a hash`);
+    const last = below[below.length - 1];
+    if (last && (obj.key_seq !== last.seq || obj.key_hash !== b64encode(last.leaf))) fail(`entry ${seq}: the state entry names another key entry`);
+    if (seq > since && !(Number.isSafeInteger(obj.chain_seq) && obj.chain_seq >= since && obj.chain_seq < seq)) fail(`entry ${seq}: bad chain_seq`);
+    if (!isCanonical) fail(`entry ${seq}: not in canonical JSON`);
+    checkTime(obj.time);
+    for (const ok of await Promise.all(checks)) if (!ok) fail(`entry ${seq}: the signature is not valid`);
+    return obj;
+  }
+
+  /** The head line of fund ``index`` of ``count`` from the heads tiles under ``root``. */
+  async function headFromTiles(root, count, index) {
+    let height = 0;
+    while (TILE_WIDTH ** (height + 1) < count) height++;
+    let name = root;
+    for (let L = height; L >= 0; L--) {
+      let below = count;
+      for (let i = 0; i < L; i++) below = Math.ceil(below / TILE_WIDTH);
+      const tile = Math.floor(index / TILE_WIDTH ** (L + 1));
+      const expected = Math.max(0, Math.min(TILE_WIDTH, below - tile * TILE_WIDTH));
+      const data = await get(`heads/${L}/${hex(name)}`);
+      const slot = Math.floor(index / TILE_WIDTH ** L) % TILE_WIDTH;
+      let items = [];
+      if (L === 0) {
+        let pos = 0;
+        while (pos < data.length) {
+          const nl = data.indexOf(0x0a, pos);
+          if (nl < 0) fail("a heads tile does not end with a newline");
+          items.push(data.subarray(pos, nl + 1));
+          pos = nl + 1;
+        }
+      } else {
+        for (let i = 0; i + 32 <= data.length; i += 32) items.push(data.subarray(i, i + 32));
+        if (data.length % 32) items = [];
+      }
+      if (items.length !== expected) fail(`heads tile ${hex(name)} holds ${items.length} items, not ${expected}`);
+      const leaves = L === 0 ? await Promise.all(items.map(leafHash)) : items;
+      if (!equal(await mth(leaves), name)) fail(`heads tile ${hex(name)} does not hash to its name`);
+      if (L === 0) return decode(items[slot], "a head line");
+      name = items[slot];
+    }
+  }
+
+  /** The key chain, the state entry (and the first one) and the checkpoint's signature. */
+  async function checkKeysAndState(tiles, anchor, note, cp, since, entryAt) {
+    const lastSeq = cp.size - 1;
+    const last = await entryAt(lastSeq);
+    const unsigned = textObject(last, `entry ${lastSeq}`);
+    if (unsigned.kind !== "state" || !Number.isSafeInteger(unsigned.keys)) {
+      fail(`entry ${lastSeq}: a checkpoint of a format-2 log must end with a state entry`);
+    }
+    const book = new Book(anchor);
+    const keyHeads = [];
+    for await (const [seq, data] of chainEntries(tiles, "_key", Math.min(unsigned.keys, cp.size))) {
+      if (seq >= lastSeq) fail(`entry ${seq}: the key chain reaches past the state entry`);
+      const obj = await checkChainEntry(book, data, seq, anchor.name, since);
+      if (obj.kind !== "key") fail(`entry ${seq}: an entry of the key chain is not a key entry`);
+      await book.rotate(obj, seq, anchor.name);
+      keyHeads.push({ seq, leaf: await leafHash(data) });
+    }
+    const state = await checkStateEntry(book, last, lastSeq, anchor.name, since, keyHeads);
+    if (since < lastSeq) await checkStateEntry(book, await entryAt(since), since, anchor.name, since, keyHeads);
+    const k = book.keyAt(cp.size);
+    const sig = note.sigs.find((s) => s.name === k.name && equal(s.kid, k.kid));
+    if (!sig || !(await verifySig(k, sig.sig, note.text))) fail("the checkpoint is not signed by the log key in force at its size");
+    return { book, state };
+  }
+
+  /** The fund's head at the checkpoint, from /funds and the heads tiles. */
+  async function fundHead(symbol, state, size) {
+    const names = decode(await get("funds"), "/funds").split("\n");
+    if (names.pop() !== "" || names.length !== state.funds) fail(`/funds does not list the ${state.funds} funds of the state entry`);
+    const index = names.indexOf(symbol);
+    if (index < 0) fail(`${symbol} is not among the funds of this log`);
+    const line = await headFromTiles(b64decode(state.heads, "heads"), state.funds, index);
+    let head;
+    try { head = JSON.parse(line); } catch (e) { fail(`the head of ${symbol} is not JSON`); }
+    if (!head || typeof head !== "object" || Object.keys(head).sort().join(",") !== "balance,contract,entries,hash,seq" ||
+        canonical(head) + "\n" !== line || head.contract !== symbol) {
+      fail(`the head at fund index ${index} is not a canonical head line of ${symbol}`);
+    }
+    if (!Number.isSafeInteger(head.entries) || head.entries < 1 || head.entries > size) fail(`the head of ${symbol} has a bad entry count`);
+    return head;
+  }
+
+  /** The light check of fund ``symbol`` against this site's /vkey. */
+  async function checkFund(symbol, onProgress) {
+    const anchor = await parseVkey(decode(await get("vkey"), "/vkey").trim(), "/vkey");
+    const cpBytes = await get("checkpoint", { optional: true });
+    if (cpBytes === null) fail("this site publishes no signed checkpoint yet");
+    const note = splitNote(cpBytes, "the checkpoint");
+    const cp = parseCheckpoint(note.textStr);
+    if (cp.origin !== anchor.name) fail(`the checkpoint is for ${cp.origin}, not ${anchor.name}`);
+    if (cp.size === 0) fail("the checkpoint is of the empty log");
+    const sinceBytes = await get("since", { optional: true });
+    if (sinceBytes === null) fail("this log is in format 1: one fund can be checked alone only in format 2 (check the whole log instead)");
+    const sinceText = decode(sinceBytes, "/since");
+    if (!/^(0|[1-9][0-9]{0,15})\n$/.test(sinceText) || Number(sinceText) >= cp.size) fail("/since is not a seq of this tree");
+    const since = Number(sinceText);
+    const tiles = new TreeTiles(cp.size, cp.root);
+    const entryAt = async (seq) => {
+      const index = Math.floor(seq / TILE_WIDTH), w = Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH);
+      const data = splitBundle(await get(tilePath(-1, index, w)), w, index * TILE_WIDTH).items[seq % TILE_WIDTH];
+      if (!data) fail(`entry ${seq}: the entry bundle is truncated`);
+      await tiles.authenticate([[seq, data]]);
+      return data;
+    };
+    const { book, state } = await checkKeysAndState(tiles, anchor, note, cp, since, entryAt);
+    const head = await fundHead(symbol, state, cp.size);
+    const fundBook = new Book(anchor);
+    fundBook.keys = book.keys;
+    let count = 0;
+    for await (const [seq, data] of chainEntries(tiles, symbol, head.entries)) {
+      const kind = count === 0 ? "contract" : "liquidation";
+      if (seq >= cp.size - 1) fail(`entry ${seq}: the chain of ${symbol} reaches past the state entry`);
+      const obj = textObject(data, `entry ${seq}`);
+      if (obj.kind !== kind || obj.contract !== symbol) fail(`entry ${seq}: entry ${count} of the chain of ${symbol} is not a ${kind} entry of ${symbol}`);
+      await checkChainEntry(fundBook, data, seq, anchor.name, since);
+      onProgress(++count, head.entries);
+    }
+    const f = fundBook.funds.get(symbol);
+    if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
+    const balance = amountStr(f.balance, f.scale);
+    if (balance !== head.balance) fail(`the head of ${symbol} says balance ${head.balance}, its entries give ${balance}`);
+    const cosigners = [...new Set(note.sigs.map((s) => s.name).filter((n) => n !== anchor.name))];
+    return { size: cp.size, balance, currency: f.currency, entries: count, lastSeq: f.seq, keys: book.keys.length, cosigners, tiles: tiles.fetched };
+  }
+
+  /** The "Check this fund" button of a contract page. */
+  function initFundCheck(section) {
+    const q = (id) => section.querySelector("#" + id);
+    const button = q("fund-check-run"), status = q("fund-check-status"), verdict = q("fund-check-verdict");
+    button.hidden = false;
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      bytesFetched = 0;
+      const started = performance.now();
+      verdict.className = "verdict running";
+      verdict.textContent = "checking…";
+      section.dataset.verdict = "running";
+      try {
+        if (!window.isSecureContext || !window.crypto || !crypto.subtle) fail("this page is not in a secure context (open it over HTTPS)");
+        const r = await checkFund(section.dataset.contract, (done, total) => {
+          if (done % TILE_WIDTH === 0 || done === total) status.textContent = `Checked ${done.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} entries of this fund · downloaded ${(bytesFetched / 1e6).toFixed(2)} MB`;
+        });
+        const shown = section.dataset.balance, shownSize = Number(section.dataset.size);
+        let page = "";
+        if (shown && shownSize === r.size) {
+          if (shown !== r.balance) fail(`this page shows ${shown} but the fund's signed head says ${r.balance}`);
+          page = " This page shows the same balance.";
+        } else if (shown) {
+          page = ` This page shows the balance up to entry #${(shownSize - 1).toLocaleString("en-US")}; the checkpoint now covers ${r.size.toLocaleString("en-US")} entries.`;
+        }
+        const secs = ((performance.now() - started) / 1000).toFixed(1);
+        verdict.className = "verdict ok";
+        verdict.textContent = `checked: ${display(r.balance)} ${r.currency}`;
+        status.textContent = `All ${r.entries.toLocaleString("en-US")} entries of this fund, up to entry #${r.lastSeq.toLocaleString("en-US")}, ` +
+          `checked against the checkpoint of ${r.size.toLocaleString("en-US")} entries, following ${r.keys} log key${r.keys === 1 ? "" : "s"}: ` +
+          `${(bytesFetched / 1e6).toFixed(2)} MB, ${r.tiles} hash tiles, ${secs} s.${page}`;
+        q("fund-check-witnesses").textContent = r.cosigners.length
+          ? `Other names on the checkpoint: ${r.cosigners.join(", ")}. This page holds no witness keys, so it did not check those cosignatures (fundledger verify --witness does), and none of them is known to replay the fund rules.`
+          : "No witness cosigned this checkpoint: nobody but the operator vouches that no entry was left out of this fund's chain.";
+        section.dataset.verdict = "verified";
+        section.dataset.checkedBalance = r.balance;
+      } catch (e) {
+        const reason = e instanceof Failure ? e.message : `unexpected error: ${e && e.message ? e.message : e}`;
+        verdict.className = "verdict bad";
+        verdict.textContent = "failed: " + reason;
+        section.dataset.verdict = "failed";
+        if (!(e instanceof Failure)) console.error(e);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   // --- the page --------------------------------------------------------------------------
 
   const app = document.getElementById("verify-app");
-  if (!app) return;
+  if (!app) {
+    const section = document.getElementById("fund-check");
+    if (section) initFundCheck(section);
+    return;
+  }
   const el = (id) => document.getElementById(id);
   const verdict = el("verdict"), verdictText = el("verdict-text"), status = el("status"), progress = el("progress");
   const rerun = el("rerun");
@@ -649,7 +1023,7 @@
           if (obj.prev !== b64encode(prev)) fail("prev is not the hash of the entry before", "entries");
           if (obj.seq !== seq) fail(`seq is ${obj.seq}, expected ${seq}`, "entries");
           checkTime(obj.time);
-          await book.apply(obj, seq, anchor.name);
+          await book.apply(obj, seq, anchor.name, leaves[i]);
           if (!isCanonical) fail("not in canonical JSON");
         } catch (e) {
           if (!(e instanceof Failure)) throw e;
@@ -683,6 +1057,9 @@
       if (paintProgress(first + width, cp.size, false)) await yieldToPage();
     }
     paintProgress(cp.size, cp.size, true);
+    if (book.since !== null && book.lastKind !== "state") {
+      fail(`entry ${cp.size - 1}: the checkpoint of size ${cp.size} does not end with a state entry (format 2)`, "rules");
+    }
     step("entries", "done"); step("rules", "done");
     await checkCheckpointSignature(note, cp, book);
     // the root: fold the compact range from the right
@@ -760,8 +1137,7 @@
     const keySeqs = (app.dataset.keySeqs || "").split(",").filter((s) => s !== "").map(Number);
     for (const seq of keySeqs) {
       const obj = await receiptFor(seq);
-      if (obj.kind !== "key") fail(`entry ${seq} is not a key change`);
-      await book.apply(obj, seq, anchor.name);
+      if (obj.kind !== "key" || obj.contract !== "") fail(`entry ${seq} is not a key change`);
       await book.rotate(obj, seq, anchor.name);
     }
     step("tree", "running");
