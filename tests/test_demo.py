@@ -49,7 +49,9 @@ def read_jsonl(path) -> list[dict]:
 
 def entry_texts(db: str) -> list[dict]:
     """Every entry's JSON without what depends on the key: the signature
-    (outside the text) and ``prev`` (the hash of the previous signed entry)."""
+    (outside the text) and the hashes of signed entries (``prev``,
+    ``chain_prev``, a state entry's ``heads``); nor a state entry's
+    ``time``, the moment its checkpoint was signed."""
     store = Reader.open(db)
     try:
         out = []
@@ -57,6 +59,9 @@ def entry_texts(db: str) -> list[dict]:
             text, _ = note.split_note(data)
             obj = json.loads(text)
             del obj["prev"]
+            obj.pop("chain_prev", None)
+            if obj["kind"] == "state":
+                del obj["heads"], obj["time"]
             out.append(obj)
         return out
     finally:
@@ -109,7 +114,8 @@ def recompute(records: list[dict]) -> dict[str, dict]:
 
 def test_summary_is_sane(demo):
     d, s, out = demo
-    assert s["tree_size"] == len(CONTRACTS) + N
+    # format 2: the first state entry, the records, a state entry before each checkpoint
+    assert s["tree_size"] == 1 + len(CONTRACTS) + N + len(s["checkpoints"])
     assert len(base64.b64decode(s["root"], validate=True)) == 32
     assert s["origin"] == ORIGIN
     symbols = [c["contract"] for c in s["contracts"]]
@@ -138,7 +144,19 @@ def test_first_checkpoint_is_the_first_tenth(demo):
     assert vkey.vkey() == s["vkey"]
     cp = open_checkpoint(Path(s["paths"]["first_checkpoint"]).read_bytes(), [vkey])
     assert cp.origin == ORIGIN
-    assert cp.tree_size == s["checkpoints"][0] == -(-s["tree_size"] // 10)
+    # the first state entry, the first tenth of the records, the checkpoint's state entry
+    assert cp.tree_size == s["checkpoints"][0] == 1 + -(-(len(CONTRACTS) + N) // 10) + 1
+
+
+def test_every_fund_of_the_export_checks_light(demo):
+    """The light check of each fund gives the balance the full check gives."""
+    _, s, _ = demo
+    from ledger.verify.light import check_fund_path
+
+    export_dir = s["paths"]["export"]
+    for c in s["contracts"]:
+        r = check_fund_path(export_dir, c["contract"], vkey=s["vkey"])
+        assert r.fund == c
 
 
 def test_database_verifies(demo):
@@ -278,7 +296,7 @@ def test_another_seed_another_market(demo, tmp_path):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_every_seed_drains_a_fund_even_in_a_tiny_run(tmp_path, seed):
     s = run_demo(str(tmp_path / "tiny"), seed=seed, liquidations=10, echo=quiet)
-    assert s["drained"] and s["tree_size"] == len(CONTRACTS) + 10
+    assert s["drained"] and s["tree_size"] == 1 + len(CONTRACTS) + 10 + len(s["checkpoints"])
 
 
 # -- refusals ------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@
 * ``liquidations.jsonl``: the simulated market, as ``fundledger import``
   input (ten contract records, then the liquidations). It is also a sample
   input file for users;
-* the ledger, built by importing that file, with a signed checkpoint after
-  every tenth of it; the first is kept as ``first.checkpoint`` (what an
+* the ledger, in format 2 (docs/FORMAT.md: each fund checkable on its own),
+  built by importing that file, with a signed checkpoint after every tenth of it; the first is kept as ``first.checkpoint`` (what an
   auditor would have saved that day);
-* ``export/``: the static C2SP tlog-tiles publication;
+* ``export/``: the static C2SP tlog-tiles publication, with the chains and
+  heads that the light check of one fund reads;
 
 then verifies the database and the export (against ``first.checkpoint``)
 and prints a summary with the commands to try next.
@@ -125,7 +126,7 @@ def run_demo(directory: str, seed: int = 2026, liquidations: int = 3000, echo: C
         raise InvariantError("the simulated crash drained no fund")
 
     # 2. a ledger, the import, a checkpoint after every tenth; 3. verify, export
-    store, signer = api.init_ledger(paths.db, paths.key, ORIGIN)
+    store, signer = api.init_ledger(paths.db, paths.key, ORIGIN, log_format=2)
     try:
         vkey = signer.verifier().vkey()
         with open(paths.vkey, "w", encoding="ascii") as f:
@@ -294,6 +295,7 @@ def _echo_summary(s: dict, funds: list[fund.Fund], echo: Callable[[str], None], 
         f"fundledger history {drained} --db {db}",
         f"fundledger verify {db}",
         f"fundledger verify {export_dir} --vkey {vkey} --trusted {q(p['first_checkpoint'])}",
+        f"fundledger verify {export_dir} --vkey {vkey} --contract {drained}",
         f"fundledger prove {seq} --db {db} --out {proof}",
         f"fundledger check-receipt {proof} --vkey {vkey}",
         f"fundledger consistency {q(p['first_checkpoint'])} --db {db} --out {cons}",
