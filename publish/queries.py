@@ -324,3 +324,25 @@ def movements(conn, symbol: str | None, snap: Snapshot, limit: int = 50) -> list
         if row["check"] == "verified" and row["kind"] == "liquidation" and fund is not None:
             out.append(dict(row, currency=fund["currency"]))
     return out
+
+
+MAX_SEARCH_FUNDS = 10_000  # contracts searched for an id given without its contract
+
+
+def find_liquidation(conn, liquidation_id: str, symbol: str | None = None) -> list[dict]:
+    """The entries recording liquidation ``liquidation_id`` (of contract
+    ``symbol``, or of any contract): ``[{"contract", "seq"}]``, each one
+    indexed lookup. An id recorded for no contract gives []: that is not a
+    proof that no such liquidation happened, only that none was logged."""
+    if symbol is not None:
+        symbols = [symbol]
+    else:
+        symbols = [r[0] for r in conn.execute("SELECT symbol FROM contracts ORDER BY registered_seq LIMIT ?",
+                                               (MAX_SEARCH_FUNDS,))]
+    out = []
+    for s in symbols:
+        row = conn.execute("SELECT seq FROM entries WHERE contract = ? AND liquidation_id = ?",
+                           (s, liquidation_id)).fetchone()
+        if row is not None:
+            out.append({"contract": s, "seq": row[0]})
+    return out

@@ -11,6 +11,7 @@ Every view answers GET and HEAD only. Paths are matched on the raw
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from urllib.parse import quote
 
@@ -38,7 +39,7 @@ NO_STORE = "no-store"
 PAGE_CACHE = "public, max-age=5"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
@@ -196,6 +197,30 @@ async def raw_entry(datasette, request):
     if data is None:
         return _not_found("no such entry")
     return _bytes(data, "text/plain; charset=utf-8", IMMUTABLE)
+
+
+_ID_RE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?")
+_SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
+
+
+@_get_only
+async def search(datasette, request):
+    """``/search?id=<liquidation id>[&contract=<symbol>]``: the entry that
+    recorded it (a redirect), the entries of several contracts, or "not
+    found", said as what it is."""
+    lid = request.args.get("id", "").strip()
+    symbol = request.args.get("contract") or None
+    if not _ID_RE.fullmatch(lid) or (symbol is not None and not _SYMBOL_RE.fullmatch(symbol)):
+        return await _page(datasette, request, "fl_error.html", {
+            "title": "Find a liquidation", "message": "Give a liquidation id: printable ASCII, at most 128 characters."},
+            400)
+    found = await _read(datasette, queries.find_liquidation, lid, symbol)
+    if len(found) == 1:
+        return Response.redirect(f"/entry/{found[0]['seq']}")
+    size = await _read(datasette, queries.log_size)
+    return await _page(datasette, request, "fl_search.html", {
+        "title": "Find a liquidation", "lid": lid, "symbol": symbol, "found": found, "log_size": size,
+    }, 200 if found else 404)
 
 
 # --- format 2: what the light check of one fund reads (docs/FORMAT.md) -------------------
@@ -462,6 +487,7 @@ ROUTES = [
     (r"^/about$", about),
     (r"^/verify$", verify_page),
     (r"^/feed\.atom$", atom_feed),
+    (r"^/search$", search),
     (r"^/robots\.txt$", robots),
     (rf"^/contract/{_SYMBOL}$", contract_page),
     (rf"^/contract/{_SYMBOL}\.json$", contract_json),

@@ -145,19 +145,33 @@ def echo_report(report, state_path: str | None) -> None:
 
 
 @click.command()
-@click.argument("seq", type=click.IntRange(0))
+@click.argument("seq", type=click.IntRange(0), required=False)
+@click.option("--contract", "contract", metavar="SYMBOL", help="With --liquidation: find the entry by liquidation id.")
+@click.option("--liquidation", "liquidation_id", metavar="ID", help="The exchange's liquidation id (with --contract).")
 @click.option("--out", type=click.File("wb"), default="-", help="Write the receipt here [default: stdout].")
 @db_option
 @handled
-def prove(seq, out, db_path):
+def prove(seq, contract, liquidation_id, out, db_path):
     """Write a receipt for entry SEQ: C2SP tlog-proof@v1 with the entry,
     its inclusion proof and the latest checkpoint.
 
+    Or find the entry of a liquidation by its id: fundledger prove
+    --contract XBTUSDTM --liquidation L-1. "Not recorded" (exit 2) is not a
+    proof that the liquidation never happened, only that the exchange did
+    not log it.
+
     Example: fundledger prove 42 --out entry-42.proof
     """
+    from ledger.errors import InputError
     from ledger.ops import api
 
-    out.write(api.prove(open_store(db_path, readonly=True), seq))
+    by_id = contract is not None or liquidation_id is not None
+    if (seq is None) != by_id or by_id and (contract is None or liquidation_id is None):
+        raise InputError("give SEQ, or --contract and --liquidation")
+    store = open_store(db_path, readonly=True)
+    if seq is None:
+        seq = api.liquidation_seq(store, contract, liquidation_id)
+    out.write(api.prove(store, seq))
 
 
 @click.command("check-receipt")

@@ -339,6 +339,21 @@ def prove(store: Reader, seq: int) -> bytes:
         return _prove(store, seq)
 
 
+def liquidation_seq(store: Reader, symbol: str, liquidation_id: str) -> int:
+    """The seq of the entry recording liquidation ``liquidation_id`` of
+    ``symbol``. InputError when there is none: the log does not record it,
+    which does not prove that it never happened."""
+    row = store.conn.execute("SELECT seq FROM entries WHERE contract = ? AND liquidation_id = ?",
+                             (symbol, liquidation_id)).fetchone()
+    if row is None:
+        known = store.conn.execute("SELECT 1 FROM contracts WHERE symbol = ?", (symbol,)).fetchone()
+        if known is None:
+            raise InputError(f"unknown contract {symbol!r}")
+        raise InputError(f"no liquidation {liquidation_id!r} of {symbol} is recorded in this log "
+                         "(not a proof that it never happened: only that it was not logged)")
+    return row[0]
+
+
 def _prove(store: Reader, seq: int) -> bytes:
     _, size, _, _, _ = _latest(store)
     if not 0 <= seq < size:
