@@ -157,10 +157,9 @@ def test_tampered_files_fail(ledger2):
     out = str(ledger2.dir / "out")
     export(ledger2.store, out)
     bundle = os.path.join(out, "chain", "AAA", "000.p", "41")
-    data = bytearray(open(bundle, "rb").read())
-    good = bytes(data)
-    data[-40] ^= 1  # inside the last entry's signature line or text
-    open(bundle, "wb").write(bytes(data))
+    good = open(bundle, "rb").read()
+    at = good.rindex(b'"side":"long"')  # in the last entry's text: same length, other bytes
+    open(bundle, "wb").write(good[:at] + b'"side":"lonh"' + good[at + 13:])
     with pytest.raises(VerificationError, match="not the one the checkpointed tree holds"):
         check_fund_path(out, "AAA")
     open(bundle, "wb").write(good)

@@ -178,26 +178,33 @@ _TRICKY = ["0", "-0", "1e3", " 1", "01", "1.0", "1.", ".5", "+1", "1_0", "", "-1
            "2026-11-23T18:59:07.123+00:00", "2025-02-29T00:00:00Z", "2024-02-29T00:00:00Z"]
 
 
-def _book(balance: int) -> FundBook:
+def _book(balance: int, fmt2: bool = False) -> FundBook:
+    """The two funds at ``balance``; in format 2 (from seq 2), each with a
+    head at seq 3 or 4 whose leaf hash is known."""
     book = FundBook()
-    for symbol, (currency, scale, ctype, mult, cseq) in _CONTRACTS.items():
-        book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, mult, cseq), balance=balance)
+    for i, (symbol, (currency, scale, ctype, mult, cseq)) in enumerate(_CONTRACTS.items()):
+        fund = book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, mult, cseq), balance=balance)
+        if fmt2:
+            fund.last_seq, fund.last_leaf = 3 + i, merkle.leaf_hash(f"head of {symbol}".encode())
+            book.chains.index[symbol] = i
+    if fmt2:
+        book.chains.since = 2
     return book
 
 
-def _honest_text(contract: str, side: str, mark: bool, balance: int, seq: int, prev: bytes) -> bytes:
+def _honest_text(contract: str, side: str, mark: bool, balance: int, seq: int, prev: bytes, fmt2: bool = False) -> bytes:
     record = {"kind": "liquidation", "contract": contract, "id": "L-7", "side": side, "qty": "3",
               "bankruptcy_price": "39000", "fill_price": "39100"}
     if mark:
         record["mark_price"] = "39120.5"
-    fields = _book(balance).liquidation_entry(record)
+    fields = _book(balance, fmt2).liquidation_entry(record)
     return entry_mod.entry_text(fields, seq, prev, "2026-11-23T18:59:07.123Z")
 
 
-def _full_path_accepts(data: bytes, seq: int, prev: bytes, before: int) -> tuple | None:
+def _full_path_accepts(data: bytes, seq: int, prev: bytes, before: int, fmt2: bool = False) -> tuple | None:
     """The main process's full check of ``data`` with the fund at ``before``:
     (delta, paid, adl, balance) if it passes, else None."""
-    book = _book(before)
+    book = _book(before, fmt2)
     try:
         Chain(book, KeyHistory(_SIGNER.verifier()), prev=prev, seq=seq).check(data)
     except Exception:  # noqa: BLE001 - any refusal
@@ -218,12 +225,18 @@ def _full_path_accepts(data: bytes, seq: int, prev: bytes, before: int) -> tuple
         st.tuples(st.just("cut"), st.integers(0, 400), st.integers(1, 3)),
         st.tuples(st.just("field"), st.sampled_from(["adl", "balance", "bankruptcy_price", "contract", "delta",
                                                      "fill_price", "id", "mark_price", "paid", "qty", "side",
-                                                     "time", "prev"]), st.sampled_from(_TRICKY)),
+                                                     "time", "prev", "chain_seq", "chain_prev"]),
+                  st.sampled_from(_TRICKY + [4, 3, "3", base64.b64encode(merkle.leaf_hash(b"head of XBTUSDM")).decode()])),
     ),
+    fmt2=st.booleans(),
 )
-def test_fast_path_accepts_only_what_the_full_check_accepts(contract, side, mark, balance, edit):
+def test_fast_path_accepts_only_what_the_full_check_accepts(contract, side, mark, balance, edit, fmt2):
+    """Format 1 and format 2 alike: an entry the fast path passes, with the
+    chain link it reports naming the fund's head (as the main process
+    checks, ledger/verify/run.py ``_links``), passes the full check with
+    the same figures."""
     seq, prev = 9, merkle.leaf_hash(b"entry 8")
-    text = _honest_text(contract, side, mark, balance, seq, prev)
+    text = _honest_text(contract, side, mark, balance, seq, prev, fmt2)
     if edit is not None and edit[0] == "char":
         i = edit[1] % (len(text) - 1)
         text = text[:i] + edit[2].encode() + text[i + 1:]
@@ -250,15 +263,19 @@ def test_fast_path_accepts_only_what_the_full_check_accepts(contract, side, mark
             fast = None
         if fast is None:
             continue
-        symbol, before, delta, paid, adl, new_balance, _, _, _, entry_prev, signed = fast
+        symbol, before, delta, paid, adl, new_balance, _, _, _, chain, entry_prev, signed = fast
         # what check_chunk verifies afterwards: this entry's own text and signature
         assert signed[64:] == text and accelerator.crypto_sign_open(signed, v.public_key) == text
         if prev_b64 is None and entry_prev != base64.b64encode(prev).decode():
             continue  # the main process refuses a chunk's first prev that is not the entry before
-        assert _full_path_accepts(data, seq, prev, before) == (delta, paid, adl, new_balance), (text, fast)
+        head = _book(0, fmt2).funds[symbol]
+        if not verify._links(2 if fmt2 else None, head, chain):
+            continue  # the main process refuses a link that does not name the fund's head, or the wrong format
+        assert _full_path_accepts(data, seq, prev, before, fmt2) == (delta, paid, adl, new_balance), (text, fast)
     if edit is None:  # the honest entry takes the fast path, at the balance it was built on
         fast = accelerator._fast_liquidation(data, seq, v, v.public_key, _book(0), None, leaf, None, None, bytes(16))
         assert fast is not None and fast[1] == balance
+        assert verify._links(2 if fmt2 else None, _book(0, fmt2).funds[fast[0]], fast[9])
 
 
 def test_a_run_of_registrations_costs_one_recheck(ledger, monkeypatch):

@@ -22,7 +22,7 @@ from nacl.bindings import crypto_sign_open
 from ledger.errors import FundledgerError
 from ledger.format import note
 from ledger.format.entry import MAX_ENTRY_BYTES
-from ledger.format.kinds import LIQUIDATION
+from ledger.format.kinds import LIQUIDATION, LIQUIDATION_2
 from ledger.rules.fund import (
     _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date, amount_str, canonical_movement, settle,
     zero_str,
@@ -165,7 +165,7 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
     if items and items[0] is None:
         first_prev = None
     if summarize and not read_failed and None not in items:
-        summary = _summarize(items, first)
+        summary = _summarize(items, first, leaves)
         if summary is not None:
             return None, summary, leaves, first_prev, False
     return items, None, leaves, first_prev, read_failed
@@ -188,19 +188,24 @@ def _check_signed(signed: list[tuple[int, bytes]], items: list, public_key: byte
             items[i] = None
 
 
-def _summarize(items: list[tuple], first: int) -> tuple[dict, list[int]] | None:
+def _summarize(items: list[tuple], first: int, leaves: list[bytes]) -> tuple[dict, list[int]] | None:
     """A chunk whose entries all passed, as one movement per fund: ``({symbol:
     (balance before, balance after, credited, paid, adl, liquidations, last
-    seq, last time, last price)}, [id hashes])``, so the main process applies
-    it in a few steps. None unless each entry starts from the balance the
-    fund's previous entry in the chunk left."""
+    seq, last time, last price, first chain link)}, [id hashes])``, so the
+    main process applies it in a few steps. None unless each entry starts
+    from the balance the fund's previous entry in the chunk left, all are of
+    one format and, in format 2, each after a fund's first names the one
+    before it (the first's link is the main process's to check)."""
     funds: dict[str, list] = {}
     hashes = []
-    for i, (symbol, before, delta, paid, adl, balance, h, time, price) in enumerate(items):
+    fmt2 = items[0][9] is not None if items else False
+    for i, (symbol, before, delta, paid, adl, balance, h, time, price, chain) in enumerate(items):
+        if (chain is not None) != fmt2:
+            return None
         f = funds.get(symbol)
         if f is None:
-            f = funds[symbol] = [before, before, 0, 0, 0, 0, 0, None, None]
-        elif f[1] != before:
+            f = funds[symbol] = [before, before, 0, 0, 0, 0, 0, None, None, chain]
+        elif f[1] != before or fmt2 and chain != (f[6], leaves[f[6] - first]):
             return None
         f[1] = balance
         if delta > 0:
@@ -218,6 +223,9 @@ def _summarize(items: list[tuple], first: int) -> tuple[dict, list[int]] | None:
 # matching it is exactly canonical_json of its groups; any other spelling
 # does not match, and the reference checks it.
 _LIQUIDATION_TEXT = LIQUIDATION.pattern
+_LIQUIDATION_2_TEXT = LIQUIDATION_2.pattern  # format 2: with chain_seq and chain_prev
+_GROUPS = ("adl", "balance", "bankruptcy_price", "contract", "delta", "fill_price", "id", "mark_price", "paid", "prev",
+           "qty", "seq", "side", "time")
 
 
 def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row, derived, id_key):
@@ -240,13 +248,19 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
     try:
         # (the pattern admits no newline before the text's last byte, so the
         # text holds no blank line: it is the whole of the note's text)
-        m = _LIQUIDATION_TEXT.fullmatch(text.decode("ascii"))
+        ascii_text = text.decode("ascii")
     except UnicodeDecodeError:
         return None
+    chain = None
+    m = _LIQUIDATION_TEXT.fullmatch(ascii_text)
     if m is None:
-        return None
+        m = _LIQUIDATION_2_TEXT.fullmatch(ascii_text)
+        if m is None:
+            return None
+        # (the pattern took canonical base64 of 32 bytes; the main process checks where it points)
+        chain = (int(m["chain_seq"]), binascii.a2b_base64(m["chain_prev"]))
     (adl_s, balance_s, bankruptcy_s, contract, delta_s, fill_s, lid, mark_s, paid_s, prev, qty_s, seq_s, side,
-     time) = m.groups()
+     time) = m.group(*_GROUPS)
     # (the pattern took the time in canonical spelling only; the date must exist)
     if int(seq_s) != seq or (prev_b64 is not None and prev != prev_b64) or not _valid_date(time):
         return None
@@ -283,7 +297,7 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
                                                      fill_s, mark_s, delta_s, paid_s, adl_s, balance_s):
         return None
     return (contract, before, delta, paid, adl, balance, id_hash(id_key, contract, lid), time,
-            fill_s if mark_s is None else mark_s, prev, signature + text)
+            fill_s if mark_s is None else mark_s, chain, prev, signature + text)
 
 
 _SIG_B64_LEN = note.sig_b64_length(note.ED25519_SIG_SIZE)  # base64 of a key id and an Ed25519 signature

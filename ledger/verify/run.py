@@ -90,11 +90,11 @@ class _Run:
         """Apply an entry the accelerator passed (see
         :func:`accelerator.check_chunk`) if the running state agrees with
         what it assumed; False (ask the reference) if it does not."""
-        symbol, before, delta, paid, adl, balance, h, time, price = item
+        symbol, before, delta, paid, adl, balance, h, time, price, chain = item
         fund = self.book.funds.get(symbol)
-        if self.book.chains.since is not None:  # format 2: the reference checks the chain fields
-            return False
         if fund is None or fund.balance != before or h in self.book.seen.hashes:
+            return False
+        if not _links(self.book.chains.since, fund, chain):
             return False
         fund.advance(delta, paid, adl, balance, self.chain.seq, time, price)
         self.book.seen.hashes.add(h)
@@ -105,16 +105,14 @@ class _Run:
         (:func:`accelerator._summarize`), if it starts from the running
         balances and brings no id seen before; False otherwise."""
         book = self.book
-        if book.chains.since is not None:
-            return False
         for symbol, s in funds.items():
             fund = book.funds.get(symbol)
-            if fund is None or fund.balance != s[0]:
+            if fund is None or fund.balance != s[0] or not _links(book.chains.since, fund, s[9]):
                 return False
         seen = book.seen.hashes
         if len(set(hashes)) != len(hashes) or not seen.isdisjoint(hashes):
             return False
-        for symbol, (_, balance, credited, paid, adl, count, last_seq, last_time, last_price) in funds.items():
+        for symbol, (_, balance, credited, paid, adl, count, last_seq, last_time, last_price, _) in funds.items():
             fund = book.funds[symbol]
             fund.balance = balance
             fund.credited += credited
@@ -142,6 +140,15 @@ class _Run:
             self.db_checks.tree_run(len(leaves), stored)
         self.chain.prev = leaves[-1]
         self.chain.seq = end
+
+
+def _links(since: int | None, fund, chain: tuple[int, bytes] | None) -> bool:
+    """Whether a liquidation the accelerator passed is of the log's format
+    at this point (chain fields exactly after the first state entry) and,
+    in format 2, names its fund's head (docs/FORMAT.md, "Chains")."""
+    if chain is None:
+        return since is None
+    return since is not None and chain[0] == fund.last_seq and chain[1] == fund.last_leaf
 
 
 def _check_format_2_sizes(run: _Run, start: int, sizes: list[int]) -> None:
