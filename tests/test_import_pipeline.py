@@ -124,6 +124,39 @@ def test_same_bytes_as_the_ordinary_path(tmp_path, chain_kind, batch):
     assert verified_size(tmp_path / "new.db") == r.tree_size
 
 
+CLOCK = lambda: "2026-01-01T00:00:00Z"  # noqa: E731 - the state entries' time, the same in both ledgers
+
+
+def format_2_store(db, records, upgraded: bool):
+    """A format-2 ledger: new (its state entry at seq 0), or a format-1 one
+    holding the first 100 records, upgraded. Returns the records left."""
+    store = new_store(db)
+    if upgraded:
+        store.append(records[:100], [fixed_signer()])
+        records = records[100:]
+    store.upgrade([fixed_signer()], clock=CLOCK)
+    return store, records
+
+
+@pytest.mark.parametrize("upgraded", [False, True])
+@pytest.mark.parametrize("batch", [1, 7, 2000])
+def test_format_2_same_bytes_as_the_ordinary_path(tmp_path, chain_kind, batch, upgraded):
+    """Format 2: each liquidation names its fund's previous entry, inside
+    the import (the chain signer fills the hole) or before it (the
+    importer writes the hash)."""
+    records = varied_records(400 if batch > 1 else 160)
+    ref, rest = format_2_store(tmp_path / "ref.db", records, upgraded)
+    for k in range(0, len(rest), batch):
+        ref.append(rest[k : k + batch], [fixed_signer()])
+    ref.close()
+    store, rest = format_2_store(tmp_path / "new.db", records, upgraded)
+    r = api.import_records(store, fixed_signer(), io.BytesIO(jsonl(rest)), batch_size=batch)
+    store.close()
+    assert dump(tmp_path / "new.db") == dump(tmp_path / "ref.db")
+    assert r.lines == len(rest) and r.appended + r.duplicates == len(rest)
+    assert verified_size(tmp_path / "new.db") == r.tree_size + 1  # and the checkpoint's state entry
+
+
 def test_fast_path_matches_generic_path():
     """EntryBuilder's liquidation fast path against FundBook.build + entry_text."""
     from ledger.rules.fund import FundBook

@@ -25,7 +25,6 @@ from ledger.store import bulk as importer_mod
 from ledger.format.records import MAX_LINE_BYTES, iter_chunks
 from ledger.errors import FundledgerError, InputError, LimitError, StoreError
 from ledger.store.build import check_records
-from ledger.store.chains import first_state_seq
 from ledger.store.schema import Reader
 from ledger.store.store import AppendResult, Store
 
@@ -165,8 +164,6 @@ def _import_records(store: Store, signer: note.Signer, stream: IO[bytes], progre
                     anchor: anchor_mod.WriterAnchor | None = None) -> ImportResult:
     store.check_signer([signer])  # a wrong key is refused before any reading
     batch_size = max(1, batch_size)
-    if first_state_seq(store) is not None:
-        return _import_format_2(store, signer, stream, progress, batch_size, on_checked, anchor)
     use_process = (os.cpu_count() or 1) > 1 and _worth_a_process(stream)
     chain = chainsign.ProcessChain(signer) if use_process else chainsign.InlineChain(signer)
     result = ImportResult()
@@ -191,19 +188,6 @@ def _import_records(store: Store, signer: note.Signer, stream: IO[bytes], progre
         _append_batches(store, signer, stream, batch_size, result, progress, fallback.next_line, anchor)
     if result.tree_size == 0:
         result.tree_size = store.size()
-    return result
-
-
-def _import_format_2(store, signer, stream, progress, batch_size, on_checked, anchor) -> ImportResult:
-    """A format-2 log's import: each entry names its chain predecessor's leaf
-    hash, so entries are built and signed one by one (``Store.append``), after
-    a first pass that checks every line (all or nothing, as ever)."""
-    result = ImportResult()
-    result.lines, _ = check_import(store, stream)
-    on_checked(result.lines)
-    stream.seek(0)
-    _append_batches(store, signer, stream, batch_size, result, progress, 1, anchor)
-    result.tree_size = store.size()
     return result
 
 

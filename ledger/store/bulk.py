@@ -33,7 +33,7 @@ from typing import Callable
 
 from ledger.format import entry as entry_mod
 from ledger.format import note
-from ledger.format.kinds import LIQUIDATION, PREV_B64_LENGTH
+from ledger.format.kinds import LIQUIDATION, LIQUIDATION_2, PREV_B64_LENGTH
 from ledger.tlog import merkle
 from ledger.errors import FundledgerError, LimitError, StoreError
 from ledger.rules.fund import (
@@ -49,11 +49,17 @@ from ledger.rules.fund import (
 )
 from ledger.rules.fast import fast_liquidation
 from ledger.store.build import build_entry
+from ledger.store.chains import fill_chains
 from ledger.store.schema import contract_row
 
 CHUNK = 200  # records per message to the chain signer
 _PREV_KEY = b'"prev":"'
 _fill_liquidation = LIQUIDATION.fill  # the text around prev (ledger/format/kinds.py)
+_fill_liquidation_2 = LIQUIDATION_2.fill
+# Format 2: the leaf hash of an entry of this import, not known until it is
+# signed; chain_prev naming it is a hole the chain signer fills (sign.py).
+UNSIGNED = bytes(32)
+_HOLE = b'"chain_prev":"' + entry_mod.b64(UNSIGNED).encode("ascii") + b'"'
 
 
 class EntryBuilder:
@@ -67,6 +73,7 @@ class EntryBuilder:
         self.clock = clock
         self.sig_len = sig_len
         self.touched: set[str] = set()
+        self.fmt2 = book.chains.since is not None  # five items an entry (ledger/store/sign.py)
 
     def build(self, record: dict):
         """``(pre, post, rest)`` for the next entry, or None for a replay.
@@ -90,10 +97,14 @@ class EntryBuilder:
             p_s, a_s = amount_str(paid, scale), amount_str(adl, scale)
         time = self.clock() if t is None else t
         d_s, b_s = amount_str(delta, scale), amount_str(balance, scale)
-        pre, post = _fill_liquidation(adl=a_s, balance=b_s, bankruptcy_price=bp, contract=sym, delta=d_s,
-                                      fill_price=fp, id=_json_str(lid), mark_price=mp, paid=p_s, qty=qty,
-                                      seq=seq, side=side, time=time)
+        args = dict(adl=a_s, balance=b_s, bankruptcy_price=bp, contract=sym, delta=d_s, fill_price=fp,
+                    id=_json_str(lid), mark_price=mp, paid=p_s, qty=qty, seq=seq, side=side, time=time)
+        if self.fmt2:
+            pre, post = _fill_liquidation_2(chain_seq=fund.last_seq, chain_prev=entry_mod.b64(fund.last_leaf), **args)
+        else:
+            pre, post = _fill_liquidation(**args)
         # fund.apply() of these fields, inline
+        link = fund.last_seq
         fund.advance(delta, paid, adl, balance, seq, time, fp if mp is None else mp)
         seen.add(key)
         self.touched.add(sym)
@@ -103,7 +114,20 @@ class EntryBuilder:
         # the derived columns after (seq, data, leaf), as a rest line (see _rest_line)
         rest = (f"{time}\tliquidation\t{sym}\t{lid}\t{side}\t{qty}\t{bp}\t{fp}\t{'' if mp is None else mp}"
                 f"\t{d_s}\t{p_s}\t{a_s}\t{b_s}").encode("ascii")
+        if self.fmt2:
+            return self._linked(pre_b, post_b, rest, link, fund)
         return pre_b, post_b, rest
+
+    def _linked(self, pre: bytes, post: bytes, rest: bytes, link: int, fund) -> tuple:
+        """A format-2 entry's five items: its chain_prev, when it names an
+        entry of this import, cut out as a hole the signer fills; the
+        fund's head is now this unsigned entry."""
+        fund.last_leaf = UNSIGNED
+        at = pre.find(_HOLE)
+        if at < 0:
+            return pre, b"", post, rest, b""
+        cut = at + len(b'"chain_prev":"')
+        return pre[:cut], pre[cut + PREV_B64_LENGTH:], post, rest, str(link).encode("ascii")
 
     def _generic(self, record: dict, seq: int):
         """The generic path: :func:`build_entry`, cut around ``prev``."""
@@ -117,6 +141,10 @@ class EntryBuilder:
         self._check_size(len(pre) + len(post))
         self.touched.add(built.fields["contract"])
         self.seq = seq + 1
+        if self.fmt2:
+            self.book.link(UNSIGNED)  # (its leaf: known once signed)
+            return self._linked(pre, post, _rest_line(built.columns), built.fields.get("chain_seq", -1),
+                                self.book.funds[built.fields["contract"]])
         return pre, post, _rest_line(built.columns)
 
     def _check_size(self, n: int) -> None:
@@ -183,11 +211,11 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
     entries are built on the funds that signed data give."""
     size, prev, edge = store.chain_head()
     if anchor is None:
-        book = store.load_book()
+        book = fill_chains(store, store.load_book())
     else:
-        book = anchor.check(store)  # (its ids: the database's, held to the anchor's)
+        book = anchor.check(store)  # (its ids: the database's, held to the anchor's; the chain heads)
     builder = EntryBuilder(book, size, 1 + note.sig_line_length(signer.name))  # a blank line, then one signature
-    chain.start(size, prev, edge)
+    chain.start(size, prev, edge, builder.fmt2)
     out = Prepared(size, prev)
     seen = book.seen
     if anchor is not None:
@@ -196,8 +224,9 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
     for chunk in chunks:
         b = Batch(offset, next_line, records=len(chunk))
         seen.prefetch([r for _, r in chunk])
-        items: list[bytes] = []  # pre, post, rest of each entry (chainsign.sign_batch)
-        limit = 3 * CHUNK
+        items: list[bytes] = []  # pre, post, rest of each entry (chainsign.sign_batch); five in format 2
+        per = 5 if builder.fmt2 else 3
+        limit = per * CHUNK
         for lineno, record in chunk:
             try:
                 built = builder.build(record)
@@ -209,11 +238,11 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
             items += built
             if len(items) >= limit:
                 chain.send(items)
-                b.entries += len(items) // 3
+                b.entries += len(items) // per
                 items = []
         if items:
             chain.send(items)
-            b.entries += len(items) // 3
+            b.entries += len(items) // per
         b.summaries = builder.summaries()
         if anchor is not None:
             b.ids_end = len(seen.pending)

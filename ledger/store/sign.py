@@ -37,6 +37,17 @@ in C, about 0.75 µs an entry; docs/PERFORMANCE.md). marshal trusts its
 input, and it only ever reads frames this code wrote, from an unlinked
 temporary file that only this process and its signing child hold.
 
+In format 2 (docs/FORMAT.md) a liquidation also names the leaf hash of
+its fund's previous entry (``chain_prev``). When that entry is older than
+the import, the importer writes the hash into the text itself; when it is
+one of the import's own, the hash is known only once that entry is signed,
+so the text has a second hole, and the item says which seq's leaf goes in
+it (:func:`sign_batch_2`): items are then five, ``pre, mid, post, rest,
+ref``, and the text is ``pre + base64(leaf of ref) + mid + base64(prev) +
+post`` (without the first hole when ``ref`` is empty). The signer keeps the
+leaf of each entry until the one entry that names it is signed: at most
+one per fund.
+
 A chain signer never touches the database: the importer inserts only whole
 batches whose every signature came back, inside its own write transaction.
 """
@@ -55,23 +66,27 @@ import tempfile
 
 from nacl.bindings import crypto_sign
 
-from ledger.errors import StoreError
+from ledger.errors import InvariantError, StoreError
 from ledger.format.note import ED25519_SIG_SIZE, KEY_ID_SIZE, SIG_PREFIX, Signer
 from ledger.tlog import merkle
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_START, _CONTINUE = b"S", b"C"
+_START, _START_2, _CONTINUE = b"S", b"T", b"C"  # T: a format-2 chain (five items an entry)
 
 
 def sign_batch(items: list[bytes], seq: int, prev: bytes, edge: list[bytes], sk: bytes, kid: bytes,
-               sep: bytes) -> tuple[list[tuple], list[tuple], bytes]:
+               sep: bytes, leaves: dict[int, bytes] | None = None) -> tuple[list[tuple], list[tuple], bytes]:
     """Sign ``items`` (``pre0, post0, rest0, pre1, ...``) in order, the first
     as entry ``seq`` after the leaf hash ``prev``, on a tree whose right edge
     (``merkle.TreeBuilder``'s stack) is ``edge``, updated in place. Returns
     ``(entries rows, tree rows, the last leaf hash)``; a rest line is the
     derived columns after ``(seq, data, leaf_hash)``, tab-separated, None as
-    empty (see ``importer._rest_line``)."""
+    empty (see ``importer._rest_line``).
+
+    With ``leaves`` (a format-2 chain) the items are ``pre, mid, post, rest,
+    ref`` (see the module docstring) and ``leaves`` holds, across calls, the
+    leaf of each entry signed that no entry has named yet."""
     b2a = binascii.b2a_base64
     sha = hashlib.sha256
     sign = crypto_sign
@@ -82,10 +97,12 @@ def sign_batch(items: list[bytes], seq: int, prev: bytes, edge: list[bytes], sk:
     sig_size = ED25519_SIG_SIZE  # crypto_sign returns the signature, then the message
     idx = merkle.leaf_stored_index(seq)
     it = iter(items)
-    for pre, post, rest in zip(it, it, it):
+    for pre, post, rest in _entries(it, leaves):
         text = pre + b2a(prev, newline=False) + post + b"\n"
         data = text + sep + b2a(kid + sign(text, sk)[:sig_size])  # b2a_base64 ends the line with "\n"
         prev = h = sha(b"\x00" + data).digest()
+        if leaves is not None:
+            leaves[seq] = h
         add_row((seq, data, prev) + tuple([x or None for x in rest.decode("ascii").split("\t")]))
         # the nodes this leaf completes (merkle.TreeBuilder.extend), under
         # the stored-hash indexes after the leaf's, idx; the next leaf is
@@ -102,15 +119,37 @@ def sign_batch(items: list[bytes], seq: int, prev: bytes, edge: list[bytes], sk:
     return rows, tree_rows, prev
 
 
+def _entries(it, leaves: dict[int, bytes] | None):
+    """``(pre, post, rest)`` of each item: three at a time, or five of a
+    format-2 chain with the named leaf put in its hole (popped: each entry
+    is named by one entry at most)."""
+    if leaves is None:
+        return zip(it, it, it)
+    return _linked(it, leaves)
+
+
+def _linked(it, leaves: dict[int, bytes]):
+    b2a = binascii.b2a_base64
+    for pre, mid, post, rest, ref in zip(it, it, it, it, it):
+        if ref:
+            link = leaves.pop(int(ref), None)
+            if link is None:
+                raise InvariantError(f"an entry names the leaf of entry {ref.decode('ascii', 'replace')[:20]}, "
+                                 "which this chain does not hold")
+            pre = pre + b2a(link, newline=False) + mid
+        yield pre, post, rest
+
+
 class _ChainState:
     """Where the chain stands between two requests."""
 
-    def __init__(self, seq: int, prev: bytes, edge: list[bytes]):
+    def __init__(self, seq: int, prev: bytes, edge: list[bytes], fmt2: bool = False):
         self.seq, self.prev, self.edge = seq, prev, list(edge)
+        self.leaves: dict[int, bytes] | None = {} if fmt2 else None
 
     def sign(self, items: list[bytes], sk: bytes, kid: bytes, sep: bytes) -> bytes:
         """One request signed: its result frame body."""
-        rows, tree_rows, prev = sign_batch(items, self.seq, self.prev, self.edge, sk, kid, sep)
+        rows, tree_rows, prev = sign_batch(items, self.seq, self.prev, self.edge, sk, kid, sep, self.leaves)
         self.seq += len(rows)
         self.prev = prev
         return marshal.dumps((rows, tree_rows))
@@ -121,13 +160,13 @@ def _start_frame(seq: int, prev: bytes, edge: list[bytes]) -> bytes:
     return _U64.pack(seq) + prev + bytes([len(edge)]) + b"".join(edge)
 
 
-def _parse_start(body: bytes) -> tuple[_ChainState, bytes]:
+def _parse_start(body: bytes, fmt2: bool = False) -> tuple[_ChainState, bytes]:
     if len(body) < 41 or len(body) < 41 + 32 * body[40]:
         raise ValueError("bad start")
     (seq,) = _U64.unpack_from(body)
     prev, n = body[8:40], body[40]
     edge = [body[41 + 32 * i : 73 + 32 * i] for i in range(n)]
-    return _ChainState(seq, prev, edge), body[41 + 32 * n :]
+    return _ChainState(seq, prev, edge, fmt2), body[41 + 32 * n :]
 
 
 def _decode_result(body: bytes) -> tuple[list[tuple], list[tuple]]:
@@ -197,8 +236,8 @@ class InlineChain:
         self._state: _ChainState | None = None
         self._spool = _Spool()
 
-    def start(self, seq: int, prev: bytes, edge: list[bytes]) -> None:
-        self._state = _ChainState(seq, prev, edge)
+    def start(self, seq: int, prev: bytes, edge: list[bytes], fmt2: bool = False) -> None:
+        self._state = _ChainState(seq, prev, edge, fmt2)
 
     def send(self, items: list[bytes]) -> None:
         self._spool.put(self._state.sign(items, self._sk, self._kid, self._sep))
@@ -275,13 +314,13 @@ class ProcessChain:
         last = (err or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
         raise StoreError("the signing process failed" + (f": {last[0][:200]}" if last else ""))
 
-    def start(self, seq: int, prev: bytes, edge: list[bytes]) -> None:
-        self._pending_start = _start_frame(seq, prev, edge)
+    def start(self, seq: int, prev: bytes, edge: list[bytes], fmt2: bool = False) -> None:
+        self._pending_start = (_START_2 if fmt2 else _START) + _start_frame(seq, prev, edge)
         self._first = True
 
     def send(self, items: list[bytes]) -> None:
         if self._first:
-            head = _START + self._pending_start
+            head = self._pending_start
             self._first = False
         else:
             head = _CONTINUE
@@ -394,8 +433,8 @@ def _child(requests_fd: int, spool_fd: int) -> None:
             raise ValueError("bad request")
         pos += 4 + n
         body = frame[4:]
-        if body[:1] == _START:
-            state, body = _parse_start(body[1:])
+        if body[:1] in (_START, _START_2):
+            state, body = _parse_start(body[1:], body[:1] == _START_2)
         elif body[:1] == _CONTINUE and state is not None:
             body = body[1:]
         else:
