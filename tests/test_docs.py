@@ -105,13 +105,19 @@ def test_every_help_example_runs(tmp_path):
         "open('cosigned.checkpoint', 'w').write(log['checkpoint'])\nprint(log['size'])\" > key-seq && "
         "fundledger consistency cosigned.checkpoint --out request.txt && "
         "fundledger prove $(cat key-seq) --out key-entry.proof",
+        # a log made before format 2, beside the scenario's (which init made in format 2)
+        "fundledger upgrade": "fundledger init --format 1 example.com/old-fund && "
+        "fundledger contract add XBTUSDTM --currency USDT --scale 8",
     }
+    where = {"fundledger upgrade": tmp_path / "old"}
+    where["fundledger upgrade"].mkdir()
     for name in order:
         ex = example(commands[name])
+        cwd = where.get(name, tmp_path)
         if name in prepare:
-            r = sh(prepare[name], tmp_path)
+            r = sh(prepare[name], cwd)
             assert r.returncode == 0, f"preparing {name}: {r.stderr}"
-        r = sh(ex, tmp_path)
+        r = sh(ex, cwd)
         assert r.returncode == 0, f"example of {name} failed: {ex}\n{r.stdout}\n{r.stderr}"
     for name, why in NOT_RUN.items():
         ex = example(commands[name])

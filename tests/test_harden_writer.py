@@ -84,7 +84,7 @@ SHORTFALL = {"kind": "liquidation", "contract": "XBTUSDTM", "id": "L-big", "side
 
 def make_writer(tmp_path, liquidations=5) -> Writer:
     w = Writer(tmp_path)
-    w.ok("init", ORIGIN)
+    w.ok("init", "--format", "1", ORIGIN)  # the sizes these tests count are of format 1
     w.ok("contract", "add", "XBTUSDTM", "--currency", "USDT", "--scale", "2")
     for i in range(1, liquidations + 1):
         assert w.liquidation(i).exit_code == 0
@@ -382,7 +382,8 @@ def test_init_creates_the_anchor_and_refuses_an_existing_one(tmp_path):
     os.unlink(w.anchor)
     w.ok("init", ORIGIN)
     a = json.loads(Path(w.anchor).read_bytes())
-    assert (a["origin"], a["tree_size"], a["funds"], a["checkpoint"]) == (ORIGIN, 0, [], None)
+    # a format-2 log starts with its state entry, which the anchor holds
+    assert (a["origin"], a["tree_size"], a["funds"], a["checkpoint"]) == (ORIGIN, 1, [], None)
     assert os.stat(w.anchor).st_mode & 0o777 == 0o600
 
 

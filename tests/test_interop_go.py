@@ -137,7 +137,7 @@ def published(tmp_path_factory) -> Published:
         assert r.returncode == 0, f"fundledger {' '.join(map(str, args))}: {r.stderr.decode()}"
         return r.stdout
 
-    cli("init", ORIGIN)
+    cli("init", "--format", "1", ORIGIN)  # the tile layout below is that of format 1
     cli("contract", "add", "XBTUSDTM", "--currency", "USDT", "--scale", "8", "--type", "linear", "--multiplier", "0.001")
     cli("contract", "add", "XBTUSDM", "--currency", "XBT", "--scale", "8", "--type", "inverse", "--multiplier", "1")
     (d / "batch1.jsonl").write_text(liquidations(0, FIRST_BATCH))

@@ -19,8 +19,9 @@ from .common import db_option, echo_json, handled, key_option, load_key, load_vk
 
 @click.command()
 @click.argument("origin")
-@click.option("--format", "log_format", type=click.IntRange(1, 2), default=1, show_default=True,
-              help="The log format (docs/FORMAT.md); 2 adds fund chains and state entries.")
+@click.option("--format", "log_format", type=click.IntRange(1, 2), default=2, show_default=True,
+              help="The log format (docs/FORMAT.md): 2 adds fund chains and state entries, so that one fund "
+                   "can be checked alone; 1 is the format of logs made before.")
 @db_option
 @key_option
 @handled
