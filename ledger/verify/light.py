@@ -138,8 +138,13 @@ def _chain(log: _Log, name: str, length: int) -> Iterator[tuple[int, bytes]]:
     last = -1
     for index in range(0, -(-length // TILE_WIDTH)):
         width = min(TILE_WIDTH, length - index * TILE_WIDTH)
-        data = log.fetch(chain_path(name, index, width), MAX_BUNDLE_BYTES)
-        for data_i in iter_bundle(data, width, -1):
+        path = chain_path(name, index, width)
+        data = log.fetch(path, MAX_BUNDLE_BYTES)
+        try:
+            items = list(iter_bundle(data, width, 0))
+        except VerificationError as e:  # (its seq counts in the bundle, not in the log)
+            raise VerificationError(f"{path}: {e.reason}") from None
+        for data_i in items:
             seq = _claimed_seq(data_i, f"chain {name}")
             if seq <= last:
                 raise VerificationError(f"chain {name} is not in increasing seq order", seq=seq)
@@ -236,14 +241,14 @@ def _check_state(data: bytes, seq: int, keys: KeyHistory, since: int, key_heads:
     """The state entry at ``seq``: canonical, signed, its key commitment
     that of the key chain below it."""
     obj, text, signatures, prev, time = _fields_of(data, seq, keys.upto(seq))
-    earlier = [h for h in key_heads if h[0] < seq]
-    if obj.get("keys") != len(earlier):
-        raise VerificationError("the state entry's key count is not the key chain's", seq=seq)
-    key_head = earlier[-1] if earlier else None
     if obj.get("kind") != "state":
         raise VerificationError(f"entry {seq} is not a state entry", seq=seq)
     if obj.get("format") != 2:
         raise VerificationError(f"format {str(obj.get('format'))[:20]} is not a format this verifier knows", seq=seq)
+    earlier = [h for h in key_heads if h[0] < seq]
+    if obj.get("keys") != len(earlier):
+        raise VerificationError("the state entry's key count is not the key chain's", seq=seq)
+    key_head = earlier[-1] if earlier else None
     _same(_state_fields(obj, seq, since, key_head), obj, text, seq, prev, time)
     check_signatures(text, signatures, seq)
     return obj
