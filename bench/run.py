@@ -82,7 +82,7 @@ class Table:
         return row
 
 
-SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "memory")
+SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory")
 
 
 def render(rows: list[dict], markdown: bool = False) -> str:
@@ -650,7 +650,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rebuild-cache", action="store_true", help="rebuild the cached benchmark ledgers")
     ap.add_argument("--profile", action="store_true",
                     help="instead of the benchmark: where the time goes in import and verify (bench/profile.py)")
-    ap.add_argument("--only", default="", help="comma-separated sections to run (raw,append,verify,proofs,site)")
+    ap.add_argument("--only", default="", help="comma-separated sections to run (raw,append,verify,proofs,site,light)")
     a = ap.parse_args(argv)
 
     if a.render:
@@ -730,6 +730,13 @@ def main(argv=None) -> int:
         guarded("site", bench_site, t, db, large, site_count, large if quick else 1_000_000)
     if want("append"):
         guarded("append", bench_append_latency, t, db, key, next_id, quick, large)
+    if want("light"):
+        from bench import light
+
+        db2 = guarded("light", light.bench_formats, t, work, large, run_cli)
+        if db2 is not None:
+            guarded("light", light.bench_light_cli, t, work, db2, large, run_cli)
+            guarded("light", light.bench_light_browser, t, db2, large)
 
     try:
         load_end = os.getloadavg()
