@@ -76,6 +76,60 @@
     try { return dec.decode(bytes); } catch (e) { fail(`${what} is not UTF-8`); }
   }
   async function sha256(bytes) { return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)); }
+  // SHA-256 (FIPS 180-4) in plain JS, synchronous: for the many small hashes
+  // of the fund check (tree nodes, leaves), where awaiting WebCrypto once a
+  // hash costs more than the hash.
+  const K256 = new Uint32Array([
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2]);
+  const W256 = new Uint32Array(64);
+  function sha256Sync(data) {
+    const n = data.length, total = ((n + 9 + 63) >> 6) << 6;
+    const m = new Uint8Array(total);
+    m.set(data);
+    m[n] = 0x80;
+    const bits = n * 8;
+    m[total - 4] = bits >>> 24; m[total - 3] = bits >>> 16; m[total - 2] = bits >>> 8; m[total - 1] = bits;
+    m[total - 5] = Math.floor(bits / 2 ** 32);
+    let h0 = 0x6a09e667, h1 = 0xbb67ae85, h2 = 0x3c6ef372, h3 = 0xa54ff53a,
+      h4 = 0x510e527f, h5 = 0x9b05688c, h6 = 0x1f83d9ab, h7 = 0x5be0cd19;
+    const w = W256;
+    for (let off = 0; off < total; off += 64) {
+      for (let i = 0; i < 16; i++) {
+        const j = off + 4 * i;
+        w[i] = (m[j] << 24) | (m[j + 1] << 16) | (m[j + 2] << 8) | m[j + 3];
+      }
+      for (let i = 16; i < 64; i++) {
+        const a = w[i - 15], b = w[i - 2];
+        const s0 = ((a >>> 7) | (a << 25)) ^ ((a >>> 18) | (a << 14)) ^ (a >>> 3);
+        const s1 = ((b >>> 17) | (b << 15)) ^ ((b >>> 19) | (b << 13)) ^ (b >>> 10);
+        w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+      }
+      let a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7;
+      for (let i = 0; i < 64; i++) {
+        const S1 = ((e >>> 6) | (e << 26)) ^ ((e >>> 11) | (e << 21)) ^ ((e >>> 25) | (e << 7));
+        const t1 = (h + S1 + ((e & f) ^ (~e & g)) + K256[i] + w[i]) | 0;
+        const S0 = ((a >>> 2) | (a << 30)) ^ ((a >>> 13) | (a << 19)) ^ ((a >>> 22) | (a << 10));
+        const t2 = (S0 + ((a & b) ^ (a & c) ^ (b & c))) | 0;
+        h = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
+      }
+      h0 = (h0 + a) | 0; h1 = (h1 + b) | 0; h2 = (h2 + c) | 0; h3 = (h3 + d) | 0;
+      h4 = (h4 + e) | 0; h5 = (h5 + f) | 0; h6 = (h6 + g) | 0; h7 = (h7 + h) | 0;
+    }
+    const out = new Uint8Array(32);
+    [h0, h1, h2, h3, h4, h5, h6, h7].forEach((x, i) => {
+      out[4 * i] = x >>> 24; out[4 * i + 1] = x >>> 16; out[4 * i + 2] = x >>> 8; out[4 * i + 3] = x;
+    });
+    return out;
+  }
+  function leafHashSync(data) { return sha256Sync(concat(Uint8Array.of(0), data)); }
+  function nodeHashSync(l, r) { return sha256Sync(concat(Uint8Array.of(1), l, r)); }
   const ZERO32 = new Uint8Array(32);
   function leafHash(data) { return sha256(concat(Uint8Array.of(0), data)); }
   function nodeHash(l, r) { return sha256(concat(Uint8Array.of(1), l, r)); }
@@ -173,7 +227,9 @@
     if (/[\u0000-\u0009\u000b-\u001f]/.test(s)) fail(`${what} has control characters`);
     const i = s.lastIndexOf("\n\n");
     if (i < 0) fail(`${what} has no signature block`);
-    const textLen = enc.encode(s.slice(0, i + 1)).length;
+    // the same place in the bytes (UTF-8 never holds 0x0a inside a character)
+    let textLen = bytes.length - 1;
+    while (textLen > 0 && !(bytes[textLen] === 0x0a && bytes[textLen - 1] === 0x0a)) textLen--;
     const block = s.slice(i + 2);
     if (!block.endsWith("\n")) fail(`${what}: signature block does not end with a newline`);
     const sigs = block.slice(0, -1).split("\n").map((line) => {
@@ -192,8 +248,55 @@
 
   function verifySig(k, sig, text) {
     if (!sigShapeOk(sig)) return Promise.resolve(false);
-    return crypto.subtle.verify({ name: "Ed25519" }, k.key, sig, text);
+    return pool.verify(k, sig, text);
   }
+
+  /** Ed25519 verification spread over Web Workers (verify-worker.js), one
+   *  per core up to four, in batches; on this thread when workers are not
+   *  available. Each call still gets its own verdict. */
+  const pool = {
+    workers: null, queue: [], next: 0, waiting: new Map(), id: 0, timer: null,
+    start() {
+      this.workers = [];
+      if (typeof Worker === "undefined") return;
+      const n = Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4));
+      try {
+        for (let i = 0; i < n; i++) {
+          const w = new Worker(base + "static/verify-worker.js");
+          w.onmessage = (e) => this.done(e.data);
+          w.onerror = () => { this.workers = []; };
+          this.workers.push(w);
+        }
+      } catch (e) { this.workers = []; }
+    },
+    verify(k, sig, text) {
+      if (this.workers === null) this.start();
+      if (!this.workers.length) return crypto.subtle.verify({ name: "Ed25519" }, k.key, sig, text);
+      return new Promise((resolve, reject) => {
+        this.queue.push({ item: [k.pub, sig, text], resolve, reject, k });
+        if (this.queue.length >= 128) this.flush();
+        else if (!this.timer) this.timer = setTimeout(() => this.flush(), 0);
+      });
+    },
+    flush() {
+      clearTimeout(this.timer);
+      this.timer = null;
+      if (!this.queue.length) return;
+      const batch = this.queue.splice(0);
+      const id = ++this.id;
+      this.waiting.set(id, batch);
+      this.workers[this.next++ % this.workers.length].postMessage({ id, items: batch.map((b) => b.item) });
+    },
+    done({ id, oks, error }) {
+      const batch = this.waiting.get(id);
+      this.waiting.delete(id);
+      if (!batch) return;
+      batch.forEach((b, i) => {
+        if (error) crypto.subtle.verify({ name: "Ed25519" }, b.k.key, b.item[1], b.item[2]).then(b.resolve, b.reject);
+        else b.resolve(oks[i]);
+      });
+    },
+  };
 
   /** The checkpoint text: origin, size, base64 root, extension lines. */
   function parseCheckpoint(textStr) {
@@ -543,7 +646,9 @@
    *  tiles hash up to the root, every full tile to its entry in its parent.
    *  Each tile is fetched once. */
   class TreeTiles {
-    constructor(size, root) { this.size = size; this.root = root; this.tiles = new Map(); this.edge = null; this.fetched = 0; }
+    constructor(size, root) {
+      this.size = size; this.root = root; this.tiles = new Map(); this.loading = new Map(); this.edge = null; this.fetched = 0;
+    }
     width(L, index) {
       const count = Math.floor(this.size / 2 ** (8 * L));
       return Math.max(0, Math.min(TILE_WIDTH, count - index * TILE_WIDTH));
@@ -569,45 +674,62 @@
         const index = Math.floor(pos / TILE_WIDTH), off = pos % TILE_WIDTH;
         const key = `${T}/${index}`;
         if (!this.tiles.has(key)) this.tiles.set(key, await this.fetch(T, index));
-        roots.push(await perfectRoot(this.tiles.get(key).slice(off, off + 2 ** j)));
+        roots.push(perfectRoot(this.tiles.get(key).slice(off, off + 2 ** j)));
       }
       let r = roots[roots.length - 1];
-      for (let i = roots.length - 2; i >= 0; i--) r = await nodeHash(roots[i], r);
+      for (let i = roots.length - 2; i >= 0; i--) r = nodeHashSync(roots[i], r);
       if (!equal(r, this.root)) fail(`the hash tiles do not hash up to the checkpoint's root`);
     }
-    async tile(L, index) {
+    /** Tile (L, index), checked; fetched once even when asked for twice at a time. */
+    tile(L, index) {
       const key = `${L}/${index}`;
-      if (this.tiles.has(key)) return this.tiles.get(key);
+      if (this.tiles.has(key)) return Promise.resolve(this.tiles.get(key));
+      if (!this.loading.has(key)) this.loading.set(key, this.load(L, index, key));
+      return this.loading.get(key);
+    }
+    async load(L, index, key) {
       if (this.width(L, index) < TILE_WIDTH) fail(`tile ${key} is not an edge tile`);
       const hashes = await this.fetch(L, index);
       const parent = await this.tile(L + 1, Math.floor(index / TILE_WIDTH));
-      if (!equal(await perfectRoot(hashes), parent[index % TILE_WIDTH])) {
+      if (!equal(perfectRoot(hashes), parent[index % TILE_WIDTH])) {
         fail(`${tilePath(L, index, TILE_WIDTH)} does not match its parent tile`);
       }
       this.tiles.set(key, hashes);
       return hashes;
     }
-    /** Each [seq, bytes] is the leaf at seq of the checkpointed tree. */
+    /** Each [seq, bytes, leaf hash] is the leaf at seq of the checkpointed tree. */
     async authenticate(items) {
       if (!this.edge) this.edge = this.checkEdge();
       await this.edge;
-      for (const [seq, data] of items) {
+      for (const [seq] of items) {
         if (!(seq >= 0 && seq < this.size)) fail(`an entry claims seq ${seq}, outside the tree of size ${this.size}`);
+      }
+      const wanted = [...new Set(items.map(([seq]) => Math.floor(seq / TILE_WIDTH)))];
+      await Promise.all(wanted.map((i) => this.tile(0, i)));  // fetched side by side
+      for (const [seq, , leaf] of items) {
         const leaves = await this.tile(0, Math.floor(seq / TILE_WIDTH));
-        if (!equal(await leafHash(data), leaves[seq % TILE_WIDTH])) {
+        if (!equal(leaf, leaves[seq % TILE_WIDTH])) {
           fail(`entry ${seq}: it is not the one the checkpointed tree holds at its seq`);
         }
       }
     }
   }
-  async function perfectRoot(hashes) {
+  function perfectRoot(hashes) {
     let level = hashes;
     while (level.length > 1) {
       const up = [];
-      for (let k = 0; k < level.length; k += 2) up.push(await nodeHash(level[k], level[k + 1]));
+      for (let k = 0; k < level.length; k += 2) up.push(nodeHashSync(level[k], level[k + 1]));
       level = up;
     }
     return level[0];
+  }
+  /** mth() of the heads, synchronous. */
+  function mthSync(leaves) {
+    if (leaves.length === 0) return sha256Sync(new Uint8Array(0));
+    if (leaves.length === 1) return leaves[0];
+    let k = 1;
+    while (k * 2 < leaves.length) k *= 2;
+    return nodeHashSync(mthSync(leaves.slice(0, k)), mthSync(leaves.slice(k)));
   }
 
   function textObject(data, what) {
@@ -618,40 +740,57 @@
     return obj;
   }
 
-  /** The ``length`` entries of chain ``name``: [seq, bytes], seqs strictly
-   *  increasing, each authenticated (a bundle at a time). */
+  /** The ``length`` entries of chain ``name``: [seq, bytes, leaf hash],
+   *  seqs strictly increasing, each authenticated (a bundle at a time). */
   async function* chainEntries(tiles, name, length) {
     let last = -1;
-    for (let index = 0; index * TILE_WIDTH < length; index++) {
+    const where = (index) => {
       const width = Math.min(TILE_WIDTH, length - index * TILE_WIDTH);
-      const path = `chain/${name}/${indexPath(index)}${width === TILE_WIDTH ? "" : ".p/" + width}`;
-      const { items, error } = splitBundle(await get(path), width, 0);
+      return [width, `chain/${name}/${indexPath(index)}${width === TILE_WIDTH ? "" : ".p/" + width}`];
+    };
+    let next = length > 0 ? get(where(0)[1]) : null;
+    for (let index = 0; index * TILE_WIDTH < length; index++) {
+      const [width, path] = where(index);
+      const data = await next;
+      next = (index + 1) * TILE_WIDTH < length ? get(where(index + 1)[1]) : null;  // the next one meanwhile
+      if (next) next.catch(() => {});
+      const { items, error } = splitBundle(data, width, 0);
       if (error) fail(`${path}: the bundle is not ${width} entries`);
       const batch = items.map((data) => {
         const seq = textObject(data, `chain ${name}`).seq;
         if (!Number.isSafeInteger(seq) || seq <= last) fail(`chain ${name} is not in increasing seq order`);
         last = seq;
-        return [seq, data];
+        return [seq, data, leafHashSync(data)];
       });
       await tiles.authenticate(batch);
       yield* batch;
     }
   }
 
-  /** Open, check by the rules (``book.apply``) and verify one chain entry. */
-  async function checkChainEntry(book, data, seq, origin, since) {
+  /** Open one chain entry and check it by the rules (``book.apply``); its
+   *  JSON and the promise of its signatures' verdict (for the caller to await). */
+  async function openChainEntry(book, data, seq, origin, since, leaf) {
     const { obj, checks, isCanonical } = await openEntry(data, seq, book, origin);
     book.since = seq > since ? since : null;
     try {
       checkTime(obj.time);
       b64decode(String(obj.prev), "prev");
-      await book.apply(obj, seq, origin, await leafHash(data));
+      await book.apply(obj, seq, origin, leaf);
       if (!isCanonical) fail("not in canonical JSON");
     } catch (e) {
       if (e instanceof Failure) fail(`entry ${seq}: ${e.message}`);
       throw e;
     }
-    for (const ok of await Promise.all(checks)) if (!ok) fail(`entry ${seq}: the signature is not valid`);
+    return { obj, signed: Promise.all(checks).then((oks) => oks.every(Boolean)) };
+  }
+  /** The signatures of [seq, promise] in seq order: the first bad one fails. */
+  async function signaturesHold(pending) {
+    const oks = await Promise.all(pending.map(([, p]) => p));
+    oks.forEach((ok, i) => { if (!ok) fail(`entry ${pending[i][0]}: the signature is not valid`); });
+  }
+  async function checkChainEntry(book, data, seq, origin, since, leaf) {
+    const { obj, signed } = await openChainEntry(book, data, seq, origin, since, leaf);
+    await signaturesHold([[seq, signed]]);
     return obj;
   }
 
@@ -699,8 +838,8 @@
         if (data.length % 32) items = [];
       }
       if (items.length !== expected) fail(`heads tile ${hex(name)} holds ${items.length} items, not ${expected}`);
-      const leaves = L === 0 ? await Promise.all(items.map(leafHash)) : items;
-      if (!equal(await mth(leaves), name)) fail(`heads tile ${hex(name)} does not hash to its name`);
+      const leaves = L === 0 ? items.map(leafHashSync) : items;
+      if (!equal(mthSync(leaves), name)) fail(`heads tile ${hex(name)} does not hash to its name`);
       if (L === 0) return decode(items[slot], "a head line");
       name = items[slot];
     }
@@ -716,12 +855,12 @@
     }
     const book = new Book(anchor);
     const keyHeads = [];
-    for await (const [seq, data] of chainEntries(tiles, "_key", Math.min(unsigned.keys, cp.size))) {
+    for await (const [seq, data, leaf] of chainEntries(tiles, "_key", Math.min(unsigned.keys, cp.size))) {
       if (seq >= lastSeq) fail(`entry ${seq}: the key chain reaches past the state entry`);
-      const obj = await checkChainEntry(book, data, seq, anchor.name, since);
+      const obj = await checkChainEntry(book, data, seq, anchor.name, since, leaf);
       if (obj.kind !== "key") fail(`entry ${seq}: an entry of the key chain is not a key entry`);
       await book.rotate(obj, seq, anchor.name);
-      keyHeads.push({ seq, leaf: await leafHash(data) });
+      keyHeads.push({ seq, leaf });
     }
     const state = await checkStateEntry(book, last, lastSeq, anchor.name, since, keyHeads);
     if (since < lastSeq) await checkStateEntry(book, await entryAt(since), since, anchor.name, since, keyHeads);
@@ -767,7 +906,7 @@
       const index = Math.floor(seq / TILE_WIDTH), w = Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH);
       const data = splitBundle(await get(tilePath(-1, index, w)), w, index * TILE_WIDTH).items[seq % TILE_WIDTH];
       if (!data) fail(`entry ${seq}: the entry bundle is truncated`);
-      await tiles.authenticate([[seq, data]]);
+      await tiles.authenticate([[seq, data, leafHashSync(data)]]);
       return data;
     };
     const { book, state } = await checkKeysAndState(tiles, anchor, note, cp, since, entryAt);
@@ -775,14 +914,25 @@
     const fundBook = new Book(anchor);
     fundBook.keys = book.keys;
     let count = 0;
-    for await (const [seq, data] of chainEntries(tiles, symbol, head.entries)) {
+    const pending = [];  // [seq, signatures' verdict] of the entries not yet settled
+    for await (const [seq, data, leaf] of chainEntries(tiles, symbol, head.entries)) {
       const kind = count === 0 ? "contract" : "liquidation";
       if (seq >= cp.size - 1) fail(`entry ${seq}: the chain of ${symbol} reaches past the state entry`);
       const obj = textObject(data, `entry ${seq}`);
       if (obj.kind !== kind || obj.contract !== symbol) fail(`entry ${seq}: entry ${count} of the chain of ${symbol} is not a ${kind} entry of ${symbol}`);
-      await checkChainEntry(fundBook, data, seq, anchor.name, since);
+      let opened;
+      try {
+        opened = await openChainEntry(fundBook, data, seq, anchor.name, since, leaf);
+      } catch (e) {
+        await signaturesHold(pending);  // an earlier bad signature is named first
+        throw e;
+      }
+      pending.push([seq, opened.signed]);
+      // the signatures are checked in the workers meanwhile; at most 8 bundles' in flight
+      if (pending.length >= 8 * TILE_WIDTH) await signaturesHold(pending.splice(0, TILE_WIDTH));
       onProgress(++count, head.entries);
     }
+    await signaturesHold(pending);
     const f = fundBook.funds.get(symbol);
     if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
     const balance = amountStr(f.balance, f.scale);
