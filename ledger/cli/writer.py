@@ -164,28 +164,46 @@ def balance(symbol, as_json, db_path):
 
 @click.command()
 @click.argument("symbol")
+@click.option("--since", type=click.IntRange(0), default=0, metavar="SEQ", help="Start at entry SEQ [default: 0].")
+@click.option("--limit", type=click.IntRange(1), default=None, metavar="N", help="At most N entries [default: all].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
 @db_option
 @handled
-def history(symbol, as_json, db_path):
-    """List every entry of SYMBOL's fund, oldest first, with the liquidation
-    behind each movement.
+def history(symbol, since, limit, as_json, db_path):
+    """List the entries of SYMBOL's fund, oldest first, with the liquidation
+    behind each movement. Streamed, in constant memory at any size; page
+    with --since and --limit (the JSON's "next" is the --since of the next
+    page, null after the last).
 
     Example: fundledger history XBTUSDTM
     """
-    h = api.history(open_store(db_path, readonly=True), symbol)
-    if as_json:
-        echo_json(h)
-        return
-    for e in h["entries"]:
-        if e["kind"] == "contract":
-            click.echo(f"{e['seq']:>8} {e['time']}  contract registered")
-        else:
-            click.echo(
-                f"{e['seq']:>8} {e['time']}  {e['liquidation_id']} {e['side']} {e['qty']} @ {e['fill_price']}"
-                f" (bankruptcy {e['bankruptcy_price']}): delta {e['delta']} paid {e['paid']} adl {e['adl']}"
-                f" balance {e['balance']}"
-            )
+    import json
+
+    store = open_store(db_path, readonly=True)
+    with store.snapshot():
+        rows = api.iter_history(store, symbol, since, None if limit is None else limit + 1)
+        if as_json:
+            click.echo(f'{{\n  "contract": {json.dumps(symbol)},\n  "entries": [', nl=False)
+        last, shown = None, 0
+        for e in rows:
+            if limit is not None and shown == limit:
+                last = e["seq"]  # one more than asked for: where the next page starts
+                break
+            if as_json:
+                click.echo(("," if shown else "") + "\n    " + json.dumps(e), nl=False)
+            else:
+                click.echo(_history_line(e))
+            shown += 1
+        if as_json:
+            click.echo(f'\n  ],\n  "next": {json.dumps(last)}\n}}')
+
+
+def _history_line(e: dict) -> str:
+    if e["kind"] == "contract":
+        return f"{e['seq']:>8} {e['time']}  contract registered"
+    return (f"{e['seq']:>8} {e['time']}  {e['liquidation_id']} {e['side']} {e['qty']} @ {e['fill_price']}"
+            f" (bankruptcy {e['bankruptcy_price']}): delta {e['delta']} paid {e['paid']} adl {e['adl']}"
+            f" balance {e['balance']}")
 
 
 @click.command("checkpoint")

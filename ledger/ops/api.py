@@ -294,9 +294,15 @@ def _balances(store: Reader, symbol: str | None) -> dict:
 
 def history(store: Reader, symbol: str) -> dict:
     """Every entry of one contract, oldest first (``history --json``)."""
-    if not any(r["symbol"] == symbol for r in store.contract_rows()):
+    return {"contract": symbol, "entries": list(iter_history(store, symbol))}
+
+
+def iter_history(store: Reader, symbol: str, since: int = 0, limit: int | None = None):
+    """The entries of one contract from seq ``since`` on, oldest first, at
+    most ``limit``, streamed (``fundledger history``)."""
+    if store.conn.execute("SELECT 1 FROM contracts WHERE symbol = ?", (symbol,)).fetchone() is None:
         raise InputError(f"unknown contract {symbol!r}")
-    return {"contract": symbol, "entries": store.history(symbol)}
+    return store.iter_history(symbol, since, limit)
 
 
 def checkpoint(store: Store, signer: note.Signer,

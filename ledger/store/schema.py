@@ -506,6 +506,21 @@ class Reader:
             args += [limit, offset]
         return [dict(zip(("seq",) + cols, r)) for r in self.conn.execute(q, args)]
 
+    def iter_history(self, symbol: str, since: int = 0, limit: int | None = None,
+                     chunk: int = 1024) -> Iterator[dict]:
+        """:meth:`history` one entry at a time, from seq ``since`` on, at
+        most ``limit``: memory stays that of one chunk of rows, whatever the
+        fund's size (an indexed range scan on ``(contract, seq)``)."""
+        cols = ENTRY_COLUMNS[3:]
+        q = f"SELECT seq, {', '.join(cols)} FROM entries WHERE contract = ? AND seq >= ? ORDER BY seq LIMIT ?"
+        cur = self.conn.execute(q, (symbol, since, -1 if limit is None else limit))
+        while True:
+            rows = cur.fetchmany(chunk)
+            if not rows:
+                return
+            for r in rows:
+                yield dict(zip(("seq",) + cols, r))
+
     def load_book(self) -> FundBook:
         """The state of every fund, from the ``contracts`` summary."""
         book = FundBook(seen=_SeenInDb(self.conn))
