@@ -55,6 +55,15 @@ def ledger(tmp_path) -> Ledger:
     store.close()
 
 
+@pytest.fixture
+def ledger2(tmp_path) -> Ledger:
+    """A fresh ledger in format 2 (docs/FORMAT.md)."""
+    db, key = str(tmp_path / "fund.db"), str(tmp_path / "fund.key")
+    store, signer = api.init_ledger(db, key, ORIGIN, log_format=2)
+    yield Ledger(tmp_path, db, key, store, signer)
+    store.close()
+
+
 def run_fundledger(*args, cwd=None, env=None, input=None, timeout=300):
     """Run the real ``fundledger`` console script in a subprocess."""
     e = dict(os.environ)

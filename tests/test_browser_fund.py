@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_browser import ARGS, CHROMIUM, SHOTS, liq, tampered_copy  # noqa: F401 (skips without chromium)
-
-from playwright.sync_api import sync_playwright
+from test_browser import SHOTS, browser, liq, page, tampered_copy  # noqa: F401 (fixtures; skips without chromium)
 
 from ledger.ops import api
 from ledger.verify.light import check_fund_path
@@ -55,27 +53,6 @@ def upgraded(tmp_path_factory):
     store.add_checkpoint([signer])
     store.close()
     return db
-
-
-@pytest.fixture(scope="module")
-def browser():
-    os.makedirs(SHOTS, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.errors = errors
-    yield pg
-    ctx.close()
 
 
 def check_fund_in(page, url: str, symbol: str) -> str:

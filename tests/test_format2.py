@@ -11,7 +11,7 @@ import io
 import json
 
 import pytest
-from conftest import ORIGIN, Ledger
+
 from tamper_util import entry_obj, leaf, lib_verify, mth
 
 from ledger.errors import StoreError
@@ -22,14 +22,6 @@ EMPTY = base64.b64encode(hashlib.sha256(b"").digest()).decode()
 LIQ = {"kind": "liquidation", "contract": "XBTUSDTM", "side": "long", "qty": "2",
        "bankruptcy_price": "39000", "fill_price": "38900"}
 CONTRACT = {"kind": "contract", "symbol": "XBTUSDTM", "currency": "USDT", "scale": 8, "multiplier": "0.001"}
-
-
-@pytest.fixture
-def ledger2(tmp_path) -> Ledger:
-    db, key = str(tmp_path / "fund.db"), str(tmp_path / "fund.key")
-    store, signer = api.init_ledger(db, key, ORIGIN, log_format=2)
-    yield Ledger(tmp_path, db, key, store, signer)
-    store.close()
 
 
 def entries(store) -> list[bytes]:

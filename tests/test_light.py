@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from conftest import ORIGIN, Ledger, run_fundledger
+from conftest import Ledger, run_fundledger
 
 from ledger.errors import InputError, VerificationError
 from ledger.ops import api
@@ -28,14 +28,6 @@ def liquidation(symbol: str, i: int) -> dict:
     """A surplus most of the time, now and then a shortfall."""
     return {"kind": "liquidation", "contract": symbol, "id": f"L-{i}", "side": "long", "qty": "1",
             "bankruptcy_price": "100", "fill_price": "101" if i % 7 == 0 else "99.5"}
-
-
-@pytest.fixture
-def ledger2(tmp_path) -> Ledger:
-    db, key = str(tmp_path / "fund.db"), str(tmp_path / "fund.key")
-    store, signer = api.init_ledger(db, key, ORIGIN, log_format=2)
-    yield Ledger(tmp_path, db, key, store, signer)
-    store.close()
 
 
 def fill(lg: Ledger, symbols: list[str], count: int, start: int = 0, checkpoint_every: int = 0) -> None:
