@@ -35,13 +35,6 @@ def since(conn, tree_size: int) -> int | None:
     return None if row is None else row[0]
 
 
-def fund_symbols(conn, tree_size: int) -> list[str]:
-    """The contracts registered below ``tree_size``, in fund-index order."""
-    rows = conn.execute("SELECT symbol FROM contracts WHERE registered_seq < ? ORDER BY registered_seq",
-                        (tree_size,))
-    return [r[0] for r in rows]
-
-
 def _funds_at(conn, tree_size: int) -> list[Fund]:
     """Every fund as entries ``0 .. tree_size - 1`` left it: its head entry's
     seq, leaf hash and balance, and its entry count."""
@@ -79,15 +72,16 @@ def _state_entry(conn, tree_size: int) -> dict:
     return parse_entry_text(text)
 
 
-def head_lines(conn, tree_size: int) -> list[bytes]:
-    """Every fund's head line at ``tree_size`` (a format-2 checkpoint's size),
-    checked against the heads root and fund count of the state entry at
-    ``tree_size - 1``."""
-    lines = [head_line(f) for f in _funds_at(conn, tree_size)]
+def heads_at(conn, tree_size: int) -> tuple[list[Fund], list[bytes]]:
+    """Every fund at ``tree_size`` (a format-2 checkpoint's size) and its
+    head line, checked against the heads root and fund count of the state
+    entry at ``tree_size - 1``."""
+    funds = _funds_at(conn, tree_size)
+    lines = [head_line(f) for f in funds]
     state = _state_entry(conn, tree_size)
     if state.get("funds") != len(lines) or state.get("heads") != base64.b64encode(heads_root(lines)).decode():
         raise ProofError(f"the heads read from the ledger are not those the state entry {tree_size - 1} signed")
-    return lines
+    return funds, lines
 
 
 @dataclass(frozen=True)
@@ -99,6 +93,7 @@ class FundFiles:
     since: int
     funds: bytes  # the ``funds`` file
     heads: dict[str, bytes]  # heads tile path (below heads/) -> content
+    lengths: dict[str, int]  # symbol -> the entries of its chain below tree_size
 
 
 def fund_files(conn, tree_size: int) -> FundFiles | None:
@@ -107,9 +102,9 @@ def fund_files(conn, tree_size: int) -> FundFiles | None:
     first = since(conn, tree_size)
     if first is None:
         return None
-    symbols = fund_symbols(conn, tree_size)
-    return FundFiles(tree_size, first, "".join(s + "\n" for s in symbols).encode(),
-                     heads_tiles(head_lines(conn, tree_size)))
+    funds, lines = heads_at(conn, tree_size)
+    return FundFiles(tree_size, first, "".join(f.contract.symbol + "\n" for f in funds).encode(),
+                     heads_tiles(lines), {f.contract.symbol: f.liquidations + 1 for f in funds})
 
 
 def _chain_where(name: str) -> tuple[str, tuple]:

@@ -131,7 +131,7 @@ def _export_funds(conn, root: str, old: int, size: int, full: bool) -> int:
         if full or not os.path.isfile(os.path.join(root, "heads", rel)):
             _write(root, "heads/" + rel, data)
             written += 1
-    lengths = {line_symbol: n for line_symbol, n in _fund_lengths(files)}
+    lengths = dict(files.lengths)
     lengths[KEY_CHAIN] = chains.chain_length(conn, KEY_CHAIN, size)
     if full or old <= files.since:
         grown = {name: 0 for name in lengths}
@@ -140,17 +140,6 @@ def _export_funds(conn, root: str, old: int, size: int, full: bool) -> int:
     for name, length_before in grown.items():
         written += _export_chain(conn, root, name, size, length_before, lengths[name])
     return written
-
-
-def _fund_lengths(files: "chains.FundFiles"):
-    """(symbol, entries) of every head line of the level-0 heads tiles."""
-    import json
-
-    for rel, data in files.heads.items():
-        if rel.startswith("0/"):
-            for line in data.splitlines():
-                head = json.loads(line)
-                yield head["contract"], head["entries"]
 
 
 def _grown_chains(conn, old: int, size: int, lengths: dict[str, int]) -> dict[str, int]:

@@ -60,22 +60,13 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
     Example: fundledger verify public/ --vkey fund.vkey --trusted yesterday.checkpoint
     """
     from ledger.verify.transport import Deadlines
-    from ledger.verify.report import failure_json
     from ledger.verify.run import verify_path
 
     if contract is not None:
         return _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json,
                             Deadlines(request_timeout, stall_timeout))
-    try:
-        deadlines = Deadlines(request_timeout, stall_timeout)
-        report = verify_path(source or db_path, vkey, trusted_path, workers, witnesses, quorum, state_path, deadlines)
-    except VerificationError as e:
-        if as_json:
-            echo_json(failure_json(e))
-            sys.exit(1)
-        fail(e)
-    except FundledgerError as e:
-        fail(e)
+    report = _verdict(as_json, lambda: verify_path(source or db_path, vkey, trusted_path, workers, witnesses,
+                                                   quorum, state_path, Deadlines(request_timeout, stall_timeout)))
     if state_path and report.state is None:
         click.echo(f"fundledger: no state saved in {state_path!r}: {report.state_note}", err=True)
     if as_json:
@@ -84,17 +75,13 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
     echo_report(report, state_path)
 
 
-def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json, deadlines) -> None:
-    from ledger.errors import InputError
-    from ledger.verify.light import check_fund_path
+def _verdict(as_json: bool, run):
+    """``run()``'s result; a failed verification is exit 1 (its JSON with
+    --json), bad input exit 2, each one line."""
     from ledger.verify.report import failure_json
 
     try:
-        if trusted_path or state_path:
-            raise InputError("--contract does not take --trusted or --state: the light check starts afresh")
-        if not source:
-            raise InputError("--contract needs SOURCE: an export directory or a URL")
-        result = check_fund_path(source, contract, vkey, witnesses, quorum, deadlines)
+        return run()
     except VerificationError as e:
         if as_json:
             echo_json(failure_json(e))
@@ -102,6 +89,20 @@ def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, qu
         fail(e)
     except FundledgerError as e:
         fail(e)
+
+
+def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json, deadlines) -> None:
+    from ledger.errors import InputError
+    from ledger.verify.light import check_fund_path
+
+    def run():
+        if trusted_path or state_path:
+            raise InputError("--contract does not take --trusted or --state: the light check starts afresh")
+        if not source:
+            raise InputError("--contract needs SOURCE: an export directory or a URL")
+        return check_fund_path(source, contract, vkey, witnesses, quorum, deadlines)
+
+    result = _verdict(as_json, run)
     if as_json:
         echo_json(result.as_json())
         return
