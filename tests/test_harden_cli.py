@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 
 import pytest
+from state_util import legacy_json, read_state
 from click.testing import CliRunner
 from conftest import ORIGIN, run_fundledger
 
@@ -233,7 +235,7 @@ def test_a_malformed_verifier_state_is_one_line_and_exit_2(log, tmp_path, make):
     assert invoke(log, "verify", "--state", good).exit_code == 0
     log.append(*liquidations(20, 3))
     log.checkpoint()
-    bad = make(json.loads(good.read_text()), tmp_path / "bad.state")
+    bad = make(legacy_json(good), tmp_path / "bad.state")  # the JSON states older versions saved
     before = os.stat(bad)
     err = one_line(invoke(log, "verify", "--state", bad), 2)
     assert "bad.state" in err or "the saved" in err
@@ -244,6 +246,37 @@ def test_a_malformed_verifier_state_is_one_line_and_exit_2(log, tmp_path, make):
         verify.verify_path(log.db, state_path=bad)
     # the good state still resumes
     assert invoke(log, "verify", "--state", good).exit_code == 0
+
+
+# the same damage in the state row of an SQLite state (the "seen" and "version"
+# of a JSON state are the ids table and a column there)
+ROW_CASES = {k: v for k, v in BAD_STATES.items()
+             if k not in ("over the size limit", "a FIFO", "no version", "unknown version")
+             and not k.startswith("seen not")}
+
+
+@pytest.mark.parametrize("make", ROW_CASES.values(), ids=ROW_CASES.keys())
+def test_a_malformed_state_row_is_one_line_and_exit_2(log, tmp_path, make):
+    good = tmp_path / "good.state"
+    assert invoke(log, "verify", "--state", good).exit_code == 0
+    text = open(make(legacy_json(good), tmp_path / "edit.json"), "rb").read().decode("utf-8", "replace")
+    try:
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            obj.pop("version", None), obj.pop("seen", None)
+            text = json.dumps(obj)
+    except ValueError:
+        pass
+    bad = tmp_path / "bad.state"
+    bad.write_bytes(good.read_bytes())
+    conn = sqlite3.connect(bad)
+    conn.execute("UPDATE state SET body = ?", (text,))
+    conn.commit()
+    conn.close()
+    before = bad.read_bytes()
+    err = one_line(invoke(log, "verify", "--state", bad), 2)
+    assert "bad.state" in err or "the saved" in err
+    assert bad.read_bytes() == before
 
 
 def test_a_directory_as_state_is_one_line_and_exit_2(log, tmp_path):
@@ -403,7 +436,7 @@ def test_a_witness_state_in_a_missing_directory_is_exit_2(log, tmp_path):
 
 def _comparable(state: dict) -> dict:
     """A saved state less its random id-hash key and the hashes made with it."""
-    return {k: v for k, v in state.items() if k not in ("seen_key", "seen")}
+    return {k: v for k, v in state.items() if k not in ("seen_key", "ids")}
 
 
 def test_state_is_saved_at_the_checkpoint_when_entries_follow_it(log, tmp_path):
@@ -417,11 +450,11 @@ def test_state_is_saved_at_the_checkpoint_when_entries_follow_it(log, tmp_path):
     assert "checkpoint at size 21" in r.stdout
     assert "10 entries after it: checked, not yet covered by a checkpoint" in r.stdout
     assert f"state saved in {state} at the checkpoint of size 21" in r.stdout
-    saved = json.loads(state.read_text())
-    assert saved["tree_size"] == 21
+    saved = read_state(state)
+    assert saved["tree_size"] == 21 and len(saved["ids"]) == 20
     # exactly the state a run that stopped at the checkpoint keeps
     verify.verify_path(str(tmp_path / "at-21"), state_path=str(tmp_path / "ref.state"))
-    assert _comparable(saved) == _comparable(json.loads((tmp_path / "ref.state").read_text()))
+    assert _comparable(saved) == _comparable(read_state(tmp_path / "ref.state"))
     # and it resumes: the next run reads only what the new checkpoint adds
     log.checkpoint()
     again = verify.verify_path(log.db, state_path=str(state))
@@ -445,8 +478,8 @@ def test_state_at_a_checkpoint_inside_a_chunk_matches_a_run_that_stopped_there(l
     r = verify.verify_path(ledger.db, workers=workers, state_path=str(state))
     assert r.tree_size == 2201 and r.checkpoint_size == 1501 and r.entries_checked == 2201
     verify.verify_path(str(tmp_path / "at-cp"), state_path=str(tmp_path / "ref.state"))
-    saved = json.loads(state.read_text())
-    assert _comparable(saved) == _comparable(json.loads((tmp_path / "ref.state").read_text()))
+    saved = read_state(state)
+    assert _comparable(saved) == _comparable(read_state(tmp_path / "ref.state")) and len(saved["ids"]) == 1500
     # the ids kept are those of the first 1500 liquidations: a replay of a later id is not "seen"
     book, *_ = VerifierState.load(str(state)).restore()
     assert ("XBTUSDTM", "L-1499") in book.seen and ("XBTUSDTM", "L-1500") not in book.seen

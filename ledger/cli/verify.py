@@ -25,7 +25,8 @@ from .common import db_option, echo_json, fail, handled, load_vkeys, open_store
 @click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable, each witness once.")
 @click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False),
-              help="Incremental: resume from the state saved in this file (if any) and save the one at the latest checkpoint.")
+              help="Incremental: resume from the state saved in this file (if any) and save the one at the latest checkpoint "
+                   "(an SQLite file of your own; a run costs what is new).")
 @click.option("--workers", type=click.IntRange(0, 256), default=None,
               help="Worker processes checking entries; 0: the reference verifier alone [default: all cores].")
 @click.option("--contract", "contract", metavar="SYMBOL",

@@ -28,6 +28,7 @@ from ledger.rules.fund import (
     zero_str,
 )
 from ledger.tlog import merkle
+from ledger.verify.ids import HashStore
 from ledger.verify.sources import Source, source_from_spec
 
 
@@ -63,9 +64,9 @@ class IdSet:
     "duplicate". The key is random per run (or kept in the saved state), so
     nobody can aim for collisions."""
 
-    def __init__(self, key: bytes | None = None, hashes=(), confirm=None):
+    def __init__(self, key: bytes | None = None, hashes: HashStore | None = None, confirm=None):
         self.key = os.urandom(16) if key is None else key
-        self.hashes: set[int] = set(hashes)
+        self.hashes = HashStore() if hashes is None else hashes  # bounded in memory (ledger/verify/ids.py)
         self.exact: set[tuple[str, str]] = set()  # pairs added although their hash was already there
         self.confirm = confirm
 
@@ -81,13 +82,6 @@ class IdSet:
         if h in self.hashes:
             self.exact.add(tuple(pair))
         self.hashes.add(h)
-
-    def discard(self, pair) -> None:
-        self.hashes.discard(id_hash(self.key, *pair))
-        self.exact.discard(tuple(pair))
-
-    def __len__(self) -> int:
-        return len(self.hashes)
 
 
 _WORKER_SOURCES: dict = {}

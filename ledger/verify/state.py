@@ -10,27 +10,42 @@ import binascii
 import json
 import os
 import sys
-from dataclasses import dataclass
+from urllib.parse import quote
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ledger.errors import FundledgerError, InputError
+from ledger.errors import FundledgerError, InputError, LimitError
+
+if TYPE_CHECKING:
+    import sqlite3
 from ledger.format import note
 from ledger.rules.fund import Contract, Fund, FundBook
 from ledger.tlog import merkle
 from ledger.verify.accelerator import IdSet
+from ledger.verify.ids import IDS_TABLE, HashStore
 from ledger.verify.reference import KeyHistory
-from ledger.verify.transport import read_small_file
+from ledger.verify.transport import read_file_head, read_small_file
 
 
-MAX_STATE_BYTES = 1 << 30  # a verifier state: about 11 bytes per liquidation id, ~100 million ids
+MAX_STATE_BYTES = 1 << 30  # an older JSON state: about 11 bytes per liquidation id, ~100 million ids
+MAX_BODY_BYTES = 64 << 20  # the JSON row of an SQLite state: funds, keys, edge (~300 bytes a fund)
+SQLITE_MAGIC = b"SQLite format 3\x00"
+STATE_TABLE = ("CREATE TABLE {schema}state (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL, "
+               "tree_size INTEGER NOT NULL, root TEXT NOT NULL, body TEXT NOT NULL)")
 
 
 @dataclass
 class VerifierState:
     """What a verifier keeps between runs to check only new entries: the
     checkpoint it verified, the tree's right edge there, the hash of the last
-    entry, every fund's state and every liquidation id seen (as the keyed
-    hashes of :class:`IdSet`: its key, and the hashes packed as little-endian
-    uint64, base64). Saved as JSON."""
+    entry, every fund's state, the log's keys, format 2's chain heads, and
+    every liquidation id seen (the keyed hashes of :class:`IdSet`: its key,
+    and ``hashes``, the first ``mark`` additions of a :class:`HashStore`).
+
+    Saved as an SQLite file (:data:`STATE_SCHEMA`): one row holding the
+    rest as JSON, and the id hashes in an indexed table, so that a run reads
+    and writes only what is new, at any log size. A JSON file from an older
+    version is read too, and replaced by the SQLite file on the next save."""
 
     origin: str
     checkpoint: str
@@ -40,38 +55,33 @@ class VerifierState:
     prev: str
     funds: list[dict]
     seen_key: str
-    seen: str
     seen_exact: list[list[str]]
     keys: list[list]  # [start seq, vkey] of every log key, oldest first
-    chains: dict | None = None  # format 2's chain heads (ledger/rules/chains.py); None in a version 2 file
+    chains: dict | None = None  # format 2's chain heads (ledger/rules/chains.py); None before version 3
+    hashes: HashStore = field(default_factory=HashStore, repr=False, compare=False)
+    mark: int = 0
 
-    VERSION = 3
+    VERSION = 4
+    BODY = ("origin", "checkpoint", "tree_size", "root", "edge", "prev", "funds", "seen_key", "seen_exact",
+            "keys", "chains")
 
     @classmethod
     def capture(cls, origin, checkpoint: bytes, size: int, tree: merkle.TreeBuilder, prev: bytes, book: FundBook,
                 keys: KeyHistory):
         b = lambda h: base64.b64encode(h).decode()  # noqa: E731
-        funds = []
-        for f in book.funds.values():
-            c = f.contract
-            funds.append({
-                "symbol": c.symbol, "currency": c.currency, "scale": c.scale, "type": c.type,
-                "multiplier": c.multiplier, "seq": c.seq, "balance": f.balance, "credited": f.credited,
-                "paid": f.paid, "adl": f.adl, "liquidations": f.liquidations, "last_seq": f.last_seq,
-                "last_time": f.last_time, "last_price": f.last_price,
-                "last_leaf": None if f.last_leaf is None else b(f.last_leaf),
-            })
+        funds = [_fund_obj(f) for f in book.funds.values()]
         ch = book.chains
         chains = {"since": ch.since, "keys": ch.keys, "index": dict(ch.index),
                   "key_head": None if ch.key_head is None else [ch.key_head[0], b(ch.key_head[1])],
                   "state_head": None if ch.state_head is None else [ch.state_head[0], b(ch.state_head[1])]}
         seen = book.seen
-        packed = array.array("Q", sorted(seen.hashes))
-        if sys.byteorder != "little":
-            packed.byteswap()
+        if not isinstance(seen, IdSet):  # the reference's plain set of pairs
+            plain, seen = seen, IdSet()
+            for pair in sorted(plain):
+                seen.add(pair)
         return cls(origin, checkpoint.decode(), size, b(tree.root()), [b(h) for h in tree.hashes()], b(prev),
-                   funds, b(seen.key), b(packed.tobytes()), sorted(map(list, seen.exact)),
-                   [[st, v.vkey()] for st, v in keys.keys], chains)
+                   funds, b(seen.key), sorted(map(list, seen.exact)),
+                   [[st, v.vkey()] for st, v in keys.keys], chains, seen.hashes, seen.hashes.added())
 
     def restore(self) -> tuple[FundBook, merkle.TreeBuilder, bytes, int, KeyHistory]:
         try:
@@ -86,14 +96,10 @@ class VerifierState:
                                             f["last_seq"], f["last_time"], f["last_price"],
                                             None if leaf is None else _hash(leaf))
             _restore_chains(book, self.chains)
-            packed = array.array("Q")
-            packed.frombytes(base64.b64decode(self.seen, validate=True))
-            if sys.byteorder != "little":
-                packed.byteswap()
             key = base64.b64decode(self.seen_key, validate=True)
             if len(key) != 16:
                 raise ValueError("the id key is not 16 bytes")
-            book.seen = IdSet(key, packed)
+            book.seen = IdSet(key, self.hashes)
             book.seen.exact = {(c, i) for c, i in self.seen_exact}
             prev = base64.b64decode(self.prev, validate=True)
             if len(prev) != merkle.HASH_SIZE:
@@ -104,56 +110,170 @@ class VerifierState:
             raise InputError(f"the saved verifier state is damaged: {e}") from None
         return book, tree, prev, self.tree_size, keys
 
-    def dump(self, path: str) -> None:
-        """Write the state to ``path`` atomically (a temporary file, then a
-        rename), never one larger than :meth:`load` reads."""
-        from ledger.errors import LimitError
+    def body(self) -> str:
+        return json.dumps({k: getattr(self, k) for k in self.BODY}, separators=(",", ":"))
 
-        obj = {"version": self.VERSION, **self.__dict__}
-        data = json.dumps(obj, separators=(",", ":")).encode()  # the C encoder
-        if len(data) > MAX_STATE_BYTES:
-            raise LimitError(f"{path!r}: the verifier state would be over {MAX_STATE_BYTES} bytes: not saved")
-        tmp = f"{path}.tmp-{os.getpid()}"
+    def __getstate__(self) -> dict:
+        """A copy for another process (the site's verification rounds): the
+        id hashes travel packed, 8 bytes each."""
+        packed = array.array("Q", self.hashes.snapshot(self.mark))
+        return {"body": self.body(), "packed": packed.tobytes()}
+
+    def __setstate__(self, obj: dict) -> None:
+        packed = array.array("Q")
+        packed.frombytes(obj["packed"])
+        self.__init__(**json.loads(obj["body"]), hashes=HashStore(base_mem=packed))
+
+    def dump(self, path: str) -> None:
+        """Save to ``path``: in place, in one transaction, when the state was
+        read from that file (and only if no other run saved there since);
+        otherwise as a new file, written aside and renamed over ``path``."""
+        import sqlite3
+
+        body = self.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise LimitError(f"{path!r}: the verifier state would be over {MAX_BODY_BYTES} bytes: not saved")
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise InputError(f"{path!r}: cannot save the verifier state: {e.strerror}") from None
+            if self.hashes.on_file and _file_of(self.hashes.conn) == os.path.realpath(path):
+                _save_in_place(self, body, path)
+            else:
+                _save_new(self, body, path)
+        except sqlite3.Error as e:
+            raise InputError(f"{path!r}: cannot save the verifier state: {e}") from None
 
     @classmethod
     def load(cls, path: str) -> "VerifierState":
         """The state saved in ``path``; InputError (exit 2) for anything that
-        is plainly not one: not a regular file, too large, not JSON, or JSON
-        of another shape or with values of the wrong types."""
-        data = read_small_file(path, MAX_STATE_BYTES, "a verifier state")
+        is plainly not one: not a regular file, too large, not an SQLite
+        state or older JSON one, or one of another shape or with values of
+        the wrong types."""
+        head = read_file_head(path, len(SQLITE_MAGIC), "a verifier state")
+        if head == SQLITE_MAGIC:
+            return _load_db(path)
+        return _load_json(read_small_file(path, MAX_STATE_BYTES, "a verifier state"), path)
+
+
+def _fund_obj(f: Fund) -> dict:
+    c = f.contract
+    return {"symbol": c.symbol, "currency": c.currency, "scale": c.scale, "type": c.type,
+            "multiplier": c.multiplier, "seq": c.seq, "balance": f.balance, "credited": f.credited,
+            "paid": f.paid, "adl": f.adl, "liquidations": f.liquidations, "last_seq": f.last_seq,
+            "last_time": f.last_time, "last_price": f.last_price,
+            "last_leaf": None if f.last_leaf is None else base64.b64encode(f.last_leaf).decode()}
+
+
+def _load_json(data: bytes, path: str) -> VerifierState:
+    """A state saved as JSON by an older version (1 to 3)."""
+    try:
+        obj = json.loads(data)
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        version = obj.pop("version")
+        if version == 1:  # ids kept as pairs: hash them with a new key
+            seen = IdSet()
+            for c, i in obj.pop("seen"):
+                seen.add((c, i))
+            obj["seen_key"] = base64.b64encode(seen.key).decode()
+            obj["seen"] = base64.b64encode(array.array("Q", seen.hashes.snapshot(seen.hashes.added())).tobytes()).decode()
+            obj["seen_exact"] = sorted(map(list, seen.exact))
+        elif version not in (2, 3):
+            raise ValueError("unknown version")
+        if version < 3:  # before format 2: no chain heads
+            obj["chains"] = None
+            for f in obj.get("funds", []):
+                if isinstance(f, dict):
+                    f["last_leaf"] = None
+        if not isinstance(obj.get("seen"), str):
+            raise ValueError("seen is not a string")
+        packed = array.array("Q")
+        packed.frombytes(base64.b64decode(obj.pop("seen"), validate=True))
+        if sys.byteorder != "little":
+            packed.byteswap()
+        _check_state_shape(obj)
+        return VerifierState(**obj, hashes=HashStore(base_mem=packed))
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error) as e:
+        raise InputError(f"{path!r}: not a verifier state ({str(e)[:200]})") from None
+
+
+def _load_db(path: str) -> VerifierState:
+    """A state saved as SQLite: the tables as :func:`_save_new` makes them,
+    the row's JSON of the right shape, its size and root as the columns say."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=rw", uri=True, isolation_level=None)
         try:
-            obj = json.loads(data)
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-            version = obj.pop("version")
-            if version == 1:  # ids kept as pairs: hash them with a new key
-                seen = IdSet()
-                for c, i in obj.pop("seen"):
-                    seen.add((c, i))
-                obj["seen_key"] = base64.b64encode(seen.key).decode()
-                obj["seen"] = base64.b64encode(array.array("Q", sorted(seen.hashes)).tobytes()).decode()
-                obj["seen_exact"] = sorted(map(list, seen.exact))
-            elif version not in (2, cls.VERSION):
-                raise ValueError("unknown version")
-            if version < 3:  # before format 2: no chain heads
-                obj["chains"] = None
-                for f in obj.get("funds", []):
-                    if isinstance(f, dict):
-                        f["last_leaf"] = None
+            tables = dict(conn.execute("SELECT name, sql FROM sqlite_master"))
+            if tables != {"state": STATE_TABLE.format(schema=""), "ids": IDS_TABLE.format(schema="")}:
+                raise ValueError(f"tables {sorted(tables)[:10]}, not a verifier state's")
+            row = conn.execute("SELECT version, tree_size, root, length(body) FROM state").fetchall()
+            if len(row) != 1 or row[0][0] != VerifierState.VERSION or not 0 <= row[0][3] <= MAX_BODY_BYTES:
+                raise ValueError("not one state row of this version")
+            obj = json.loads(conn.execute("SELECT body FROM state").fetchone()[0])
             _check_state_shape(obj)
-            return cls(**obj)
-        except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f"{path!r}: not a verifier state ({str(e)[:200]})") from None
+            if (obj["tree_size"], obj["root"]) != row[0][1:3]:
+                raise ValueError("the row's size and root are not its body's")
+        except BaseException:
+            conn.close()
+            raise
+    except (ValueError, TypeError, RecursionError, sqlite3.Error) as e:
+        raise InputError(f"{path!r}: not a verifier state ({str(e)[:200]})") from None
+    store = HashStore(conn)
+    store.saved = (obj["tree_size"], obj["root"])
+    return VerifierState(**obj, hashes=store)
+
+
+def _file_of(conn: sqlite3.Connection) -> str:
+    return os.path.realpath(next(r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"))
+
+
+def _save_in_place(state: VerifierState, body: str, path: str) -> None:
+    """One transaction: the new row, if the file still holds the state this
+    run started from (compare-and-swap), and the ids added."""
+    conn = state.hashes.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        old_size, old_root = state.hashes.saved
+        cur = conn.execute("UPDATE state SET tree_size = ?, root = ?, body = ? WHERE tree_size = ? AND root = ?",
+                           (state.tree_size, state.root, body, old_size, old_root))
+        if cur.rowcount != 1:
+            raise InputError(f"{path!r}: another run saved a verifier state there meanwhile: this one is not saved")
+        state.hashes.commit_to(conn, "main", state.mark)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    state.hashes.saved = (state.tree_size, state.root)
+
+
+def _save_new(state: VerifierState, body: str, path: str) -> None:
+    """A new file beside ``path``, filled in one transaction, synced, then
+    renamed over it: a reader sees the old state or the new, never half."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    conn = state.hashes.connection()
+    conn.execute("ATTACH DATABASE ? AS dst", (tmp,))
+    try:
+        conn.execute("PRAGMA dst.synchronous = FULL")
+        conn.execute("PRAGMA dst.journal_mode = DELETE")
+        conn.execute("BEGIN")
+        conn.execute(STATE_TABLE.format(schema="dst."))
+        conn.execute(IDS_TABLE.format(schema="dst."))
+        conn.execute("INSERT INTO dst.state VALUES (1, ?, ?, ?, ?)",
+                     (VerifierState.VERSION, state.tree_size, state.root, body))
+        state.hashes.commit_to(conn, "dst", state.mark)
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE dst")
+        os.replace(tmp, path)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if any(r[1] == "dst" for r in conn.execute("PRAGMA database_list")):
+            conn.execute("DETACH DATABASE dst")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _hash(text: str) -> bytes:
@@ -181,7 +301,7 @@ def _restore_chains(book, chains: dict | None) -> None:
 
 
 _STATE_FIELDS = {"origin": str, "checkpoint": str, "tree_size": int, "root": str, "edge": list, "prev": str,
-                 "funds": list, "seen_key": str, "seen": str, "seen_exact": list, "keys": list,
+                 "funds": list, "seen_key": str, "seen_exact": list, "keys": list,
                  "chains": (dict, type(None))}
 
 

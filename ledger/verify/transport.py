@@ -277,3 +277,21 @@ def read_small_file(path: str, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise InputError(f"{path!r}: larger than {limit} bytes, so not {what}")
     return data
+
+
+def read_file_head(path: str, n: int, what: str) -> bytes:
+    """The first ``n`` bytes of the regular file ``path`` (fewer if it is
+    shorter), refusing as :func:`read_small_file` does anything that is not
+    a regular file, whatever its size."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise InputError(f"{path!r}: {e.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path!r}: not a regular file, so not {what}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read(n)
+        except OSError as e:
+            raise InputError(f"{path!r}: {e.strerror}") from None
