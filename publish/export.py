@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from ledger.tlog.tiles import TILE_WIDTH, chain_path, entries_path, new_tiles, tile_hash_indexes, tile_path, tiles_for_size
 from ledger.format import note
 from ledger.errors import FundledgerError, InputError, StoreError
-from ledger.store.schema import Reader
+from ledger.store.schema import READER_MMAP_BYTES, Reader
 from ledger.rules.chains import KEY_CHAIN
 from publish import chains
 
@@ -75,9 +75,15 @@ def bundle(entries: list[bytes]) -> bytes:
 
 
 def export(store: Reader, root: str, full: bool = False) -> ExportResult:
-    """Write (or bring up to date) the static tiles of ``store`` in ``root``."""
-    with store.snapshot():  # the tiles and the checkpoint of one state
-        return _export(store, root, full)
+    """Write (or bring up to date) the static tiles of ``store`` in ``root``.
+    An export streams the file once: without the reader's mapping of it,
+    whose pages would count in this process's resident memory for nothing."""
+    store.conn.execute("PRAGMA mmap_size=0")
+    try:
+        with store.snapshot():  # the tiles and the checkpoint of one state
+            return _export(store, root, full)
+    finally:
+        store.conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
 
 
 def _export(store: Reader, root: str, full: bool) -> ExportResult:
