@@ -359,6 +359,27 @@ def bench_verify_rss(t: Table, db: str, size: int, aim_size: int) -> None:
           fmt_rate(size / el), note=f"process wall time {el:.1f} s")
 
 
+def bench_read_rss(t: Table, db: str, work: str, size: int, aim_size: int) -> None:
+    """Peak RSS of the commands that read the whole log or a whole fund."""
+    import sqlite3
+
+    out = os.path.join(work, "export-rss")
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    log(f"memory: peak RSS of `fundledger export` and `history` at {size:,} entries")
+    el, mb = run_cli_rss(["export", "--db", db, out])
+    shutil.rmtree(out)
+    t.add("memory", f"peak RSS of a full `fundledger export` ({human(size)})", mb, "MiB", f"{mb:,.0f} MiB",
+          aim=f"≤ 150 MB at {human(aim_size)}", ok=mb * 1.048576 <= 150, note=f"wall time {el:.1f} s")
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    symbol, count = conn.execute("SELECT symbol, liquidations FROM contracts ORDER BY liquidations DESC").fetchone()
+    conn.close()
+    el, mb = run_cli_rss(["history", "--db", db, symbol, "--json"])
+    t.add("memory", f"peak RSS of `fundledger history` of a fund of {count:,} ({human(size)})", mb, "MiB",
+          f"{mb:,.0f} MiB", aim=f"≤ 150 MB at {human(aim_size)}", ok=mb * 1.048576 <= 150,
+          note=f"wall time {el:.1f} s")
+
+
 def bench_incremental(t: Table, db: str, key: str, export_dir: str, state: str, first_id: int, large: int) -> int:
     from ledger.verify.run import verify_path
     from publish.export import export
@@ -654,7 +675,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rebuild-cache", action="store_true", help="rebuild the cached benchmark ledgers")
     ap.add_argument("--profile", action="store_true",
                     help="instead of the benchmark: where the time goes in import and verify (bench/profile.py)")
-    ap.add_argument("--only", default="", help="comma-separated sections to run (raw,append,verify,proofs,site,light)")
+    ap.add_argument("--large", type=int, default=1_000_000,
+                    help="entries in the large log (default 1M; 10M takes about an hour on two cores)")
+    ap.add_argument("--only", default="", help="comma-separated sections to run (raw,append,verify,proofs,site,light,scale)")
     a = ap.parse_args(argv)
 
     if a.render:
@@ -679,7 +702,7 @@ def main(argv=None) -> int:
     if a.profile:
         return run_profile(results_dir, work, quick, a.rebuild_cache,
                            a.out if a.out != ap.get_default("out") else os.path.join(results_dir, "profile.json"))
-    large = 10_000 if quick else 1_000_000
+    large = 10_000 if quick else a.large
     proof_sizes = [10_000] if quick else [10_000, 100_000, 1_000_000]
     import_n = 10_000 if quick else 100_000
     proof_count = 1000
@@ -692,7 +715,8 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
 
     dbs = {}
-    for n in sorted(set(proof_sizes + [large])):
+    needed = (proof_sizes if want("proofs") else []) + ([large] if want("verify") or want("site") or want("append") else [])
+    for n in sorted(set(needed)):
         db, key, info = gen.cached_ledger(results_dir, n, a.rebuild_cache, log)
         dbs[n] = (db, key, info)
 
@@ -723,7 +747,8 @@ def main(argv=None) -> int:
     if want("verify"):
         guarded("export", bench_export_full, t, db, export_dir, large)
         state = guarded("verify", bench_verify, t, work, db, export_dir, large, verify_rate, cores)
-        guarded("memory", bench_verify_rss, t, db, large, 1_000_000)
+        guarded("memory", bench_verify_rss, t, db, large, max(large, 1_000_000))
+        guarded("memory", bench_read_rss, t, db, work, large, max(large, 1_000_000))
         if state is not None and os.path.isdir(export_dir):
             next_id = guarded("verify", bench_incremental, t, db, key, export_dir, state, next_id, large,
                               default=next_id + 1000)
@@ -741,6 +766,11 @@ def main(argv=None) -> int:
         if db2 is not None:
             guarded("light", light.bench_light_cli, t, work, db2, large, run_cli)
             guarded("light", light.bench_light_browser, t, db2, large)
+
+    if want("scale"):
+        from bench import scale
+
+        guarded("scale", scale.bench_scale, t, work, large, lambda: raw.pynacl_rate("verify"), cores)
 
     try:
         load_end = os.getloadavg()
