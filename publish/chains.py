@@ -20,8 +20,9 @@ from ledger.format.entry import parse_entry_text
 from ledger.format import note
 from ledger.rules.chains import KEY_CHAIN, head_line
 from ledger.rules.fund import Contract, Fund, parse_amount
+from ledger.store.schema import MAX_HASH_READ, read_tree_hashes
 from ledger.tlog.heads import heads_root, heads_tiles
-from ledger.tlog.tiles import TILE_WIDTH
+from ledger.tlog.tiles import PATH_HASHES, TILE_WIDTH, paths_published, tile_path_indexes
 
 _IN_BATCH = 500  # seqs per IN (...) query
 
@@ -142,3 +143,26 @@ def chain_bundle(conn, name: str, tree_size: int, index: int, width: int) -> byt
     if len(items) < width:
         return None
     return b"".join(len(e).to_bytes(2, "big") + e for e in items[:width])
+
+
+def chain_seqs(conn, name: str, tree_size: int, start: int, limit: int) -> list[int]:
+    """The seqs of chain ``name``'s entries from chain position ``start``, at most ``limit``."""
+    where, args = _chain_where(name)
+    return [r[0] for r in conn.execute(f"SELECT seq FROM entries WHERE {where} AND seq < ? ORDER BY seq LIMIT ? OFFSET ?",
+                                       (*args, tree_size, limit, start))]
+
+
+def chain_paths(conn, name: str, tree_size: int, index: int, width: int) -> bytes | None:
+    """The tile paths of chain bundle ``index`` of ``width`` entries at
+    ``tree_size`` (docs/FORMAT.md): per entry, its 8 siblings inside its
+    level-0 tile. None when the bundle is not published or an entry of it
+    still lies in the tree's partial last tile (its path is not yet fixed)."""
+    seqs = chain_seqs(conn, name, tree_size, index * TILE_WIDTH, width)
+    if len(seqs) < width or not paths_published(seqs, tree_size):
+        return None
+    per_read = MAX_HASH_READ // PATH_HASHES
+    out = []
+    for i in range(0, len(seqs), per_read):
+        indexes = [x for seq in seqs[i:i + per_read] for x in tile_path_indexes(seq)]
+        out.extend(read_tree_hashes(conn, indexes))
+    return b"".join(out)

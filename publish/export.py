@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ledger.tlog.tiles import TILE_WIDTH, chain_path, entries_path, new_tiles, tile_hash_indexes, tile_path, tiles_for_size
+from ledger.tlog.tiles import TILE_WIDTH, chain_path, chain_paths_path, entries_path, new_tiles, tile_hash_indexes, tile_path, tiles_for_size
 from ledger.format import note
 from ledger.errors import FundledgerError, InputError, StoreError
 from ledger.store.schema import READER_MMAP_BYTES, Reader
@@ -145,6 +145,28 @@ def _export_funds(conn, root: str, old: int, size: int, full: bool) -> int:
         grown = _grown_chains(conn, old, size, lengths)
     for name, length_before in grown.items():
         written += _export_chain(conn, root, name, size, length_before, lengths[name])
+    for name, length in lengths.items():
+        written += _export_paths(conn, root, name, size, 0 if full else old, length, full)
+    return written
+
+
+def _export_paths(conn, root: str, name: str, size: int, old: int, length: int, full: bool) -> int:
+    """Write the tile-paths files of chain ``name`` that ``size`` publishes
+    and an export at ``old`` could not (an entry of theirs lay in the
+    partial last tile then): those of the bundles from the one holding the
+    chain's first entry at or after old's last full tile on."""
+    boundary = old - old % TILE_WIDTH
+    before = chains.chain_length(conn, name, boundary)
+    written = 0
+    for index in range(before // TILE_WIDTH, -(-length // TILE_WIDTH)):
+        width = min(TILE_WIDTH, length - index * TILE_WIDTH)
+        rel = chain_paths_path(name, index, width)
+        if not full and os.path.isfile(os.path.join(root, rel)):
+            continue
+        data = chains.chain_paths(conn, name, size, index, width)
+        if data is not None:
+            _write(root, rel, data)
+            written += 1
     return written
 
 

@@ -171,8 +171,9 @@ def fund_files(conn) -> "chains.FundFiles | None":
         conn.execute("COMMIT")
 
 
-def chain_bundle(conn, name: str, index: int, width: int) -> bytes | None:
-    """``chain/<name>/<N>[.p/<W>]`` at the latest checkpoint (None: not published)."""
+def chain_bundle(conn, name: str, index: int, width: int, paths: bool = False) -> bytes | None:
+    """``chain/<name>/<N>[.p/<W>]`` at the latest checkpoint, or with
+    ``paths`` its ``.paths`` file (None: not published)."""
     from publish import chains
 
     conn.execute("BEGIN")
@@ -180,6 +181,7 @@ def chain_bundle(conn, name: str, index: int, width: int) -> bytes | None:
         size = checkpoint_size(conn)
         if size == 0 or chains.since(conn, size) is None:
             return None
-        return chains.chain_bundle(conn, name, size, index, width)
+        read = chains.chain_paths if paths else chains.chain_bundle
+        return read(conn, name, size, index, width)
     finally:
         conn.execute("COMMIT")

@@ -19,7 +19,7 @@ from datasette.utils import sqlite_timelimit
 from datasette.utils.asgi import Response
 from markupsafe import Markup
 
-from ledger.tlog.tiles import TILE_WIDTH, parse_tile_path
+from ledger.tlog.tiles import PATH_SUFFIX, TILE_WIDTH, parse_tile_path
 from ledger.errors import FormatError
 from ledger.rules.fund import parse_amount
 
@@ -249,15 +249,18 @@ async def heads_tile(datasette, request):
 
 @_get_only
 async def chain_bundle(datasette, request):
-    """``/chain/<name>/<N>[.p/<W>]``: a chain bundle at the latest checkpoint."""
+    """``/chain/<name>/<N>[.p/<W>][.paths]``: a chain bundle at the latest
+    checkpoint, or its tile paths (fixed for good once published)."""
+    rest = request.url_vars["rest"]
+    paths = rest.endswith(PATH_SUFFIX)
     try:
-        _, index, width = parse_tile_path("tile/0/" + request.url_vars["rest"])
+        _, index, width = parse_tile_path("tile/0/" + rest.removesuffix(PATH_SUFFIX))
     except FormatError:
         return _not_found()
-    data = await _read(datasette, tlog.chain_bundle, request.url_vars["name"], index, width)
+    data = await _read(datasette, tlog.chain_bundle, request.url_vars["name"], index, width, paths)
     if data is None:
         return _not_found("not covered by the latest checkpoint")
-    return _bytes(data, "application/octet-stream", IMMUTABLE if width == TILE_WIDTH else PARTIAL)
+    return _bytes(data, "application/octet-stream", IMMUTABLE if width == TILE_WIDTH or paths else PARTIAL)
 
 
 # --- pages and their JSON --------------------------------------------------------------

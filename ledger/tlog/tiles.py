@@ -100,6 +100,43 @@ def chain_path(name: str, index: int, width: int) -> str:
     return f"chain/{name}/{_tile_index_path(index)}{tail}"
 
 
+PATH_SUFFIX = ".paths"
+PATH_HASHES = TILE_HEIGHT  # a leaf's path inside its level-0 tile: one sibling a level
+PATH_BYTES = PATH_HASHES * HASH_SIZE
+
+
+def chain_paths_path(name: str, index: int, width: int) -> str:
+    """Where the tile paths of chain bundle ``index`` are published:
+    ``chain/<name>/<N>[.p/<W>].paths`` (docs/FORMAT.md)."""
+    return chain_path(name, index, width) + PATH_SUFFIX
+
+
+def paths_published(seqs: Sequence[int], tree_size: int) -> bool:
+    """Whether a bundle of entries at ``seqs`` has a tile-paths file at
+    ``tree_size``: every entry lies in a full level-0 tile there, so each
+    path is fixed for good."""
+    return bool(seqs) and max(seqs) < tree_size - tree_size % TILE_WIDTH
+
+
+def tile_path_indexes(leaf_index: int) -> list[int]:
+    """The stored-hash indexes of the leaf's siblings inside its level-0
+    tile, bottom up: at level l, the subtree ``(leaf_index >> l) ^ 1``
+    (RFC 6962 section 2.1.1's audit path, cut at the tile's root)."""
+    return [stored_hash_index(level, (leaf_index >> level) ^ 1) for level in range(PATH_HASHES)]
+
+
+def tile_root_from_path(leaf_index: int, leaf: bytes, path: bytes) -> bytes:
+    """The root of the leaf's level-0 tile (stored hash (8, leaf_index >> 8)),
+    from its leaf hash and the PATH_BYTES of :func:`tile_path_indexes`."""
+    if len(path) != PATH_BYTES:
+        raise FormatError(f"a tile path is {PATH_BYTES} bytes, not {len(path)}")
+    h = leaf
+    for level in range(PATH_HASHES):
+        sibling = path[level * HASH_SIZE:(level + 1) * HASH_SIZE]
+        h = node_hash(sibling, h) if (leaf_index >> level) & 1 else node_hash(h, sibling)
+    return h
+
+
 _TILE_PATH_RE = re.compile(
     r"tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/)*)([0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?",
     re.ASCII,

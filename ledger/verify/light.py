@@ -28,7 +28,10 @@ from ledger.rules.chains import KEY_CHAIN
 from ledger.rules.fund import FundBook, amount_str, check_symbol, parse_time
 from ledger.tlog import merkle
 from ledger.tlog.heads import MAX_FUNDS, MAX_HEADS_TILE_BYTES, head_from_tiles
-from ledger.tlog.tiles import TILE_WIDTH, TileHashReader, chain_path
+from ledger.tlog.tiles import (
+    PATH_BYTES, TILE_HEIGHT, TILE_WIDTH, TileHashReader, chain_path, chain_paths_path, paths_published,
+    tile_root_from_path,
+)
 from ledger.verify.checkpoint import check_published_vkey, require_cosignatures, unverified_checkpoint, unverified_cosigners
 from ledger.verify.reference import KeyHistory, check_signatures, explain_mismatch, key_entry_fields, rebuild, split_entry
 from ledger.verify.sources import MAX_BUNDLE_BYTES, iter_bundle
@@ -107,6 +110,23 @@ class _Log:
                 raise VerificationError("the entry is not the one the checkpointed tree holds at its seq", seq=seq)
 
 
+    def authenticate_paths(self, items: Sequence[tuple[int, bytes]], paths: bytes, where: str) -> None:
+        """:meth:`authenticate` through the tile paths of a bundle: each
+        entry's leaf hash and path give its level-0 tile's root, which must
+        be the stored hash (8, seq >> 8) the hash tiles of levels 1 and up
+        give (so no level-0 tile is read)."""
+        if len(paths) != len(items) * PATH_BYTES:
+            raise VerificationError(f"{where} does not hold {len(items)} tile paths")
+        roots = [tile_root_from_path(seq, merkle.leaf_hash(data), paths[i * PATH_BYTES:(i + 1) * PATH_BYTES])
+                 for i, (seq, data) in enumerate(items)]
+        stored = self.hashes.read_hashes([merkle.stored_hash_index(TILE_HEIGHT, seq >> TILE_HEIGHT)
+                                          for seq, _ in items])
+        for (seq, _), root, tile_root in zip(items, roots, stored):
+            if root != tile_root:
+                raise VerificationError(f"the entry is not the one the checkpointed tree holds at its seq "
+                                        f"(through {where})", seq=seq)
+
+
 class _CountingTiles:
     def __init__(self, source):
         self.source, self.count = source, 0
@@ -150,9 +170,25 @@ def _chain(log: _Log, name: str, length: int) -> Iterator[tuple[int, bytes]]:
                 raise VerificationError(f"chain {name} is not in increasing seq order", seq=seq)
             last = seq
             batch.append((seq, data_i))
-        log.authenticate(batch)
+        _authenticate_bundle(log, batch, name, index, width)
         yield from batch
         batch = []
+
+
+def _authenticate_bundle(log: _Log, batch: list[tuple[int, bytes]], name: str, index: int, width: int) -> None:
+    """Through the bundle's tile paths when it has them (every entry in a
+    full level-0 tile), else through the hash tiles; a paths file that is
+    not published costs bytes, never soundness."""
+    for seq, _ in batch:
+        if not 0 <= seq < log.size:
+            raise VerificationError(f"an entry claims seq {seq}, outside the tree of size {log.size}", seq=seq)
+    if paths_published([seq for seq, _ in batch], log.size):
+        where = chain_paths_path(name, index, width)
+        paths = log.source.fetch(where, len(batch) * PATH_BYTES)
+        if paths is not None:
+            log.authenticate_paths(batch, paths, where)
+            return
+    log.authenticate(batch)
 
 
 def _decode_hash(value: object, what: str) -> bytes:
