@@ -24,6 +24,9 @@ from .common import db_option, echo_json, fail, handled, load_vkeys, open_store
               help="A checkpoint you saved earlier: fail unless the log extends it.")
 @click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable, each witness once.")
 @click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="A c2sp.org/tlog-policy file: its witnesses' quorum must have cosigned, and the log key in force "
+                   "(from the log's own key history) must be one of its logs. Instead of --witness.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False),
               help="Incremental: resume from the state saved in this file (if any) and save the one at the latest checkpoint "
                    "(an SQLite file of your own; a run costs what is new).")
@@ -40,7 +43,7 @@ from .common import db_option, echo_json, fail, handled, load_vkeys, open_store
               envvar=ENV_STALL_TIMEOUT, show_default=True, metavar="S",
               help="URL sources: seconds without a byte before a request fails [env FUNDLEDGER_STALL_TIMEOUT].")
 @db_option
-def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, workers, contract, as_json,
+def verify_cmd(source, vkey, trusted_path, witnesses, quorum, policy_path, state_path, workers, contract, as_json,
                request_timeout, stall_timeout, db_path):
     """Recompute every balance from the signed chain and check everything.
 
@@ -65,9 +68,10 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, state_path, worker
 
     if contract is not None:
         return _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json,
-                            Deadlines(request_timeout, stall_timeout))
+                            Deadlines(request_timeout, stall_timeout), policy_path)
     report = _verdict(as_json, lambda: verify_path(source or db_path, vkey, trusted_path, workers, witnesses,
-                                                   quorum, state_path, Deadlines(request_timeout, stall_timeout)))
+                                                   quorum, state_path, Deadlines(request_timeout, stall_timeout),
+                                                   policy_path))
     if state_path and report.state is None:
         click.echo(f"fundledger: no state saved in {state_path!r}: {report.state_note}", err=True)
     if as_json:
@@ -92,7 +96,8 @@ def _verdict(as_json: bool, run):
         fail(e)
 
 
-def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json, deadlines) -> None:
+def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json, deadlines,
+                 policy_path=None) -> None:
     from ledger.errors import InputError
     from ledger.verify.light import check_fund_path
 
@@ -101,7 +106,7 @@ def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, qu
             raise InputError("--contract does not take --trusted or --state: the light check starts afresh")
         if not source:
             raise InputError("--contract needs SOURCE: an export directory or a URL")
-        return check_fund_path(source, contract, vkey, witnesses, quorum, deadlines)
+        return check_fund_path(source, contract, vkey, witnesses, quorum, deadlines, policy_path)
 
     result = _verdict(as_json, run)
     if as_json:

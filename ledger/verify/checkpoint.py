@@ -5,10 +5,13 @@ the cosigners named on it, a trusted checkpoint given by the reader.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ledger.errors import FundledgerError, InputError, SignatureError, VerificationError
 from ledger.format import note
+
+if TYPE_CHECKING:
+    from ledger.format.policy import Policy
 
 
 MAX_CHECKPOINT_BYTES = 1 << 20
@@ -162,3 +165,40 @@ def count_cosignatures(checkpoint_note: bytes, witnesses: Sequence[note.Verifier
                 good.append(w.name)
                 break
     return good
+
+
+def load_policy(path: str) -> "Policy":
+    """The c2sp.org/tlog-policy file at ``path`` (InputError if it is not one)."""
+    from ledger.format.policy import MAX_POLICY_BYTES, parse_policy
+    from ledger.verify.transport import read_small_file
+
+    data = read_small_file(path, MAX_POLICY_BYTES, "a policy")
+    try:
+        return parse_policy(data)
+    except FundledgerError as e:
+        raise InputError(f"{path!r}: {e}") from None
+
+
+def policy_cosigners(checkpoint_note: bytes, policy: "Policy") -> list[str]:
+    """The key names of the policy's witnesses whose cosignature on the
+    checkpoint verifies; VerificationError, naming what is missing, unless
+    they meet the policy's quorum."""
+    cosigned, names = set(), []
+    for name, w in policy.witnesses.items():
+        if count_cosignatures(checkpoint_note, [w.verifier]):
+            cosigned.add(name)
+            names.append(w.verifier.name)
+    if not policy.satisfied(cosigned):
+        raise VerificationError("the checkpoint does not meet the policy's quorum: "
+                                + "; ".join(policy.unmet(cosigned)))
+    return names
+
+
+def check_policy_log(policy: "Policy", key: note.Verifier, tree_size: int) -> None:
+    """The log key in force at ``tree_size`` (from the log's own key
+    history: a policy cannot say which key signs which size) must be one of
+    the policy's logs, when it lists any."""
+    if policy.logs and not any((v.alg, v.public_key, v.name) == (key.alg, key.public_key, key.name)
+                               for v, _ in policy.logs):
+        raise VerificationError(f"the log key in force at size {tree_size} ({key.vkey()[:80]}) "
+                                "is not among the policy's logs")

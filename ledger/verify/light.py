@@ -32,7 +32,10 @@ from ledger.tlog.tiles import (
     PATH_BYTES, TILE_HEIGHT, TILE_WIDTH, TileHashReader, chain_path, chain_paths_path, paths_published,
     tile_root_from_path,
 )
-from ledger.verify.checkpoint import check_published_vkey, require_cosignatures, unverified_checkpoint, unverified_cosigners
+from ledger.verify.checkpoint import (
+    check_policy_log, check_published_vkey, policy_cosigners, require_cosignatures, unverified_checkpoint,
+    unverified_cosigners,
+)
 from ledger.verify.reference import KeyHistory, check_signatures, explain_mismatch, key_entry_fields, rebuild, split_entry
 from ledger.verify.sources import MAX_BUNDLE_BYTES, iter_bundle
 
@@ -368,7 +371,8 @@ def _replay(log: _Log, keys: KeyHistory, symbol: str, head: dict, since: int,
 
 
 def check_fund(source, anchor: note.Verifier | None, symbol: str, witnesses: Sequence[note.Verifier] = (),
-               quorum: int | None = None, progress: Callable[[int, int], None] | None = None) -> FundCheck:
+               quorum: int | None = None, progress: Callable[[int, int], None] | None = None,
+               policy=None) -> FundCheck:
     """The light check of fund ``symbol`` of ``source`` (an export directory
     or a URL: :class:`ledger.verify.sources.DirSource`, ``UrlSource``)
     against the log's first key ``anchor`` (None: the one the source
@@ -398,7 +402,11 @@ def check_fund(source, anchor: note.Verifier | None, symbol: str, witnesses: Seq
     if since < cp.tree_size - 1:  # the first state entry: format 2 from there on
         _check_state(log.entry(since), since, keys, since, key_heads)
     keys.open_checkpoint(cp_bytes, cp.tree_size)
-    cosigned = require_cosignatures(cp_bytes, witnesses, quorum) if witnesses else []
+    if policy is not None:
+        check_policy_log(policy, keys.at(cp.tree_size), cp.tree_size)
+        cosigned = policy_cosigners(cp_bytes, policy)
+    else:
+        cosigned = require_cosignatures(cp_bytes, witnesses, quorum) if witnesses else []
     _, head = _head(log, state, symbol)
     book = _replay(log, keys, symbol, head, since, progress)
     return FundCheck(symbol, cp.tree_size, cp.root_hash, book.funds[symbol].summary(), head, head["entries"],
@@ -407,11 +415,11 @@ def check_fund(source, anchor: note.Verifier | None, symbol: str, witnesses: Seq
 
 
 def check_fund_path(source: str, symbol: str, vkey: str | None = None, witnesses: Sequence[str] = (),
-                    quorum: int | None = None, deadlines=None) -> FundCheck:
+                    quorum: int | None = None, deadlines=None, policy_path: str | None = None) -> FundCheck:
     """``fundledger verify SOURCE --contract SYMBOL``: SOURCE an export
     directory or a URL (a database holds the whole log: verify it whole)."""
     from ledger.verify import transport
-    from ledger.verify.checkpoint import distinct_witnesses, load_vkey
+    from ledger.verify.checkpoint import distinct_witnesses, load_policy, load_vkey
     from ledger.verify.sources import UrlSource, DirSource
     import os
 
@@ -419,6 +427,9 @@ def check_fund_path(source: str, symbol: str, vkey: str | None = None, witnesses
     witness_keys = distinct_witnesses([load_vkey(w) for w in witnesses])
     if quorum is not None and not 0 < quorum <= len(witness_keys):
         raise InputError(f"--quorum {quorum} needs at least that many --witness keys")
+    if policy_path is not None and witnesses:
+        raise InputError("--policy names the witnesses: give it or --witness, not both")
+    policy = load_policy(policy_path) if policy_path is not None else None
     if source.startswith(("http://", "https://")):
         src = UrlSource(source, deadlines or transport.Deadlines())
     elif os.path.isdir(source):
@@ -426,6 +437,6 @@ def check_fund_path(source: str, symbol: str, vkey: str | None = None, witnesses
     else:
         raise InputError(f"{source!r}: --contract checks an export directory or a URL (a database: verify it whole)")
     try:
-        return check_fund(src, anchor, symbol, witness_keys, quorum)
+        return check_fund(src, anchor, symbol, witness_keys, quorum, policy=policy)
     finally:
         src.close()

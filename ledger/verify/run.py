@@ -15,7 +15,7 @@ import bisect
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ledger.errors import InputError, VerificationError
 from ledger.format import note
@@ -23,8 +23,9 @@ from ledger.rules.fund import FundBook
 from ledger.tlog import merkle
 from ledger.verify import accelerator, pipeline, transport
 from ledger.verify.checkpoint import (
-    MAX_CHECKPOINT_BYTES, check_published_vkey, check_trusted_file, distinct_witnesses, has_line_by, load_vkey,
-    open_checkpoint, require_cosignatures, signed_by_any, unverified_checkpoint, unverified_cosigners,
+    MAX_CHECKPOINT_BYTES, check_policy_log, check_published_vkey, check_trusted_file, distinct_witnesses, has_line_by,
+    load_policy, load_vkey, open_checkpoint, policy_cosigners, require_cosignatures, signed_by_any,
+    unverified_checkpoint, unverified_cosigners,
 )
 from ledger.verify.database import DbCrossCheck, DbSource
 from ledger.verify.reference import Chain, KeyHistory, MissingEntries, check_checkpoints
@@ -33,6 +34,9 @@ from ledger.verify.sources import Source, open_source
 from ledger.verify.state import VerifierState
 from ledger.verify.tiles import tile_checker
 from ledger.verify.transport import read_small_file
+
+if TYPE_CHECKING:
+    from ledger.format.policy import Policy
 
 PARALLEL_MIN_ENTRIES = 8 * accelerator.CHUNK  # fewer: one process (workers start in about 0.1 s)
 
@@ -260,8 +264,12 @@ def verify(
     quorum: int | None = None,
     resume: VerifierState | None = None,
     keep_state: bool = False,
+    policy: "Policy | None" = None,
 ) -> Report:
     """Verify ``source``; raise VerificationError at the first fault.
+    ``policy`` (a c2sp.org/tlog-policy, instead of ``witnesses``) names the
+    witnesses and their quorum, and the log keys one of which must be in
+    force at the checkpoint's size.
 
     ``workers``: 0 runs the reference alone; None picks one process per core
     for a large log. Workers start from a fork server, so a program calling
@@ -280,7 +288,10 @@ def verify(
     # Parsed now, its signature checked once the entries have told which key
     # was in force at its size (see KeyHistory).
     cp = unverified_checkpoint(cp_bytes, log_key.name)
-    cosigs = require_cosignatures(cp_bytes, witnesses, quorum) if witnesses else []
+    if policy is not None:
+        cosigs = policy_cosigners(cp_bytes, policy)
+    else:
+        cosigs = require_cosignatures(cp_bytes, witnesses, quorum) if witnesses else []
     unverified = unverified_cosigners(cp_bytes, log_key.name, cosigs)
     trusted_cp = _older_checkpoints(cp, log_key.name, trusted, resume)
     run = _start(source, log_key, cp, trusted_cp, resume, check_tiles, workers == 0 and not keep_state)
@@ -288,6 +299,8 @@ def verify(
     workers = _workers(workers, run.size - start)
     snapshot = _check_all(run, source, cp, cp_bytes, workers, keep_state, log_key.name)
     check_checkpoints(run.keys, run.roots, cp_bytes, cp, trusted, trusted_cp)
+    if policy is not None:
+        check_policy_log(policy, run.keys.at(cp.tree_size), cp.tree_size)
     _check_format_2_sizes(run, start, [cp.tree_size] + ([trusted_cp.tree_size] if trusted_cp else []))
     if run.tiles is not None:
         run.tiles.finish()
@@ -373,15 +386,19 @@ def verify_path(
     quorum: int | None = None,
     state_path: str | None = None,
     deadlines: transport.Deadlines | None = None,
+    policy_path: str | None = None,
 ) -> Report:
     """``fundledger verify``: open SOURCE, load the optional key, trusted
-    checkpoint and witness keys, verify. With ``state_path``: resume from the
+    checkpoint, witness keys or policy, verify. With ``state_path``: resume from the
     state saved there if it exists, and save the new state after success.
     ``deadlines`` bound each request to a URL source."""
     vkeys = [load_vkey(vkey)] if vkey else []
     witness_keys = distinct_witnesses([load_vkey(w) for w in witnesses])
     if quorum is not None and not 0 < quorum <= len(witness_keys):
         raise InputError(f"--quorum {quorum} needs at least that many --witness keys")
+    if policy_path is not None and witnesses:
+        raise InputError("--policy names the witnesses: give it or --witness, not both")
+    policy = load_policy(policy_path) if policy_path is not None else None
     trusted = None
     if trusted_path is not None:
         trusted = read_small_file(trusted_path, MAX_CHECKPOINT_BYTES, "a trusted checkpoint")
@@ -393,7 +410,7 @@ def verify_path(
         resume = VerifierState.load(state_path) if state_path and os.path.exists(state_path) else None
         with src.failures():
             report = verify(src, vkeys, trusted, workers, witnesses=witness_keys, quorum=quorum, resume=resume,
-                            keep_state=bool(state_path))
+                            keep_state=bool(state_path), policy=policy)
     finally:
         src.close()
     if state_path and report.state is not None:
