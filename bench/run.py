@@ -82,7 +82,7 @@ class Table:
         return row
 
 
-SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory")
+SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory", "browser")
 
 
 def render(rows: list[dict], markdown: bool = False) -> str:
@@ -650,7 +650,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rebuild-cache", action="store_true", help="rebuild the cached benchmark ledgers")
     ap.add_argument("--profile", action="store_true",
                     help="instead of the benchmark: where the time goes in import and verify (bench/profile.py)")
-    ap.add_argument("--only", default="", help="comma-separated sections to run (raw,append,verify,proofs,site,light)")
+    ap.add_argument("--only", default="", help="comma-separated sections to run (raw,append,verify,proofs,site,light,browser)")
     a = ap.parse_args(argv)
 
     if a.render:
@@ -737,6 +737,10 @@ def main(argv=None) -> int:
         if db2 is not None:
             guarded("light", light.bench_light_cli, t, work, db2, large, run_cli)
             guarded("light", light.bench_light_browser, t, db2, large)
+    if want("browser"):
+        from bench import browser
+
+        guarded("browser", browser.bench_replay, t, dbs[large][0], large)
 
     try:
         load_end = os.getloadavg()
