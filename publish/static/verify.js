@@ -593,6 +593,7 @@
       if (typeof obj.id !== "string" || obj.id.length > 128 || !PRINTABLE_ID.test(obj.id)) fail("bad liquidation id");
       const idKey = obj.contract + "\u0000" + obj.id;
       if (this.seen.has(idKey)) fail(`liquidation ${obj.id} of ${obj.contract} is recorded twice`);
+      if (this.oldIds && this.oldIds.has(hex(idHash(idKey)))) throw new NeedFull();  // perhaps one the fund had before
       if (obj.side !== "long" && obj.side !== "short") fail("side must be long or short");
       const q = positive(obj.qty, "qty");
       const b = positive(obj.bankruptcy_price, "bankruptcy_price");
@@ -617,6 +618,7 @@
       fund.balance = balance;
       Object.assign(fund, { seq, leaf, entries: fund.entries + 1, headLeaf: null });
       this.seen.add(idKey);
+      if (this.newIds) this.newIds.push(idHash(idKey));
       this.lastKind = kind;
     }
 
@@ -657,6 +659,77 @@
     let isCanonical = false;
     try { isCanonical = canonical(obj) + "\n" === n.textStr; } catch (e) { if (!(e instanceof Failure)) throw e; }
     return { obj, checks, isCanonical, signers };
+  }
+
+  // --- return visits (docs/SITE.md, "Return visits"; publish/static/memory.js) -----------------
+
+  /** A warning for a returning visitor: what this site shows now is not an
+   *  extension of what this browser verified here before. */
+  class MemoryWarning extends Failure {
+    constructor(kind, msg) { super(msg); this.kind = kind; }
+  }
+  /** A liquidation id of the new entries may be one the fund had before
+   *  (its remembered hash matches): settled by checking the whole fund. */
+  class NeedFull extends Error {}
+  const memory = window.FundledgerMemory || null;
+  function idHash(idKey) { return sha256Sync(enc.encode(idKey)).subarray(0, 8); }
+  const sizeText = (n) => `${n.toLocaleString("en-US")} entries`;
+
+  /** The root of the first ``m`` leaves of the tree of ``tiles``, from its
+   *  hash tiles, each authenticated up to the new root: the consistency
+   *  proof of RFC 6962 (the subtrees of the old tree's compact range), read
+   *  from tlog-tiles. */
+  async function prefixRoot(tiles, m) {
+    if (m === 0) return sha256Sync(new Uint8Array(0));
+    if (!tiles.edge) tiles.edge = tiles.checkEdge();
+    await tiles.edge;
+    const roots = [];
+    for (let b = 52; b >= 0; b--) {
+      if (Math.floor(m / 2 ** b) % 2 === 0) continue;
+      const start = Math.floor(m / 2 ** (b + 1)) * 2 ** (b + 1);
+      const T = Math.floor(b / 8), j = b - 8 * T;
+      const pos = start / 2 ** (8 * T);
+      const index = Math.floor(pos / TILE_WIDTH), off = pos % TILE_WIDTH;
+      const key = `${T}/${index}`;
+      const hashes = tiles.tiles.has(key) ? tiles.tiles.get(key) : await tiles.tile(T, index);
+      roots.push(perfectRoot(hashes.slice(off, off + 2 ** j)));
+    }
+    let r = roots[roots.length - 1];
+    for (let i = roots.length - 2; i >= 0; i--) r = nodeHashSync(roots[i], r);
+    return r;
+  }
+
+  /** Why the tree of (size, root) remembered is not a prefix of ``cp``'s, or null. */
+  async function inconsistency(tiles, cp, size, root) {
+    if (size > cp.size) return "rollback";
+    if (size === cp.size) return root === b64encode(cp.root) ? null : "fork";
+    return b64encode(await prefixRoot(tiles, size)) === root ? null : "fork";
+  }
+  const WHY = {
+    rollback: "this site now shows a smaller log than the one this browser verified here before: the log went back (a rollback)",
+    fork: "this site now shows a log that does not extend the one this browser verified here before: two different histories (a fork)",
+    key: "this site now publishes another log key than the one this browser verified this log with before",
+  };
+  function warning(kind, old, cp) {
+    return new MemoryWarning(kind, `${WHY[kind]}. Verified here before: ${sizeText(old.size)}, root ${old.root}. ` +
+      `Shown now: ${sizeText(cp.size)}, root ${b64encode(cp.root)}. Do not rely on what this site shows now.`);
+  }
+
+  /** The checkpoint this browser verified here before, against ``cp`` (its
+   *  tree read through ``tiles``): {old, damaged}; a MemoryWarning if ``cp``
+   *  does not extend it. */
+  async function checkMemory(anchor, cp, tiles) {
+    const r = memory ? memory.checkpoint(cp.origin) : { status: "none" };
+    if (r.status !== "ok") return { old: null, damaged: r.status === "damaged" };
+    const old = r.value;
+    if (old.vkey !== anchor.vkey) throw warning("key", old, cp);
+    const kind = cp.size === 0 && old.size > 0 ? "rollback" : cp.size === 0 ? null : await inconsistency(tiles, cp, old.size, old.root);
+    if (kind) throw warning(kind, old, cp);
+    return { old, damaged: false };
+  }
+  function rememberCheckpoint(anchor, cp, cpBytes) {
+    if (!memory || cpBytes.length > 16384) return false;
+    return memory.saveCheckpoint(cp.origin, { size: cp.size, root: b64encode(cp.root), note: decode(cpBytes, "the checkpoint"), vkey: anchor.vkey });
   }
 
   // --- the light check of one fund (docs/FORMAT.md, "The light check of one fund") -----
@@ -762,14 +835,15 @@
 
   /** The ``length`` entries of chain ``name``: [seq, bytes, leaf hash],
    *  seqs strictly increasing, each authenticated (a bundle at a time). */
-  async function* chainEntries(tiles, name, length) {
+  async function* chainEntries(tiles, name, length, from = 0) {
     let last = -1;
     const where = (index) => {
       const width = Math.min(TILE_WIDTH, length - index * TILE_WIDTH);
       return [width, `chain/${name}/${indexPath(index)}${width === TILE_WIDTH ? "" : ".p/" + width}`];
     };
-    let next = length > 0 ? get(where(0)[1]) : null;
-    for (let index = 0; index * TILE_WIDTH < length; index++) {
+    const start = Math.floor(from / TILE_WIDTH);
+    let next = length > from ? get(where(start)[1]) : null;
+    for (let index = start; index * TILE_WIDTH < length; index++) {
       const [width, path] = where(index);
       const data = await next;
       next = (index + 1) * TILE_WIDTH < length ? get(where(index + 1)[1]) : null;  // the next one meanwhile
@@ -783,7 +857,7 @@
         return [seq, data, leafHashSync(data)];
       });
       await tiles.authenticate(batch);
-      yield* batch;
+      yield* batch.slice(Math.max(0, from - index * TILE_WIDTH));
     }
   }
 
@@ -907,35 +981,55 @@
     return head;
   }
 
-  /** The light check of fund ``symbol`` against this site's /vkey. */
-  async function checkFund(symbol, onProgress) {
-    const anchor = await parseVkey(decode(await get("vkey"), "/vkey").trim(), "/vkey");
-    const cpBytes = await get("checkpoint", { optional: true });
-    if (cpBytes === null) fail("this site publishes no signed checkpoint yet");
-    const note = splitNote(cpBytes, "the checkpoint");
-    const cp = parseCheckpoint(note.textStr);
-    if (cp.origin !== anchor.name) fail(`the checkpoint is for ${cp.origin}, not ${anchor.name}`);
-    if (cp.size === 0) fail("the checkpoint is of the empty log");
-    const sinceBytes = await get("since", { optional: true });
-    if (sinceBytes === null) fail("this log is in format 1: one fund can be checked alone only in format 2 (check the whole log instead)");
-    const sinceText = decode(sinceBytes, "/since");
-    if (!/^(0|[1-9][0-9]{0,15})\n$/.test(sinceText) || Number(sinceText) >= cp.size) fail("/since is not a seq of this tree");
-    const since = Number(sinceText);
-    const tiles = new TreeTiles(cp.size, cp.root);
-    const entryAt = async (seq) => {
-      const index = Math.floor(seq / TILE_WIDTH), w = Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH);
-      const data = splitBundle(await get(tilePath(-1, index, w)), w, index * TILE_WIDTH).items[seq % TILE_WIDTH];
-      if (!data) fail(`entry ${seq}: the entry bundle is truncated`);
-      await tiles.authenticate([[seq, data, leafHashSync(data)]]);
-      return data;
-    };
-    const { book, state } = await checkKeysAndState(tiles, anchor, note, cp, since, entryAt);
-    const head = await fundHead(symbol, state, cp.size);
-    const fundBook = new Book(anchor);
-    fundBook.keys = book.keys;
-    let count = 0;
+  /** The fund state this browser verified before, if it is usable: checked
+   *  to be in a prefix of the new tree, and not newer than the new head (a
+   *  MemoryWarning otherwise). null: check the whole fund. */
+  async function priorFund(symbol, cp, tiles, head) {
+    const r = memory ? memory.fund(cp.origin, symbol) : { status: "none" };
+    if (r.status !== "ok") return { prior: null, damaged: r.status === "damaged" };
+    const p = r.value;
+    const kind = await inconsistency(tiles, cp, p.size, p.root);
+    if (kind) throw warning(kind, p, cp);
+    const ids = b64decode(p.ids, "the remembered ids");
+    const units = /^[0-9]+(\.[0-9]+)?$/.test(p.balance) ? BigInt(p.balance.replace(".", "")) : -1n;
+    if (ids.length % 8 || units < 0n || amountStr(units, p.scale) !== p.balance) return { prior: null, damaged: true };
+    if (head.seq < p.seq || head.entries < p.entries) {
+      throw new MemoryWarning("stale", `the head of ${symbol} in the new checkpoint (entry #${head.seq}, ${head.entries} entries, balance ${head.balance}) ` +
+        `is older than the one this browser verified here before (entry #${p.seq}, ${p.entries} entries, balance ${p.balance}, ` +
+        `in the log of ${sizeText(p.size)}). Do not rely on this fund's balance as this site shows it now.`);
+    }
+    const old = new Set();
+    for (let i = 0; i < ids.length; i += 8) old.add(hex(ids.subarray(i, i + 8)));
+    return { prior: Object.assign({}, p, { units, idBytes: ids, idSet: old }), damaged: false };
+  }
+  function notThroughPrior(symbol, p) {
+    return new MemoryWarning("stale", `the chain of ${symbol} in the new checkpoint does not pass through the head this browser verified ` +
+      `here before (entry #${p.seq}, in the log of ${sizeText(p.size)}): its history was rewritten. Do not rely on this fund's balance as this site shows it now.`);
+  }
+  /** The fund's book set to the remembered state, to go on from there. */
+  function resume(fundBook, symbol, p) {
+    fundBook.funds.set(symbol, { scale: p.scale, type: p.type, mult: positive(p.multiplier, "the remembered multiplier"), currency: p.currency,
+      balance: p.units, seq: p.seq, leaf: b64decode(p.hash, "the remembered head"), entries: p.entries, headLeaf: null });
+    fundBook.oldIds = p.idSet;
+  }
+  function rememberFund(cp, symbol, f, ids) {
+    if (!memory) return false;
+    return memory.saveFund(cp.origin, symbol, { size: cp.size, root: b64encode(cp.root), seq: f.seq, hash: b64encode(f.leaf), entries: f.entries,
+      balance: amountStr(f.balance, f.scale), scale: f.scale, type: f.type, multiplier: amountStr(f.mult[0], f.mult[1]),
+      currency: f.currency, ids: b64encode(ids) });
+  }
+
+  /** The fund's chain from entry ``from`` to its head, by the rules, from ``fundBook``'s state. */
+  async function walkChain(ctx, fundBook, from, onProgress) {
+    const { tiles, symbol, head, cp, anchor, since, prior } = ctx;
+    let count = from, checked = 0;
     const pending = [];  // [seq, signatures' verdict] of the entries not yet settled
-    for await (const [seq, data, leaf] of chainEntries(tiles, symbol, head.entries)) {
+    for await (const [seq, data, leaf] of chainEntries(tiles, symbol, head.entries, from)) {
+      if (prior && count === prior.entries - 1) {  // the head this browser verified before
+        if (seq !== prior.seq || b64encode(leaf) !== prior.hash) throw notThroughPrior(symbol, prior);
+        count++;
+        continue;
+      }
       const kind = count === 0 ? "contract" : "liquidation";
       if (seq >= cp.size - 1) fail(`entry ${seq}: the chain of ${symbol} reaches past the state entry`);
       const obj = textObject(data, `entry ${seq}`);
@@ -950,22 +1044,98 @@
       pending.push([seq, opened.signed]);
       // the signatures are checked in the workers meanwhile; at most 8 bundles' in flight
       if (pending.length >= 8 * TILE_WIDTH) await signaturesHold(pending.splice(0, TILE_WIDTH));
-      onProgress(++count, head.entries);
+      count++;
+      onProgress(++checked, head.entries - (prior ? prior.entries : 0));
     }
     await signaturesHold(pending);
+    return checked;
+  }
+
+  /** The light check of fund ``symbol`` against this site's /vkey; from the
+   *  fund state this browser verified before, if any and ``useMemory``. */
+  async function checkFund(symbol, onProgress, useMemory = true) {
+    const anchor = await parseVkey(decode(await get("vkey"), "/vkey").trim(), "/vkey");
+    const cpBytes = await get("checkpoint", { optional: true });
+    if (cpBytes === null) fail("this site publishes no signed checkpoint yet");
+    const note = splitNote(cpBytes, "the checkpoint");
+    const cp = parseCheckpoint(note.textStr);
+    if (cp.origin !== anchor.name) fail(`the checkpoint is for ${cp.origin}, not ${anchor.name}`);
+    if (cp.size === 0) fail("the checkpoint is of the empty log");
+    const sinceBytes = await get("since", { optional: true });
+    if (sinceBytes === null) fail("this log is in format 1: one fund can be checked alone only in format 2 (check the whole log instead)");
+    const sinceText = decode(sinceBytes, "/since");
+    if (!/^(0|[1-9][0-9]{0,15})\n$/.test(sinceText) || Number(sinceText) >= cp.size) fail("/since is not a seq of this tree");
+    const since = Number(sinceText);
+    const tiles = new TreeTiles(cp.size, cp.root);
+    const remembered = await checkMemory(anchor, cp, tiles);
+    const entryAt = async (seq) => {
+      const index = Math.floor(seq / TILE_WIDTH), w = Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH);
+      const data = splitBundle(await get(tilePath(-1, index, w)), w, index * TILE_WIDTH).items[seq % TILE_WIDTH];
+      if (!data) fail(`entry ${seq}: the entry bundle is truncated`);
+      await tiles.authenticate([[seq, data, leafHashSync(data)]]);
+      return data;
+    };
+    const { book, state } = await checkKeysAndState(tiles, anchor, note, cp, since, entryAt);
+    const head = await fundHead(symbol, state, cp.size);
+    const { prior, damaged } = useMemory ? await priorFund(symbol, cp, tiles, head) : { prior: null, damaged: false };
+    try {
+      return await fundFromHead({ anchor, note, cp, cpBytes, since, tiles, symbol, head, prior, book, remembered,
+        damaged: damaged || remembered.damaged }, onProgress);
+    } catch (e) {
+      if (e instanceof NeedFull) return checkFund(symbol, onProgress, false);
+      throw e;
+    }
+  }
+
+  /** The walk of the fund's chain, its head, and what to remember. */
+  async function fundFromHead(ctx, onProgress) {
+    const { anchor, note, cp, cpBytes, symbol, head, prior, book } = ctx;
+    const fundBook = new Book(anchor);
+    fundBook.keys = book.keys;
+    fundBook.newIds = [];
+    if (prior) resume(fundBook, symbol, prior);
+    const checked = await walkChain(ctx, fundBook, prior ? prior.entries - 1 : 0, onProgress);
     const f = fundBook.funds.get(symbol);
-    if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
+    if (!f) fail(`the chain of ${symbol} is empty`);
+    if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) {
+      if (prior && head.entries === prior.entries) throw notThroughPrior(symbol, prior);
+      fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
+    }
     const balance = amountStr(f.balance, f.scale);
     if (balance !== head.balance) fail(`the head of ${symbol} says balance ${head.balance}, its entries give ${balance}`);
     const cosigners = [...new Set(note.sigs.map((s) => s.name).filter((n) => n !== anchor.name))];
-    return { size: cp.size, balance, currency: f.currency, entries: count, lastSeq: f.seq, keys: book.keys.length, cosigners, tiles: tiles.fetched };
+    const kept = rememberCheckpoint(anchor, cp, cpBytes) &&
+      rememberFund(cp, symbol, f, concat(prior ? prior.idBytes : new Uint8Array(0), ...fundBook.newIds));
+    return { size: cp.size, balance, currency: f.currency, entries: f.entries, checked, lastSeq: f.seq, keys: book.keys.length,
+      cosigners, tiles: ctx.tiles.fetched, prior, damaged: ctx.damaged, kept, origin: cp.origin };
+  }
+
+  /** What this browser remembers, said in ``node`` (a warning: ``alarm``). */
+  function showMemory(node, text, alarm) {
+    node.textContent = text;
+    node.hidden = !text;
+    node.className = alarm ? "memory alarm" : "memory";
+    if (alarm) node.setAttribute("role", "alert"); else node.removeAttribute("role");
+  }
+  function fundMemoryText(r) {
+    const parts = [];
+    if (r.damaged) parts.push("What this browser remembered of this log was damaged: it was ignored and forgotten.");
+    parts.push(r.kept ? `This browser now remembers this checkpoint (${sizeText(r.size)}) and this fund's head, to warn you if this site later shows an older or a different log, and to check only what is new next time.`
+      : "This browser could not remember this checkpoint (storage is off or full): the next check starts from scratch and cannot warn of a rollback.");
+    return parts.join(" ");
   }
 
   /** The "Check this fund" button of a contract page. */
   function initFundCheck(section) {
     const q = (id) => section.querySelector("#" + id);
     const button = q("fund-check-run"), status = q("fund-check-status"), verdict = q("fund-check-verdict");
+    const said = q("fund-check-memory"), forget = q("fund-check-forget");
     button.hidden = false;
+    forget.addEventListener("click", () => {
+      const n = memory && section.dataset.logOrigin ? memory.forget(section.dataset.logOrigin) : 0;
+      showMemory(said, `This browser forgot what it remembered of this log (${n} record${n === 1 ? "" : "s"}): the next check starts from scratch.`, false);
+      forget.hidden = true;
+    });
     button.addEventListener("click", async () => {
       button.disabled = true;
       bytesFetched = 0;
@@ -975,9 +1145,13 @@
       section.dataset.verdict = "running";
       try {
         if (!window.isSecureContext || !window.crypto || !crypto.subtle) fail("this page is not in a secure context (open it over HTTPS)");
+        showMemory(said, "", false);
         const r = await checkFund(section.dataset.contract, (done, total) => {
           if (done % TILE_WIDTH === 0 || done === total) status.textContent = `Checked ${done.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} entries of this fund · downloaded ${(bytesFetched / 1e6).toFixed(2)} MB`;
         });
+        section.dataset.logOrigin = r.origin;
+        showMemory(said, fundMemoryText(r), false);
+        forget.hidden = !r.kept && !r.prior;
         const shown = section.dataset.balance, shownSize = Number(section.dataset.size);
         let page = "";
         if (shown && shownSize === r.size) {
@@ -989,7 +1163,10 @@
         const secs = ((performance.now() - started) / 1000).toFixed(1);
         verdict.className = "verdict ok";
         verdict.textContent = `checked: ${display(r.balance)} ${r.currency}`;
-        status.textContent = `All ${r.entries.toLocaleString("en-US")} entries of this fund, up to entry #${r.lastSeq.toLocaleString("en-US")}, ` +
+        status.textContent = (r.prior ? `Checked ${r.checked.toLocaleString("en-US")} new entries since your last visit at size ${r.prior.size.toLocaleString("en-US")}: ` +
+          `this fund's chain from its new head back to the head this browser verified then (entry #${r.prior.seq.toLocaleString("en-US")}), ` +
+          `and that the new checkpoint extends the one of then. The fund now has ${r.entries.toLocaleString("en-US")} entries, up to entry #${r.lastSeq.toLocaleString("en-US")}, `
+          : `All ${r.entries.toLocaleString("en-US")} entries of this fund, up to entry #${r.lastSeq.toLocaleString("en-US")}, `) +
           `checked against the checkpoint of ${r.size.toLocaleString("en-US")} entries, following ${r.keys} log key${r.keys === 1 ? "" : "s"}: ` +
           `${(bytesFetched / 1e6).toFixed(2)} MB, ${r.tiles} hash tiles, ${secs} s.${page}`;
         q("fund-check-witnesses").textContent = r.cosigners.length
@@ -1000,8 +1177,16 @@
       } catch (e) {
         const reason = e instanceof Failure ? e.message : `unexpected error: ${e && e.message ? e.message : e}`;
         verdict.className = "verdict bad";
-        verdict.textContent = "failed: " + reason;
-        section.dataset.verdict = "failed";
+        if (e instanceof MemoryWarning) {
+          verdict.textContent = "warning: not verified, see below";
+          section.dataset.verdict = e.kind;
+          status.textContent = "";
+          showMemory(said, "Warning: " + e.message, true);
+          forget.hidden = false;
+        } else {
+          verdict.textContent = "failed: " + reason;
+          section.dataset.verdict = "failed";
+        }
         if (!(e instanceof Failure)) console.error(e);
       } finally {
         button.disabled = false;
@@ -1463,6 +1648,13 @@
     const started = performance.now();
     try {
       const ctx = await loadKeyAndCheckpoint();
+      memoryOrigin = ctx.cp.origin;
+      const remembered = await checkMemory(ctx.anchor, ctx.cp, new TreeTiles(ctx.cp.size, ctx.cp.root));
+      const before = (remembered.damaged ? "What this browser remembered of this log was damaged: it was ignored and forgotten. " : "") +
+        (remembered.old ? `This browser verified this log here before at ${sizeText(remembered.old.size)}; ` +
+        "the new checkpoint extends that one (checked from the hash tiles). " : "");
+      showMemory(el("memory-text"), before, false);
+      el("memory-forget").hidden = !remembered.old;
       const params = new URLSearchParams(location.search);
       const limit = (name, fallback) => (params.has(name) ? Number(params.get(name)) : Number(fallback));
       const auto = limit("threshold", app.dataset.autoLimit || 50000);
@@ -1473,6 +1665,10 @@
       el("plan").hidden = true;
       ctx.funds = await loadFunds();
       await full(ctx);
+      const kept = rememberCheckpoint(ctx.anchor, ctx.cp, ctx.cpBytes);
+      showMemory(el("memory-text"), before + (kept ? `This browser now remembers this checkpoint (${sizeText(ctx.cp.size)}), ` +
+        "to warn you if this site later shows an older or a different log." : "This browser could not remember this checkpoint (storage is off or full)."), false);
+      el("memory-forget").hidden = !kept;
       verdict.className = "verdict ok";
       verdictText.textContent = "verified";
       app.dataset.verdict = "verified";
@@ -1485,6 +1681,12 @@
       verdict.className = "verdict bad";
       verdictText.textContent = "failed: " + reason;
       app.dataset.verdict = "failed";
+      if (e instanceof MemoryWarning) {
+        verdictText.textContent = "warning: not verified, see below";
+        app.dataset.verdict = e.kind;
+        showMemory(el("memory-text"), "Warning: " + e.message, true);
+        el("memory-forget").hidden = false;
+      }
       if (e instanceof Failure && e.step) {
         document.querySelectorAll("#steps li.running").forEach((li) => (li.className = ""));
         step(e.step, "failed");
@@ -1497,7 +1699,13 @@
     }
   }
 
+  let memoryOrigin = null;
   rerun.addEventListener("click", () => run(true));
+  el("memory-forget").addEventListener("click", () => {
+    const n = memory && memoryOrigin ? memory.forget(memoryOrigin) : 0;
+    el("memory-forget").hidden = true;
+    showMemory(el("memory-text"), `This browser forgot what it remembered of this log (${n} record${n === 1 ? "" : "s"}).`, false);
+  });
   el("start-full").addEventListener("click", () => run(true));
   run(false);
 })();
