@@ -82,7 +82,7 @@ class Table:
         return row
 
 
-SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory")
+SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory", "browser")
 
 
 def render(rows: list[dict], markdown: bool = False) -> str:
@@ -677,7 +677,8 @@ def main(argv=None) -> int:
                     help="instead of the benchmark: where the time goes in import and verify (bench/profile.py)")
     ap.add_argument("--large", type=int, default=1_000_000,
                     help="entries in the large log (default 1M; 10M takes about an hour on two cores)")
-    ap.add_argument("--only", default="", help="comma-separated sections to run (raw,append,verify,proofs,site,light,scale)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated sections to run (raw,append,verify,proofs,site,light,browser,scale)")
     a = ap.parse_args(argv)
 
     if a.render:
@@ -715,7 +716,8 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
 
     dbs = {}
-    needed = (proof_sizes if want("proofs") else []) + ([large] if want("verify") or want("site") or want("append") else [])
+    needed = (proof_sizes if want("proofs") else []) + (
+        [large] if want("verify") or want("site") or want("append") or want("browser") else [])
     for n in sorted(set(needed)):
         db, key, info = gen.cached_ledger(results_dir, n, a.rebuild_cache, log)
         dbs[n] = (db, key, info)
@@ -766,6 +768,10 @@ def main(argv=None) -> int:
         if db2 is not None:
             guarded("light", light.bench_light_cli, t, work, db2, large, run_cli)
             guarded("light", light.bench_light_browser, t, db2, large)
+    if want("browser"):
+        from bench import browser
+
+        guarded("browser", browser.bench_replay, t, dbs[large][0], large)
 
     if want("scale"):
         from bench import scale

@@ -30,7 +30,10 @@ HISTORY_PAGE = 50
 MAX_HISTORY_PAGE = 200
 # Large logs: /verify checks inclusion proofs of the entries on screen
 # instead of replaying everything (docs/SITE.md, "Verify in your browser").
-VERIFY_FULL_LIMIT = 50_000
+# /verify: the full replay starts by itself up to AUTO entries; above it waits for the
+# visitor's button, and above DESKTOP it says it is a job for a desktop (docs/SITE.md)
+VERIFY_AUTO_LIMIT = 50_000
+VERIFY_DESKTOP_LIMIT = 1_000_000
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 PARTIAL = "public, max-age=3600"
@@ -422,7 +425,7 @@ async def verify_page(datasette, request):
     cfg = _cfg(datasette)
     d = await _read(datasette, queries.verify_page, cfg.origin, _snap(datasette), cfg.witnesses)
     return await _page(datasette, request, "fl_verify.html", {
-        "d": d, "full_limit": VERIFY_FULL_LIMIT, "title": "Check it yourself",
+        "d": d, "auto_limit": VERIFY_AUTO_LIMIT, "desktop_limit": VERIFY_DESKTOP_LIMIT, "title": "Check it yourself",
     })
 
 

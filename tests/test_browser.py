@@ -141,11 +141,25 @@ def test_pages_and_verification(genuine, page):
         assert "Replayed all 324 entries" in page.inner_text("#status")
         page.screenshot(path=f"{SHOTS}/verify.png", full_page=True)
 
-        # the large-log mode: signed checkpoint and one inclusion proof per fund, which is not all
-        assert run_verifier(page, url + "verify?threshold=10").startswith("not verified")
-        assert page.get_attribute("#verify-app", "data-verdict") == "partial"
-        assert "signed entry" in page.inner_text("#status")
+        # a large log: what the replay costs first, then the same full replay on request
+        assert run_verifier(page, url + "verify?threshold=10").startswith("not checked yet: a log of 324 entries")
+        assert page.get_attribute("#verify-app", "data-verdict") == "not-started"
+        plan = page.inner_text("#plan-text")
+        assert "replays all 324 entries" in plan and "MB" in plan and "signatures a second on" in plan, plan
+        assert not page.locator("#plan-desktop").is_visible()
+        assert page.locator("#page-balances .match .yes").count() == 0
+        page.screenshot(path=f"{SHOTS}/verify-plan.png", full_page=True)
+        page.click("#start-full")
+        page.wait_for_selector("#verify-app[data-verdict=verified], #verify-app[data-verdict=failed]",
+                               timeout=VERDICT_TIMEOUT_MS)
+        assert page.inner_text("#verdict-text") == "verified"
         assert page.locator("#page-balances .match .yes").count() == 3
+        assert "Replayed all 324 entries" in page.inner_text("#status")
+        # above the desktop size: it says so and points to each fund's own check
+        run_verifier(page, url + "verify?threshold=10&desktop=100")
+        assert page.locator("#plan-desktop").is_visible()
+        assert page.locator("#plan-funds a").count() == 3
+        assert page.get_attribute("#plan-funds a >> nth=0", "href").endswith("#fund-check")
         page.goto(url + "entry/5")
         assert "Download the receipt" in page.inner_text("main")
         page.screenshot(path=f"{SHOTS}/entry.png", full_page=True)

@@ -1,7 +1,7 @@
 """The in-browser verifier against a site that shows what it did not
 verify: a host rewriting /funds.json (the numbers of the other pages), a
-summary table edited in the database, and the large-log mode, which must
-never say "verified" for what it did not prove (Debian's chromium through
+summary table edited in the database, and a large log, which is never
+called "verified" before the full replay of every entry (Debian's chromium through
 Playwright, as tests/test_browser.py)."""
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ def test_an_edited_summary_table_is_not_what_the_pages_show(genuine, page, tmp_p
     assert shown == computed == real
 
 
-def test_the_large_log_mode_never_says_verified(genuine, page, tmp_path):
+def test_a_large_log_is_never_called_verified_before_its_full_replay(genuine, page, tmp_path):
     """The derived contract column of a fund's latest entry is changed, which
-    used to make the large-log mode check an older entry (an older, higher
-    balance) and say "verified". Now the page shows the verified balance and
-    the mode says it did not verify the whole log."""
+    once made a large-log mode that checked one receipt per fund check an
+    older entry and say "verified". A large log now waits for the visitor's
+    button, says nothing is checked yet, and then replays every entry."""
     con = sqlite3.connect(genuine)
     seq = con.execute("SELECT MAX(seq) FROM entries WHERE contract = 'XBTUSDTM' AND kind = 'liquidation' "
                       "AND seq < (SELECT MAX(tree_size) FROM checkpoints)").fetchone()[0]
@@ -78,10 +78,14 @@ def test_the_large_log_mode_never_says_verified(genuine, page, tmp_path):
     db = tampered_copy(genuine, str(tmp_path / "l.db"), ("UPDATE entries SET contract = 'ZZZ' WHERE seq = ?", (seq,)))
     real = _balances_at_checkpoint(genuine)
     with BackgroundServer(db) as url:
-        verdict = run_verifier(page, url + "verify?threshold=10")
+        waiting = run_verifier(page, url + "verify?threshold=10")
         state = page.get_attribute("#verify-app", "data-verdict")
+        computed = page.locator("#page-balances .match .yes").count()
+        page.click("#start-full")
+        page.wait_for_selector("#verify-app[data-verdict=verified], #verify-app[data-verdict=failed]", timeout=60_000)
+        verdict = page.inner_text("#verdict-text")
         rows = {tr.get_attribute("data-contract"): tr.get_attribute("data-balance")
                 for tr in page.locator("#page-balances tbody tr").all()}
-    assert verdict.startswith("not verified") and "verified" != verdict, verdict
-    assert state == "partial"
+    assert waiting.startswith("not checked yet") and state == "not-started" and computed == 0, waiting
+    assert verdict == "verified" and "Replayed all" in page.inner_text("#status")
     assert rows == real

@@ -20,11 +20,12 @@
  * A failure names the same entry, and for an entry breaking several checks
  * the same first one, as ledger/verify/verifier.py (docs/FORMAT.md, "The order of
  * checks").
- * Over data-full-limit entries (default 50,000) it checks instead the
- * signed checkpoint and an inclusion proof (receipt) for each fund's entry
- * shown on the page. That proves less (not that the entry is the fund's
- * latest, nor that no fund is left out), so it then says "not verified";
- * ?full=1 forces the full check.
+ * The signature checks run in Web Workers on every core, while the rules
+ * are replayed here in seq order. Over data-auto-limit entries (default
+ * 50,000) it first says what the replay will cost (download, memory, time
+ * at this browser's measured rate) and waits for the visitor's button; over
+ * data-desktop-limit (default 1,000,000) it says the replay is for a
+ * desktop and points to each fund's own check. ?full=1 starts at once.
  *
  * No library, no network access but this site. Plain ES2020.
  */
@@ -190,7 +191,12 @@
     for (const y of ys) for (const sign of [0n, 1n]) out.add(hex(leBytes(y | (sign << 255n))));
     return out;
   })();
-  function refusedPoint(bytes) { return REFUSED_POINTS.has(hex(bytes)); }
+  // their first four bytes, as a number: almost every point is told apart by those alone
+  const REFUSED_PREFIXES = new Set([...REFUSED_POINTS].map((h) => parseInt(h.slice(0, 8), 16)));
+  function refusedPoint(bytes) {
+    const prefix = ((bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3]) >>> 0;
+    return REFUSED_PREFIXES.has(prefix) && REFUSED_POINTS.has(hex(bytes));
+  }
   /** R neither small-order nor non-canonical, S below L (S < 2**252 < L when its top byte is below 0x10). */
   function sigShapeOk(sig) {
     return sig.length === 64 && !refusedPoint(sig.subarray(0, 32)) && (sig[63] < 0x10 || leInt(sig.subarray(32)) < ORDER_L);
@@ -252,49 +258,103 @@
   }
 
   /** Ed25519 verification spread over Web Workers (verify-worker.js), one
-   *  per core up to four, in batches; on this thread when workers are not
+   *  per core (navigator.hardwareConcurrency, at most 16), in batches, each
+   *  to the worker with the least to do; on this thread when workers are not
    *  available. Each call still gets its own verdict. */
+  const BATCH = 64;
   const pool = {
-    workers: null, queue: [], next: 0, waiting: new Map(), id: 0, timer: null,
+    workers: null, queue: [], waiting: new Map(), id: 0, timer: null,
     start() {
       this.workers = [];
       if (typeof Worker === "undefined") return;
-      const n = Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 4));
+      const n = Math.max(1, Math.min(navigator.hardwareConcurrency || 2, 16));
       try {
         for (let i = 0; i < n; i++) {
           const w = new Worker(base + "static/verify-worker.js");
           w.onmessage = (e) => this.done(e.data);
           w.onerror = () => { this.workers = []; };
+          w.load = 0;
           this.workers.push(w);
         }
       } catch (e) { this.workers = []; }
+    },
+    size() {
+      if (this.workers === null) this.start();
+      return Math.max(1, this.workers.length);
     },
     verify(k, sig, text) {
       if (this.workers === null) this.start();
       if (!this.workers.length) return crypto.subtle.verify({ name: "Ed25519" }, k.key, sig, text);
       return new Promise((resolve, reject) => {
         this.queue.push({ item: [k.pub, sig, text], resolve, reject, k });
-        if (this.queue.length >= 128) this.flush();
+        if (this.queue.length >= BATCH) this.flush();
         else if (!this.timer) this.timer = setTimeout(() => this.flush(), 0);
       });
     },
     flush() {
       clearTimeout(this.timer);
       this.timer = null;
-      if (!this.queue.length) return;
-      const batch = this.queue.splice(0);
-      const id = ++this.id;
-      this.waiting.set(id, batch);
-      this.workers[this.next++ % this.workers.length].postMessage({ id, items: batch.map((b) => b.item) });
+      while (this.queue.length) {
+        const batch = this.queue.splice(0, BATCH);
+        const id = ++this.id;
+        const w = this.workers.reduce((a, b) => (b.load < a.load ? b : a));
+        w.load += batch.length;
+        this.waiting.set(id, { batch, w });
+        w.postMessage({ id, items: batch.map((b) => b.item) });
+      }
     },
-    done({ id, oks, error }) {
-      const batch = this.waiting.get(id);
+    done({ id, oks, leaves, error }) {
+      const sent = this.waiting.get(id);
       this.waiting.delete(id);
-      if (!batch) return;
-      batch.forEach((b, i) => {
+      if (!sent) return;
+      sent.w.load -= sent.batch.length;
+      if (sent.resolve) return sent.resolve({ leaves, oks, error });
+      sent.batch.forEach((b, i) => {
         if (error) crypto.subtle.verify({ name: "Ed25519" }, b.k.key, b.item[1], b.item[2]).then(b.resolve, b.reject);
         else b.resolve(oks[i]);
       });
+    },
+    /** The leaf hashes of ``items`` (entries, views of ``data``) and the
+     *  verdicts of ``jobs`` ([key, signature, text view of data]), the work
+     *  split between the workers: {leaves: [hash], oks: [boolean]}. */
+    async bundle(data, items, jobs) {
+      const here = async () => ({ leaves: await Promise.all(items.map(leafHash)),
+        oks: await Promise.all(jobs.map(([k, sig, text]) => crypto.subtle.verify({ name: "Ed25519" }, k.key, sig, text))) });
+      if (this.workers === null) this.start();
+      if (!this.workers.length) return here();
+      const at = (v) => v.byteOffset - data.byteOffset;
+      const n = this.workers.length, parts = [];
+      for (let w = 0; w < n; w++) {
+        const mine = (list) => list.slice(Math.floor((w * list.length) / n), Math.floor(((w + 1) * list.length) / n));
+        const spans = mine(items).flatMap((d) => [at(d), d.length]);
+        const checks = mine(jobs).map(([k, sig, text]) => [k.pub, sig, at(text), text.length]);
+        parts.push(new Promise((resolve, reject) => {
+          const id = ++this.id;
+          this.waiting.set(id, { batch: [], w: this.workers[w], resolve, reject });
+          this.workers[w].postMessage({ id, data, spans, checks });
+        }));
+      }
+      const done = await Promise.all(parts);
+      const leaves = [], oks = [];
+      if (done.some((r) => r.error)) return here();  // a worker could not: on this thread
+      for (const r of done) {
+        for (let i = 0; i < r.leaves.length; i += 32) leaves.push(r.leaves.subarray(i, i + 32));
+        for (const ok of r.oks) oks.push(ok);
+      }
+      return { leaves, oks };
+    },
+    /** Signature checks a second on all workers, from ``items`` ([public key, signature, text]) for about ``ms``. */
+    async measure(items, ms) {
+      const k = { pub: items[0][0], key: await crypto.subtle.importKey("raw", items[0][0], { name: "Ed25519" }, false, ["verify"]) };
+      const t0 = performance.now();
+      let n = 0;
+      while (performance.now() - t0 < ms) {
+        const round = [];
+        for (let r = 0; r < this.size(); r++) for (const [, sig, text] of items.slice(0, BATCH)) round.push(this.verify(k, sig, text));
+        await Promise.all(round);
+        n += round.length;
+      }
+      return n / ((performance.now() - t0) / 1000);
     },
   };
 
@@ -388,17 +448,15 @@
 
   // --- entries ---------------------------------------------------------------------
 
-  /** RFC 8785 for the values an entry may hold (ASCII strings, safe integers). */
+  /** RFC 8785 for the values an entry may hold (ASCII strings, safe integers):
+   *  keys sorted, as JSON.stringify writes them, anything past ASCII escaped. */
   function canonical(obj) {
     const keys = Object.keys(obj).sort();
-    return "{" + keys.map((k) => JSON.stringify(k) + ":" + value(obj[k])).join(",") + "}";
-    function value(v) {
-      if (typeof v === "string") {
-        return JSON.stringify(v).replace(/[\u007f-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
-      }
-      if (typeof v === "number" && Number.isSafeInteger(v)) return String(v);
-      fail("an entry field is neither a string nor an integer");
+    for (const k of keys) {
+      const v = obj[k];
+      if (typeof v !== "string" && !(typeof v === "number" && Number.isSafeInteger(v))) fail("an entry field is neither a string nor an integer");
     }
+    return JSON.stringify(obj, keys).replace(/[\u007f-\uffff]/g, (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
   }
 
   const FIELDS = {
@@ -535,6 +593,7 @@
       if (typeof obj.id !== "string" || obj.id.length > 128 || !PRINTABLE_ID.test(obj.id)) fail("bad liquidation id");
       const idKey = obj.contract + "\u0000" + obj.id;
       if (this.seen.has(idKey)) fail(`liquidation ${obj.id} of ${obj.contract} is recorded twice`);
+      if (this.oldIds && this.oldIds.has(hex(idHash(idKey)))) throw new NeedFull();  // perhaps one the fund had before
       if (obj.side !== "long" && obj.side !== "short") fail("side must be long or short");
       const q = positive(obj.qty, "qty");
       const b = positive(obj.bankruptcy_price, "bankruptcy_price");
@@ -559,6 +618,7 @@
       fund.balance = balance;
       Object.assign(fund, { seq, leaf, entries: fund.entries + 1, headLeaf: null });
       this.seen.add(idKey);
+      if (this.newIds) this.newIds.push(idHash(idKey));
       this.lastKind = kind;
     }
 
@@ -578,8 +638,9 @@
     }
   }
 
-  /** Parse an entry's note; the signature checks it needs (run by the caller). */
-  async function openEntry(data, seq, book, origin) {
+  /** Parse an entry's note; the signature checks it needs (run by the caller):
+   *  ``verify(key, signature, text)`` for each, verifySig's promise by default. */
+  async function openEntry(data, seq, book, origin, verify = verifySig) {
     if (data.length > MAX_ENTRY_BYTES) fail(`entry ${seq} is over ${MAX_ENTRY_BYTES} bytes`);
     const n = splitNote(data, `entry ${seq}`);
     if (!n.textStr.endsWith("\n") || n.textStr.indexOf("\n") !== n.textStr.length - 1) fail(`entry ${seq}: text is not one line`);
@@ -592,51 +653,83 @@
     const checks = n.sigs.map((s, i) => {
       const k = signers[i];
       if (s.name !== k.name || !equal(s.kid, k.kid)) fail(`entry ${seq}: signed by a key that may not sign here (${s.name})`);
-      return verifySig(k, s.sig, n.text);
+      return verify(k, s.sig, n.text);
     });
     // (the caller fails a non-canonical text with the rules, before the signatures)
     let isCanonical = false;
     try { isCanonical = canonical(obj) + "\n" === n.textStr; } catch (e) { if (!(e instanceof Failure)) throw e; }
-    return { obj, checks, isCanonical };
+    return { obj, checks, isCanonical, signers };
   }
 
-  // --- inclusion proofs (RFC 9162 2.1.3.2) and receipts (c2sp.org/tlog-proof) --------
+  // --- return visits (docs/SITE.md, "Return visits"; publish/static/memory.js) -----------------
 
-  async function verifyInclusion(leaf, index, size, proof, root) {
-    if (index >= size) return false;
-    let fn = BigInt(index), sn = BigInt(size - 1), r = leaf;
-    for (const p of proof) {
-      if (sn === 0n) return false;
-      if ((fn & 1n) === 1n || fn === sn) {
-        r = await nodeHash(p, r);
-        if ((fn & 1n) === 0n) while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
-      } else {
-        r = await nodeHash(r, p);
-      }
-      fn >>= 1n; sn >>= 1n;
+  /** A warning for a returning visitor: what this site shows now is not an
+   *  extension of what this browser verified here before. */
+  class MemoryWarning extends Failure {
+    constructor(kind, msg) { super(msg); this.kind = kind; }
+  }
+  /** A liquidation id of the new entries may be one the fund had before
+   *  (its remembered hash matches): settled by checking the whole fund. */
+  class NeedFull extends Error {}
+  const memory = window.FundledgerMemory || null;
+  function idHash(idKey) { return sha256Sync(enc.encode(idKey)).subarray(0, 8); }
+  const sizeText = (n) => `${n.toLocaleString("en-US")} entries`;
+
+  /** The root of the first ``m`` leaves of the tree of ``tiles``, from its
+   *  hash tiles, each authenticated up to the new root: the consistency
+   *  proof of RFC 6962 (the subtrees of the old tree's compact range), read
+   *  from tlog-tiles. */
+  async function prefixRoot(tiles, m) {
+    if (m === 0) return sha256Sync(new Uint8Array(0));
+    if (!tiles.edge) tiles.edge = tiles.checkEdge();
+    await tiles.edge;
+    const roots = [];
+    for (let b = 52; b >= 0; b--) {
+      if (Math.floor(m / 2 ** b) % 2 === 0) continue;
+      const start = Math.floor(m / 2 ** (b + 1)) * 2 ** (b + 1);
+      const T = Math.floor(b / 8), j = b - 8 * T;
+      const pos = start / 2 ** (8 * T);
+      const index = Math.floor(pos / TILE_WIDTH), off = pos % TILE_WIDTH;
+      const key = `${T}/${index}`;
+      const hashes = tiles.tiles.has(key) ? tiles.tiles.get(key) : await tiles.tile(T, index);
+      roots.push(perfectRoot(hashes.slice(off, off + 2 ** j)));
     }
-    return sn === 0n && equal(r, root);
+    let r = roots[roots.length - 1];
+    for (let i = roots.length - 2; i >= 0; i--) r = nodeHashSync(roots[i], r);
+    return r;
   }
 
-  function parseReceipt(bytes, what) {
-    const s = decode(bytes, what);
-    const lines = s.split("\n");
-    if (lines[0] !== "c2sp.org/tlog-proof@v1") fail(`${what} is not a tlog-proof@v1 receipt`);
-    let i = 1, extra = null;
-    if (lines[i] && lines[i].startsWith("extra ")) { extra = b64decode(lines[i].slice(6), `${what} extra`); i++; }
-    if (!lines[i] || !/^index (0|[1-9][0-9]{0,15})$/.test(lines[i])) fail(`${what} has no index`);
-    const index = Number(lines[i].slice(6)); i++;
-    const proof = [];
-    while (i < lines.length && lines[i] !== "") { const h = b64decode(lines[i], `${what} proof`); if (h.length !== 32) fail(`${what}: bad proof hash`); proof.push(h); i++; }
-    if (i >= lines.length) fail(`${what} has no checkpoint`);
-    // the checkpoint note ends after its signature lines: after a key rotation
-    // the key entries' own tlog-proof blocks follow (docs/FORMAT.md, receipts)
-    let end = i + 1;
-    while (end < lines.length && lines[end] !== "") end++;
-    end++;
-    while (end < lines.length && lines[end].startsWith("\u2014 ")) end++;
-    const cp = enc.encode(lines.slice(i + 1, end).join("\n") + "\n");
-    return { index, proof, extra, checkpoint: cp };
+  /** Why the tree of (size, root) remembered is not a prefix of ``cp``'s, or null. */
+  async function inconsistency(tiles, cp, size, root) {
+    if (size > cp.size) return "rollback";
+    if (size === cp.size) return root === b64encode(cp.root) ? null : "fork";
+    return b64encode(await prefixRoot(tiles, size)) === root ? null : "fork";
+  }
+  const WHY = {
+    rollback: "this site now shows a smaller log than the one this browser verified here before: the log went back (a rollback)",
+    fork: "this site now shows a log that does not extend the one this browser verified here before: two different histories (a fork)",
+    key: "this site now publishes another log key than the one this browser verified this log with before",
+  };
+  function warning(kind, old, cp) {
+    return new MemoryWarning(kind, `${WHY[kind]}. Verified here before: ${sizeText(old.size)}, root ${old.root}. ` +
+      `Shown now: ${sizeText(cp.size)}, root ${b64encode(cp.root)}. Do not rely on what this site shows now.`);
+  }
+
+  /** The checkpoint this browser verified here before, against ``cp`` (its
+   *  tree read through ``tiles``): {old, damaged}; a MemoryWarning if ``cp``
+   *  does not extend it. */
+  async function checkMemory(anchor, cp, tiles) {
+    const r = memory ? memory.checkpoint(cp.origin) : { status: "none" };
+    if (r.status !== "ok") return { old: null, damaged: r.status === "damaged" };
+    const old = r.value;
+    if (old.vkey !== anchor.vkey) throw warning("key", old, cp);
+    const kind = cp.size === 0 && old.size > 0 ? "rollback" : cp.size === 0 ? null : await inconsistency(tiles, cp, old.size, old.root);
+    if (kind) throw warning(kind, old, cp);
+    return { old, damaged: false };
+  }
+  function rememberCheckpoint(anchor, cp, cpBytes) {
+    if (!memory || cpBytes.length > 16384) return false;
+    return memory.saveCheckpoint(cp.origin, { size: cp.size, root: b64encode(cp.root), note: decode(cpBytes, "the checkpoint"), vkey: anchor.vkey });
   }
 
   // --- the light check of one fund (docs/FORMAT.md, "The light check of one fund") -----
@@ -742,14 +835,15 @@
 
   /** The ``length`` entries of chain ``name``: [seq, bytes, leaf hash],
    *  seqs strictly increasing, each authenticated (a bundle at a time). */
-  async function* chainEntries(tiles, name, length) {
+  async function* chainEntries(tiles, name, length, from = 0) {
     let last = -1;
     const where = (index) => {
       const width = Math.min(TILE_WIDTH, length - index * TILE_WIDTH);
       return [width, `chain/${name}/${indexPath(index)}${width === TILE_WIDTH ? "" : ".p/" + width}`];
     };
-    let next = length > 0 ? get(where(0)[1]) : null;
-    for (let index = 0; index * TILE_WIDTH < length; index++) {
+    const start = Math.floor(from / TILE_WIDTH);
+    let next = length > from ? get(where(start)[1]) : null;
+    for (let index = start; index * TILE_WIDTH < length; index++) {
       const [width, path] = where(index);
       const data = await next;
       next = (index + 1) * TILE_WIDTH < length ? get(where(index + 1)[1]) : null;  // the next one meanwhile
@@ -763,7 +857,7 @@
         return [seq, data, leafHashSync(data)];
       });
       await tiles.authenticate(batch);
-      yield* batch;
+      yield* batch.slice(Math.max(0, from - index * TILE_WIDTH));
     }
   }
 
@@ -887,35 +981,55 @@
     return head;
   }
 
-  /** The light check of fund ``symbol`` against this site's /vkey. */
-  async function checkFund(symbol, onProgress) {
-    const anchor = await parseVkey(decode(await get("vkey"), "/vkey").trim(), "/vkey");
-    const cpBytes = await get("checkpoint", { optional: true });
-    if (cpBytes === null) fail("this site publishes no signed checkpoint yet");
-    const note = splitNote(cpBytes, "the checkpoint");
-    const cp = parseCheckpoint(note.textStr);
-    if (cp.origin !== anchor.name) fail(`the checkpoint is for ${cp.origin}, not ${anchor.name}`);
-    if (cp.size === 0) fail("the checkpoint is of the empty log");
-    const sinceBytes = await get("since", { optional: true });
-    if (sinceBytes === null) fail("this log is in format 1: one fund can be checked alone only in format 2 (check the whole log instead)");
-    const sinceText = decode(sinceBytes, "/since");
-    if (!/^(0|[1-9][0-9]{0,15})\n$/.test(sinceText) || Number(sinceText) >= cp.size) fail("/since is not a seq of this tree");
-    const since = Number(sinceText);
-    const tiles = new TreeTiles(cp.size, cp.root);
-    const entryAt = async (seq) => {
-      const index = Math.floor(seq / TILE_WIDTH), w = Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH);
-      const data = splitBundle(await get(tilePath(-1, index, w)), w, index * TILE_WIDTH).items[seq % TILE_WIDTH];
-      if (!data) fail(`entry ${seq}: the entry bundle is truncated`);
-      await tiles.authenticate([[seq, data, leafHashSync(data)]]);
-      return data;
-    };
-    const { book, state } = await checkKeysAndState(tiles, anchor, note, cp, since, entryAt);
-    const head = await fundHead(symbol, state, cp.size);
-    const fundBook = new Book(anchor);
-    fundBook.keys = book.keys;
-    let count = 0;
+  /** The fund state this browser verified before, if it is usable: checked
+   *  to be in a prefix of the new tree, and not newer than the new head (a
+   *  MemoryWarning otherwise). null: check the whole fund. */
+  async function priorFund(symbol, cp, tiles, head) {
+    const r = memory ? memory.fund(cp.origin, symbol) : { status: "none" };
+    if (r.status !== "ok") return { prior: null, damaged: r.status === "damaged" };
+    const p = r.value;
+    const kind = await inconsistency(tiles, cp, p.size, p.root);
+    if (kind) throw warning(kind, p, cp);
+    const ids = b64decode(p.ids, "the remembered ids");
+    const units = /^[0-9]+(\.[0-9]+)?$/.test(p.balance) ? BigInt(p.balance.replace(".", "")) : -1n;
+    if (ids.length % 8 || units < 0n || amountStr(units, p.scale) !== p.balance) return { prior: null, damaged: true };
+    if (head.seq < p.seq || head.entries < p.entries) {
+      throw new MemoryWarning("stale", `the head of ${symbol} in the new checkpoint (entry #${head.seq}, ${head.entries} entries, balance ${head.balance}) ` +
+        `is older than the one this browser verified here before (entry #${p.seq}, ${p.entries} entries, balance ${p.balance}, ` +
+        `in the log of ${sizeText(p.size)}). Do not rely on this fund's balance as this site shows it now.`);
+    }
+    const old = new Set();
+    for (let i = 0; i < ids.length; i += 8) old.add(hex(ids.subarray(i, i + 8)));
+    return { prior: Object.assign({}, p, { units, idBytes: ids, idSet: old }), damaged: false };
+  }
+  function notThroughPrior(symbol, p) {
+    return new MemoryWarning("stale", `the chain of ${symbol} in the new checkpoint does not pass through the head this browser verified ` +
+      `here before (entry #${p.seq}, in the log of ${sizeText(p.size)}): its history was rewritten. Do not rely on this fund's balance as this site shows it now.`);
+  }
+  /** The fund's book set to the remembered state, to go on from there. */
+  function resume(fundBook, symbol, p) {
+    fundBook.funds.set(symbol, { scale: p.scale, type: p.type, mult: positive(p.multiplier, "the remembered multiplier"), currency: p.currency,
+      balance: p.units, seq: p.seq, leaf: b64decode(p.hash, "the remembered head"), entries: p.entries, headLeaf: null });
+    fundBook.oldIds = p.idSet;
+  }
+  function rememberFund(cp, symbol, f, ids) {
+    if (!memory) return false;
+    return memory.saveFund(cp.origin, symbol, { size: cp.size, root: b64encode(cp.root), seq: f.seq, hash: b64encode(f.leaf), entries: f.entries,
+      balance: amountStr(f.balance, f.scale), scale: f.scale, type: f.type, multiplier: amountStr(f.mult[0], f.mult[1]),
+      currency: f.currency, ids: b64encode(ids) });
+  }
+
+  /** The fund's chain from entry ``from`` to its head, by the rules, from ``fundBook``'s state. */
+  async function walkChain(ctx, fundBook, from, onProgress) {
+    const { tiles, symbol, head, cp, anchor, since, prior } = ctx;
+    let count = from, checked = 0;
     const pending = [];  // [seq, signatures' verdict] of the entries not yet settled
-    for await (const [seq, data, leaf] of chainEntries(tiles, symbol, head.entries)) {
+    for await (const [seq, data, leaf] of chainEntries(tiles, symbol, head.entries, from)) {
+      if (prior && count === prior.entries - 1) {  // the head this browser verified before
+        if (seq !== prior.seq || b64encode(leaf) !== prior.hash) throw notThroughPrior(symbol, prior);
+        count++;
+        continue;
+      }
       const kind = count === 0 ? "contract" : "liquidation";
       if (seq >= cp.size - 1) fail(`entry ${seq}: the chain of ${symbol} reaches past the state entry`);
       const obj = textObject(data, `entry ${seq}`);
@@ -930,22 +1044,98 @@
       pending.push([seq, opened.signed]);
       // the signatures are checked in the workers meanwhile; at most 8 bundles' in flight
       if (pending.length >= 8 * TILE_WIDTH) await signaturesHold(pending.splice(0, TILE_WIDTH));
-      onProgress(++count, head.entries);
+      count++;
+      onProgress(++checked, head.entries - (prior ? prior.entries : 0));
     }
     await signaturesHold(pending);
+    return checked;
+  }
+
+  /** The light check of fund ``symbol`` against this site's /vkey; from the
+   *  fund state this browser verified before, if any and ``useMemory``. */
+  async function checkFund(symbol, onProgress, useMemory = true) {
+    const anchor = await parseVkey(decode(await get("vkey"), "/vkey").trim(), "/vkey");
+    const cpBytes = await get("checkpoint", { optional: true });
+    if (cpBytes === null) fail("this site publishes no signed checkpoint yet");
+    const note = splitNote(cpBytes, "the checkpoint");
+    const cp = parseCheckpoint(note.textStr);
+    if (cp.origin !== anchor.name) fail(`the checkpoint is for ${cp.origin}, not ${anchor.name}`);
+    if (cp.size === 0) fail("the checkpoint is of the empty log");
+    const sinceBytes = await get("since", { optional: true });
+    if (sinceBytes === null) fail("this log is in format 1: one fund can be checked alone only in format 2 (check the whole log instead)");
+    const sinceText = decode(sinceBytes, "/since");
+    if (!/^(0|[1-9][0-9]{0,15})\n$/.test(sinceText) || Number(sinceText) >= cp.size) fail("/since is not a seq of this tree");
+    const since = Number(sinceText);
+    const tiles = new TreeTiles(cp.size, cp.root);
+    const remembered = await checkMemory(anchor, cp, tiles);
+    const entryAt = async (seq) => {
+      const index = Math.floor(seq / TILE_WIDTH), w = Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH);
+      const data = splitBundle(await get(tilePath(-1, index, w)), w, index * TILE_WIDTH).items[seq % TILE_WIDTH];
+      if (!data) fail(`entry ${seq}: the entry bundle is truncated`);
+      await tiles.authenticate([[seq, data, leafHashSync(data)]]);
+      return data;
+    };
+    const { book, state } = await checkKeysAndState(tiles, anchor, note, cp, since, entryAt);
+    const head = await fundHead(symbol, state, cp.size);
+    const { prior, damaged } = useMemory ? await priorFund(symbol, cp, tiles, head) : { prior: null, damaged: false };
+    try {
+      return await fundFromHead({ anchor, note, cp, cpBytes, since, tiles, symbol, head, prior, book, remembered,
+        damaged: damaged || remembered.damaged }, onProgress);
+    } catch (e) {
+      if (e instanceof NeedFull) return checkFund(symbol, onProgress, false);
+      throw e;
+    }
+  }
+
+  /** The walk of the fund's chain, its head, and what to remember. */
+  async function fundFromHead(ctx, onProgress) {
+    const { anchor, note, cp, cpBytes, symbol, head, prior, book } = ctx;
+    const fundBook = new Book(anchor);
+    fundBook.keys = book.keys;
+    fundBook.newIds = [];
+    if (prior) resume(fundBook, symbol, prior);
+    const checked = await walkChain(ctx, fundBook, prior ? prior.entries - 1 : 0, onProgress);
     const f = fundBook.funds.get(symbol);
-    if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
+    if (!f) fail(`the chain of ${symbol} is empty`);
+    if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) {
+      if (prior && head.entries === prior.entries) throw notThroughPrior(symbol, prior);
+      fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
+    }
     const balance = amountStr(f.balance, f.scale);
     if (balance !== head.balance) fail(`the head of ${symbol} says balance ${head.balance}, its entries give ${balance}`);
     const cosigners = [...new Set(note.sigs.map((s) => s.name).filter((n) => n !== anchor.name))];
-    return { size: cp.size, balance, currency: f.currency, entries: count, lastSeq: f.seq, keys: book.keys.length, cosigners, tiles: tiles.fetched };
+    const kept = rememberCheckpoint(anchor, cp, cpBytes) &&
+      rememberFund(cp, symbol, f, concat(prior ? prior.idBytes : new Uint8Array(0), ...fundBook.newIds));
+    return { size: cp.size, balance, currency: f.currency, entries: f.entries, checked, lastSeq: f.seq, keys: book.keys.length,
+      cosigners, tiles: ctx.tiles.fetched, prior, damaged: ctx.damaged, kept, origin: cp.origin };
+  }
+
+  /** What this browser remembers, said in ``node`` (a warning: ``alarm``). */
+  function showMemory(node, text, alarm) {
+    node.textContent = text;
+    node.hidden = !text;
+    node.className = alarm ? "memory alarm" : "memory";
+    if (alarm) node.setAttribute("role", "alert"); else node.removeAttribute("role");
+  }
+  function fundMemoryText(r) {
+    const parts = [];
+    if (r.damaged) parts.push("What this browser remembered of this log was damaged: it was ignored and forgotten.");
+    parts.push(r.kept ? `This browser now remembers this checkpoint (${sizeText(r.size)}) and this fund's head, to warn you if this site later shows an older or a different log, and to check only what is new next time.`
+      : "This browser could not remember this checkpoint (storage is off or full): the next check starts from scratch and cannot warn of a rollback.");
+    return parts.join(" ");
   }
 
   /** The "Check this fund" button of a contract page. */
   function initFundCheck(section) {
     const q = (id) => section.querySelector("#" + id);
     const button = q("fund-check-run"), status = q("fund-check-status"), verdict = q("fund-check-verdict");
+    const said = q("fund-check-memory"), forget = q("fund-check-forget");
     button.hidden = false;
+    forget.addEventListener("click", () => {
+      const n = memory && section.dataset.logOrigin ? memory.forget(section.dataset.logOrigin) : 0;
+      showMemory(said, `This browser forgot what it remembered of this log (${n} record${n === 1 ? "" : "s"}): the next check starts from scratch.`, false);
+      forget.hidden = true;
+    });
     button.addEventListener("click", async () => {
       button.disabled = true;
       bytesFetched = 0;
@@ -955,9 +1145,13 @@
       section.dataset.verdict = "running";
       try {
         if (!window.isSecureContext || !window.crypto || !crypto.subtle) fail("this page is not in a secure context (open it over HTTPS)");
+        showMemory(said, "", false);
         const r = await checkFund(section.dataset.contract, (done, total) => {
           if (done % TILE_WIDTH === 0 || done === total) status.textContent = `Checked ${done.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} entries of this fund · downloaded ${(bytesFetched / 1e6).toFixed(2)} MB`;
         });
+        section.dataset.logOrigin = r.origin;
+        showMemory(said, fundMemoryText(r), false);
+        forget.hidden = !r.kept && !r.prior;
         const shown = section.dataset.balance, shownSize = Number(section.dataset.size);
         let page = "";
         if (shown && shownSize === r.size) {
@@ -969,7 +1163,10 @@
         const secs = ((performance.now() - started) / 1000).toFixed(1);
         verdict.className = "verdict ok";
         verdict.textContent = `checked: ${display(r.balance)} ${r.currency}`;
-        status.textContent = `All ${r.entries.toLocaleString("en-US")} entries of this fund, up to entry #${r.lastSeq.toLocaleString("en-US")}, ` +
+        status.textContent = (r.prior ? `Checked ${r.checked.toLocaleString("en-US")} new entries since your last visit at size ${r.prior.size.toLocaleString("en-US")}: ` +
+          `this fund's chain from its new head back to the head this browser verified then (entry #${r.prior.seq.toLocaleString("en-US")}), ` +
+          `and that the new checkpoint extends the one of then. The fund now has ${r.entries.toLocaleString("en-US")} entries, up to entry #${r.lastSeq.toLocaleString("en-US")}, `
+          : `All ${r.entries.toLocaleString("en-US")} entries of this fund, up to entry #${r.lastSeq.toLocaleString("en-US")}, `) +
           `checked against the checkpoint of ${r.size.toLocaleString("en-US")} entries, following ${r.keys} log key${r.keys === 1 ? "" : "s"}: ` +
           `${(bytesFetched / 1e6).toFixed(2)} MB, ${r.tiles} hash tiles, ${secs} s.${page}`;
         q("fund-check-witnesses").textContent = r.cosigners.length
@@ -980,8 +1177,16 @@
       } catch (e) {
         const reason = e instanceof Failure ? e.message : `unexpected error: ${e && e.message ? e.message : e}`;
         verdict.className = "verdict bad";
-        verdict.textContent = "failed: " + reason;
-        section.dataset.verdict = "failed";
+        if (e instanceof MemoryWarning) {
+          verdict.textContent = "warning: not verified, see below";
+          section.dataset.verdict = e.kind;
+          status.textContent = "";
+          showMemory(said, "Warning: " + e.message, true);
+          forget.hidden = false;
+        } else {
+          verdict.textContent = "failed: " + reason;
+          section.dataset.verdict = "failed";
+        }
         if (!(e instanceof Failure)) console.error(e);
       } finally {
         button.disabled = false;
@@ -1123,34 +1328,139 @@
     const pageSize = Number(app.dataset.size);
     const fundsSize = funds ? funds.size : 0;
     if (fundsSize > cp.size) fail("a new checkpoint was signed while checking: run again");
-    const book = new Book(anchor);
-    let prev = ZERO32;
+    const r = new Replay(anchor, cp, pageSize);
     let pageBalances = pageSize === 0 ? new Map() : null;
     let fundsBalances = fundsSize === 0 ? new Map() : null;
-    // complete subtree hashes at tree levels 0, 8, 16, ...: what the hash tiles hold
-    const levels = [];
-    const stack = [];  // compact range: [{h, height}], largest first
+    r.onEntry = (seq) => {
+      if (seq + 1 === pageSize) pageBalances = r.book.balances();
+      if (seq + 1 === fundsSize) fundsBalances = r.book.balances();
+    };
     step("entries", "running"); step("rules", "running"); step("tree", "running"); step("tiles", "running");
     paintProgress(0, cp.size, true);
-    // older partial tiles a reader of the page's checkpoint fetches, checked with the tiles they are part of
-    const older = pageSize > 0 && pageSize < cp.size ? impliedPartials(pageSize) : new Map();
-    const due = [];  // [level, index] of full tiles to compare
-    const bundlePath = (index) => tilePath(-1, index, Math.min(TILE_WIDTH, cp.size - index * TILE_WIDTH));
-    let next = cp.size > 0 ? get(bundlePath(0)) : null;
-    for (let index = 0; index * TILE_WIDTH < cp.size; index++) {
+    try {
+      await r.entries();
+    } finally {
+      r.stopped = true;
+    }
+    paintProgress(cp.size, cp.size, true);
+    if (r.book.since !== null && r.book.lastKind !== "state") {
+      fail(`entry ${cp.size - 1}: the checkpoint of size ${cp.size} does not end with a state entry (format 2)`, "rules");
+    }
+    step("entries", "done"); step("rules", "done");
+    await checkCheckpointSignature(note, cp, r.book);
+    if (!equal(r.root(), cp.root)) fail(`the Merkle root of the ${cp.size} entries does not match the signed checkpoint`, "tree");
+    step("tree", "done");
+    await r.edgeTiles();
+    step("tiles", "done");
+    comparePage(pageBalances || new Map(), pageSize, cp);
+    compareFunds(funds, fundsBalances || new Map());
+    return "full";
+  }
+
+  /** The replay of every entry of a checkpoint, in a pipeline: the entry
+   *  bundles are fetched a few ahead, split and opened, and their signatures
+   *  sent to the worker pool, while the bundles before them go through the
+   *  rules here, one entry after the other. Each verdict is taken in seq
+   *  order, so a failure names the same entry and reason as checking one
+   *  entry at a time would (ledger/verify/verifier.py, "the order of checks").
+   *  An entry is opened ahead with the key that would be in force if every
+   *  key entry before it is valid; when the replay finds another key in
+   *  force there, it opens it again with that one. */
+  class Replay {
+    constructor(anchor, cp, pageSize) {
+      this.anchor = anchor; this.cp = cp;
+      this.book = new Book(anchor);
+      this.ahead = { keys: [{ start: 0, key: anchor }], keyAt: Book.prototype.keyAt };
+      this.prev = ZERO32;
+      this.levels = [];  // per tile level: how many hashes, and those of the tile not yet complete
+      this.stack = [];  // the compact range: [{h, height}], largest first
+      this.due = [];  // [level, index, hashes] of full tiles to compare
+      // older partial tiles a reader of the page's checkpoint fetches, checked with the tiles they are part of
+      this.older = pageSize > 0 && pageSize < cp.size ? impliedPartials(pageSize) : new Map();
+      this.files = new Map();  // path -> the promise of its bytes, fetched ahead
+      this.onEntry = () => {};
+      this.stopped = false;
+    }
+    fetchAhead(path) {
+      if (!this.files.has(path)) {
+        const p = get(path);
+        p.catch(() => {});
+        this.files.set(path, p);
+      }
+    }
+    take(path) {
+      const p = this.files.get(path);
+      this.files.delete(path);
+      return p || get(path);
+    }
+    bundle(index) {
       const first = index * TILE_WIDTH;
-      const width = Math.min(TILE_WIDTH, cp.size - first);
-      const bundle = await next;
-      // fetch the next bundle while this one is checked
-      next = (index + 1) * TILE_WIDTH < cp.size ? get(bundlePath(index + 1)) : null;
-      if (next) next.catch(() => {});
-      const { items, error } = splitBundle(bundle, width, first);
-      const leaves = await Promise.all(items.map(leafHash));
-      // the signatures run while the next entries are checked; a failure is
-      // named in seq order, after the other checks of its own entry
-      const sigChecks = [];
+      return { index, first, width: Math.min(TILE_WIDTH, this.cp.size - first) };
+    }
+    async entries() {
+      const count = Math.ceil(this.cp.size / TILE_WIDTH);
+      const depth = Math.max(4, 3 * pool.size());
+      const prepared = [];
+      let chain = Promise.resolve();
+      const start = (i) => {
+        const b = this.bundle(i);
+        this.fetchAhead(tilePath(-1, i, b.width));
+        this.fetchAhead(tilePath(0, i, b.width));  // its leaves' hash tile, compared when it is complete
+        chain = chain.then(() => this.prepare(b));
+        prepared[i] = chain;
+      };
+      for (let i = 0; i < Math.min(depth, count); i++) start(i);
+      for (let i = 0; i < count; i++) {
+        const b = await prepared[i];
+        prepared[i] = null;
+        if (i + depth < count) start(i + depth);
+        await this.apply(b);
+        for (const [L, index, hashes] of this.due.splice(0)) await this.checkTile(L, index, hashes);
+        if (paintProgress(b.first + b.width, this.cp.size, false)) await yieldToPage();
+      }
+    }
+    /** Bundle ``b`` fetched, split and its entries opened; a fault is kept for its turn. */
+    async prepare(b) {
+      if (this.stopped) return Object.assign(b, { fault: new Failure("stopped") });
+      let data;
+      try {
+        data = await this.take(tilePath(-1, b.index, b.width));
+        Object.assign(b, splitBundle(data, b.width, b.first));
+      } catch (e) {
+        return Object.assign(b, { fault: e });
+      }
+      // the signature checks of the whole bundle, and its leaf hashes, go to the workers together
+      const jobs = [];
+      const collect = (k, sig, text) => (sigShapeOk(sig) ? jobs.push([k, sig, text]) - 1 : false);
+      b.opened = [];
+      for (let i = 0; i < b.items.length; i++) b.opened.push(await this.open(b.items[i], b.first + i, this.ahead, collect));
+      b.work = pool.bundle(data, b.items, jobs);
+      b.work.catch(() => {});
+      return b;
+    }
+    /** Entry ``seq`` opened with the keys of ``book``: its JSON and its
+     *  signature checks (``verify``'s results), or its fault. */
+    async open(data, seq, book, verify) {
+      const key = book.keyAt(seq);
+      try {
+        const o = await openEntry(data, seq, book, this.anchor.name, verify);
+        o.key = key;
+        if (book === this.ahead && o.obj.kind === "key") this.ahead.keys.push({ start: seq + 1, key: o.signers[1] });
+        return o;
+      } catch (e) {
+        if (!(e instanceof Failure)) throw e;
+        return { key, failure: e };
+      }
+    }
+    /** Bundle ``b`` through the chain and the rules, entry by entry; then its signatures. */
+    async apply(b) {
+      if (b.fault) throw b.fault;
+      const { first, width, items, error } = b;
+      const { leaves, oks } = await b.work;
+      const signed = [];
+      // a failure is named in seq order, after the other checks of its own entry
       const firstBadSignature = async (upto) => {
-        for (let j = 0; j < upto; j++) if (!(await sigChecks[j])) fail(`entry ${first + j}: the signature is not valid`, "entries");
+        for (let j = 0; j < upto; j++) if (!(await signed[j])) fail(`entry ${first + j}: the signature is not valid`, "entries");
       };
       for (let i = 0; i < width; i++) {
         const seq = first + i;
@@ -1158,88 +1468,87 @@
           await firstBadSignature(i);
           fail(error, "entries");
         }
-        let opened;
-        try {
-          opened = await openEntry(items[i], seq, book, anchor.name);
-        } catch (e) {
-          if (!(e instanceof Failure)) throw e;
+        let o = b.opened[i];
+        b.opened[i] = null;
+        const key = this.book.keyAt(seq);
+        const again = o.key !== key && o.key.vkey !== key.vkey;
+        if (again) o = await this.open(items[i], seq, this.book, verifySig);  // not the key it was opened with
+        if (o.failure) {
           await firstBadSignature(i);
-          fail(e.message, "entries");
+          fail(o.failure.message, "entries");
         }
-        const { obj, checks, isCanonical } = opened;
-        sigChecks.push(Promise.all(checks).then((oks) => oks.every(Boolean)));
-        try {
-          // the order of ledger/verify/verifier.py: chain, time, rules, canonical form; then the signatures
-          if (obj.prev !== b64encode(prev)) fail("prev is not the hash of the entry before", "entries");
-          if (obj.seq !== seq) fail(`seq is ${obj.seq}, expected ${seq}`, "entries");
-          checkTime(obj.time);
-          await book.apply(obj, seq, anchor.name, leaves[i]);
-          if (!isCanonical) fail("not in canonical JSON");
-        } catch (e) {
-          if (!(e instanceof Failure)) throw e;
-          await firstBadSignature(i);
-          fail(`entry ${seq}: ${e.message}`, e.step || "rules");
-        }
-        if (obj.kind === "key") {
+        signed.push(again ? Promise.all(o.checks).then((r) => r.every(Boolean)) : o.checks.every((j) => j !== false && oks[j]));
+        await this.rules(o, seq, leaves[i], () => firstBadSignature(i));
+        if (o.obj.kind === "key") {
           await firstBadSignature(i + 1);  // the next entries are signed by the key it brings
-          try { await book.rotate(obj, seq, anchor.name); } catch (e) {
+          try { await this.book.rotate(o.obj, seq, this.anchor.name); } catch (e) {
             if (e instanceof Failure) fail(`entry ${seq}: ${e.message}`, "rules");
             throw e;
           }
         }
-        prev = leaves[i];
-        // append the leaf to the tree
-        let node = { h: leaves[i], height: 0 };
-        pushLevel(0, node.h);
-        while (stack.length && stack[stack.length - 1].height === node.height) {
-          const left = stack.pop();
-          node = { h: await nodeHash(left.h, node.h), height: node.height + 1 };
-          if (node.height % 8 === 0) pushLevel(node.height / 8, node.h);
-        }
-        stack.push(node);
-        if (seq + 1 === pageSize) pageBalances = book.balances();
-        if (seq + 1 === fundsSize) fundsBalances = book.balances();
+        this.prev = leaves[i];
+        this.append(leaves[i]);
+        this.onEntry(seq);
       }
       if (error) { await firstBadSignature(width); fail(error, "entries"); }
       await firstBadSignature(width);
-      // the tiles these entries completed, now that every one of them passed
-      for (const [L, index] of due.splice(0)) await checkTile(L, index, levels[L]);
-      if (paintProgress(first + width, cp.size, false)) await yieldToPage();
     }
-    paintProgress(cp.size, cp.size, true);
-    if (book.since !== null && book.lastKind !== "state") {
-      fail(`entry ${cp.size - 1}: the checkpoint of size ${cp.size} does not end with a state entry (format 2)`, "rules");
+    /** The order of ledger/verify/verifier.py: chain, time, rules, canonical form; then the signatures. */
+    async rules(o, seq, leaf, badSignatureBefore) {
+      const { obj, isCanonical } = o;
+      try {
+        if (obj.prev !== b64encode(this.prev)) fail("prev is not the hash of the entry before", "entries");
+        if (obj.seq !== seq) fail(`seq is ${obj.seq}, expected ${seq}`, "entries");
+        checkTime(obj.time);
+        await this.book.apply(obj, seq, this.anchor.name, leaf);
+        if (!isCanonical) fail("not in canonical JSON");
+      } catch (e) {
+        if (!(e instanceof Failure)) throw e;
+        await badSignatureBefore();
+        fail(`entry ${seq}: ${e.message}`, e.step || "rules");
+      }
     }
-    step("entries", "done"); step("rules", "done");
-    await checkCheckpointSignature(note, cp, book);
-    // the root: fold the compact range from the right
-    let root = await sha256(new Uint8Array(0));
-    if (stack.length) {
-      root = stack[stack.length - 1].h;
-      for (let i = stack.length - 2; i >= 0; i--) root = await nodeHash(stack[i].h, root);
+    /** Append a leaf to the tree; a tile it completes is due for comparison
+     *  once its entries passed (at the end of their bundle), as ledger/verify/verifier.py does. */
+    append(leaf) {
+      let node = { h: leaf, height: 0 };
+      this.pushLevel(0, leaf);
+      while (this.stack.length && this.stack[this.stack.length - 1].height === node.height) {
+        const left = this.stack.pop();
+        node = { h: nodeHashSync(left.h, node.h), height: node.height + 1 };
+        if (node.height % 8 === 0) this.pushLevel(node.height / 8, node.h);
+      }
+      this.stack.push(node);
     }
-    if (!equal(root, cp.root)) fail(`the Merkle root of the ${cp.size} entries does not match the signed checkpoint`, "tree");
-    step("tree", "done");
-    // the partial tiles at the right edge of each level
-    for (let L = 0; L < levels.length; L++) {
-      const hashes = levels[L] || [];
-      if (hashes.length % TILE_WIDTH) await checkTile(L, Math.floor(hashes.length / TILE_WIDTH), hashes);
+    pushLevel(L, h) {
+      const lv = this.levels[L] || (this.levels[L] = { count: 0, tail: [] });
+      lv.tail.push(h);
+      lv.count++;
+      if (lv.tail.length === TILE_WIDTH) {
+        this.due.push([L, lv.count / TILE_WIDTH - 1, lv.tail]);
+        lv.tail = [];
+      }
     }
-
-    /** Hash ``h`` joins tile level L; a tile it completes is due for comparison
-     * once its entries passed (at the end of their bundle), as ledger/verify/verifier.py does. */
-    function pushLevel(L, h) {
-      const hashes = (levels[L] = levels[L] || []);
-      hashes.push(h);
-      if (hashes.length % TILE_WIDTH === 0) due.push([L, hashes.length / TILE_WIDTH - 1]);
+    /** The root: the compact range folded from the right. */
+    root() {
+      if (!this.stack.length) return sha256Sync(new Uint8Array(0));
+      let root = this.stack[this.stack.length - 1].h;
+      for (let i = this.stack.length - 2; i >= 0; i--) root = nodeHashSync(this.stack[i].h, root);
+      return root;
     }
-    /** Tile (L, index) as the entries give it, and its older partial tiles (at level 0, bundles too). */
-    async function checkTile(L, index, hashes) {
-      const all = hashes.slice(index * TILE_WIDTH, (index + 1) * TILE_WIDTH);
-      const widths = [all.length, ...(older.get(`${L}/${index}`) || []).filter((w) => w < all.length)];
+    /** The partial tiles at the right edge of each level. */
+    async edgeTiles() {
+      for (let L = 0; L < this.levels.length; L++) {
+        const lv = this.levels[L];
+        if (lv.tail.length) await this.checkTile(L, Math.floor(lv.count / TILE_WIDTH), lv.tail);
+      }
+    }
+    /** Tile (L, index) as the entries give it (``all``), and its older partial tiles (at level 0, bundles too). */
+    async checkTile(L, index, all) {
+      const widths = [all.length, ...(this.older.get(`${L}/${index}`) || []).filter((w) => w < all.length)];
       for (const w of widths) {
         const path = tilePath(L, index, w);
-        const tile = await get(path);
+        const tile = await this.take(path);
         if (!equal(tile, concat(...all.slice(0, w)))) {
           let bad = 0;
           while (bad < w - 1 && equal(tile.subarray(bad * 32, bad * 32 + 32), all[bad])) bad++;
@@ -1247,80 +1556,91 @@
         }
       }
       if (L !== 0) return;
-      for (const w of (older.get(`-1/${index}`) || []).filter((w) => w < all.length)) {
+      for (const w of (this.older.get(`-1/${index}`) || []).filter((w) => w < all.length)) {
         const path = tilePath(-1, index, w);
         const { items, error } = splitBundle(await get(path), w, index * TILE_WIDTH);
         for (let i = 0; i < items.length; i++) {
-          if (!equal(await leafHash(items[i]), all[i])) fail(`entry ${index * TILE_WIDTH + i}: the entry bundle ${path} does not match the entries`, "tiles");
+          if (!equal(leafHashSync(items[i]), all[i])) fail(`entry ${index * TILE_WIDTH + i}: the entry bundle ${path} does not match the entries`, "tiles");
         }
         if (error) fail(`${path}: ${error}`, "tiles");
       }
     }
-    step("tiles", "done");
-    comparePage(pageBalances || new Map(), pageSize, cp);
-    compareFunds(funds, fundsBalances || new Map());
-    return "full";
   }
 
-  /** The large-log check: the signed checkpoint and one receipt per fund shown. */
-  async function sampled(ctx) {
-    const { anchor, cpBytes, note, cp } = ctx;
-    const pageSize = Number(app.dataset.size);
-    if (pageSize > cp.size) fail(`this page shows a checkpoint of ${pageSize} entries but the site serves one of ${cp.size}`);
-    for (const s of ["entries", "rules", "tiles"]) step(s, "skipped");
-    const book = new Book(anchor);
-    async function receiptFor(seq) {
-      const r = parseReceipt(await get(`entry/${seq}/receipt`), `the receipt of entry ${seq}`);
-      if (!equal(r.checkpoint, cpBytes)) fail("a new checkpoint was signed while checking: run again");
-      if (r.index !== seq || !r.extra) fail(`the receipt of entry ${seq} is for another entry`);
-      const { obj, checks, isCanonical } = await openEntry(r.extra, seq, book, anchor.name);
-      if (obj.seq !== seq) fail(`entry ${seq}: seq is ${obj.seq}`);
-      if (!isCanonical) fail(`entry ${seq}: not in canonical JSON`);
-      for (const ok of await Promise.all(checks)) if (!ok) fail(`entry ${seq}: the signature is not valid`);
-      if (!(await verifyInclusion(await leafHash(r.extra), seq, cp.size, r.proof, cp.root))) {
-        fail(`entry ${seq} is not in the log of the signed checkpoint`);
-      }
-      return obj;
+  // --- before a large replay: what it will cost ---------------------------------------------
+
+  /** Bytes of the hash tiles of a tree of ``size``: 32 per hash at every level. */
+  function tileBytes(size) {
+    let n = 0;
+    for (let count = size; count > 0; count = Math.floor(count / TILE_WIDTH)) n += 32 * count;
+    return n;
+  }
+  /** What the full replay of ``cp`` will cost, from the last entry bundle
+   *  (its size per entry) and a short sample of this browser's signature
+   *  checks on all its cores. */
+  async function estimate(cp, anchor) {
+    const last = Math.floor((cp.size - 1) / TILE_WIDTH), width = cp.size - last * TILE_WIDTH;
+    const { items } = splitBundle(await get(tilePath(-1, last, width)), width, last * TILE_WIDTH);
+    if (!items.length) fail("the last entry bundle is empty");
+    const perEntry = items.reduce((n, d) => n + d.length + 2, 0) / items.length;
+    const sample = [];
+    for (const d of items) {
+      try {
+        const n = splitNote(d, "an entry");
+        for (const s of n.sigs) if (s.sig.length === 64) sample.push([anchor.pub, s.sig, n.text]);
+      } catch (e) { if (!(e instanceof Failure)) throw e; }
     }
-    step("entries", "running");
-    // key changes first, in order: they say which key signs what
-    const keySeqs = (app.dataset.keySeqs || "").split(",").filter((s) => s !== "").map(Number);
-    for (const seq of keySeqs) {
-      const obj = await receiptFor(seq);
-      if (obj.kind !== "key" || obj.contract !== "") fail(`entry ${seq} is not a key change`);
-      await book.rotate(obj, seq, anchor.name);
-    }
-    step("tree", "running");
-    await checkCheckpointSignature(note, cp, book);
-    const rows = pageRows();
-    const balances = new Map();
-    let done = 0;
-    for (const row of rows) {
-      const obj = await receiptFor(row.seq);
-      if (obj.contract !== row.contract) fail(`entry ${row.seq} is about ${obj.contract}, not ${row.contract}`);
-      let bal;
-      if (obj.kind === "liquidation") bal = obj.balance;
-      else if (obj.kind === "contract") bal = amountStr(0n, obj.scale);
-      else fail(`entry ${row.seq} is not a fund entry`);
-      balances.set(row.contract, bal);
-      paintProgress(++done, rows.length, true);
-    }
-    // proofs of a few entries: not every entry, not the whole tree
-    step("tree", "skipped"); step("entries", "skipped");
-    step("page", "running");
-    for (const row of rows) {
-      const got = balances.get(row.contract);
-      markRow(row, got, got === row.balance, "in a signed entry");
-      if (got !== row.balance) fail(`this page shows ${row.balance} for ${row.contract} but its signed entry says ${got}`);
-    }
-    step("page", "skipped");
-    setStatus(`Large log (${cp.size.toLocaleString("en-US")} entries): checked the signed checkpoint and that each balance below is in a signed entry of the log. ` +
-      "Not checked: that it is the fund's latest entry, and that no fund is left out. Run the full check (?full=1) or fundledger verify for every entry.");
-    return "partial";
+    // the verdicts do not matter here, only how long they take
+    const rate = sample.length ? await pool.measure(sample, 400) : 0;
+    return { bytes: cp.size * perEntry + tileBytes(cp.size), memory: cp.size * BYTES_PER_ENTRY + 64e6,
+      rate, seconds: rate ? cp.size / (rate * REPLAY_SHARE) : null, cores: pool.size() };
+  }
+  // the replay holds each liquidation id (to refuse one recorded twice): about this much per entry
+  const BYTES_PER_ENTRY = 250;
+  // the share of the signature rate the whole replay reaches (bench/browser.py measures it)
+  const REPLAY_SHARE = 0.5;
+  function mb(n) { return n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : `${Math.max(1, Math.round(n / 1e6)).toLocaleString("en-US")} MB`; }
+  function duration(s) {
+    if (s < 90) return `${Math.max(1, Math.round(s))} s`;
+    if (s < 5400) return `${Math.round(s / 60)} min`;
+    return `${(s / 3600).toFixed(1)} h`;
   }
 
-  async function run() {
+  /** A log too large to replay unasked: say what it costs, and wait for the button. */
+  async function offer(ctx, desktopLimit) {
+    const plan = el("plan"), start = el("start-full");
+    const e = await estimate(ctx.cp, ctx.anchor);
+    const n = ctx.cp.size.toLocaleString("en-US");
+    el("plan-text").textContent = `The full check of this log replays all ${n} entries. It downloads about ${mb(e.bytes)}, ` +
+      `needs about ${mb(e.memory)} of memory, and takes about ${e.seconds === null ? "(unknown)" : duration(e.seconds)} in this browser ` +
+      `(it just checked ${Math.round(e.rate).toLocaleString("en-US")} signatures a second on ${e.cores} core${e.cores === 1 ? "" : "s"}; ` +
+      "a slow connection makes it longer).";
+    const desktop = el("plan-desktop");
+    desktop.hidden = ctx.cp.size <= desktopLimit;
+    if (!desktop.hidden) {
+      const links = el("plan-funds");
+      links.textContent = "";
+      pageRows().forEach((row, i) => {
+        if (i) links.append(", ");
+        const a = document.createElement("a");
+        a.href = "/contract/" + encodeURIComponent(row.contract) + "#fund-check";
+        a.textContent = row.contract;
+        links.append(a);
+      });
+    }
+    plan.hidden = false;
+    start.disabled = false;
+    for (const s of ["entries", "rules", "tree", "checkpoint", "tiles", "page"]) step(s, "");
+    verdict.className = "verdict partial";
+    verdictText.textContent = `not checked yet: a log of ${n} entries (start the full check below)`;
+    app.dataset.verdict = "not-started";
+    setStatus("");
+  }
+
+  async function run(asked) {
     rerun.disabled = true;
+    el("start-full").disabled = true;
+    delete app.dataset.verdict;
     verdict.className = "verdict running";
     verdictText.textContent = "checking…";
     document.querySelectorAll("#steps li").forEach((li) => (li.className = ""));
@@ -1328,28 +1648,45 @@
     const started = performance.now();
     try {
       const ctx = await loadKeyAndCheckpoint();
+      memoryOrigin = ctx.cp.origin;
+      const remembered = await checkMemory(ctx.anchor, ctx.cp, new TreeTiles(ctx.cp.size, ctx.cp.root));
+      const before = (remembered.damaged ? "What this browser remembered of this log was damaged: it was ignored and forgotten. " : "") +
+        (remembered.old ? `This browser verified this log here before at ${sizeText(remembered.old.size)}; ` +
+        "the new checkpoint extends that one (checked from the hash tiles). " : "");
+      showMemory(el("memory-text"), before, false);
+      el("memory-forget").hidden = !remembered.old;
       const params = new URLSearchParams(location.search);
-      const limit = params.has("threshold") ? Number(params.get("threshold")) : Number(app.dataset.fullLimit || 50000);
-      const isFull = params.get("full") === "1" || ctx.cp.size <= limit;
-      if (isFull) ctx.funds = await loadFunds();
-      const what = isFull ? await full(ctx) : await sampled(ctx);
-      if (what === "partial") {
-        // proved less than the whole log: never "verified"
-        verdict.className = "verdict partial";
-        verdictText.textContent = "not verified: a large log, only partly checked (see below)";
-        app.dataset.verdict = "partial";
+      const limit = (name, fallback) => (params.has(name) ? Number(params.get(name)) : Number(fallback));
+      const auto = limit("threshold", app.dataset.autoLimit || 50000);
+      if (!asked && params.get("full") !== "1" && ctx.cp.size > auto) {
+        await offer(ctx, limit("desktop", app.dataset.desktopLimit || 1000000));
         return;
       }
+      el("plan").hidden = true;
+      ctx.funds = await loadFunds();
+      await full(ctx);
+      const kept = rememberCheckpoint(ctx.anchor, ctx.cp, ctx.cpBytes);
+      showMemory(el("memory-text"), before + (kept ? `This browser now remembers this checkpoint (${sizeText(ctx.cp.size)}), ` +
+        "to warn you if this site later shows an older or a different log." : "This browser could not remember this checkpoint (storage is off or full)."), false);
+      el("memory-forget").hidden = !kept;
       verdict.className = "verdict ok";
       verdictText.textContent = "verified";
       app.dataset.verdict = "verified";
-      const secs = ((performance.now() - started) / 1000).toFixed(1);
-      if (what === "full") setStatus(`Replayed all ${ctx.cp.size.toLocaleString("en-US")} entries (${(bytesFetched / 1e6).toFixed(2)} MB) in ${secs} s. Every balance below is what the signed log says.`);
+      const secs = (performance.now() - started) / 1000;
+      app.dataset.seconds = secs.toFixed(3);
+      setStatus(`Replayed all ${ctx.cp.size.toLocaleString("en-US")} entries (${(bytesFetched / 1e6).toFixed(2)} MB) in ${secs.toFixed(1)} s ` +
+        `on ${pool.size()} core${pool.size() === 1 ? "" : "s"}. Every balance below is what the signed log says.`);
     } catch (e) {
       const reason = e instanceof Failure ? e.message : `unexpected error: ${e && e.message ? e.message : e}`;
       verdict.className = "verdict bad";
       verdictText.textContent = "failed: " + reason;
       app.dataset.verdict = "failed";
+      if (e instanceof MemoryWarning) {
+        verdictText.textContent = "warning: not verified, see below";
+        app.dataset.verdict = e.kind;
+        showMemory(el("memory-text"), "Warning: " + e.message, true);
+        el("memory-forget").hidden = false;
+      }
       if (e instanceof Failure && e.step) {
         document.querySelectorAll("#steps li.running").forEach((li) => (li.className = ""));
         step(e.step, "failed");
@@ -1362,6 +1699,13 @@
     }
   }
 
-  rerun.addEventListener("click", run);
-  run();
+  let memoryOrigin = null;
+  rerun.addEventListener("click", () => run(true));
+  el("memory-forget").addEventListener("click", () => {
+    const n = memory && memoryOrigin ? memory.forget(memoryOrigin) : 0;
+    el("memory-forget").hidden = true;
+    showMemory(el("memory-text"), `This browser forgot what it remembered of this log (${n} record${n === 1 ? "" : "s"}).`, false);
+  });
+  el("start-full").addEventListener("click", () => run(true));
+  run(false);
 })();
