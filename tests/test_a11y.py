@@ -126,12 +126,14 @@ def test_site_page_passes_axe(site, site_db, page, name):
 
 def test_the_verdicts_pass_axe(site, page):
     """The pages once verify.js has written into them: the fund check's and
-    the full replay's verdicts, "verified", "not verified" and "failed"."""
+    the full replay's verdicts, "verified", "failed", and the cost shown
+    before a large replay starts (for a desktop, or not)."""
     page.goto(site + "contract/XBTUSDTM")
     page.click("#fund-check-run")
     page.wait_for_selector("#fund-check[data-verdict=verified]", timeout=VERDICT_TIMEOUT_MS)
     assert_accessible(page, "contract, fund checked")
-    for query, verdict in (("verify", "verified"), ("verify?threshold=10", "partial")):
+    for query, verdict in (("verify", "verified"), ("verify?threshold=10", "not-started"),
+                           ("verify?threshold=10&desktop=100", "not-started")):
         page.goto(site + query)
         page.wait_for_selector(f"#verify-app[data-verdict={verdict}]", timeout=VERDICT_TIMEOUT_MS)
         assert_accessible(page, f"verify, {verdict}")
