@@ -112,3 +112,44 @@ def test_a_format_1_site_says_so(tmp_path, page):
     with BackgroundServer(db) as url:
         text = check_fund_in(page, url, "XBTUSDTM")
     assert text.startswith("failed: this log is in format 1"), text
+
+
+@pytest.fixture(scope="module")
+def scattered(tmp_path_factory):
+    """A format-2 log of 1,200 liquidations, AAA's in every third: its first
+    chain bundle lies in full tiles, so it has tile paths."""
+    d = tmp_path_factory.mktemp("paths")
+    db, key = str(d / "fund.db"), str(d / "fund.key")
+    store, signer = api.init_ledger(db, key, "example.com/browser-paths", log_format=2)
+    store.append([dict(CONTRACTS[0], symbol=s) for s in ("AAA", "BBB")], [signer])
+    store.append([liq(i, "AAA" if i % 3 == 0 else "BBB", "long", "39000", str(39000 + (i % 97) * 3), "1")
+                  for i in range(1200)], [signer])
+    store.add_checkpoint([signer])
+    store.close()
+    return db
+
+
+def test_the_fund_check_reads_tile_paths_not_level_0_tiles(scattered, page):
+    asked = []
+    page.on("request", lambda r: asked.append(r.url))
+    with BackgroundServer(scattered) as url:
+        text = check_fund_in(page, url, "AAA")
+        assert text.startswith("checked:"), text
+        level0 = {u.split(url)[-1] for u in asked if "/tile/0/" in u}
+        assert url + "chain/AAA/000.paths" in asked
+        # bundle 0 (seqs up to ~770) through its paths: tiles 1 and 2 never read; tile 0 holds the
+        # first state entry, read alone; bundle 1 reaches the partial tile, so tiles 3 and 4 are read
+        assert level0 == {"tile/0/000", "tile/0/003", f"tile/0/004.p/{check_fund_path(url, 'AAA').tree_size % 256}"}
+
+
+def test_a_wrong_tile_path_fails_the_fund_check(scattered, page):
+    def flip(route):
+        body = bytearray(route.fetch().body())
+        body[300] ^= 1  # entry 1's second sibling
+        route.fulfill(status=200, body=bytes(body), content_type="application/octet-stream")
+
+    page.route("**/chain/AAA/000.paths", flip)
+    with BackgroundServer(scattered) as url:
+        text = check_fund_in(page, url, "AAA")
+    assert page.get_attribute("#fund-check", "data-verdict") == "failed"
+    assert "through chain/AAA/000.paths" in text, text

@@ -807,6 +807,31 @@
       }
     }
   }
+  /** TreeTiles.authenticate through a bundle's tile paths: each entry's
+   *  leaf hash and its 8 siblings give its level-0 tile's root, which must be
+   *  entry (seq >> 8) % 256 of level-1 tile seq >> 16 (no level-0 tile read). */
+  TreeTiles.prototype.authenticatePaths = async function (items, paths, where) {
+    if (!this.edge) this.edge = this.checkEdge();
+    await this.edge;
+    if (paths.length !== items.length * 256) fail(`${where} does not hold ${items.length} tile paths`);
+    for (const [seq] of items) {
+      if (!(seq >= 0 && seq < this.size)) fail(`an entry claims seq ${seq}, outside the tree of size ${this.size}`);
+    }
+    const wanted = [...new Set(items.map(([seq]) => Math.floor(seq / 65536)))];
+    await Promise.all(wanted.map((i) => this.tile(1, i)));
+    for (let k = 0; k < items.length; k++) {
+      const [seq, , leaf] = items[k];
+      let h = leaf;
+      for (let l = 0; l < 8; l++) {
+        const sibling = paths.subarray(256 * k + 32 * l, 256 * k + 32 * l + 32);
+        h = Math.floor(seq / 2 ** l) % 2 ? nodeHashSync(sibling, h) : nodeHashSync(h, sibling);
+      }
+      const parent = await this.tile(1, Math.floor(seq / 65536));
+      if (!equal(h, parent[Math.floor(seq / 256) % 256])) {
+        fail(`entry ${seq}: it is not the one the checkpointed tree holds at its seq (through ${where})`);
+      }
+    }
+  };
   function perfectRoot(hashes) {
     let level = hashes;
     while (level.length > 1) {
@@ -856,7 +881,11 @@
         last = seq;
         return [seq, data, leafHashSync(data)];
       });
-      await tiles.authenticate(batch);
+      // the bundle's tile paths (docs/FORMAT.md) exist once all its entries lie in full tiles
+      const inFullTiles = batch.length > 0 && batch[batch.length - 1][0] < tiles.size - tiles.size % TILE_WIDTH;
+      const pathData = inFullTiles ? await get(path + ".paths", { optional: true }) : null;
+      if (pathData) await tiles.authenticatePaths(batch, pathData, path + ".paths");
+      else await tiles.authenticate(batch);
       yield* batch.slice(Math.max(0, from - index * TILE_WIDTH));
     }
   }
