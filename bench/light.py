@@ -87,6 +87,18 @@ def bench_formats(t, work: str, n: int, run_cli) -> str:
     return db2
 
 
+def bench_format_2(t, work: str, n: int) -> str:
+    """Only the format-2 log of ``n`` records, for the light checks."""
+    from bench.run import log
+
+    log(f"light: a format-2 log of {n:,} records")
+    jsonl = os.path.join(work, "light.jsonl")
+    _records(jsonl, n)
+    db, _ = _ledger(work, jsonl, 2)
+    os.unlink(jsonl)
+    return db
+
+
 def bench_light_cli(t, work: str, db: str, n: int, run_cli) -> str:
     """The light check of SMALL from an export: time (a process, best of 3)
     and what it read (in-process)."""

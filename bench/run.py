@@ -678,7 +678,7 @@ def main(argv=None) -> int:
     ap.add_argument("--large", type=int, default=1_000_000,
                     help="entries in the large log (default 1M; 10M takes about an hour on two cores)")
     ap.add_argument("--only", default="",
-                    help="comma-separated sections to run (raw,append,verify,proofs,site,light,browser,scale)")
+                    help="comma-separated sections to run (raw,append,verify,proofs,site,light,lightcheck,browser,scale)")
     a = ap.parse_args(argv)
 
     if a.render:
@@ -761,10 +761,13 @@ def main(argv=None) -> int:
         guarded("site", bench_site, t, db, large, site_count, large if quick else 1_000_000)
     if want("append"):
         guarded("append", bench_append_latency, t, db, key, next_id, quick, large)
-    if want("light"):
+    if want("light") or want("lightcheck"):
         from bench import light
 
-        db2 = guarded("light", light.bench_formats, t, work, large, run_cli)
+        if want("light"):
+            db2 = guarded("light", light.bench_formats, t, work, large, run_cli)
+        else:  # the light checks alone, on one format-2 log
+            db2 = guarded("light", light.bench_format_2, t, work, large)
         if db2 is not None:
             guarded("light", light.bench_light_cli, t, work, db2, large, run_cli)
             guarded("light", light.bench_light_browser, t, db2, large)
