@@ -100,9 +100,9 @@ def test_every_help_example_runs(tmp_path):
         "--fill-price 39990 && fundledger checkpoint && fundledger export public/",
         "fundledger witness add-checkpoint": "fundledger consistency --old-size 0 --out request.txt",
         # the witness's cosigned checkpoint; the key entry is the entry at its size
-        "fundledger witness add-key": "fundledger checkpoint --key fund-2027.key && python -c \"import json\n"
-        "log = list(json.load(open('witness.json'))['logs'].values())[0]\n"
-        "open('cosigned.checkpoint', 'w').write(log['checkpoint'])\nprint(log['size'])\" > key-seq && "
+        "fundledger witness add-key": "fundledger checkpoint --key fund-2027.key && python -c \"import sqlite3\n"
+        "cp, size = sqlite3.connect('witness.db').execute('SELECT checkpoint, size FROM log').fetchone()\n"
+        "open('cosigned.checkpoint', 'w').write(cp)\nprint(size)\" > key-seq && "
         "fundledger consistency cosigned.checkpoint --out request.txt && "
         "fundledger prove $(cat key-seq) --out key-entry.proof",
         # a log made before format 2, beside the scenario's (which init made in format 2)

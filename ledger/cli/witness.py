@@ -3,6 +3,8 @@ file, never a ledger database."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ledger.ops import witness as witness_ops
@@ -15,9 +17,23 @@ def witness():
     """Run a witness: keep checkpoints of logs, cosign only consistent growth."""
 
 
+DEFAULT_STATE = "witness.db"
+LEGACY_STATE = "witness.json"
+
+
+def state_file(path: str) -> str:
+    """The state to use: with the default --state, an existing witness.json
+    of an earlier version when there is no witness.db (it is migrated to
+    SQLite in place on first use)."""
+    if path == DEFAULT_STATE and not os.path.lexists(DEFAULT_STATE) and os.path.lexists(LEGACY_STATE):
+        return LEGACY_STATE
+    return path
+
+
 def witness_options(f):
-    f = click.option("--state", "state_path", default="witness.json", show_default=True,
-                     type=click.Path(dir_okay=False), help="The witness's state file.")(f)
+    f = click.option("--state", "state_path", default=DEFAULT_STATE, show_default=True,
+                     type=click.Path(dir_okay=False),
+                     help="The witness's state (SQLite; a JSON state of an earlier version is migrated).")(f)
     return click.option("--key", "key_path", default="witness.key", show_default=True,
                         type=click.Path(dir_okay=False), help="The witness's key file.")(f)
 
@@ -46,7 +62,7 @@ def witness_add_log(vkey, key_path, state_path):
     Example: fundledger witness add-log fund.vkey
     """
     [log_key] = load_vkeys([vkey])
-    click.echo(f"witnessing {witness_ops.add_log(state_path, log_key.vkey())}")
+    click.echo(f"witnessing {witness_ops.add_log(state_file(state_path), log_key.vkey())}")
 
 
 @witness.command("add-checkpoint")
@@ -61,7 +77,7 @@ def witness_add_checkpoint(request, out, key_path, state_path):
 
     Example: fundledger witness add-checkpoint request.txt --out witness-reply.txt
     """
-    out.write(witness_ops.add_checkpoint(key_path, state_path, request.read(1 << 20)))
+    out.write(witness_ops.add_checkpoint(key_path, state_file(state_path), request.read(1 << 20)))
 
 
 @witness.command("add-key")
@@ -82,4 +98,5 @@ def witness_add_key(request, key_proof, out, key_path, state_path):
 
     Example: fundledger witness add-key request.txt key-entry.proof --out witness-reply.txt
     """
-    out.write(witness_ops.add_key(key_path, state_path, request.read(1 << 20), key_proof.read(1 << 20)))
+    out.write(witness_ops.add_key(key_path, state_file(state_path), request.read(1 << 20), key_proof.read(1 << 20)))
+
