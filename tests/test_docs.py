@@ -29,6 +29,7 @@ BIN = str(Path(sys.executable).parent)
 # Help examples that cannot run inside a test, and why.
 NOT_RUN = {
     "fundledger serve": "blocks serving HTTP; tests/test_site.py runs the site",
+    "fundledger witness serve": "blocks serving HTTP; tests/test_witness_http.py and docs/WITNESS.md run it",
 }
 
 
