@@ -29,6 +29,7 @@ BIN = str(Path(sys.executable).parent)
 # Help examples that cannot run inside a test, and why.
 NOT_RUN = {
     "fundledger serve": "blocks serving HTTP; tests/test_site.py runs the site",
+    "fundledger witness serve": "blocks serving HTTP; tests/test_witness_http.py and docs/WITNESS.md run it",
 }
 
 
@@ -100,9 +101,9 @@ def test_every_help_example_runs(tmp_path):
         "--fill-price 39990 && fundledger checkpoint && fundledger export public/",
         "fundledger witness add-checkpoint": "fundledger consistency --old-size 0 --out request.txt",
         # the witness's cosigned checkpoint; the key entry is the entry at its size
-        "fundledger witness add-key": "fundledger checkpoint --key fund-2027.key && python -c \"import json\n"
-        "log = list(json.load(open('witness.json'))['logs'].values())[0]\n"
-        "open('cosigned.checkpoint', 'w').write(log['checkpoint'])\nprint(log['size'])\" > key-seq && "
+        "fundledger witness add-key": "fundledger checkpoint --key fund-2027.key && python -c \"import sqlite3\n"
+        "cp, size = sqlite3.connect('witness.db').execute('SELECT checkpoint, size FROM log').fetchone()\n"
+        "open('cosigned.checkpoint', 'w').write(cp)\nprint(size)\" > key-seq && "
         "fundledger consistency cosigned.checkpoint --out request.txt && "
         "fundledger prove $(cat key-seq) --out key-entry.proof",
         # a log made before format 2, beside the scenario's (which init made in format 2)

@@ -366,12 +366,39 @@ def test_a_trusted_checkpoint_the_log_does_not_back_is_exit_1(log, tmp_path):
     assert invoke(log, "verify", "--trusted", path, "--vkey", log.store.vkey).exit_code == 0
 
 
+def _legacy_json(path):
+    """The state at ``path`` (SQLite) as earlier versions wrote it (JSON)."""
+    from ledger.ops import witness_state
+
+    with witness_state.opened(str(path)) as conn:
+        logs = witness_state.all_logs(conn)
+    return {"logs": {log.origin: {"vkey": log.keys[0][1], "size": log.size, "checkpoint": log.checkpoint,
+                                  "root": base64.b64encode(log.root).decode(),
+                                  "keys": [{"vkey": v, "from_size": f} for f, v in log.keys]} for log in logs}}
+
+
 def _witness_edit(edit):
+    """A JSON state of an earlier version, edited: refused when migrated."""
     def make(path):
-        obj = json.loads(path.read_text())
+        obj = _legacy_json(path)
         edit(obj)
         path.write_text(json.dumps(obj))
     return make
+
+
+def _sql_edit(sql):
+    def make(path):
+        conn = sqlite3.connect(path)
+        conn.executescript(sql)
+        conn.close()
+    return make
+
+
+def _sqlite_not_a_state(path):
+    path.unlink()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
 
 
 def _log_field(key, value):
@@ -404,6 +431,14 @@ BAD_WITNESS_STATES = {
     "checkpoint a number": _log_field("checkpoint", 7),
     "over the size limit": lambda p: _sparse(p, (16 << 20) + 1),
     "a FIFO": lambda p: (os.unlink(p), _fifo(p)),
+    "SQLite, not a state": _sqlite_not_a_state,
+    "SQLite, root short": _sql_edit("UPDATE log SET root = 'cnI='"),
+    "SQLite, keys not JSON": _sql_edit("UPDATE log SET keys = '['"),
+    "SQLite, no key": _sql_edit("UPDATE log SET keys = '[]'"),
+    "SQLite, key of another log": _sql_edit("UPDATE log SET keys = '[{\"vkey\": \"%s\", \"from_size\": 0}]'"
+                                            % note.generate_signer("other.example").verifier().vkey()),
+    "SQLite, another format": _sql_edit("UPDATE witness_meta SET value = 'other'"),
+    "SQLite, truncated": lambda p: p.write_bytes(p.read_bytes()[:200]),
 }
 
 

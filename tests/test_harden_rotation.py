@@ -47,9 +47,9 @@ def rotated(ledger, tmp_path):
     ledger.contract()
     ledger.append(*[liq(i) for i in range(5)])
     ledger.checkpoint()
-    w = witness.init_witness(str(tmp_path / "w.key"), str(tmp_path / "w.json"), "witness.example")
-    witness.add_log(str(tmp_path / "w.json"), ledger.store.vkey)
-    witness.add_checkpoint(str(tmp_path / "w.key"), str(tmp_path / "w.json"), api.consistency(ledger.store, old_size=0))
+    w = witness.init_witness(str(tmp_path / "w.key"), str(tmp_path / "w.db"), "witness.example")
+    witness.add_log(str(tmp_path / "w.db"), ledger.store.vkey)
+    witness.add_checkpoint(str(tmp_path / "w.key"), str(tmp_path / "w.db"), api.consistency(ledger.store, old_size=0))
     seq, new = api.rotate_key(ledger.store, ledger.signer, str(tmp_path / "new.key"))
     assert seq == 6
     _copy_db(ledger.db, str(tmp_path / "at7.db"))
@@ -57,7 +57,7 @@ def rotated(ledger, tmp_path):
     ledger.store.add_checkpoint([new])
     (tmp_path / "fund.vkey").write_text(ledger.store.vkey + "\n")
     ledger.w = w
-    ledger.wkey, ledger.wstate = str(tmp_path / "w.key"), str(tmp_path / "w.json")
+    ledger.wkey, ledger.wstate = str(tmp_path / "w.key"), str(tmp_path / "w.db")
     return ledger, new
 
 
@@ -173,9 +173,9 @@ def test_check_receipt_with_witnesses(rotated, tmp_path):
 def test_verify_counts_a_witness_given_twice_once(ledger, tmp_path):
     ledger.contract()
     ledger.checkpoint()
-    w = witness.init_witness(str(tmp_path / "w.key"), str(tmp_path / "w.json"), "witness.example")
-    witness.add_log(str(tmp_path / "w.json"), ledger.store.vkey)
-    line = witness.add_checkpoint(str(tmp_path / "w.key"), str(tmp_path / "w.json"),
+    w = witness.init_witness(str(tmp_path / "w.key"), str(tmp_path / "w.db"), "witness.example")
+    witness.add_log(str(tmp_path / "w.db"), ledger.store.vkey)
+    line = witness.add_checkpoint(str(tmp_path / "w.key"), str(tmp_path / "w.db"),
                                   api.consistency(ledger.store, old_size=0))
     api.attach_cosignatures(ledger.store, line, [w.verifier()])
     wk = w.verifier().vkey()
@@ -211,9 +211,9 @@ def test_a_witness_follows_a_rotation_it_is_told_of(rotated, tmp_path):
     line = _tell_the_witness(ledger, tmp_path)
     text, _ = note.split_note(ledger.store.published_checkpoint())
     assert note.verify_cosignature(text, note.parse_signature_lines(line)[0], ledger.w.verifier()) > 0
-    state = json.loads(open(ledger.wstate).read())["logs"][ORIGIN]
-    assert state["size"] == 11
-    assert state["keys"] == [{"vkey": ledger.store.vkey, "from_size": 0}, {"vkey": new.verifier().vkey(), "from_size": 7}]
+    state = witness.cosigned(ledger.wstate, ORIGIN)
+    assert state.size == 11
+    assert state.keys == ((0, ledger.store.vkey), (7, new.verifier().vkey()))
     # later checkpoints by the new key: cosigned
     ledger.store.append([liq(50)], [new])
     ledger.store.add_checkpoint([new])
@@ -229,7 +229,7 @@ def test_a_witness_follows_a_rotation_it_is_told_of(rotated, tmp_path):
     # beside the new key's signature a retired one does not matter: the new key's counts
     both = consistency.ConsistencyProof(12, body.proof, note.sign_note(cp.text(), [new, ledger.signer]))
     witness.add_checkpoint(ledger.wkey, ledger.wstate, consistency.format_consistency(both))
-    assert json.loads(open(ledger.wstate).read())["logs"][ORIGIN]["size"] == 13
+    assert witness.cosigned(ledger.wstate, ORIGIN).size == 13
 
 
 def test_a_witness_told_of_a_rotation_refuses_the_retired_keys_fork(rotated, tmp_path):
@@ -240,19 +240,19 @@ def test_a_witness_told_of_a_rotation_refuses_the_retired_keys_fork(rotated, tmp
     ledger, new = rotated
     fork = retired_fork(ledger, tmp_path)
     request = api.consistency(fork, old_size=6)
-    untold = str(tmp_path / "untold.json")
+    untold = str(tmp_path / "untold.db")
     shutil.copy(ledger.wstate, untold)
-    before = open(ledger.wstate).read()
+    before = open(ledger.wstate, "rb").read()
     with pytest.raises(VerificationError, match="in force at size 11"):
         witness.add_key(ledger.wkey, ledger.wstate, request, api.prove(fork, 6))
-    assert open(ledger.wstate).read() == before
+    assert open(ledger.wstate, "rb").read() == before
     assert witness.add_checkpoint(ledger.wkey, untold, request)
 
 
 def test_a_witness_refuses_a_bad_key_proof(rotated, tmp_path):
     ledger, new = rotated
     req, proof = _request_and_key_proof(ledger, tmp_path)
-    before = open(ledger.wstate).read()
+    before = open(ledger.wstate, "rb").read()
     # a key entry signed by a stranger's key instead of the first one
     stranger = note.generate_signer(ORIGIN)
     r = receipt_mod.parse_receipts(api.prove(ledger.store, 6))[0]
@@ -267,7 +267,7 @@ def test_a_witness_refuses_a_bad_key_proof(rotated, tmp_path):
     ledger.store.add_checkpoint([new])
     with pytest.raises(InputError, match="not against the request's checkpoint"):
         witness.add_key(ledger.wkey, ledger.wstate, other, api.prove(ledger.store, 6))
-    assert open(ledger.wstate).read() == before
+    assert open(ledger.wstate, "rb").read() == before
 
 
 # --- checkpoints signed by the retired key, and cosignature names ---------------------------

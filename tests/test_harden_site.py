@@ -249,9 +249,9 @@ def test_a_failure_after_a_good_round_withdraws_the_balances(site):
 
 
 def _witness(tmp_path, ledger, name="witness.example"):
-    w = witness.init_witness(str(tmp_path / f"{name}.key"), str(tmp_path / f"{name}.json"), name)
-    witness.add_log(str(tmp_path / f"{name}.json"), ledger.store.vkey)
-    line = witness.add_checkpoint(str(tmp_path / f"{name}.key"), str(tmp_path / f"{name}.json"),
+    w = witness.init_witness(str(tmp_path / f"{name}.key"), str(tmp_path / f"{name}.db"), name)
+    witness.add_log(str(tmp_path / f"{name}.db"), ledger.store.vkey)
+    line = witness.add_checkpoint(str(tmp_path / f"{name}.key"), str(tmp_path / f"{name}.db"),
                                   api.consistency(ledger.store, old_size=0))
     return w, line
 

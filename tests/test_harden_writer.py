@@ -505,7 +505,7 @@ def test_an_ascii_origin_reads_back(tmp_path):
 @pytest.mark.parametrize("name", ["wïtness.example", "witness\u00a0.example", "a+b", ""])
 def test_witness_init_refuses_a_name_its_key_file_cannot_hold(tmp_path, name):
     w = Writer(tmp_path)
-    r = w.run("witness", "init", name, "--key", str(tmp_path / "w.key"), "--state", str(tmp_path / "w.json"))
+    r = w.run("witness", "init", name, "--key", str(tmp_path / "w.key"), "--state", str(tmp_path / "w.db"))
     line = one_line_failure(r, 2, "witness name", "not a valid key name", "printable ASCII")
     assert "Traceback" not in line
     assert os.listdir(tmp_path) == []

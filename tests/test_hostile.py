@@ -114,7 +114,7 @@ def world(tmp_path_factory) -> World:
     body = api.consistency(store, old_size=0)
     vkey = store.vkey
     store.close()
-    wkey, wstate = str(d / "w.key"), str(d / "w.json")
+    wkey, wstate = str(d / "w.key"), str(d / "w.db")
     witness.init_witness(wkey, wstate, "witness.example")
     witness.add_log(wstate, vkey)
     return World(d, db, key, vkey, d / "export", cp, receipt, body, wkey, wstate, signer)

@@ -515,7 +515,7 @@ def test_every_single_bit_flip_of_a_receipt_is_a_verification_failure(receipt_fl
 
 @pytest.fixture
 def wit(logs, tmp_path):
-    key, state = str(tmp_path / "w.key"), str(tmp_path / "w.json")
+    key, state = str(tmp_path / "w.key"), str(tmp_path / "w.db")
     witness.init_witness(key, state, "witness.example")
     witness.add_log(state, logs.vkey)
     witness.add_checkpoint(key, state, logs.body0)  # the witness holds 21

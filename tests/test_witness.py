@@ -23,9 +23,9 @@ def grow(ledger, start, n):
 def setup(ledger, tmp_path):
     ledger.contract()
     first = grow(ledger, 0, 5)
-    w = witness.init_witness(str(tmp_path / "w.key"), str(tmp_path / "w.json"), "witness.example")
-    witness.add_log(str(tmp_path / "w.json"), ledger.store.vkey)
-    return ledger, w, first, str(tmp_path / "w.key"), str(tmp_path / "w.json")
+    w = witness.init_witness(str(tmp_path / "w.key"), str(tmp_path / "w.db"), "witness.example")
+    witness.add_log(str(tmp_path / "w.db"), ledger.store.vkey)
+    return ledger, w, first, str(tmp_path / "w.key"), str(tmp_path / "w.db")
 
 
 def test_witness_key_is_cosignature_v1_and_private(setup):
@@ -114,3 +114,28 @@ def test_cli_round_trip(setup, tmp_path):
     assert r.exit_code == 0 and '"witness.example"' in r.output
     r = ledger.cli("witness", "add-checkpoint", str(req), "--key", key, "--state", state)
     assert r.exit_code == 1
+
+
+def test_a_decision_on_a_stale_row_is_a_conflict_and_writes_nothing(setup, monkeypatch):
+    """Compare-and-swap: a request decided from the row as it was before
+    another request moved it is refused (409 with the new size), never
+    recorded over it: no rollback, no second branch."""
+    from conftest import ORIGIN
+    from ledger.ops import witness_state
+
+    ledger, w, first, key, state = setup
+    stale = witness.cosigned(state, ORIGIN)
+    witness.add_checkpoint(key, state, api.consistency(ledger.store, old_size=0))  # the row moves to 6
+    before = open(state, "rb").read()
+    real, calls = witness_state.get, []
+
+    def get(conn, origin):
+        calls.append(origin)
+        return stale if len(calls) == 1 else real(conn, origin)
+
+    monkeypatch.setattr(witness_state, "get", get)
+    with pytest.raises(witness.WitnessConflict) as e:
+        witness.add_checkpoint(key, state, api.consistency(ledger.store, old_size=0))
+    assert e.value.size == 6 and witness.http_status(e.value) == 409
+    monkeypatch.undo()
+    assert open(state, "rb").read() == before and witness.cosigned(state, ORIGIN).size == 6

@@ -3,6 +3,8 @@ file, never a ledger database."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ledger.ops import witness as witness_ops
@@ -15,9 +17,23 @@ def witness():
     """Run a witness: keep checkpoints of logs, cosign only consistent growth."""
 
 
+DEFAULT_STATE = "witness.db"
+LEGACY_STATE = "witness.json"
+
+
+def state_file(path: str) -> str:
+    """The state to use: with the default --state, an existing witness.json
+    of an earlier version when there is no witness.db (it is migrated to
+    SQLite in place on first use)."""
+    if path == DEFAULT_STATE and not os.path.lexists(DEFAULT_STATE) and os.path.lexists(LEGACY_STATE):
+        return LEGACY_STATE
+    return path
+
+
 def witness_options(f):
-    f = click.option("--state", "state_path", default="witness.json", show_default=True,
-                     type=click.Path(dir_okay=False), help="The witness's state file.")(f)
+    f = click.option("--state", "state_path", default=DEFAULT_STATE, show_default=True,
+                     type=click.Path(dir_okay=False),
+                     help="The witness's state (SQLite; a JSON state of an earlier version is migrated).")(f)
     return click.option("--key", "key_path", default="witness.key", show_default=True,
                         type=click.Path(dir_okay=False), help="The witness's key file.")(f)
 
@@ -46,7 +62,7 @@ def witness_add_log(vkey, key_path, state_path):
     Example: fundledger witness add-log fund.vkey
     """
     [log_key] = load_vkeys([vkey])
-    click.echo(f"witnessing {witness_ops.add_log(state_path, log_key.vkey())}")
+    click.echo(f"witnessing {witness_ops.add_log(state_file(state_path), log_key.vkey())}")
 
 
 @witness.command("add-checkpoint")
@@ -61,7 +77,7 @@ def witness_add_checkpoint(request, out, key_path, state_path):
 
     Example: fundledger witness add-checkpoint request.txt --out witness-reply.txt
     """
-    out.write(witness_ops.add_checkpoint(key_path, state_path, request.read(1 << 20)))
+    out.write(witness_ops.add_checkpoint(key_path, state_file(state_path), request.read(1 << 20)))
 
 
 @witness.command("add-key")
@@ -82,4 +98,40 @@ def witness_add_key(request, key_proof, out, key_path, state_path):
 
     Example: fundledger witness add-key request.txt key-entry.proof --out witness-reply.txt
     """
-    out.write(witness_ops.add_key(key_path, state_path, request.read(1 << 20), key_proof.read(1 << 20)))
+    out.write(witness_ops.add_key(key_path, state_file(state_path), request.read(1 << 20), key_proof.read(1 << 20)))
+
+
+@witness.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8002, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port; the line printed names it).")
+@click.option("--prefix", default="", help="URL prefix of the endpoints (e.g. /witness).")
+@click.option("--max-body", default=64 << 10, show_default=True, type=click.IntRange(1, 1 << 24),
+              help="Largest request body, bytes (413 above).")
+@click.option("--read-timeout", default=10.0, show_default=True, type=float,
+              help="Seconds to receive a request's body (408 after) or its headers (closed after).")
+@click.option("--rate", default=2.0, show_default=True, type=float,
+              help="Requests per second per client address, sustained (429 above).")
+@click.option("--burst", default=20, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Requests per client address at once.")
+@click.option("--max-concurrent", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Requests decided at once (503 above).")
+@witness_options
+@handled
+def witness_serve(host, port, prefix, max_body, read_timeout, rate, burst, max_concurrent, key_path, state_path):
+    """Serve this witness over HTTP (c2sp.org/tlog-witness), until SIGTERM or Ctrl-C.
+
+    POST /add-checkpoint cosigns as `witness add-checkpoint` does, sharing
+    its state (SQLite, compare-and-swap): the file commands may run while
+    it serves. GET /checkpoint/ORIGIN (percent-encoded) returns the latest
+    checkpoint it cosigned for that log with its cosignature; GET /health
+    says ok. Prints `witness listening on http://HOST:PORT/` once bound.
+    See docs/WITNESS.md.
+
+    Example: fundledger witness serve --port 8002
+    """
+    from ledger.ops import witness_http
+
+    limits = witness_http.Limits(max_body=max_body, read_timeout=read_timeout, header_timeout=read_timeout,
+                                 rate=rate, burst=burst, max_concurrent=max_concurrent)
+    witness_http.serve(key_path, state_file(state_path), host, port, prefix, limits)

@@ -3,31 +3,37 @@ side of collecting cosignatures.
 
 A witness keeps its own cosignature/v1 key (type 0x04) and, for each log it
 watches, the last checkpoint it cosigned and the log's key history (each
-key with the first tree size it signs). Given an add-checkpoint request
-(``old <size>``, a consistency proof, the new signed checkpoint) it cosigns
-only if:
+key with the first tree size it signs), in an SQLite state
+(:mod:`ledger.ops.witness_state`). :func:`decide` is the one place that
+decides what an add-checkpoint request gets; the CLI (`fundledger witness
+add-checkpoint`, `add-key`) and the HTTP server (`fundledger witness
+serve`) both call it, and map its refusals to exit codes and to HTTP status
+codes (``http_status``). In the order tlog-witness checks them:
 
-* the checkpoint is signed by the log key in force at its size (else:
-  refused, exit 1); a retired key's signature does not count. A rotation
-  is learnt from the operator with :func:`add_key`;
-* ``old`` is exactly the size it last cosigned (else: conflict, exit 1, with
-  the size it holds: the client must send a proof from that size);
-* the new size is not smaller, and the proof shows the new tree extends the
-  old one (else: refused, exit 1: a fork or a rollback).
+* a malformed request: 400 (InputError, exit 2), as is an old size above
+  the checkpoint's size;
+* a log it does not witness: 404 (:class:`UnknownLog`, exit 2);
+* no signature by the log key in force at the checkpoint's size: 403
+  (:class:`NotSigned`, exit 1); a retired key's signature does not count,
+  signatures by keys it does not know are ignored. A rotation is learnt
+  from the operator with :func:`add_key`;
+* ``old`` is not exactly the size it last cosigned: 409
+  (:class:`WitnessConflict`, exit 1, with the size it holds: the client
+  retries with a proof from that size);
+* the checkpoint is not consistent with the one it holds: 422
+  (:class:`Inconsistent` or another ProofError, exit 1): a size-zero
+  checkpoint whose root is not the empty tree's, a non-empty proof from
+  size 0, the same size with another root, or a proof that does not
+  verify: a fork or a rollback.
 
-It then records the new checkpoint and returns one cosignature line. The
-state file is replaced atomically under an exclusive lock, so a crash never
-leaves it half-written and two requests never race.
+It then records the new checkpoint by compare-and-swap and returns one
+cosignature line only once that is committed.
 """
 
 from __future__ import annotations
 
-import base64
-import fcntl
-import json
-import os
 import time
-from contextlib import contextmanager
+from dataclasses import replace
 from typing import Sequence
 
 from ledger.tlog import merkle
@@ -35,89 +41,67 @@ from ledger.tlog.proof import verify_consistency
 from ledger.format import note
 from ledger.format.consistency import ConsistencyProof, parse_consistency
 from ledger.format.receipt import Receipt, parse_receipts
-from ledger.errors import FundledgerError, InputError, VerificationError
+from ledger.errors import FundledgerError, InputError, ProofError, SignatureError, VerificationError
+from ledger.ops import witness_state
 from ledger.ops.keys import check_key_name, create_key_file, load_key_file, write_public
+from ledger.ops.witness_state import WitnessStateError
 
-MAX_STATE_BYTES = 16 << 20
+MAX_STATE_BYTES = witness_state.MAX_JSON_STATE_BYTES
+
+
+class UnknownLog(InputError):
+    """The checkpoint's origin is not a log this witness watches (404)."""
+
+    http_status = 404
+
+
+class NotSigned(SignatureError):
+    """No signature by the log key in force at the checkpoint's size (403)."""
+
+    http_status = 403
 
 
 class WitnessConflict(VerificationError):
-    """The request's old size is not the witness's (tlog-witness: 409)."""
+    """The request's old size is not the witness's (409, with ``size``)."""
+
+    http_status = 409
+
+    def __init__(self, reason: str, size: int):
+        super().__init__(reason)
+        self.size = size
+
+
+class Inconsistent(ProofError):
+    """The checkpoint does not extend the one the witness holds (422)."""
+
+    http_status = 422
+
+
+def http_status(e: FundledgerError) -> int:
+    """The tlog-witness status code of a refusal by :func:`decide`."""
+    if isinstance(e, WitnessStateError):
+        return 503  # the witness's own state: not the client's fault
+    if hasattr(e, "http_status"):
+        return e.http_status
+    return 422 if isinstance(e, VerificationError) else 400
 
 
 def init_witness(key_path: str, state_path: str, name: str, vkey_path: str | None = None) -> note.Signer:
-    """A new witness key (0600), an empty state file and, given
-    ``vkey_path``, a file with the witness's public key."""
+    """A new witness key (0600), an empty state and, given ``vkey_path``, a
+    file with the witness's public key."""
+    import os
+
     check_key_name(name, "witness name")
     for p in (state_path, vkey_path):
-        if p is not None and os.path.exists(p):
+        if p is not None and os.path.lexists(p):
             raise InputError(f"{p} already exists: refusing to overwrite it")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(state_path))):
+        raise InputError(f"{state_path!r}: no such directory")
     signer = create_key_file(key_path, name, note.ALG_COSIGNATURE_V1)
-    _write_state(state_path, {"logs": {}})
+    witness_state.create(state_path)
     if vkey_path is not None:
         write_public(vkey_path, signer.verifier().vkey())
     return signer
-
-
-def _read_state(path: str) -> dict:
-    """The witness state in ``path``; InputError (exit 2) for anything that
-    is plainly not one: missing, not a regular file (a FIFO would block),
-    too large, not JSON, or a log whose fields are missing or of the wrong
-    type. Fields it does not know are kept."""
-    from ledger.verify.transport import read_small_file
-
-    if not os.path.lexists(path):
-        raise InputError(f"{path!r}: no witness state (run `fundledger witness init`)")
-    data = read_small_file(path, MAX_STATE_BYTES, "a witness state")
-    try:
-        state = json.loads(data)
-        if not isinstance(state, dict) or not isinstance(state.get("logs"), dict):
-            raise ValueError("no logs")
-        for origin, log in state["logs"].items():
-            _check_log_state(origin, log)
-    except (ValueError, FundledgerError) as e:
-        raise InputError(f"{path!r}: not a witness state ({str(e)[:200]})") from None
-    return state
-
-
-def _check_log_state(origin: str, log: object) -> None:
-    """One log's entry of a witness state: its key (named ``origin``), the
-    size and root it last cosigned, that checkpoint or null."""
-    if not isinstance(log, dict):
-        raise ValueError(f"log {origin[:80]!r} is not a JSON object")
-    vkey, size, root, cp = (log.get(k) for k in ("vkey", "size", "root", "checkpoint"))
-    if not isinstance(vkey, str) or note.parse_vkey(vkey).name != origin:
-        raise ValueError(f"log {origin[:80]!r}: vkey is not its key")
-    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= merkle.MAX_TREE_SIZE:
-        raise ValueError(f"log {origin[:80]!r}: size is not a tree size")
-    if not isinstance(root, str) or len(base64.b64decode(root, validate=True)) != merkle.HASH_SIZE:
-        raise ValueError(f"log {origin[:80]!r}: root is not a base64 hash")
-    if cp is not None and not isinstance(cp, str):
-        raise ValueError(f"log {origin[:80]!r}: checkpoint is not a note or null")
-
-
-def _write_state(path: str, state: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(state, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _locked(path: str):
-    try:
-        lock = open(path + ".lock", "a")
-    except OSError as e:  # e.g. no such directory: bad input, not a traceback
-        raise InputError(f"{path!r}: {e.strerror}") from None
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def add_log(state_path: str, vkey: str) -> str:
@@ -127,19 +111,22 @@ def add_log(state_path: str, vkey: str) -> str:
         v = note.parse_vkey(vkey.strip())
     except FundledgerError as e:
         raise InputError(f"bad log key: {e}") from None
-    with _locked(state_path):
-        state = _read_state(state_path)
-        if v.name in state["logs"]:
-            raise InputError(f"already witnessing {v.name}")
-        state["logs"][v.name] = {"vkey": v.vkey(), "size": 0, "root": base64.b64encode(merkle.EMPTY_ROOT).decode(),
-                                 "checkpoint": None, "keys": [{"vkey": v.vkey(), "from_size": 0}]}
-        _write_state(state_path, state)
+    with witness_state.opened(state_path) as conn:
+        witness_state.all_logs(conn)  # the whole state is one before it is written to
+        witness_state.insert(conn, witness_state.new_log(v))
     return v.name
+
+
+def load_witness_key(key_path: str) -> note.Signer:
+    signer = load_key_file(key_path)
+    if signer.alg != note.ALG_COSIGNATURE_V1:
+        raise InputError(f"{key_path} is not a cosignature/v1 witness key")
+    return signer
 
 
 def add_checkpoint(key_path: str, state_path: str, request: bytes, now: int | None = None) -> bytes:
     """Handle one add-checkpoint request; returns the cosignature line."""
-    return _cosign(key_path, state_path, request, None, now)
+    return decide(load_witness_key(key_path), state_path, request, None, now)
 
 
 def add_key(key_path: str, state_path: str, request: bytes, key_proofs: bytes, now: int | None = None) -> bytes:
@@ -152,7 +139,13 @@ def add_key(key_path: str, state_path: str, request: bytes, key_proofs: bytes, n
     checkpoint). The key entry must lie past the size this witness cosigned
     and be signed by the key in force there and by the new key; from then on
     the new key is in force and the retired one signs nothing it accepts."""
-    return _cosign(key_path, state_path, request, key_proofs, now)
+    return decide(load_witness_key(key_path), state_path, request, key_proofs, now)
+
+
+def cosigned(state_path: str, origin: str) -> witness_state.LogState | None:
+    """What this witness holds for ``origin`` (None: not witnessed)."""
+    with witness_state.opened(state_path) as conn:
+        return witness_state.get(conn, origin)
 
 
 def _parse_request(request: bytes) -> tuple[ConsistencyProof, bytes, note.Checkpoint]:
@@ -180,45 +173,56 @@ def _parse_key_proofs(data: bytes, text: bytes) -> list[Receipt]:
     return [by_seq[i] for i in sorted(by_seq)]
 
 
-def _log_keys(log: dict):
-    """The log's key history as this witness knows it (a state written
-    before rotations were followed holds the first key only)."""
+def _log_keys(log: witness_state.LogState):
+    """The log's key history as this witness knows it."""
     from ledger.verify.reference import KeyHistory
 
-    try:
-        rows = log.get("keys") or [{"vkey": log["vkey"], "from_size": 0}]
-        first, *later = [(int(r["from_size"]), note.parse_vkey(r["vkey"])) for r in rows]
-    except (KeyError, TypeError, ValueError, FundledgerError) as e:
-        raise InputError(f"witness state: bad key history for the log ({e})") from None
+    first, *later = [(start, note.parse_vkey(v)) for start, v in log.keys]
     return KeyHistory(first[1], later)
 
 
-def _cosign(key_path: str, state_path: str, request: bytes, key_proofs: bytes | None, now: int | None) -> bytes:
-    signer = load_key_file(key_path)
-    if signer.alg != note.ALG_COSIGNATURE_V1:
-        raise InputError(f"{key_path} is not a cosignature/v1 witness key")
+def decide(signer: note.Signer, state_path: str, request: bytes, key_proofs: bytes | None = None,
+           now: int | None = None) -> bytes:
+    """What an add-checkpoint request (and, for `add-key`, the key entry's
+    proof) gets: the cosignature line, once the new state is committed, or
+    one of the refusals of the module's docstring."""
     req, text, cp = _parse_request(request)
     receipts = None if key_proofs is None else _parse_key_proofs(key_proofs, text)
-    with _locked(state_path):
-        state = _read_state(state_path)
-        log = state["logs"].get(cp.origin)
+    with witness_state.opened(state_path) as conn:
+        log = witness_state.get(conn, cp.origin)
         if log is None:
-            raise InputError(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
+            raise UnknownLog(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
         keys = _log_keys(log)
         if receipts is not None:
-            keys.follow(receipts, cp, first_new=log["size"])
+            keys.follow(receipts, cp, first_new=log.size)
         _check_log_signature(req.checkpoint, keys, cp.tree_size)
-        if req.old_size != log["size"]:
-            raise WitnessConflict(f"conflict: this witness holds size {log['size']}, the request proves from {req.old_size}")
-        if cp.tree_size < log["size"]:
-            raise VerificationError(f"refused: size {cp.tree_size} is older than the cosigned {log['size']}")
-        old_root = base64.b64decode(log["root"])
-        verify_consistency(log["size"], cp.tree_size, req.proof, old_root, cp.root_hash)
+        if req.old_size != log.size:
+            raise WitnessConflict(f"conflict: this witness holds size {log.size}, the request proves from"
+                                  f" {req.old_size}", log.size)
+        _check_consistent(log, req, cp)
         line = note.cosign(text, signer, int(time.time()) if now is None else now)
-        log.update(size=cp.tree_size, root=base64.b64encode(cp.root_hash).decode(), checkpoint=req.checkpoint.decode(),
-                   keys=[{"vkey": v.vkey(), "from_size": start} for start, v in keys.keys])
-        _write_state(state_path, state)
+        new = replace(log, size=cp.tree_size, root=cp.root_hash, checkpoint=req.checkpoint.decode(),
+                      cosignature=line.decode(), keys=tuple((s, v.vkey()) for s, v in keys.keys))
+        if not witness_state.swap(conn, log, new):
+            now_held = witness_state.get(conn, cp.origin)
+            size = now_held.size if now_held is not None else log.size
+            raise WitnessConflict(f"conflict: another request moved this witness to size {size} meanwhile", size)
     return line
+
+
+def _check_consistent(log: witness_state.LogState, req: ConsistencyProof, cp: note.Checkpoint) -> None:
+    """The checkpoint extends the one held (c2sp.org/tlog-witness as of
+    C2SP/C2SP#280: every case is 422)."""
+    if cp.tree_size == 0 and cp.root_hash != merkle.EMPTY_ROOT:
+        raise Inconsistent("a checkpoint of size 0 must have the empty tree's root, SHA-256 of nothing")
+    if req.old_size == 0 and req.proof:
+        raise Inconsistent("a consistency proof from size 0 must be empty")
+    if cp.tree_size == log.size and cp.root_hash != log.root:
+        raise Inconsistent(f"refused: size {cp.tree_size} with another root than the one cosigned: a fork")
+    try:
+        verify_consistency(log.size, cp.tree_size, req.proof, log.root, cp.root_hash)
+    except ProofError as e:
+        raise Inconsistent(f"refused: {e}") from None
 
 
 def _check_log_signature(checkpoint: bytes, keys, tree_size: int) -> None:
@@ -226,7 +230,7 @@ def _check_log_signature(checkpoint: bytes, keys, tree_size: int) -> None:
     try:
         keys.open_checkpoint(checkpoint, tree_size)
     except FundledgerError as e:
-        raise VerificationError(
+        raise NotSigned(
             f"checkpoint not signed by the log key in force at size {tree_size} ({e}); after a rotation"
             " of the log's key, give this witness the key entry with `fundledger witness add-key`"
         ) from None
