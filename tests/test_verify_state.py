@@ -11,6 +11,7 @@ import sqlite3
 
 import pytest
 from state_util import read_state
+from test_verify_incremental import liquidations
 
 from ledger.errors import InputError, VerificationError
 from ledger.verify import ids
@@ -19,12 +20,6 @@ from ledger.verify.accelerator import IdSet
 from ledger.verify.database import DbSource
 from ledger.verify.ids import HashStore
 from ledger.verify.state import VerifierState
-
-
-def liquidations(start, n, contract="XBTUSDTM"):
-    return [{"kind": "liquidation", "contract": contract, "id": f"L-{i}", "side": "short" if i % 3 else "long",
-             "qty": "2", "bankruptcy_price": "40000", "fill_price": str(39990 + (i % 7) * 5)}
-            for i in range(start, start + n)]
 
 
 @pytest.fixture

@@ -102,11 +102,14 @@ class _Log:
         self.authenticate([(seq, data)])
         return data
 
-    def authenticate(self, items: Sequence[tuple[int, bytes]]) -> None:
-        """Each (seq, bytes) is the leaf at seq of the checkpointed tree."""
+    def in_tree(self, items: Sequence[tuple[int, bytes]]) -> None:
         for seq, _ in items:
             if not 0 <= seq < self.size:
                 raise VerificationError(f"an entry claims seq {seq}, outside the tree of size {self.size}", seq=seq)
+
+    def authenticate(self, items: Sequence[tuple[int, bytes]]) -> None:
+        """Each (seq, bytes) is the leaf at seq of the checkpointed tree."""
+        self.in_tree(items)
         stored = self.hashes.read_hashes([merkle.leaf_stored_index(seq) for seq, _ in items])
         for (seq, data), leaf in zip(items, stored):
             if merkle.leaf_hash(data) != leaf:
@@ -118,6 +121,7 @@ class _Log:
         entry's leaf hash and path give its level-0 tile's root, which must
         be the stored hash (8, seq >> 8) the hash tiles of levels 1 and up
         give (so no level-0 tile is read)."""
+        self.in_tree(items)
         if len(paths) != len(items) * PATH_BYTES:
             raise VerificationError(f"{where} does not hold {len(items)} tile paths")
         roots = [tile_root_from_path(seq, merkle.leaf_hash(data), paths[i * PATH_BYTES:(i + 1) * PATH_BYTES])
@@ -182,9 +186,6 @@ def _authenticate_bundle(log: _Log, batch: list[tuple[int, bytes]], name: str, i
     """Through the bundle's tile paths when it has them (every entry in a
     full level-0 tile), else through the hash tiles; a paths file that is
     not published costs bytes, never soundness."""
-    for seq, _ in batch:
-        if not 0 <= seq < log.size:
-            raise VerificationError(f"an entry claims seq {seq}, outside the tree of size {log.size}", seq=seq)
     if paths_published([seq for seq, _ in batch], log.size):
         where = chain_paths_path(name, index, width)
         paths = log.source.fetch(where, len(batch) * PATH_BYTES)
