@@ -39,9 +39,11 @@ def since(conn, tree_size: int) -> int | None:
 def _funds_at(conn, tree_size: int) -> list[Fund]:
     """Every fund as entries ``0 .. tree_size - 1`` left it: its head entry's
     seq, leaf hash and balance, and its entry count."""
+    # NOT INDEXED: a range of the primary key (the entries above the
+    # checkpoint), not a walk of the whole contract index to group by it.
     later = dict(conn.execute(
-        "SELECT contract, COUNT(*) FROM entries WHERE seq >= ? AND kind = 'liquidation' GROUP BY contract",
-        (tree_size,)).fetchall())
+        "SELECT contract, COUNT(*) FROM entries NOT INDEXED WHERE seq >= ? AND kind = 'liquidation' "
+        "GROUP BY contract", (tree_size,)).fetchall())
     funds = []
     for row in conn.execute(
             "SELECT symbol, currency, scale, type, multiplier, registered_seq, liquidations, last_seq "
@@ -114,13 +116,15 @@ def _chain_where(name: str) -> tuple[str, tuple]:
     return "contract = ?", (name,)
 
 
-def chain_entries(conn, name: str, tree_size: int, start: int = 0, limit: int = -1) -> Iterator[bytes]:
+def chain_entries(conn, name: str, tree_size: int, start: int = 0, limit: int = -1,
+                  first_seq: int = 0) -> Iterator[bytes]:
     """The entries of chain ``name`` (a symbol or ``_key``) below
     ``tree_size``, in seq order, from chain position ``start`` on, at most
-    ``limit`` (-1: all)."""
+    ``limit`` (-1: all). ``start`` counts from the chain's entry at
+    ``first_seq`` (0: from its first): see :func:`chain_seq_at`."""
     where, args = _chain_where(name)
-    cur = conn.execute(f"SELECT data FROM entries WHERE {where} AND seq < ? ORDER BY seq LIMIT ? OFFSET ?",
-                       (*args, tree_size, limit, start))
+    cur = conn.execute(f"SELECT data FROM entries WHERE {where} AND seq >= ? AND seq < ? ORDER BY seq "
+                       "LIMIT ? OFFSET ?", (*args, first_seq, tree_size, limit, start))
     while True:
         rows = cur.fetchmany(TILE_WIDTH)
         if not rows:
@@ -129,35 +133,51 @@ def chain_entries(conn, name: str, tree_size: int, start: int = 0, limit: int = 
             yield bytes(r[0])
 
 
+def chain_seq_at(conn, name: str, steps: int, from_seq: int = 0) -> int | None:
+    """The seq of the chain entry ``steps`` after the one at ``from_seq``
+    (0: the chain's first), or None past its end. The index is walked
+    ``steps`` rows: the site keeps the seqs it found (publish/tlog.py) so
+    that reading a chain bundle after bundle stays O(bundle)."""
+    where, args = _chain_where(name)
+    row = conn.execute(f"SELECT seq FROM entries WHERE {where} AND seq >= ? ORDER BY seq LIMIT 1 OFFSET ?",
+                       (*args, from_seq, steps)).fetchone()
+    return None if row is None else row[0]
+
+
 def chain_length(conn, name: str, tree_size: int) -> int:
     """How many entries chain ``name`` has below ``tree_size``."""
     where, args = _chain_where(name)
     return conn.execute(f"SELECT COUNT(*) FROM entries WHERE {where} AND seq < ?", (*args, tree_size)).fetchone()[0]
 
 
-def chain_bundle(conn, name: str, tree_size: int, index: int, width: int) -> bytes | None:
+def chain_bundle(conn, name: str, tree_size: int, index: int, width: int, first_seq: int = 0) -> bytes | None:
     """Chain bundle ``index`` of ``width`` entries at ``tree_size``, or None
     when the chain has fewer entries there (a narrower bundle than the
-    published one is an older checkpoint's, and is its first ``width``)."""
-    items = list(chain_entries(conn, name, tree_size, index * TILE_WIDTH, TILE_WIDTH))
+    published one is an older checkpoint's, and is its first ``width``).
+    ``first_seq``, when not 0, is the seq of the bundle's first entry."""
+    start = index * TILE_WIDTH if first_seq == 0 else 0
+    items = list(chain_entries(conn, name, tree_size, start, TILE_WIDTH, first_seq))
     if len(items) < width:
         return None
     return b"".join(len(e).to_bytes(2, "big") + e for e in items[:width])
 
 
-def chain_seqs(conn, name: str, tree_size: int, start: int, limit: int) -> list[int]:
-    """The seqs of chain ``name``'s entries from chain position ``start``, at most ``limit``."""
+def chain_seqs(conn, name: str, tree_size: int, start: int, limit: int, first_seq: int = 0) -> list[int]:
+    """The seqs of chain ``name``'s entries from chain position ``start``
+    (counted from the entry at ``first_seq``), at most ``limit``."""
     where, args = _chain_where(name)
-    return [r[0] for r in conn.execute(f"SELECT seq FROM entries WHERE {where} AND seq < ? ORDER BY seq LIMIT ? OFFSET ?",
-                                       (*args, tree_size, limit, start))]
+    return [r[0] for r in conn.execute(
+        f"SELECT seq FROM entries WHERE {where} AND seq >= ? AND seq < ? ORDER BY seq LIMIT ? OFFSET ?",
+        (*args, first_seq, tree_size, limit, start))]
 
 
-def chain_paths(conn, name: str, tree_size: int, index: int, width: int) -> bytes | None:
+def chain_paths(conn, name: str, tree_size: int, index: int, width: int, first_seq: int = 0) -> bytes | None:
     """The tile paths of chain bundle ``index`` of ``width`` entries at
     ``tree_size`` (docs/FORMAT.md): per entry, its 8 siblings inside its
     level-0 tile. None when the bundle is not published or an entry of it
     still lies in the tree's partial last tile (its path is not yet fixed)."""
-    seqs = chain_seqs(conn, name, tree_size, index * TILE_WIDTH, width)
+    start = index * TILE_WIDTH if first_seq == 0 else 0
+    seqs = chain_seqs(conn, name, tree_size, start, width, first_seq)
     if len(seqs) < width or not paths_published(seqs, tree_size):
         return None
     per_read = MAX_HASH_READ // PATH_HASHES

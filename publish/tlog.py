@@ -13,6 +13,7 @@ committed to by a signed checkpoint.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -171,6 +172,44 @@ def fund_files(conn) -> "chains.FundFiles | None":
         conn.execute("COMMIT")
 
 
+_BUNDLE_STARTS: dict = {}  # {(log, chain name): (sorted bundle indexes, seq of each one's first entry)}
+_MAX_BUNDLE_STARTS = 1 << 20  # seqs kept in all (8 MB at most); past it, start again
+
+
+def _log_id(conn) -> tuple:
+    """The database file and its first leaf hash: a log's bundle starts are
+    kept for that log only, even if another file takes its path."""
+    row = conn.execute("SELECT leaf_hash FROM entries WHERE seq = 0").fetchone()
+    return _database_file(conn), None if row is None else bytes(row[0])
+
+
+def bundle_start(conn, name: str, index: int) -> int | None:
+    """The seq of chain bundle ``index``'s first entry (None: the chain is
+    shorter). A chain's positions never move (the log is append-only), so
+    each one found is kept and the next is found from the nearest below it:
+    reading bundle after bundle walks the index O(bundle) rows a request,
+    not O(chain) as an OFFSET from the chain's start would."""
+    from publish import chains
+
+    if index == 0:
+        return chains.chain_seq_at(conn, name, 0)
+    key = (_log_id(conn), name)
+    indexes, seqs = _BUNDLE_STARTS.setdefault(key, ([], []))
+    at = bisect.bisect_right(indexes, index)
+    if at and indexes[at - 1] == index:
+        return seqs[at - 1]
+    below, from_seq = (indexes[at - 1], seqs[at - 1]) if at else (0, 0)
+    seq = chains.chain_seq_at(conn, name, (index - below) * TILE_WIDTH, from_seq)
+    if seq is not None:
+        if sum(len(i) for i, _ in _BUNDLE_STARTS.values()) >= _MAX_BUNDLE_STARTS:
+            _BUNDLE_STARTS.clear()
+            indexes, seqs = _BUNDLE_STARTS[key] = ([index], [seq])
+        else:
+            indexes.insert(at, index)
+            seqs.insert(at, seq)
+    return seq
+
+
 def chain_bundle(conn, name: str, index: int, width: int, paths: bool = False) -> bytes | None:
     """``chain/<name>/<N>[.p/<W>]`` at the latest checkpoint, or with
     ``paths`` its ``.paths`` file (None: not published)."""
@@ -181,7 +220,10 @@ def chain_bundle(conn, name: str, index: int, width: int, paths: bool = False) -
         size = checkpoint_size(conn)
         if size == 0 or chains.since(conn, size) is None:
             return None
+        first = bundle_start(conn, name, index)
+        if first is None or first >= size:
+            return None
         read = chains.chain_paths if paths else chains.chain_bundle
-        return read(conn, name, size, index, width)
+        return read(conn, name, size, index, width, first)
     finally:
         conn.execute("COMMIT")

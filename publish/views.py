@@ -11,6 +11,7 @@ Every view answers GET and HEAD only. Paths are matched on the raw
 from __future__ import annotations
 
 import json
+import sqlite3
 import re
 from datetime import datetime, timezone
 from urllib.parse import quote
@@ -107,7 +108,13 @@ def _get_only(view):
     async def wrapped(datasette, request):
         if request.method not in ("GET", "HEAD"):
             return _method_not_allowed()
-        return await view(datasette, request)
+        try:
+            return await view(datasette, request)
+        except sqlite3.OperationalError as e:
+            if "interrupted" not in str(e):
+                raise
+            return _bytes(f"the read took longer than {READ_LIMIT_MS} ms; try again later\n".encode(),
+                          "text/plain; charset=utf-8", NO_STORE, 503, **{"Retry-After": "5"})
 
     wrapped.__name__ = view.__name__
     wrapped.__doc__ = view.__doc__
