@@ -96,6 +96,35 @@ def _export(store: Reader, root: str, full: bool) -> ExportResult:
     old = 0 if full else exported_size(root, store.origin)
     if old > size:
         raise InputError(f"{root} holds a larger tree ({old}) than this ledger's checkpoint ({size})")
+    written = _export_tiles(store, root, old, size)
+    written += _export_funds(store.conn, root, old, size, full)
+    _write(root, "vkey", (store.vkey + "\n").encode())
+    _write(root, "checkpoint", signed)
+    return ExportResult(size, old, written + 2)
+
+
+def export_pending(store: Reader, root: str) -> ExportResult:
+    """Write the tiles and entry bundles of the pending checkpoint (signed,
+    waiting for its witnesses: ``fundledger checkpoint --policy``) above
+    what ``root`` publishes, but not the checkpoint: auditing witnesses
+    read them before they cosign, and readers see the new checkpoint only
+    once it is published (a later :func:`export`)."""
+    store.conn.execute("PRAGMA mmap_size=0")
+    try:
+        with store.snapshot():
+            pending = store.pending_checkpoint()
+            if pending is None:
+                raise StoreError("no pending checkpoint")
+            size = note.parse_checkpoint(note.split_note(pending)[0]).tree_size
+            os.makedirs(root, exist_ok=True)
+            old = exported_size(root, store.origin)
+            return ExportResult(size, old, _export_tiles(store, root, old, size) if size > old else 0)
+    finally:
+        store.conn.execute(f"PRAGMA mmap_size={READER_MMAP_BYTES}")
+
+
+def _export_tiles(store: Reader, root: str, old: int, size: int) -> int:
+    """The hash tiles and entry bundles of ``size`` not in the export of ``old``."""
     written = 0
     for level, index, width in new_tiles(old, size) if old else tiles_for_size(size):
         data = b"".join(store.read_hashes(tile_hash_indexes(level, index, width)))
@@ -109,10 +138,7 @@ def _export(store: Reader, root: str, full: bool) -> ExportResult:
         items = [data for _, data in store.iter_entries(index * w, index * w + width)]
         _write(root, entries_path(index, width), bundle(items))
         written += 1
-    written += _export_funds(store.conn, root, old, size, full)
-    _write(root, "vkey", (store.vkey + "\n").encode())
-    _write(root, "checkpoint", signed)
-    return ExportResult(size, old, written + 2)
+    return written
 
 
 def _write_if_changed(root: str, rel: str, data: bytes) -> int:

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import re
+from datetime import datetime, timezone
 
 from ledger.format import note
 from ledger.errors import FundledgerError
@@ -130,6 +131,15 @@ def contract(conn, symbol: str) -> dict | None:
     return None if r is None else dict(zip(CONTRACT_FIELDS, r))
 
 
+def _utc(timestamp: int) -> str:
+    """A cosignature's timestamp (seconds since the epoch) as UTC, or the
+    number itself when it lies beyond what a date can show."""
+    try:
+        return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return str(timestamp)
+
+
 def cosignatures(cp: tlog.LatestCheckpoint, witnesses=()) -> list[dict]:
     """The cosignature rows stored for ``cp``, each checked against the
     witness keys the site trusts: ``role`` ``witness`` (``verified``) only
@@ -148,16 +158,18 @@ def cosignatures(cp: tlog.LatestCheckpoint, witnesses=()) -> list[dict]:
         except (FundledgerError, ValueError):
             out.append({"name": None, "key_id": None, "line": shown, "role": "unverified", "verified": False})
             continue
-        ok = False
+        ok, at = False, None
         for w in witnesses:
             if text is not None and (w.name, w.key_id) == (sig.name, sig.key_id):
                 try:
-                    note.verify_cosignature(text, sig, w)
+                    at = note.verify_cosignature(text, sig, w)
                     ok = True
                 except FundledgerError:
                     pass
         out.append({"name": sig.name, "key_id": sig.key_id.hex(), "line": shown,
-                    "role": "witness" if ok else "unverified", "verified": ok})
+                    "role": "witness" if ok else "unverified", "verified": ok,
+                    # the time the witness signed into its cosignature (verified with it)
+                    "cosigned_at": None if at is None else _utc(at)})
     return out
 
 

@@ -6,9 +6,10 @@ return bytes. They never write. They follow the store's own reads
 (``Reader.published_checkpoint``, ``Reader.read_hashes``) on the same schema,
 without importing the writer.
 
-Only what the latest checkpoint covers is served: a tile or an entry bundle
-beyond its tree size is "not found", so every byte published here is
-committed to by a signed checkpoint.
+Only what the latest checkpoint covers is served, and the tiles and entry
+bundles of the pending checkpoint (signed, waiting for its witnesses'
+quorum): a tile or an entry bundle beyond is "not found", so every byte
+published here is committed to by a checkpoint the log signed.
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ def checkpoint_size(conn) -> int:
     return 0 if row is None else row[0]
 
 
+def tiles_size(conn) -> int:
+    """The tree size up to which tiles and entry bundles are served: the
+    latest checkpoint's, or the pending checkpoint's when it is larger (it
+    is signed and waits for its witnesses, who may fetch the new entries
+    before they cosign: docs/WITNESS.md)."""
+    size = checkpoint_size(conn)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'pending_checkpoint'").fetchone()
+    if row is not None:
+        try:
+            size = max(size, note.parse_checkpoint(note.split_note(row[0].encode("utf-8"))[0]).tree_size)
+        except (FundledgerError, UnicodeError):
+            pass  # not a checkpoint: serve what the published one covers
+    return size
+
+
 class ConnHashReader:
     """merkle.HashReader over the ``tree`` table of a connection."""
 
@@ -81,13 +97,14 @@ def published_width(tree_size: int, level: int, index: int) -> int:
 
 def tile_bytes(conn, level: int, index: int, width: int) -> bytes | None:
     """The bytes at ``tile/...`` for ``(level, index, width)``, or None when
-    the latest checkpoint does not cover that tile at that width.
+    neither the latest checkpoint nor the pending one (:func:`tiles_size`)
+    covers that tile at that width.
 
     A narrower partial tile than the one published now is still served:
     it is the tile of an older checkpoint, and its bytes are the first
     ``width`` of the current one (readers holding that checkpoint ask for it).
     """
-    size = checkpoint_size(conn)
+    size = tiles_size(conn)
     if width > published_width(size, level, index):
         return None
     if level < 0:

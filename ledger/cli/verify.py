@@ -188,9 +188,12 @@ def prove(seq, contract, liquidation_id, out, db_path):
                    "log keys you know of: the receipt must then show the hand-over to each.")
 @click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable.")
 @click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="A c2sp.org/tlog-policy file: its witnesses' quorum must have cosigned, and the log key in force "
+                   "at the checkpoint's size must be one of its logs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the entry as JSON.")
 @handled
-def check_receipt(receipt, vkeys, witnesses, quorum, as_json):
+def check_receipt(receipt, vkeys, witnesses, quorum, policy_path, as_json):
     """Check a receipt offline: signed checkpoint, signed entry, inclusion.
 
     After a key rotation the receipt carries the key entries with their
@@ -203,7 +206,10 @@ def check_receipt(receipt, vkeys, witnesses, quorum, as_json):
     """
     from ledger.ops import api
 
-    r = api.check_receipt(receipt.read(1 << 20), load_vkeys(vkeys), load_vkeys(witnesses), quorum)
+    from ledger.verify.checkpoint import load_policy
+
+    policy = None if policy_path is None else load_policy(policy_path)
+    r = api.check_receipt(receipt.read(1 << 20), load_vkeys(vkeys), load_vkeys(witnesses), quorum, policy)
     if as_json:
         echo_json(r)
     else:

@@ -12,6 +12,7 @@ import sys
 import click
 
 from ledger.format import records
+from ledger.errors import VerificationError
 from ledger.ops import api
 
 from .common import db_option, echo_json, handled, key_option, load_key, load_vkeys, open_store, vkey_path
@@ -209,18 +210,48 @@ def _history_line(e: dict) -> str:
 @click.command("checkpoint")
 @db_option
 @key_option
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
+              help="A c2sp.org/tlog-policy file: ask its witnesses, publish only once the quorum is met.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False),
+              help="With --policy: write the new tiles here before asking, the checkpoint once published.")
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+              help="With --policy: seconds for each witness's answer.")
 @handled
-def checkpoint_cmd(db_path, key_path):
+def checkpoint_cmd(db_path, key_path, policy_path, export_dir, timeout):
     """Sign a checkpoint (C2SP tlog-checkpoint) at the current tree size.
 
-    Never signs a checkpoint inconsistent with the previous one.
+    Never signs a checkpoint inconsistent with the previous one. With
+    --policy, the checkpoint is first kept as the pending one (its tiles are
+    served, the checkpoint is not), each witness of the policy is asked for
+    its cosignature (C2SP tlog-witness; from the size it holds on a 409), and
+    the checkpoint is published with the cosignatures only if they meet the
+    policy's quorum; otherwise exit 1, naming each witness that failed and
+    why. With nothing new, the published checkpoint is cosigned again.
 
     Example: fundledger checkpoint
     """
-    size, signed, created = api.checkpoint(open_store(db_path), load_key(key_path), api.writer_anchor(key_path))
-    if not created:
-        click.echo(f"checkpoint at size {size} already exists", err=True)
-    click.echo(signed.decode(), nl=False)
+    store, signer, anchor = open_store(db_path), load_key(key_path), api.writer_anchor(key_path)
+    if policy_path is None:
+        if export_dir is not None:
+            raise click.UsageError("--export goes with --policy (else run `fundledger export`)")
+        size, signed, created = api.checkpoint(store, signer, anchor)
+        if not created:
+            click.echo(f"checkpoint at size {size} already exists", err=True)
+        click.echo(signed.decode(), nl=False)
+        return
+    from ledger.ops import cosign
+    from ledger.verify.checkpoint import load_policy
+
+    result = cosign.checkpoint_with_policy(store, signer, load_policy(policy_path), anchor, timeout, export_dir)
+    for o in result.outcomes:
+        click.echo(f"{o.name}: {o.reason}" + (f" (proved from size {o.old_size})" if o.ok else ""), err=True)
+    if not result.published:
+        raise VerificationError(f"checkpoint {result.tree_size} not published: the policy's quorum is not met: "
+                                + "; ".join(result.unmet) + " (it stays pending; run again to retry)")
+    what = "published" if result.new else "cosigned again"
+    click.echo(f"checkpoint at size {result.tree_size} {what} with "
+               f"{sum(o.ok for o in result.outcomes)} cosignatures (quorum met)", err=True)
+    click.echo(store.published_checkpoint().decode(), nl=False)
 
 
 @click.command("upgrade")

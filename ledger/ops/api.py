@@ -458,7 +458,7 @@ def _new_or_orphan_key(store: Store, path: str) -> note.Signer | None:
 
 
 def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
-                  witnesses: list[note.Verifier] = (), quorum: int | None = None) -> dict:
+                  witnesses: list[note.Verifier] = (), quorum: int | None = None, policy=None) -> dict:
     """Check a receipt offline against the log's first key ``verifiers[0]``.
 
     The receipt's key proofs (one per rotation in its tree) give which key
@@ -468,7 +468,10 @@ def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
     receipt must show the hand-over to each. With ``witnesses``, ``quorum``
     of them (default: all) must have cosigned the checkpoint: only that
     exposes a history that the holder of a retired key signed as if the
-    rotation never happened. Returns the entry's JSON object and more."""
+    rotation never happened. With ``policy`` (c2sp.org/tlog-policy), its
+    quorum must have cosigned and the log key in force at the checkpoint's
+    size, from the receipt's key proofs, must be one of its logs. Returns
+    the entry's JSON object and more."""
     from ledger.verify.checkpoint import unverified_checkpoint
     from ledger.verify.reference import KeyHistory, check_lone_entry
     from ledger.errors import VerificationError
@@ -487,6 +490,11 @@ def check_receipt(data: bytes, verifiers: note.Verifier | list[note.Verifier],
         if not any(v.vkey() == later.vkey() for _, v in history.keys):
             raise VerificationError(f"the receipt does not show the hand-over to the key {later.vkey()}")
     cosigs = require_cosignatures(r.checkpoint, witnesses, quorum) if witnesses or quorum is not None else []
+    if policy is not None:
+        from ledger.verify.checkpoint import check_policy_log, policy_cosigners
+
+        check_policy_log(policy, history.at(cp.tree_size), cp.tree_size)
+        cosigs += [n for n in policy_cosigners(r.checkpoint, policy) if n not in cosigs]
     if r.extra is None:
         raise VerificationError("receipt carries no entry")
     try:

@@ -477,6 +477,12 @@ class Reader:
             )
         ]
 
+    def pending_checkpoint(self) -> bytes | None:
+        """The checkpoint signed and waiting for its witnesses' quorum
+        (``fundledger checkpoint --policy``), not yet published; or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'pending_checkpoint'").fetchone()
+        return None if row is None else row[0].encode("utf-8")
+
     def published_checkpoint(self) -> bytes | None:
         """The latest checkpoint note with every cosignature collected for it."""
         cp = self.latest_checkpoint()

@@ -267,9 +267,12 @@ class Store(Reader):
         return size
 
     def add_checkpoint(self, signers: Sequence[note.Signer], clock: Callable[[], str] = now_time,
-                       anchor=None) -> tuple[int, bytes, bool]:
+                       anchor=None, publish: bool = True) -> tuple[int, bytes, bool]:
         """Sign a checkpoint at the current size, unless the latest one
-        already covers it. Returns ``(tree_size, note, created)``.
+        already covers it. Returns ``(tree_size, note, created)``. With
+        ``publish=False`` the signed checkpoint is kept as the pending one
+        (``meta.pending_checkpoint``) instead: witnesses are asked to cosign
+        it first, and :meth:`publish_checkpoint` makes it the published one.
 
         Check and write happen in one ``BEGIN IMMEDIATE`` transaction. The
         root signed is recomputed from the entry bytes appended since the
@@ -285,7 +288,7 @@ class Store(Reader):
                 self.check_signer(signers)
                 book = self._book(anchor)
                 state = self._append_state(book, signers, clock) if book.chains.since is not None else None
-                out = self._sign_checkpoint(conn, signers, clock)
+                out = self._sign_checkpoint(conn, signers, clock, publish)
         except ProofError as e:
             raise StoreError(f"refusing to sign: the log is not consistent with the last checkpoint ({e})") from None
         if anchor is not None:
@@ -324,7 +327,7 @@ class Store(Reader):
         self._insert(size, [built.row(data, leaf)], tree_rows_of(size, builder.append(leaf)[1]), [])
         return size + 1, builder.root(), leaf
 
-    def _sign_checkpoint(self, conn, signers, clock) -> tuple[int, bytes, bool]:
+    def _sign_checkpoint(self, conn, signers, clock, publish: bool = True) -> tuple[int, bytes, bool]:
         """The body of :meth:`add_checkpoint`, inside its transaction."""
         size = self.size()
         last = self.latest_checkpoint()
@@ -346,19 +349,60 @@ class Store(Reader):
             raise ProofError("the stored Merkle hashes do not match the entries")
         text = note.Checkpoint(self.origin, size, root).text()
         signed = note.sign_note(text, signers)
+        if publish:
+            self._insert_checkpoint(conn, size, root, clock(), signed)
+        else:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('pending_checkpoint', ?)",
+                         (signed.decode("utf-8"),))
+        return size, signed, True
+
+    def _insert_checkpoint(self, conn, size: int, root: bytes, time: str, signed: bytes) -> int:
         conn.execute(
             "INSERT INTO checkpoints (id, tree_size, root, time, note) VALUES "
             "((SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints), ?, ?, ?, ?)",
-            (size, root, clock(), signed),
+            (size, root, time, signed),
         )
-        return size, signed, True
+        if size >= self._pending_size(conn):
+            conn.execute("DELETE FROM meta WHERE key = 'pending_checkpoint'")
+        return conn.execute("SELECT MAX(id) FROM checkpoints").fetchone()[0]
+
+    def _pending_size(self, conn) -> int:
+        pending = self.pending_checkpoint()
+        return -1 if pending is None else note.parse_checkpoint(note.split_note(pending)[0]).tree_size
+
+    def publish_checkpoint(self, signed: bytes, cosignatures: Sequence[tuple[str, bytes, int, bytes]],
+                           clock: Callable[[], str] = now_time) -> int:
+        """Make the pending checkpoint ``signed`` the published one, with
+        its ``cosignatures`` (``(name, key id, timestamp, line)``, already
+        checked by the caller against the witnesses' keys). Checked right
+        before writing: it is the pending one, no larger checkpoint was
+        published meanwhile, and the stored tree still gives its root.
+        Returns the new checkpoint's id."""
+        with self._write() as conn:
+            if self.pending_checkpoint() != signed:
+                raise StoreError("that checkpoint is not the pending one (another writer signed since)")
+            cp = note.parse_checkpoint(note.split_note(signed)[0])
+            last = self.latest_checkpoint()
+            if last is not None and last[1] >= cp.tree_size:
+                raise StoreError(f"checkpoint {last[1]} was published meanwhile: {cp.tree_size} is not newer")
+            if merkle.tree_hash(cp.tree_size, self) != cp.root_hash:
+                raise StoreError("the stored tree no longer gives the pending checkpoint's root: refusing")
+            cid = self._insert_checkpoint(conn, cp.tree_size, cp.root_hash, clock(), signed)
+            self._insert_cosignatures(conn, cid, cosignatures)
+        return cid
 
     def add_cosignature(self, checkpoint_id: int, name: str, key_id: bytes, timestamp: int, line: bytes) -> None:
         with self._write() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO cosignatures (checkpoint_id, name, key_id, timestamp, line) VALUES (?, ?, ?, ?, ?)",
-                (checkpoint_id, name, key_id.hex(), timestamp, line),
-            )
+            self._insert_cosignatures(conn, checkpoint_id, [(name, key_id, timestamp, line)])
+
+    @staticmethod
+    def _insert_cosignatures(conn, checkpoint_id: int, cosignatures) -> None:
+        conn.executemany(  # a witness's newer cosignature of the same checkpoint replaces its older one
+            "INSERT INTO cosignatures (checkpoint_id, name, key_id, timestamp, line) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET timestamp = excluded.timestamp, line = excluded.line "
+            "WHERE excluded.timestamp > cosignatures.timestamp",
+            [(checkpoint_id, name, key_id.hex(), ts, line) for name, key_id, ts, line in cosignatures],
+        )
 
 
 def upgrade_schema_1(conn: sqlite3.Connection) -> None:
