@@ -265,3 +265,27 @@ def test_damaged_memory_is_ignored_and_said(logs, visitor):
         assert "was damaged: it was ignored and forgotten" in visitor.inner_text("#memory-text")
         assert "now remembers this checkpoint" in visitor.inner_text("#memory-text")
     assert visitor.errors == []
+
+
+def test_another_log_key_is_shown_to_a_returning_visitor(logs, visitor, tmp_path):
+    """The same origin served with another key (a new log under the old
+    name, or a key swapped without a key entry): warned of, not verified."""
+    other = tmp_path / "other"
+    other.mkdir()
+    store, signer = api.init_ledger(str(other / "fund.db"), str(other / "fund.key"), ORIGIN, log_format=2)
+    store.append([{"kind": "contract", "symbol": XBT, "currency": "USDT", "scale": 8, "type": "linear",
+                   "multiplier": "0.001"}], [signer])
+    store.append([r for r in records(0, 60) if r["contract"] == XBT], [signer])
+    store.add_checkpoint([signer])
+    store.close()
+    port = free_port()
+    with site(logs["v1"], port) as url:
+        assert verify_page(visitor, url) == "verified"
+    with site(other, port) as url:
+        assert verify_page(visitor, url) == "key"
+        assert "publishes another log key than the one this browser verified this log with before" in \
+            visitor.inner_text("#memory-text")
+        assert visitor.inner_text("#verdict-text").startswith("warning: not verified")
+        assert fund_check(visitor, url) == "key"
+        assert visitor.get_attribute("#fund-check", "data-checked-balance") is None
+    assert visitor.errors == []

@@ -4,6 +4,7 @@ rewritten history."""
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 from state_util import legacy_json, read_state
@@ -41,14 +42,47 @@ def test_incremental_matches_full_and_reads_only_new(ledger, tmp_path):
 
 def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     """The set of ids comes from the saved state, not from the source."""
-    import sqlite3
-
     ledger.contract()
     ledger.append(*liquidations(0, 10))
     ledger.checkpoint()
     state = str(tmp_path / "state.json")
     verify.verify_path(ledger.db, state_path=state)
-    # The operator re-signs a replay of L-3 at the end (the writer would
+    seq = append_replay(ledger, 3)
+    with pytest.raises(VerificationError, match="duplicate") as e:
+        verify.verify_path(ledger.db, state_path=state)
+    assert e.value.seq == seq
+
+
+def test_id_hash_collisions_are_settled_exactly_when_resumed(ledger, tmp_path, monkeypatch):
+    """With an id hash that always collides, a resumed run still tells a
+    new id from a replay: each hit is settled by re-reading the log."""
+    from ledger.verify import accelerator
+
+    from ledger.verify import pipeline
+
+    monkeypatch.setattr(accelerator, "id_hash", lambda key, contract, lid: 7)
+    rereads = []
+    recorded_before = pipeline.recorded_before
+    monkeypatch.setattr(pipeline, "recorded_before", lambda *a: rereads.append(a[-1]) or recorded_before(*a))
+    ledger.contract()
+    ledger.append(*liquidations(0, 10))
+    ledger.checkpoint()
+    state = str(tmp_path / "state.db")
+    verify.verify_path(ledger.db, state_path=state, workers=1)
+    ledger.append(*liquidations(10, 5))
+    ledger.checkpoint()
+    assert verify.verify_path(ledger.db, state_path=state, workers=1).entries_checked == 5
+    assert ("XBTUSDTM", "L-10") in rereads  # a hit on the saved hashes, settled by a re-read
+    seq = append_replay(ledger, 12)  # an id the resumed run saw only as a hash
+    with pytest.raises(VerificationError, match="duplicate") as e:
+        verify.verify_path(ledger.db, state_path=state, workers=1)
+    assert e.value.seq == seq
+
+
+def append_replay(ledger, i: int) -> int:
+    """Append, signed with the real key past the writer's checks, a replay
+    of liquidation ``L-i``, and a checkpoint over it; its seq."""
+    # The operator re-signs a replay at the end (the writer would
     # refuse; forge it with the real key by building the entry by hand).
     from ledger.format import entry
     from ledger.tlog import merkle
@@ -60,7 +94,7 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     full = verify.verify_path(ledger.db)
     book = full.book
     book.seen = set()  # forget the ids, to build the replay
-    fields = book.build(liquidations(3, 1)[0])
+    fields = book.build(liquidations(i, 1)[0])
     data = entry.sign_entry(entry.entry_text(fields, len(rows), prev, "2026-11-23T00:00:00Z"), [ledger.signer])
     conn = sqlite3.connect(ledger.db)
     for t in ("entries", "tree"):
@@ -86,9 +120,7 @@ def test_incremental_catches_a_duplicate_id_from_before(ledger, tmp_path):
     conn.commit()
     conn.close()
     ledger.store.add_checkpoint([ledger.signer])
-    with pytest.raises(VerificationError, match="duplicate") as e:
-        verify.verify_path(ledger.db, state_path=state)
-    assert e.value.seq == len(rows)
+    return len(rows)
 
 
 def test_a_damaged_state_is_refused(ledger, tmp_path):
