@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # sqlite3 is imported only by a run that spills or keeps a state:
     import sqlite3  # the verifier of an export or a URL loads no SQLite otherwise
 
-MEMORY_CAP = 1 << 20  # hashes a run keeps in memory before it spills them (~64 MB)
+MEMORY_CAP = 1 << 19  # hashes a run keeps in memory before it spills them (~32 MB)
 BATCH = 10_000  # hashes per batched lookup
 IDS_TABLE = "CREATE TABLE {schema}ids (h INTEGER PRIMARY KEY)"
 
