@@ -31,6 +31,7 @@ COMMANDS = {
     "prove": "verify:prove",
     "check-receipt": "verify:check_receipt",
     "consistency": "verify:consistency",
+    "monitor": "monitor:monitor",
     "witness": "witness:witness",
     "export": "publish:export",
     "serve": "publish:serve",
