@@ -256,6 +256,7 @@ def test_our_witness_cosigns_the_go_logs_growth(tlogwitness, our_witness, tmp_pa
     w = our_witness(log.vkey)
     start = int(time.time())
     out = go_client(tlogwitness, log, w,
+                    "submit 0",  # the empty tree: SHA-256 of nothing (x/mod 0.7.0's TreeHash(0) is zeros)
                     "append 5", "submit 0",
                     "append 3", "submit 5",
                     "append 250", "submit 8",  # across a full 256-leaf tile
@@ -265,11 +266,13 @@ def test_our_witness_cosigns_the_go_logs_growth(tlogwitness, our_witness, tmp_pa
     # Go client checks the cosignature/v1 (0x04) key with its own note.Verifier.
     assert out[0]["xmod_newverifier_error"] == "unknown verifier algorithm"
     subs = [o for o in out if o["cmd"] == "submit"]
-    assert [s["size"] for s in subs] == [5, 8, 258, 259, 259]
-    assert [statuses(s) for s in subs] == [[(0, 200)], [(5, 200)], [(8, 200)], [(0, 409), (258, 200)], [(259, 200)]]
-    conflict = subs[3]["attempts"][0]
+    assert [s["size"] for s in subs] == [0, 5, 8, 258, 259, 259]
+    assert subs[0]["root"] == base64.b64encode(merkle.EMPTY_ROOT).decode()
+    assert [statuses(s) for s in subs] == [[(0, 200)], [(0, 200)], [(5, 200)], [(8, 200)], [(0, 409), (258, 200)],
+                                           [(259, 200)]]
+    conflict = subs[4]["attempts"][0]
     assert (conflict["content_type"], conflict["body"]) == (SIZE, "258\n")
-    assert [a["proof_hashes"] > 0 for s in subs[1:4] for a in s["attempts"] if a["status"] == 200] == [True] * 3
+    assert [a["proof_hashes"] > 0 for s in subs[2:5] for a in s["attempts"] if a["status"] == 200] == [True] * 3
     for s in subs:
         assert s["cosigned"] and not s.get("error"), s
         assert s["cosignature"].startswith(f"\u2014 {OUR_WITNESS} ")
