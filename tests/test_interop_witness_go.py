@@ -472,6 +472,31 @@ def test_the_go_witness_cosigns_our_log(go_witness, tmp_path):
                                                                                      "200"]
 
 
+def test_checkpoint_policy_is_cosigned_by_the_go_witness_and_ours(go_witness, our_witness, tmp_path):
+    """`fundledger checkpoint --policy`: our log asks both implementations
+    itself, and publishes only with both cosignatures (quorum all)."""
+    log = CliLog(tmp_path / "log")
+    log.grow(30)
+    go, ours = go_witness(log.vkey), our_witness(log.vkey)
+    policy = log.dir / "witnesses.policy"
+    policy.write_text(f"log {log.vkey.read_text().strip()}\n"
+                      f"witness go {go.vkey} {go.url}\nwitness ours {ours.vkey} {ours.url}\n"
+                      "group both all go ours\nquorum both\n")
+    for grow in (0, 300):
+        if grow:
+            log.grow(grow)
+        r = log.cli("checkpoint", "--policy", policy)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "go: cosigned" in r.stderr and "ours: cosigned" in r.stderr
+    ok(log.cli("verify", "--policy", policy))
+    names = {s.name for s in note.split_note(log.checkpoint())[1]}
+    assert {GO_WITNESS, OUR_WITNESS} <= names
+    go.proc.kill()
+    log.grow(5)
+    r = log.cli("checkpoint", "--policy", policy)  # the Go witness is gone: not published
+    assert r.returncode == 1 and "go: ConnectError" in r.stderr and "both (1 of 2 witnessed, 2 needed)" in r.stderr
+
+
 # -- the same requests to both witnesses -------------------------------------------------------
 
 
