@@ -30,6 +30,7 @@ BIN = str(Path(sys.executable).parent)
 NOT_RUN = {
     "fundledger serve": "blocks serving HTTP; tests/test_site.py runs the site",
     "fundledger witness serve": "blocks serving HTTP; tests/test_witness_http.py and docs/WITNESS.md run it",
+    "fundledger run": "blocks serving HTTP; tests/test_service.py runs it",
 }
 
 

@@ -32,6 +32,7 @@ COMMANDS = {
     "check-receipt": "verify:check_receipt",
     "consistency": "verify:consistency",
     "monitor": "monitor:monitor",
+    "run": "service:run_cmd",
     "witness": "witness:witness",
     "export": "publish:export",
     "serve": "publish:serve",

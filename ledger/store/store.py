@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from ledger.errors import InvariantError, ProofError, StoreError
+from ledger.errors import FundledgerError, InvariantError, ProofError, StoreError
 from ledger.format import entry as entry_mod
 from ledger.format import note
 from ledger.rules.fund import DuplicateContract, DuplicateLiquidation, FundBook, now_time
@@ -42,6 +42,7 @@ class AppendResult:
     appended: list[int] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     tree_size: int = 0
+    per_record: list[int | None] = field(default_factory=list)  # each record's seq, None for a replay
 
 
 def _connect_writer(path: str) -> sqlite3.Connection:
@@ -198,12 +199,16 @@ class Store(Reader):
             touched: set[str] = set()
             entry_rows, tree_rows = [], []
             head_size = size
-            for record in records:
+            for index, record in enumerate(records):
                 try:
                     built = build_entry(book, record, size, prev, clock)
                 except (DuplicateLiquidation, DuplicateContract) as d:
                     result.duplicates.append(str(d))
+                    result.per_record.append(None)
                     continue
+                except FundledgerError as e:
+                    e.record_index = index  # which record (the service names its line)
+                    raise
                 data = entry_mod.sign_entry(built.text, signers)
                 leaf = merkle.leaf_hash(data)
                 book.link(leaf)
@@ -211,6 +216,7 @@ class Store(Reader):
                 entry_rows.append(built.row(data, leaf))
                 tree_rows.extend(tree_rows_of(size, builder.append(leaf)[1]))
                 result.appended.append(size)
+                result.per_record.append(size)
                 size += 1
                 prev = leaf
             summaries = [contract_row(book.funds[s]) for s in sorted(touched)]
