@@ -81,6 +81,8 @@ def test_a_key_of_the_wrong_size_or_family_is_refused():
     expanded = base64.b64encode(b"\x06" + pk).decode()
     with pytest.raises(KeyFileError):  # an ML-DSA skey holds the 32-byte seed only
         note.parse_skey(f"PRIVATE+KEY+{W.name}+{WV.key_id.hex()}+{expanded}")
+    with pytest.raises(KeyFileError, match="over 1752"):  # refused before it is decoded
+        note.parse_vkey(WV.vkey() + "AAAA")
     wrong_id = WV.vkey().replace(WV.key_id.hex(), "00000000")
     with pytest.raises(KeyFileError, match="does not match"):
         note.parse_vkey(wrong_id)

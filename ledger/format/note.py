@@ -82,6 +82,7 @@ ALG_MLDSA44 = mldsa.ALG_MLDSA44
 _ALGS = (ALG_ED25519, ALG_COSIGNATURE_V1, ALG_MLDSA44)
 _COSIGNERS = (ALG_COSIGNATURE_V1, ALG_MLDSA44)
 _PUBLIC_KEY_SIZES = {ALG_ED25519: 32, ALG_COSIGNATURE_V1: 32, ALG_MLDSA44: mldsa.PUBLIC_KEY_SIZE}
+_MAX_KEY_B64 = 4 * -(-(1 + mldsa.PUBLIC_KEY_SIZE) // 3)  # 1752: the longest key a vkey holds
 
 MAX_NOTE_BYTES = 1 << 20
 """Largest checkpoint note, receipt or witness request accepted."""
@@ -293,6 +294,8 @@ def _parse_key_parts(name: str, hex_id: str, b64: str, what: str) -> tuple[int, 
         raise KeyFileError(f"malformed {what}: {e}") from None
     if not _HEX8.fullmatch(hex_id):
         raise KeyFileError(f"malformed {what}: key id is not 8 lowercase hex digits")
+    if len(b64) > _MAX_KEY_B64:
+        raise KeyFileError(f"malformed {what}: the key is over {_MAX_KEY_B64} base64 characters")
     raw = b64decode(b64, f"malformed {what}", KeyFileError)
     if not raw:
         raise KeyFileError(f"malformed {what}: no key")
@@ -307,9 +310,9 @@ def _parse_key_parts(name: str, hex_id: str, b64: str, what: str) -> tuple[int, 
 
 def parse_vkey(s: str) -> Verifier:
     """Parse ``<name>+<8 hex>+<base64(alg || key)>``, the key 32 bytes (0x01,
-    0x04) or 1312 bytes (0x06, ML-DSA-44) (one optional
-    trailing newline tolerated, nothing else); the key id must match.
-    KeyFileError on any other spelling."""
+    0x04) or 1312 bytes (0x06, ML-DSA-44); one optional trailing newline
+    tolerated, nothing else; the key id must match. KeyFileError on any
+    other spelling, or a base64 key over 1752 characters (not decoded)."""
     s = _strip_one_newline(s, "verifier key")
     parts = s.split("+", 2)  # base64 may itself contain '+'
     if len(parts) != 3:
