@@ -20,7 +20,7 @@ import json
 import re
 from datetime import datetime, timezone
 
-from ledger.format import note
+from ledger.format import mldsa, note
 from ledger.errors import FundledgerError
 
 from . import present, tlog
@@ -131,6 +131,10 @@ def contract(conn, symbol: str) -> dict | None:
     return None if r is None else dict(zip(CONTRACT_FIELDS, r))
 
 
+COSIGNATURE_TYPES = {note.ALG_COSIGNATURE_V1: "Ed25519", note.ALG_MLDSA44: "ML-DSA-44"}
+_TYPE_BY_SIZE = {note.COSIGNATURE_SIZE: "Ed25519", mldsa.COSIGNATURE_SIZE: "ML-DSA-44"}
+
+
 def _utc(timestamp: int) -> str:
     """A cosignature's timestamp (seconds since the epoch) as UTC, or the
     number itself when it lies beyond what a date can show."""
@@ -143,8 +147,10 @@ def _utc(timestamp: int) -> str:
 def cosignatures(cp: tlog.LatestCheckpoint, witnesses=()) -> list[dict]:
     """The cosignature rows stored for ``cp``, each checked against the
     witness keys the site trusts: ``role`` ``witness`` (``verified``) only
-    for a valid cosignature/v1 by one of ``witnesses``; any other row is an
-    ``unverified`` claim, whatever name it carries."""
+    for a valid cosignature (Ed25519 cosignature/v1 or ML-DSA-44) by one of
+    ``witnesses``; any other row is an ``unverified`` claim, whatever name
+    it carries. ``algorithm`` is the verified key's type, or for a claim
+    the type its length suggests (None if neither)."""
     text = None
     try:
         text, _ = note.split_note(cp.note)
@@ -156,18 +162,19 @@ def cosignatures(cp: tlog.LatestCheckpoint, witnesses=()) -> list[dict]:
         try:
             (sig,) = note.parse_signature_lines(line)
         except (FundledgerError, ValueError):
-            out.append({"name": None, "key_id": None, "line": shown, "role": "unverified", "verified": False})
+            out.append({"name": None, "key_id": None, "line": shown, "role": "unverified", "verified": False,
+                        "algorithm": None})
             continue
-        ok, at = False, None
+        ok, at, algorithm = False, None, _TYPE_BY_SIZE.get(len(sig.signature))
         for w in witnesses:
             if text is not None and (w.name, w.key_id) == (sig.name, sig.key_id):
                 try:
                     at = note.verify_cosignature(text, sig, w)
-                    ok = True
+                    ok, algorithm = True, COSIGNATURE_TYPES[w.alg]
                 except FundledgerError:
                     pass
         out.append({"name": sig.name, "key_id": sig.key_id.hex(), "line": shown,
-                    "role": "witness" if ok else "unverified", "verified": ok,
+                    "role": "witness" if ok else "unverified", "verified": ok, "algorithm": algorithm,
                     # the time the witness signed into its cosignature (verified with it)
                     "cosigned_at": None if at is None else _utc(at)})
     return out

@@ -268,16 +268,17 @@ def _register_plugin() -> None:
 
 
 def witness_keys(witnesses) -> tuple:
-    """The witnesses' cosignature/v1 verifier keys, each given inline (or a
-    ``note.Verifier``); InputError for anything else."""
+    """The witnesses' verifier keys, Ed25519 cosignature/v1 (0x04) or
+    ML-DSA-44 (0x06), each given inline (or a ``note.Verifier``);
+    InputError for anything else."""
     out = []
     for w in witnesses:
         try:
             v = w if isinstance(w, note.Verifier) else note.parse_vkey(str(w).strip())
         except FundledgerError as e:
             raise InputError(f"bad witness key: {e}") from None
-        if v.alg != note.ALG_COSIGNATURE_V1:
-            raise InputError(f"witness key {v.name} is not a cosignature/v1 key")
+        if v.alg not in (note.ALG_COSIGNATURE_V1, note.ALG_MLDSA44):
+            raise InputError(f"witness key {v.name} is not a cosignature/v1 or ML-DSA-44 key")
         out.append(v)
     return tuple(out)
 

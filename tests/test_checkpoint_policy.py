@@ -236,5 +236,5 @@ def test_the_site_shows_each_cosigner_and_when(fleet):
         from datetime import datetime, timezone
         assert s["cosigned_at"] == datetime.fromtimestamp(stored[f"{n}.example"], timezone.utc).strftime(
             "%Y-%m-%dT%H:%M:%SZ")
-        assert f'<code>{n}.example</code> <span class="sub">(cosigned <time datetime="{s["cosigned_at"]}">' in html
+        assert f'<code>{n}.example</code> <span class="sub">(Ed25519, cosigned <time datetime="{s["cosigned_at"]}">' in html
     assert sigs["w3.example"]["role"] == "unverified" and sigs["w3.example"]["cosigned_at"] is None

@@ -40,14 +40,22 @@ def witness_options(f):
 
 @witness.command("init")
 @click.argument("name")
+@click.option("--algorithm", type=click.Choice(sorted(witness_ops.WITNESS_ALGORITHMS)), default="ed25519",
+              show_default=True,
+              help="The key's type: ed25519 (cosignature/v1, 0x04) or ml-dsa-44 (post-quantum, subtree/v1, 0x06).")
 @witness_options
 @handled
-def witness_init(name, key_path, state_path):
-    """Create a witness key (cosignature/v1, 0600) named NAME and its state.
+def witness_init(name, algorithm, key_path, state_path):
+    """Create a witness key (0600) named NAME and its state.
 
-    Example: fundledger witness init witness.example.org
+    The key is Ed25519 (C2SP tlog-cosignature cosignature/v1) unless
+    --algorithm ml-dsa-44 (the post-quantum subtree/v1 type). Every command
+    that checks cosignatures takes either kind of witness key.
+
+    Example: fundledger witness init witness.example.org --algorithm ml-dsa-44
     """
-    signer = witness_ops.init_witness(key_path, state_path, name, vkey_path(key_path))
+    signer = witness_ops.init_witness(key_path, state_path, name, vkey_path(key_path),
+                                      witness_ops.WITNESS_ALGORITHMS[algorithm])
     click.echo(f"created {key_path} (secret), {vkey_path(key_path)} (public) and {state_path}")
     click.echo(f"witness key: {signer.verifier().vkey()}")
 

@@ -5,7 +5,9 @@ A pure module (no I/O, no clock) implementing, byte for byte:
 * c2sp.org/signed-note: notes, Ed25519 signatures (type 0x01), key ids, and
   the golang.org/x/mod/sumdb/note key encodings (vkey / skey);
 * c2sp.org/tlog-checkpoint: the checkpoint note text;
-* c2sp.org/tlog-cosignature: Ed25519 ``cosignature/v1`` (type 0x04).
+* c2sp.org/tlog-cosignature v1.1: Ed25519 ``cosignature/v1`` (type 0x04)
+  and ML-DSA-44 ``subtree/v1`` (type 0x06, its message and signature in
+  :mod:`ledger.format.mldsa`).
 
 Receipts (tlog-proof) are in :mod:`ledger.format.receipt`, witness requests
 (tlog-witness add-checkpoint) in :mod:`ledger.format.consistency`, the
@@ -52,6 +54,8 @@ from typing import Sequence
 from nacl.bindings import crypto_sign, crypto_sign_open, crypto_sign_seed_keypair
 
 from ledger.errors import FormatError, KeyFileError, LimitError, SignatureError
+from ledger.format import mldsa
+from ledger.format.ed25519 import ED25519_ORDER, REFUSED_POINTS, ed25519_shape_ok
 from ledger.format.strict import (
     MAX_TREE_SIZE,
     b64,
@@ -64,7 +68,7 @@ from ledger.format.strict import (
 )
 
 __all__ = [
-    "ALG_ED25519", "ALG_COSIGNATURE_V1", "SIG_PREFIX", "KEY_ID_SIZE", "ED25519_SIG_SIZE", "COSIGNATURE_SIZE",
+    "ALG_ED25519", "ALG_COSIGNATURE_V1", "ALG_MLDSA44", "SIG_PREFIX", "KEY_ID_SIZE", "ED25519_SIG_SIZE", "COSIGNATURE_SIZE",
     "sig_b64_length", "sig_line_length", "MAX_NOTE_BYTES", "MAX_SIGNATURES", "COSIGNATURE_HEADER", "ED25519_ORDER",
     "REFUSED_POINTS", "ed25519_shape_ok", "key_id", "check_key_name", "Verifier", "Signer", "generate_signer",
     "parse_vkey", "parse_skey", "NoteSignature", "sign_note", "split_note", "open_note", "parse_signature_lines",
@@ -74,7 +78,11 @@ __all__ = [
 
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
-_ALGS = (ALG_ED25519, ALG_COSIGNATURE_V1)
+ALG_MLDSA44 = mldsa.ALG_MLDSA44
+_ALGS = (ALG_ED25519, ALG_COSIGNATURE_V1, ALG_MLDSA44)
+_COSIGNERS = (ALG_COSIGNATURE_V1, ALG_MLDSA44)
+_PUBLIC_KEY_SIZES = {ALG_ED25519: 32, ALG_COSIGNATURE_V1: 32, ALG_MLDSA44: mldsa.PUBLIC_KEY_SIZE}
+_MAX_KEY_B64 = 4 * -(-(1 + mldsa.PUBLIC_KEY_SIZE) // 3)  # 1752: the longest key a vkey holds
 
 MAX_NOTE_BYTES = 1 << 20
 """Largest checkpoint note, receipt or witness request accepted."""
@@ -103,46 +111,6 @@ def sig_line_length(name: str, signature_size: int = ED25519_SIG_SIZE) -> int:
     """Bytes of one signature line ``— <name> <base64>`` by ``name``, its
     newline included."""
     return len(SIG_PREFIX) + len(name.encode("utf-8")) + 1 + sig_b64_length(signature_size) + 1
-
-# Ed25519 encodings every verifier refuses before the signature equation
-# (docs/FORMAT.md, "Signatures"), so that libsodium, OpenSSL, Go and WebCrypto
-# agree on every signature: a public key or R that is a small-order point or
-# a non-canonical encoding, and an S that is not below the group order L.
-_FIELD_P = (1 << 255) - 19
-ED25519_ORDER = (1 << 252) + 27742317777372353535851937790883648493
-"""L, the order of the Ed25519 base point: a signature's S must be below it."""
-_ORDER8_Y = 2707385501144840649318225287225658788936804267575313519463743609750303402022
-"""y of two of the four points of order 8 (the other two have p - y)."""
-
-
-def _refused_points() -> frozenset[bytes]:
-    """The 32-byte point encodings refused as a key or R: the 8 small-order
-    points (orders 1, 2, 4, 8) in canonical form, x = 0 with the sign bit
-    set (the identity and the order-2 point spelled non-canonically), and
-    every y >= p with either sign bit (non-canonical, whatever it decodes
-    to): 48 strings, so that the check is one set lookup."""
-    out = set()
-    for y in (1, _FIELD_P - 1, 0, _ORDER8_Y, _FIELD_P - _ORDER8_Y):
-        out.update((y | sign << 255).to_bytes(32, "little") for sign in (0, 1))
-    for y in range(_FIELD_P, 1 << 255):
-        out.update((y | sign << 255).to_bytes(32, "little") for sign in (0, 1))
-    return frozenset(out)
-
-
-REFUSED_POINTS = _refused_points()
-
-
-def ed25519_shape_ok(public_key: bytes, signature: bytes) -> bool:
-    """The checks made before the Ed25519 equation: a 64-byte signature whose
-    R is neither small-order nor non-canonical and whose S is below L, by a
-    key that is neither. (S < 2**252 < L whenever its top byte is below
-    0x10: the integer compare is only for the rare rest.)"""
-    return (
-        len(signature) == ED25519_SIG_SIZE
-        and signature[:32] not in REFUSED_POINTS
-        and (signature[63] < 0x10 or int.from_bytes(signature[32:], "little") < ED25519_ORDER)
-        and public_key not in REFUSED_POINTS
-    )
 
 
 _HEX8 = re.compile(r"[0-9a-f]{8}")
@@ -194,7 +162,21 @@ def _check_key_name(name: str) -> None:
 
 def _check_alg(alg: object) -> None:
     if alg not in _ALGS or isinstance(alg, bool):
-        raise KeyFileError(f"unsupported signature type {alg!r}: only 0x01 (Ed25519) and 0x04 (cosignature/v1)")
+        raise KeyFileError(f"unsupported signature type {alg!r}: only 0x01 (Ed25519), 0x04 (cosignature/v1)"
+                           " and 0x06 (ML-DSA-44 cosignature)")
+
+
+def _same_family(alg: int, other: int) -> None:
+    """Ed25519 keys serve as 0x01 or 0x04; an ML-DSA-44 key only as 0x06."""
+    _check_alg(other)
+    if (alg == ALG_MLDSA44) != (other == ALG_MLDSA44):
+        raise KeyFileError(f"a key of type {alg:#04x} cannot be used as type {other:#04x}")
+
+
+def _keypair(alg: int, seed: bytes):
+    if alg == ALG_MLDSA44:
+        return mldsa.keypair(seed)
+    return crypto_sign_seed_keypair(seed)
 
 
 @dataclass(frozen=True)
@@ -211,13 +193,19 @@ class Verifier:
         check_key_name(self.name)
         if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
             raise KeyFileError("key id must be 4 bytes")
-        if not isinstance(self.public_key, bytes) or len(self.public_key) != _KEY_SIZE:
-            raise KeyFileError("Ed25519 public key must be 32 bytes")
         _check_alg(self.alg)
+        if self.alg == ALG_MLDSA44:
+            mldsa.check_name(self.name)
+        size = _PUBLIC_KEY_SIZES[self.alg]
+        if not isinstance(self.public_key, bytes) or len(self.public_key) != size:
+            raise KeyFileError(f"a type {self.alg:#04x} public key must be {size} bytes")
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """Raw Ed25519 (RFC 8032, libsodium) of ``signature`` over ``message``,
-        after the explicit checks of :func:`ed25519_shape_ok`."""
+        after the explicit checks of :func:`ed25519_shape_ok`; for a 0x06
+        key, pure ML-DSA-44 with an empty context (:func:`mldsa.verify`)."""
+        if self.alg == ALG_MLDSA44:
+            return mldsa.verify(self.public_key, message, signature)
         if not ed25519_shape_ok(self.public_key, signature):
             return False
         try:
@@ -231,37 +219,43 @@ class Verifier:
         return f"{self.name}+{self.key_id.hex()}+{b64(bytes([self.alg]) + self.public_key)}"
 
     def with_alg(self, alg: int) -> "Verifier":
-        """The same name and public key for another signature type (new key id)."""
-        _check_alg(alg)
+        """The same name and public key for another signature type (new key
+        id): 0x01 and 0x04 for an Ed25519 key, KeyFileError across families."""
+        _same_family(self.alg, alg)
         return Verifier(self.name, key_id(self.name, alg, self.public_key), self.public_key, alg)
 
 
 @dataclass(frozen=True)
 class Signer:
-    """A private key: a 32-byte Ed25519 seed. The key id must match."""
+    """A private key: a 32-byte seed (Ed25519, or the ML-DSA-44 key-generation
+    seed for type 0x06). The key id must match."""
 
     name: str
     key_id: bytes
     seed: bytes = field(repr=False)
     alg: int = ALG_ED25519
     _pk: bytes = field(init=False, repr=False, compare=False)
-    _sk: bytes = field(init=False, repr=False, compare=False)
+    _sk: object = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_key_name(self.name)
         _check_alg(self.alg)
         if not isinstance(self.seed, bytes) or len(self.seed) != 32:
-            raise KeyFileError("Ed25519 seed must be 32 bytes")
+            raise KeyFileError("a private key seed must be 32 bytes")
         if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
             raise KeyFileError("key id must be 4 bytes")
-        pk, sk = crypto_sign_seed_keypair(self.seed)
+        if self.alg == ALG_MLDSA44:
+            mldsa.check_name(self.name)
+        pk, sk = _keypair(self.alg, self.seed)
         if key_id(self.name, self.alg, pk) != self.key_id:
             raise KeyFileError(f"key id {self.key_id.hex()} does not match the key")
         object.__setattr__(self, "_pk", pk)
         object.__setattr__(self, "_sk", sk)
 
     def sign(self, message: bytes) -> bytes:
-        """A 64-byte raw Ed25519 signature of ``message``."""
+        """A 64-byte raw Ed25519 signature of ``message`` (0x06: 2420-byte ML-DSA-44)."""
+        if self.alg == ALG_MLDSA44:
+            return mldsa.sign(self._sk, message)
         return crypto_sign(bytes(message), self._sk)[:ED25519_SIG_SIZE]
 
     def verifier(self) -> Verifier:
@@ -272,8 +266,9 @@ class Signer:
         return f"PRIVATE+KEY+{self.name}+{self.key_id.hex()}+{b64(bytes([self.alg]) + self.seed)}"
 
     def with_alg(self, alg: int) -> "Signer":
-        """The same name and seed for another signature type (new key id)."""
-        _check_alg(alg)
+        """The same name and seed for another signature type (new key id),
+        within one family as :meth:`Verifier.with_alg`."""
+        _same_family(self.alg, alg)
         return Signer(self.name, key_id(self.name, alg, self._pk), self.seed, alg)
 
 
@@ -282,7 +277,7 @@ def generate_signer(name: str, alg: int = ALG_ED25519) -> Signer:
     check_key_name(name)
     _check_alg(alg)
     seed = os.urandom(32)
-    pk, _ = crypto_sign_seed_keypair(seed)
+    pk, _ = _keypair(alg, seed)
     return Signer(name, key_id(name, alg, pk), seed, alg)
 
 
@@ -299,19 +294,25 @@ def _parse_key_parts(name: str, hex_id: str, b64: str, what: str) -> tuple[int, 
         raise KeyFileError(f"malformed {what}: {e}") from None
     if not _HEX8.fullmatch(hex_id):
         raise KeyFileError(f"malformed {what}: key id is not 8 lowercase hex digits")
+    if len(b64) > _MAX_KEY_B64:
+        raise KeyFileError(f"malformed {what}: the key is over {_MAX_KEY_B64} base64 characters")
     raw = b64decode(b64, f"malformed {what}", KeyFileError)
-    if len(raw) != 1 + _KEY_SIZE:
-        raise KeyFileError(f"malformed {what}: key is {len(raw)} bytes, not 33")
+    if not raw:
+        raise KeyFileError(f"malformed {what}: no key")
     _check_alg(raw[0])
-    if raw[1:] in REFUSED_POINTS and what == "verifier key":
+    size = 1 + (_PUBLIC_KEY_SIZES[raw[0]] if what == "verifier key" else _KEY_SIZE)
+    if len(raw) != size:
+        raise KeyFileError(f"malformed {what}: a type {raw[0]:#04x} key is {size} bytes, not {len(raw)}")
+    if raw[0] != ALG_MLDSA44 and raw[1:] in REFUSED_POINTS and what == "verifier key":
         raise KeyFileError(f"malformed {what}: the public key is a small-order or non-canonical Ed25519 point")
     return raw[0], raw[1:], bytes.fromhex(hex_id)
 
 
 def parse_vkey(s: str) -> Verifier:
-    """Parse ``<name>+<8 hex>+<base64(alg || 32-byte key)>`` (one optional
-    trailing newline tolerated, nothing else); the key id must match.
-    KeyFileError on any other spelling."""
+    """Parse ``<name>+<8 hex>+<base64(alg || key)>``, the key 32 bytes (0x01,
+    0x04) or 1312 bytes (0x06, ML-DSA-44); one optional trailing newline
+    tolerated, nothing else; the key id must match. KeyFileError on any
+    other spelling, or a base64 key over 1752 characters (not decoded)."""
     s = _strip_one_newline(s, "verifier key")
     parts = s.split("+", 2)  # base64 may itself contain '+'
     if len(parts) != 3:
@@ -445,7 +446,7 @@ def _index_verifiers(verifiers: Sequence[Verifier]) -> dict[tuple[str, bytes], V
 
 
 def _verify_sig(text: bytes, sig: NoteSignature, v: Verifier) -> bool:
-    if v.alg == ALG_COSIGNATURE_V1:
+    if v.alg in _COSIGNERS:
         try:
             verify_cosignature(text, sig, v)
         except (SignatureError, FormatError):
@@ -460,7 +461,8 @@ def open_note(msg: bytes, verifiers: Sequence[Verifier], max_bytes: int = MAX_NO
     signature). The first signature line whose (name, key id) is a known
     verifier's must verify, else SignatureError; a later line by the same
     key is ignored without being checked, as are lines of unknown keys
-    (golang.org/x/mod/sumdb/note's Open does both). A verifier of type 0x04 checks a cosignature/v1 over the text.
+    (golang.org/x/mod/sumdb/note's Open does both). A verifier of type 0x04
+    or 0x06 checks a cosignature over the text (:func:`verify_cosignature`).
     SignatureError("no valid signature by a known key") if none verified."""
     text, sigs = split_note(msg, max_bytes)
     known = _index_verifiers(verifiers)
@@ -538,38 +540,55 @@ def parse_signed_checkpoint(note: bytes, max_bytes: int = MAX_NOTE_BYTES) -> Che
 
 def cosignature_message(checkpoint_text: bytes, timestamp: int) -> bytes:
     """``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint text
-    (the note body with its final newline, no signature lines)."""
+    (the note body with its final newline, no signature lines): what an
+    Ed25519 (0x04) cosignature signs."""
     check_uint63(timestamp, "cosignature timestamp")
     parse_checkpoint(checkpoint_text)
     return COSIGNATURE_HEADER + b"\ntime " + str(timestamp).encode("ascii") + b"\n" + checkpoint_text
 
 
+def _cosigned_bytes(checkpoint_text: bytes, name: str, alg: int, timestamp: int) -> bytes:
+    """What a cosignature of type ``alg`` by ``name`` signs: 0x04 the text of
+    :func:`cosignature_message`; 0x06 the binary ``subtree/v1`` message of
+    :func:`mldsa.cosigned_message` over (origin, 0, size, root), extension
+    lines left out as the spec says."""
+    if alg == ALG_COSIGNATURE_V1:
+        return cosignature_message(checkpoint_text, timestamp)
+    cp = parse_checkpoint(checkpoint_text)
+    return mldsa.cosigned_message(name, timestamp, cp.origin, 0, cp.tree_size, cp.root_hash)
+
+
 def cosign(checkpoint_text: bytes, signer: Signer, timestamp: int) -> bytes:
     """One signature line ``— <name> base64(key id || u64be timestamp ||
-    Ed25519 sig)\\n`` over :func:`cosignature_message`. The signer must be a
-    0x04 (cosignature/v1) key."""
-    if not isinstance(signer, Signer) or signer.alg != ALG_COSIGNATURE_V1:
-        raise KeyFileError("cosign needs a cosignature/v1 (0x04) key")
-    msg = cosignature_message(checkpoint_text, timestamp)
+    signature)\\n`` (a tlog-cosignature timestamped_signature): an Ed25519
+    signature over :func:`cosignature_message` for a 0x04 key, an ML-DSA-44
+    one over the subtree/v1 message for a 0x06 key. KeyFileError for any
+    other key."""
+    if not isinstance(signer, Signer) or signer.alg not in _COSIGNERS:
+        raise KeyFileError("cosign needs a cosignature/v1 (0x04) or ML-DSA-44 (0x06) key")
+    msg = _cosigned_bytes(checkpoint_text, signer.name, signer.alg, timestamp)
     return _format_sig_line(signer.name, signer.key_id, timestamp.to_bytes(8, "big") + signer.sign(msg))
 
 
 def verify_cosignature(checkpoint_text: bytes, sig: NoteSignature, verifier: Verifier) -> int:
-    """The timestamp of a valid cosignature/v1 ``sig`` by ``verifier`` on
-    ``checkpoint_text``. SignatureError if the name or key id differ, the
-    signature is not 8 + 64 bytes, the timestamp is not below 2**63, or the
-    signature does not verify; KeyFileError if ``verifier`` is not a 0x04
-    key; FormatError if the text is not a checkpoint."""
-    if verifier.alg != ALG_COSIGNATURE_V1:
-        raise KeyFileError(f"key {verifier.name} is not a cosignature/v1 (0x04) key")
+    """The timestamp of a valid cosignature ``sig`` by ``verifier`` on
+    ``checkpoint_text``, of the verifier's type (0x04 Ed25519, 0x06
+    ML-DSA-44). SignatureError if the name or key id differ, the signature
+    is not 8 + 64 (0x06: 8 + 2420) bytes, the timestamp is not below 2**63,
+    or the signature does not verify; KeyFileError if ``verifier`` is of
+    neither type; FormatError if the text is not a checkpoint (for 0x06,
+    also one whose origin is over 255 bytes)."""
+    if verifier.alg not in _COSIGNERS:
+        raise KeyFileError(f"key {verifier.name} is not a cosignature (0x04 or 0x06) key")
     label = f"{sig.name}+{sig.key_id.hex()}"
     if sig.name != verifier.name or sig.key_id != verifier.key_id:
         raise SignatureError(f"cosignature {label} is not by {verifier.name}+{verifier.key_id.hex()}")
-    if len(sig.signature) != COSIGNATURE_SIZE:
-        raise SignatureError(f"cosignature {label} is {len(sig.signature)} bytes, not {COSIGNATURE_SIZE}")
+    size = COSIGNATURE_SIZE if verifier.alg == ALG_COSIGNATURE_V1 else mldsa.COSIGNATURE_SIZE
+    if len(sig.signature) != size:
+        raise SignatureError(f"cosignature {label} is {len(sig.signature)} bytes, not {size}")
     t = int.from_bytes(sig.signature[:8], "big")
     if t > MAX_TREE_SIZE:
         raise SignatureError(f"cosignature {label} timestamp is not below 2**63")
-    if not verifier.verify(cosignature_message(checkpoint_text, t), sig.signature[8:]):
+    if not verifier.verify(_cosigned_bytes(checkpoint_text, verifier.name, verifier.alg, t), sig.signature[8:]):
         raise SignatureError(f"invalid cosignature by {label}")
     return t

@@ -1,8 +1,8 @@
 """Witness policies in the c2sp.org/tlog-policy format: which logs, which
 witnesses, and the quorum of cosignatures a checkpoint needs.
 
-    log <vkey> [<url>]
-    witness <name> <vkey> [<url>]
+    log <vkey> [<url>]                 # an Ed25519 (0x01) log key
+    witness <name> <vkey> [<url>]      # 0x04 (Ed25519) or 0x06 (ML-DSA-44)
     group <name> all|any|<k> <name>...
     quorum <name>|none
 
@@ -27,6 +27,8 @@ MAX_POLICY_BYTES = 64 << 10
 MAX_LOGS = MAX_WITNESSES = MAX_GROUPS = 64
 _ALLOWED = re.compile(rb"[\t\n\x20-\x7e\x80-\xff]*")
 NONE = "none"
+WITNESS_ALGS = (note.ALG_COSIGNATURE_V1, note.ALG_MLDSA44)
+"""A witness vkey is Ed25519 cosignature/v1 (0x04) or ML-DSA-44 (0x06)."""
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,14 @@ def _key(v: note.Verifier) -> tuple[int, bytes]:
     return (v.alg, v.public_key)
 
 
-def _vkey(text: str, what: str, alg: int, lineno: int) -> note.Verifier:
+def _vkey(text: str, what: str, algs: tuple[int, ...], lineno: int) -> note.Verifier:
     try:
         v = note.parse_vkey(text)
     except FundledgerError as e:
         raise FormatError(f"policy line {lineno}: the {what} key is not a vkey ({e})") from None
-    if v.alg != alg:
-        raise FormatError(f"policy line {lineno}: the {what} key has type {v.alg:#04x}, not {alg:#04x}")
+    if v.alg not in algs:
+        want = " or ".join(f"{a:#04x}" for a in algs)
+        raise FormatError(f"policy line {lineno}: the {what} key has type {v.alg:#04x}, not {want}")
     return v
 
 
@@ -129,7 +132,7 @@ def parse_policy(data: bytes) -> Policy:
 def _log_line(policy: Policy, args: list[str], keys: set, lineno: int) -> None:
     if not 1 <= len(args) <= 2 or len(policy.logs) >= MAX_LOGS:
         raise FormatError(f"policy line {lineno}: a log line is `log <vkey> [<url>]` (at most {MAX_LOGS})")
-    v = _vkey(args[0], "log", note.ALG_ED25519, lineno)
+    v = _vkey(args[0], "log", (note.ALG_ED25519,), lineno)
     if _key(v) in keys:
         raise FormatError(f"policy line {lineno}: this key is already in the policy")
     keys.add(_key(v))
@@ -143,7 +146,7 @@ def _witness_line(policy: Policy, args: list[str], keys: set, lineno: int) -> No
     name = args[0]
     if name == NONE or name in policy.witnesses or name in policy.groups:
         raise FormatError(f"policy line {lineno}: the name {name[:40]!r} is taken")
-    v = _vkey(args[1], "witness", note.ALG_COSIGNATURE_V1, lineno)
+    v = _vkey(args[1], "witness", WITNESS_ALGS, lineno)
     if _key(v) in keys:
         raise FormatError(f"policy line {lineno}: this key is already in the policy")
     keys.add(_key(v))

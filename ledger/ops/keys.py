@@ -32,7 +32,8 @@ def check_key_name(name: str, what: str = "name") -> None:
 
 def create_key_file(path: str, name: str, alg: int = note.ALG_ED25519) -> note.Signer:
     """Generate a key named ``name`` and write it to ``path`` (0600, never
-    overwriting). ``alg`` 0x04 makes a witness (cosignature/v1) key.
+    overwriting). ``alg`` 0x04 makes an Ed25519 witness (cosignature/v1) key,
+    0x06 an ML-DSA-44 one: the file holds its 32-byte seed the same way.
 
     The key is written and synced under a temporary name, then linked to
     ``path`` (which fails if it exists) and the directory synced: a crash

@@ -1,7 +1,8 @@
 """A witness (c2sp.org/tlog-witness) for fundledger logs, and the ledger's
 side of collecting cosignatures.
 
-A witness keeps its own cosignature/v1 key (type 0x04) and, for each log it
+A witness keeps its own key, Ed25519 cosignature/v1 (type 0x04, the
+default) or ML-DSA-44 subtree/v1 (type 0x06), and, for each log it
 watches, the last checkpoint it cosigned and the log's key history (each
 key with the first tree size it signs), in an SQLite state
 (:mod:`ledger.ops.witness_state`). :func:`decide` is the one place that
@@ -86,18 +87,26 @@ def http_status(e: FundledgerError) -> int:
     return 422 if isinstance(e, VerificationError) else 400
 
 
-def init_witness(key_path: str, state_path: str, name: str, vkey_path: str | None = None) -> note.Signer:
-    """A new witness key (0600), an empty state and, given ``vkey_path``, a
-    file with the witness's public key."""
+WITNESS_ALGORITHMS = {"ed25519": note.ALG_COSIGNATURE_V1, "ml-dsa-44": note.ALG_MLDSA44}
+"""The witness key types `witness init --algorithm` makes, by name."""
+
+
+def init_witness(key_path: str, state_path: str, name: str, vkey_path: str | None = None,
+                 alg: int = note.ALG_COSIGNATURE_V1) -> note.Signer:
+    """A new witness key (0600) of type ``alg`` (0x04 Ed25519, 0x06
+    ML-DSA-44), an empty state and, given ``vkey_path``, a file with the
+    witness's public key."""
     import os
 
     check_key_name(name, "witness name")
+    if alg not in WITNESS_ALGORITHMS.values():
+        raise InputError(f"a witness key is of type 0x04 (Ed25519) or 0x06 (ML-DSA-44), not {alg!r}")
     for p in (state_path, vkey_path):
         if p is not None and os.path.lexists(p):
             raise InputError(f"{p} already exists: refusing to overwrite it")
     if not os.path.isdir(os.path.dirname(os.path.abspath(state_path))):
         raise InputError(f"{state_path!r}: no such directory")
-    signer = create_key_file(key_path, name, note.ALG_COSIGNATURE_V1)
+    signer = create_key_file(key_path, name, alg)
     witness_state.create(state_path)
     if vkey_path is not None:
         write_public(vkey_path, signer.verifier().vkey())
@@ -119,8 +128,8 @@ def add_log(state_path: str, vkey: str) -> str:
 
 def load_witness_key(key_path: str) -> note.Signer:
     signer = load_key_file(key_path)
-    if signer.alg != note.ALG_COSIGNATURE_V1:
-        raise InputError(f"{key_path} is not a cosignature/v1 witness key")
+    if signer.alg not in WITNESS_ALGORITHMS.values():
+        raise InputError(f"{key_path} is not a witness key (cosignature/v1 or ML-DSA-44)")
     return signer
 
 

@@ -1132,11 +1132,34 @@
     }
     const balance = amountStr(f.balance, f.scale);
     if (balance !== head.balance) fail(`the head of ${symbol} says balance ${head.balance}, its entries give ${balance}`);
-    const cosigners = [...new Set(note.sigs.map((s) => s.name).filter((n) => n !== anchor.name))];
+    const cosigners = cosignerLines(note, anchor);
     const kept = rememberCheckpoint(anchor, cp, cpBytes) &&
       rememberFund(cp, symbol, f, concat(prior ? prior.idBytes : new Uint8Array(0), ...fundBook.newIds));
     return { size: cp.size, balance, currency: f.currency, entries: f.entries, checked, lastSeq: f.seq, keys: book.keys.length,
       cosigners, tiles: ctx.tiles.fetched, prior, damaged: ctx.damaged, kept, origin: cp.origin };
+  }
+
+  // a tlog-cosignature line's bytes after the key id: u64 timestamp || signature
+  const COSIGNATURE_TYPES = new Map([[8 + 64, "Ed25519"], [8 + 2420, "ML-DSA-44"]]);
+  /** The other signature lines of a checkpoint, once per name, each with the
+   *  cosignature type its length suggests (null: neither). None is checked
+   *  here: this page holds no witness keys, and WebCrypto has no ML-DSA. */
+  function cosignerLines(note, anchor) {
+    const seen = new Map();
+    for (const s of note.sigs) {
+      if (s.name !== anchor.name && !seen.has(s.name)) seen.set(s.name, COSIGNATURE_TYPES.get(s.sig.length) || null);
+    }
+    return [...seen].map(([name, algorithm]) => ({ name, algorithm, checked: false }));
+  }
+  /** What the fund check says of the cosignature lines: an ML-DSA-44 one is
+   *  named as not checked in the browser, and no line counts as a witness. */
+  function cosignersText(cosigners) {
+    if (!cosigners.length) return "No witness cosigned this checkpoint: nobody but the operator vouches that no entry was left out of this fund's chain.";
+    const named = cosigners.map((c) => c.algorithm === "ML-DSA-44" ? `${c.name} (not checked in the browser: ML-DSA-44)`
+      : c.algorithm ? `${c.name} (${c.algorithm}, not checked)` : `${c.name} (not a cosignature this page knows)`);
+    return `Other names on the checkpoint: ${named.join(", ")}. This page holds no witness keys and cannot check ML-DSA-44 at all, ` +
+      "so it checked none of those cosignatures and counts none of them as a witness (fundledger verify --witness checks them); " +
+      "none of them is known to replay the fund rules.";
   }
 
   /** What this browser remembers, said in ``node`` (a warning: ``alarm``). */
@@ -1198,9 +1221,9 @@
           : `All ${r.entries.toLocaleString("en-US")} entries of this fund, up to entry #${r.lastSeq.toLocaleString("en-US")}, `) +
           `checked against the checkpoint of ${r.size.toLocaleString("en-US")} entries, following ${r.keys} log key${r.keys === 1 ? "" : "s"}: ` +
           `${(bytesFetched / 1e6).toFixed(2)} MB, ${r.tiles} hash tiles, ${secs} s.${page}`;
-        q("fund-check-witnesses").textContent = r.cosigners.length
-          ? `Other names on the checkpoint: ${r.cosigners.join(", ")}. This page holds no witness keys, so it did not check those cosignatures (fundledger verify --witness does), and none of them is known to replay the fund rules.`
-          : "No witness cosigned this checkpoint: nobody but the operator vouches that no entry was left out of this fund's chain.";
+        const w = q("fund-check-witnesses");
+        w.textContent = cosignersText(r.cosigners);
+        w.dataset.cosignersChecked = String(r.cosigners.filter((c) => c.checked).length);
         section.dataset.verdict = "verified";
         section.dataset.checkedBalance = r.balance;
       } catch (e) {
