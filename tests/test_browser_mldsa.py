@@ -44,7 +44,7 @@ def test_the_home_page_names_the_key_type_of_each_verified_cosigner(cosigned, pa
         page.goto(url)
         said = page.inner_text("#cosigners")
         sigs = page.request.get(url + "funds.json").json()["checkpoint"]["signatures"]
-    assert "ed.witness.example Ed25519" in said and "pq.witness.example ML-DSA-44" in said, said
+    assert "ed.witness.example (Ed25519, cosigned " in said and "pq.witness.example (ML-DSA-44, cosigned " in said, said
     assert {s["name"]: (s["role"], s["algorithm"]) for s in sigs if s["role"] != "log"} == {
         "ed.witness.example": ("witness", "Ed25519"), "pq.witness.example": ("witness", "ML-DSA-44")}
     assert page.errors == []
