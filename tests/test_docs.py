@@ -87,7 +87,8 @@ def test_every_help_example_runs(tmp_path):
         "fundledger balance", "fundledger history", "fundledger checkpoint", "fundledger export",
         "fundledger prove", "fundledger check-receipt", "fundledger consistency", "fundledger verify", "fundledger monitor", "fundledger upgrade",
         "fundledger witness init", "fundledger witness add-log", "fundledger witness add-checkpoint",
-        "fundledger attach-cosignatures", "fundledger key rotate", "fundledger witness add-key", "fundledger demo",
+        "fundledger attach-cosignatures", "fundledger key rotate", "fundledger witness add-key", "fundledger key add-mldsa",
+        "fundledger demo",
     ]
     commands = dict(leaf_commands())
     missing = set(commands) - set(order) - set(NOT_RUN)

@@ -44,4 +44,4 @@ def run_cmd(listen, token_file, export_dir, interval, policy_path, witness_inter
     policy = None if policy_path is None else load_policy(policy_path)
     open_store(db_path).close()  # bad input (no ledger) said before listening
     service.serve(lambda: open_store(db_path), load_key(key_path), api.writer_anchor(key_path), listen, token_file,
-                  export_dir, interval, policy, witness_interval)
+                  export_dir, interval, policy, witness_interval, api.load_pq_key(key_path))

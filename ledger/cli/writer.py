@@ -234,7 +234,7 @@ def checkpoint_cmd(db_path, key_path, policy_path, export_dir, timeout):
     if policy_path is None:
         if export_dir is not None:
             raise click.UsageError("--export goes with --policy (else run `fundledger export`)")
-        size, signed, created = api.checkpoint(store, signer, anchor)
+        size, signed, created = api.checkpoint(store, signer, anchor, api.load_pq_key(key_path))
         if not created:
             click.echo(f"checkpoint at size {size} already exists", err=True)
         click.echo(signed.decode(), nl=False)
@@ -242,7 +242,8 @@ def checkpoint_cmd(db_path, key_path, policy_path, export_dir, timeout):
     from ledger.ops import cosign
     from ledger.verify.checkpoint import load_policy
 
-    result = cosign.checkpoint_with_policy(store, signer, load_policy(policy_path), anchor, timeout, export_dir)
+    result = cosign.checkpoint_with_policy(store, signer, load_policy(policy_path), anchor, timeout, export_dir,
+                                           api.load_pq_key(key_path))
     for o in result.outcomes:
         click.echo(f"{o.name}: {o.reason}" + (f" (proved from size {o.old_size})" if o.ok else ""), err=True)
     if not result.published:
@@ -289,6 +290,34 @@ def attach_cosignatures(file, witnesses, db_path):
 @click.group()
 def key():
     """Manage the log's signing key."""
+
+
+@key.command("add-mldsa")
+@click.option("--vkey-out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write its public key [default: <key>.mldsa.vkey].")
+@key_option
+@handled
+def key_add_mldsa(vkey_out, key_path):
+    """Give the log a second, post-quantum key: an ML-DSA-44 key beside the
+    log key (KEY.mldsa, 0600) whose tlog-cosignature v1.1 signature every
+    later checkpoint carries, beside the Ed25519 one (which stays: the public
+    witness network takes only Ed25519 log keys).
+
+    It is worth something only to readers who pin its public key out of
+    band (`fundledger verify --witness KEY.mldsa.vkey`): learnt from the
+    Ed25519-signed log itself, it would add nothing against a broken Ed25519.
+
+    Example: fundledger key add-mldsa
+    """
+    from ledger.ops import keys
+    from ledger.format import note
+
+    signer = load_key(key_path)
+    path = api.pq_key_path(key_path)
+    pq = keys.create_key_file(path, signer.name, note.ALG_MLDSA44)
+    out = vkey_out or path + ".vkey"
+    keys.write_public(out, pq.verifier().vkey())
+    click.echo(f"{path}: the log's ML-DSA-44 key; its public key is in {out}: publish it out of band")
 
 
 @key.command("rotate")

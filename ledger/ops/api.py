@@ -309,10 +309,44 @@ def iter_history(store: Reader, symbol: str, since: int = 0, limit: int | None =
 
 
 def checkpoint(store: Store, signer: note.Signer,
-               anchor: anchor_mod.WriterAnchor | None = None) -> tuple[int, bytes, bool]:
+               anchor: anchor_mod.WriterAnchor | None = None, pq_signer: note.Signer | None = None,
+               ) -> tuple[int, bytes, bool]:
     """Sign a checkpoint at the current size (see ``Store.add_checkpoint``),
-    held to ``anchor`` if given (the CLI always gives it)."""
-    return store.add_checkpoint([signer], anchor=anchor)
+    held to ``anchor`` if given (the CLI always gives it); with
+    ``pq_signer`` (the log's ML-DSA-44 key), its subtree/v1 signature of a
+    new checkpoint is kept with it as a cosignature (:func:`pq_cosignature`)."""
+    size, signed, created = store.add_checkpoint([signer], anchor=anchor)
+    if created and pq_signer is not None:
+        store.add_cosignature(store.latest_checkpoint()[0], *pq_cosignature(signed, pq_signer))
+    return size, signed, created
+
+
+def pq_key_path(key_path: str) -> str:
+    """Where the log's optional ML-DSA-44 key lies: ``<key file>.mldsa``."""
+    return key_path + ".mldsa"
+
+
+def load_pq_key(key_path: str) -> note.Signer | None:
+    """The log's ML-DSA-44 key beside ``key_path``, if there is one."""
+    path = pq_key_path(key_path)
+    if not os.path.exists(path):
+        return None
+    pq = keys.load_key_file(path)
+    if pq.alg != note.ALG_MLDSA44:
+        raise InputError(f"{path}: not an ML-DSA-44 key")
+    return pq
+
+
+def pq_cosignature(signed: bytes, pq_signer: note.Signer) -> tuple[str, bytes, int, bytes]:
+    """The log's own ML-DSA-44 signature of checkpoint ``signed``: a
+    tlog-cosignature v1.1 line (key type 0x06, the subtree/v1 message), in
+    the form ``Store.add_cosignature`` takes. Readers check it like a
+    witness's, with the key pinned out of band (``verify --witness``)."""
+    import time
+
+    text, _ = note.split_note(signed)
+    ts = int(time.time())
+    return pq_signer.name, pq_signer.key_id, ts, note.cosign(text, pq_signer, ts)
 
 
 # -- proofs ----------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def _held_sizes(store, policy: Policy) -> dict[str, int]:
 
 
 def checkpoint_with_policy(store, signer: note.Signer, policy: Policy, anchor=None, timeout: float = 10.0,
-                           export_dir: str | None = None) -> PolicyCheckpoint:
+                           export_dir: str | None = None, pq_signer: note.Signer | None = None) -> PolicyCheckpoint:
     """Sign a checkpoint at the current size as the pending one, publish
     its tiles to ``export_dir`` (if given; the site serves them from the
     database), ask every witness of ``policy``, and make it the published
@@ -183,6 +183,10 @@ def checkpoint_with_policy(store, signer: note.Signer, policy: Policy, anchor=No
     if not policy.satisfied(cosigned):
         return PolicyCheckpoint(size, False, new, outcomes, policy.unmet(cosigned))
     lines = [o.cosignature for o in outcomes if o.ok]
+    if new and pq_signer is not None:
+        from ledger.ops.api import pq_cosignature
+
+        lines.append(pq_cosignature(signed, pq_signer))
     if new:
         store.publish_checkpoint(signed, lines)
     else:

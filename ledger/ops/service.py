@@ -75,8 +75,9 @@ class Writer:
     signs checkpoints at most every ``interval`` seconds."""
 
     def __init__(self, open_store, signer, anchor, interval: float, export_dir: str | None, policy=None,
-                 witness_interval: float | None = None, log=sys.stderr):
+                 witness_interval: float | None = None, log=sys.stderr, pq_signer=None):
         self.open_store, self.store, self.signer, self.anchor = open_store, None, signer, anchor
+        self.pq_signer = pq_signer
         self.interval, self.export_dir, self.policy = interval, export_dir, policy
         self.witness_interval = witness_interval or max(interval, 60.0)
         self.q: queue.Queue = queue.Queue(maxsize=QUEUE_BODIES)
@@ -160,12 +161,12 @@ class Writer:
         from publish.export import export
 
         if self.policy is None:
-            size, _, _ = api.checkpoint(self.store, self.signer, self.anchor)
+            size, _, _ = api.checkpoint(self.store, self.signer, self.anchor, self.pq_signer)
             if self.export_dir is not None:
                 export(self.store, self.export_dir)
             return size
         result = cosign.checkpoint_with_policy(self.store, self.signer, self.policy, self.anchor,
-                                               export_dir=self.export_dir)
+                                               export_dir=self.export_dir, pq_signer=self.pq_signer)
         self._last_cosigned = time.monotonic()
         if not result.published:
             failed = "; ".join(f"{o.name}: {o.reason}" for o in result.outcomes if not o.ok)
@@ -318,7 +319,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def serve(open_store, signer, anchor, listen: str, token_file: str | None, export_dir: str | None, interval: float,
-          policy=None, witness_interval: float | None = None) -> None:
+          policy=None, witness_interval: float | None = None, pq_signer=None) -> None:
     """Run until SIGTERM or SIGINT: the writer, standard input (when it is
     not a terminal) and ``POST /add``; then finish the queue, sign a last
     checkpoint, and return. Prints ``run listening on http://HOST:PORT/``
@@ -332,7 +333,7 @@ def serve(open_store, signer, anchor, listen: str, token_file: str | None, expor
     token = read_token(token_file)
     host, port = parse_listen(listen)
     sock = bind(host, port)
-    writer = Writer(open_store, signer, anchor, interval, export_dir, policy, witness_interval)
+    writer = Writer(open_store, signer, anchor, interval, export_dir, policy, witness_interval, pq_signer=pq_signer)
     writer.thread.start()
     if not sys.stdin.isatty():
         threading.Thread(target=read_stdin, args=(writer, sys.stdin.fileno(), sys.stdout), daemon=True).start()
