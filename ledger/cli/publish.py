@@ -4,6 +4,8 @@ demo that builds and publishes a whole ledger. Each imports what it runs
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .common import db_option, handled, load_vkeys, open_store
@@ -53,8 +55,12 @@ def serve(host, port, witnesses, db_path):
 @click.option("--seed", default=2026, show_default=True, help="Random seed: the same seed gives the same market.")
 @click.option("--liquidations", default=3000, show_default=True, type=click.IntRange(10, 10_000_000),
               help="How many liquidations to simulate.")
+@click.option("--live", is_flag=True,
+              help="On the demo already built in --dir: run it live (a witness, the log service fed by a simulated "
+                   "risk engine, the site on --port, a monitor printing its events) until Ctrl-C.")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535), help="With --live: the site's port.")
 @handled
-def demo(directory, seed, liquidations):
+def demo(directory, seed, liquidations, live, port):
     """Tell the whole story on a simulated market: a ledger on the demo
     market's contracts, liquidations with surpluses and shortfalls, a
     volatile spell that drains a fund into ADL, checkpoints, verification
@@ -62,6 +68,11 @@ def demo(directory, seed, liquidations):
 
     Example: fundledger demo --dir demo --seed 7
     """
+    if live:
+        from ledger.ops.live import run_live
+
+        run_live(directory, port, echo=lambda line: click.echo(line) or sys.stdout.flush())
+        return
     from ledger.ops.demo import run_demo
 
     run_demo(directory, seed=seed, liquidations=liquidations, echo=click.echo)
