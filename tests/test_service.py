@@ -219,3 +219,33 @@ def test_nothing_acknowledged_is_lost_or_doubled_across_kill_9(ledger2, service,
         assert rows[lid] == seq  # acknowledged at that seq, there once (the index is unique)
     report = verify_path(ledger2.db)
     assert report.checkpoint_size == published(ledger2) == ledger2.store.size()
+
+
+def test_bodies_waiting_together_are_committed_together_and_fail_alone(ledger2, tmp_path):
+    """The writer's group commit, in-process: bodies queued at once are
+    written in one transaction, each answered with its own seqs; a bad body
+    among them fails alone and the others are still written, in order."""
+    from ledger.ops import api
+    from ledger.ops.service import Writer
+    from ledger.store.store import Store
+
+    ledger2.contract()
+    ledger2.store.close()
+    w = Writer(lambda: Store.open(ledger2.db), ledger2.signer, api.writer_anchor(ledger2.key), 30.0, None)
+    commits = []
+    good1, bad, good2 = [liq(1), liq(2)], [liq(3), dict(liq(4), contract="NOSUCH")], [liq(5), liq(1)]
+    futures = [w.submit(b) for b in (good1, bad, good2)]  # queued before the writer starts
+    w.store = Store.open(ledger2.db)
+    append = w.store.append
+    w.store.append = lambda records, *a, **k: commits.append(len(records)) or append(records, *a, **k)
+    w._group([(b, f) for b, f in zip((good1, bad, good2), futures)])
+    [w.q.get_nowait() for _ in range(3)]
+    assert commits == [6, 2, 2, 2]  # the group, refused; then body by body
+    s1 = futures[0].result()
+    assert s1 == [s1[0], s1[0] + 1] and futures[2].result() == [s1[0] + 2, None]  # L-1 again: a replay
+    with pytest.raises(Exception, match="line 2: .*NOSUCH"):
+        futures[1].result()
+    commits.clear()
+    more = [w.submit([liq(i)]) for i in (6, 7, 8)]
+    w._group([(b, f) for b, f in zip(([liq(6)], [liq(7)], [liq(8)]), more)])
+    assert commits == [3] and [f.result() for f in more] == [[s1[0] + 3], [s1[0] + 4], [s1[0] + 5]]
