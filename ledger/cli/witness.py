@@ -40,29 +40,37 @@ def witness_options(f):
 
 @witness.command("init")
 @click.argument("name")
+@click.option("--audit", "audit", is_flag=True,
+              help="An auditing witness: it replays every fund rule of each log before it cosigns, with a key "
+                   "of its own that never cosigns plainly (every add-log then needs --audit URL).")
 @witness_options
 @handled
-def witness_init(name, key_path, state_path):
+def witness_init(name, audit, key_path, state_path):
     """Create a witness key (cosignature/v1, 0600) named NAME and its state.
 
     Example: fundledger witness init witness.example.org
     """
-    signer = witness_ops.init_witness(key_path, state_path, name, vkey_path(key_path))
+    signer = witness_ops.init_witness(key_path, state_path, name, vkey_path(key_path), audit=audit)
     click.echo(f"created {key_path} (secret), {vkey_path(key_path)} (public) and {state_path}")
-    click.echo(f"witness key: {signer.verifier().vkey()}")
+    click.echo(f"{'auditing ' if audit else ''}witness key: {signer.verifier().vkey()}")
 
 
 @witness.command("add-log")
 @click.argument("vkey")
+@click.option("--audit", "audit_url", metavar="URL",
+              help="Audit this log (an auditing witness only): where it publishes its tiles and entry bundles "
+                   "(its site or static export, or a directory). Before each cosignature the new entries are "
+                   "read from there and every fund rule replayed.")
 @witness_options
 @handled
-def witness_add_log(vkey, key_path, state_path):
+def witness_add_log(vkey, audit_url, key_path, state_path):
     """Start witnessing the log with verifier key VKEY (or a file holding it).
 
     Example: fundledger witness add-log fund.vkey
     """
     [log_key] = load_vkeys([vkey])
-    click.echo(f"witnessing {witness_ops.add_log(state_file(state_path), log_key.vkey())}")
+    origin = witness_ops.add_log(state_file(state_path), log_key.vkey(), audit_url)
+    click.echo(f"{'auditing' if audit_url else 'witnessing'} {origin}")
 
 
 @witness.command("add-checkpoint")
