@@ -9,6 +9,9 @@ A small ASGI application under uvicorn (h11). Routes, under ``prefix``:
 * ``GET /checkpoint/<origin, percent-encoded>``: the latest checkpoint this
   witness cosigned for that log, with its cosignature appended (404 for a
   log it does not witness, or has not cosigned yet).
+* ``GET /metadata``: JSON naming this witness, its key, the statements
+  its cosignatures make (an auditing witness: ``fundledger-audit/v1``
+  besides cosignature/v1) and the logs it watches.
 * ``GET /health``: 200 ``ok`` when the state opens (always at the root).
 
 Limits, each refusal logged in one line on stderr: a request body of at
@@ -38,6 +41,9 @@ from ledger.ops import witness, witness_state
 
 TEXT = b"text/plain; charset=utf-8"
 SIZE = b"text/x.tlog.size"
+JSON = b"application/json"
+PLAIN_STATEMENT = ("the checkpoint is signed by the log key this witness holds for it at that size, and its tree "
+                   "extends, append-only, every tree of the log this witness cosigned before")
 MAX_CLIENTS = 10_000  # rate-limit buckets kept (the least recently used go first)
 
 
@@ -138,6 +144,9 @@ class WitnessApp:
             _allow(method, ("POST",))
             body = await self._read_body(scope, receive)
             return await self._add_checkpoint(body)
+        if path == self.prefix + "/metadata":
+            _allow(method, ("GET", "HEAD"))
+            return 200, JSON, await self._run(self._metadata), [(b"cache-control", b"no-store")], ""
         if path.startswith(self.prefix + "/checkpoint/"):
             _allow(method, ("GET", "HEAD"))
             origin = _origin(scope, self.prefix + "/checkpoint/")
@@ -193,6 +202,24 @@ class WitnessApp:
     def _health(self) -> None:
         with witness_state.opened(self.state_path) as conn:
             witness_state.all_logs(conn)
+
+    def _metadata(self) -> bytes:
+        """What this witness is and what its cosignature says (docs/WITNESS.md)."""
+        import json
+
+        from ledger.format.policy import AUDIT_STATEMENT, AUDIT_STATEMENT_TEXT
+
+        with witness_state.opened(self.state_path) as conn:
+            auditing = witness_state.audit_key(conn) is not None
+            logs, urls = witness_state.all_logs(conn), witness_state.audit_urls(conn)
+        statements = [{"name": "cosignature/v1", "says": PLAIN_STATEMENT}]
+        if auditing:
+            statements.append({"name": AUDIT_STATEMENT, "says": AUDIT_STATEMENT_TEXT})
+        v = self.signer.verifier()
+        obj = {"name": v.name, "vkey": v.vkey(), "auditing": auditing, "statements": statements,
+               "logs": [{"origin": log.origin, "size": log.size, "audited_from": urls.get(log.origin)}
+                        for log in logs]}
+        return (json.dumps(obj, indent=1) + "\n").encode()
 
     def _checkpoint(self, origin: str) -> bytes:
         with witness_state.opened(self.state_path) as conn:
@@ -271,6 +298,9 @@ def serve(key_path: str, state_path: str, host: str = "127.0.0.1", port: int = 0
     signer = witness.load_witness_key(key_path)
     with witness_state.opened(state_path) as conn:  # fails early (exit 2); migrates a JSON state
         witness_state.all_logs(conn)
+        own = witness_state.audit_key(conn)
+    if own is not None and own != signer.verifier().vkey():
+        raise InputError(f"{state_path!r} is the state of the auditing witness {own[:80]}: serve it with that key")
     if prefix and (not prefix.startswith("/") or "?" in prefix or "#" in prefix):
         raise InputError("--prefix must start with / (e.g. /witness)")
     sock = listen(host, port)
