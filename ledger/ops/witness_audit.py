@@ -37,6 +37,7 @@ from ledger.verify import transport
 from ledger.verify.sources import DirSource, Source, UrlSource, _FileTree
 
 DEADLINES = transport.Deadlines(request_s=30.0, stall_s=10.0)  # per file fetched from the log
+RECENT_BYTES = 16 << 20  # bundles kept for the reference's second reading of a chunk (one is at most 16 MiB)
 LOCK_WAIT_S = 5.0  # a request waits this long for another one auditing the same log, then 503
 __all__ = ["AUDIT_STATEMENT", "Audit", "AuditFailed", "AuditUnavailable", "audit", "check_url", "locked"]
 
@@ -109,6 +110,7 @@ class _RequestSource(_FileTree):
         self.inner, self._checkpoint = inner, checkpoint
         self.description = inner.description
         self.files = self.bytes = 0
+        self._recent: dict[str, bytes] = {}  # the bundles read last: the replay reads a chunk's again
 
     def vkey(self) -> str | None:
         return None  # the witness holds the log's key
@@ -117,6 +119,8 @@ class _RequestSource(_FileTree):
         return self._checkpoint
 
     def fetch(self, path: str, limit: int) -> bytes:
+        if path in self._recent:
+            return self._recent[path]
         try:
             data = self.inner.fetch(path, limit)
         except FundledgerError as e:
@@ -126,6 +130,9 @@ class _RequestSource(_FileTree):
                                "entry bundles of a checkpoint before asking for its cosignature")
         self.files += 1
         self.bytes += len(data)
+        self._recent[path] = data
+        while sum(map(len, self._recent.values())) > RECENT_BYTES:
+            del self._recent[next(iter(self._recent))]
         return data
 
     def spec(self) -> tuple:
