@@ -137,6 +137,8 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
                 run.book.chains.fast_moved(fund, leaves[fund.last_seq - first])
             return
         items = []  # something is off: the whole chunk gets the full check
+    if items and hasattr(run.book.seen, "hashes"):
+        run.book.seen.hashes.prefetch([it[6] for it in items if it is not None])  # one query, not one an entry
     for seq in range(first, end):
         i = seq - base
         item = items[i] if i < len(items) else None
