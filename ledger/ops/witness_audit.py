@@ -25,6 +25,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,7 +140,26 @@ class _RequestSource(_FileTree):
         return self.inner.spec()
 
     def close(self) -> None:
-        self.inner.close()
+        if not isinstance(self.inner, UrlSource):  # kept open for the next request (_url_source)
+            self.inner.close()
+
+
+_SOURCES: dict[tuple[str, str], UrlSource] = {}
+_SOURCES_LOCK = threading.Lock()
+MAX_SOURCES = 64
+
+
+def _url_source(origin: str, url: str) -> UrlSource:
+    """One client per audited log in this process, reused by its next
+    requests (their connections kept alive, no TLS context built again); a
+    log's requests are decided one at a time (:func:`locked`), so no two
+    threads use one client at once."""
+    with _SOURCES_LOCK:
+        src = _SOURCES.pop((origin, url), None) or UrlSource(url, DEADLINES)
+        _SOURCES[(origin, url)] = src
+        while len(_SOURCES) > MAX_SOURCES:  # (not closed here: its log's request may be using it)
+            del _SOURCES[next(iter(_SOURCES))]
+        return src
 
 
 @dataclass
@@ -181,7 +201,7 @@ def audit(witness_state: str, url: str, log: LogState, checkpoint: bytes) -> Aud
         raise WitnessStateError(f"the audit state of {log.origin} ({path}) is at size {resume.tree_size}, ahead of "
                                 f"the size {log.size} cosigned: restore the witness's files together")
     if url.startswith(("http://", "https://")):
-        inner: Source = UrlSource(url, DEADLINES)
+        inner: Source = _url_source(log.origin, url)
     elif os.path.isdir(url):
         inner = DirSource(url)
     else:
