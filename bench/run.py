@@ -82,7 +82,7 @@ class Table:
         return row
 
 
-SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory", "browser")
+SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory", "browser", "witness")
 
 
 def render(rows: list[dict], markdown: bool = False) -> str:
@@ -678,7 +678,8 @@ def main(argv=None) -> int:
     ap.add_argument("--large", type=int, default=1_000_000,
                     help="entries in the large log (default 1M; 10M takes about an hour on two cores)")
     ap.add_argument("--only", default="",
-                    help="comma-separated sections to run (raw,append,verify,proofs,site,light,lightcheck,browser,scale)")
+                    help="comma-separated sections to run (raw,append,verify,proofs,site,light,lightcheck,browser,scale,"
+                         "witness)")
     a = ap.parse_args(argv)
 
     if a.render:
@@ -775,6 +776,11 @@ def main(argv=None) -> int:
         from bench import browser
 
         guarded("browser", browser.bench_replay, t, dbs[large][0], large)
+
+    if want("witness"):
+        from bench import witness as witness_bench
+
+        guarded("witness", witness_bench.bench_witness, t, work, 10_000 if quick else 100_000)
 
     if want("scale"):
         from bench import scale
