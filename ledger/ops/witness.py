@@ -26,8 +26,14 @@ codes (``http_status``). In the order tlog-witness checks them:
   size 0, the same size with another root, or a proof that does not
   verify: a fork or a rollback.
 
+* for an audited log (an auditing witness, ``witness init --audit``), the
+  new entries break a fund rule or a format-2 commitment: 422
+  (:class:`ledger.ops.witness_audit.AuditFailed`, exit 1, with the seq), or
+  they cannot be read from the log's tiles: 503 (``AuditUnavailable``).
+
 It then records the new checkpoint by compare-and-swap and returns one
-cosignature line only once that is committed.
+cosignature line only once that is committed (and then saves the audit
+state, which so never runs ahead of what was cosigned).
 """
 
 from __future__ import annotations
