@@ -547,3 +547,70 @@ def test_the_policy_names_auditing_witnesses_in_a_comment_and_the_light_check_na
     assert p.returncode == 1 and b"0 valid cosignatures" in p.stderr
     p = run_fundledger("verify", w.site, "--vkey", w.store.vkey, "--contract", XBT)
     assert p.returncode == 0 and "no auditing witness cosigned" in p.stdout.decode()
+
+
+# --- a hostile host for the tiles -----------------------------------------------------------------
+
+
+class Hostile:
+    """An HTTP server on loopback that answers every request its own way:
+    ``stall`` (headers, then nothing), ``huge`` (a bundle far over the
+    limit, announced by its length) or ``drip`` (one byte a second)."""
+
+    def __init__(self, how: str):
+        import socket
+
+        self.how, self.sock = how, socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.conns = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        import time
+
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            try:
+                c.recv(65536)
+                if self.how == "huge":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 30) + b"\0" * 65536)
+                elif self.how == "stall":
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                else:
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                    for _ in range(30):
+                        c.sendall(b"\0")
+                        time.sleep(0.5)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.mark.parametrize("how,pattern", [("huge", "larger than"), ("stall", "stalled"),
+                                         ("drip", "within the request deadline")])
+def test_a_hostile_tiles_host_gets_a_503_in_bounded_time_and_nothing_cosigned(ledger2, tmp_path, monkeypatch,
+                                                                               how, pattern):
+    import time
+
+    from ledger.verify import transport
+
+    monkeypatch.setattr(witness_audit, "DEADLINES", transport.Deadlines(request_s=3.0, stall_s=1.0))
+    monkeypatch.setattr(witness_audit, "_SOURCES", {})
+    h = Hostile(how)
+    try:
+        w = World(ledger2, tmp_path, url=h.url)
+        t0 = time.monotonic()
+        with pytest.raises(witness_audit.AuditUnavailable, match=pattern) as e:
+            w.cosign()
+        assert time.monotonic() - t0 < 10 and witness.http_status(e.value) == 503
+        assert (w.held(), w.audited()) == (0, None)
+    finally:
+        h.close()
