@@ -132,9 +132,11 @@ def witness_serve(host, port, prefix, max_body, read_timeout, rate, burst, max_c
     POST /add-checkpoint cosigns as `witness add-checkpoint` does, sharing
     its state (SQLite, compare-and-swap): the file commands may run while
     it serves. GET /checkpoint/ORIGIN (percent-encoded) returns the latest
-    checkpoint it cosigned for that log with its cosignature; GET /health
-    says ok. Prints `witness listening on http://HOST:PORT/` once bound.
-    See docs/WITNESS.md.
+    checkpoint it cosigned for that log with its cosignature; GET /metadata
+    names this witness's key and what its cosignature attests; GET /health
+    says ok. An auditing witness (`witness init --audit`) first replays the
+    new entries from the log's tiles (422 if one breaks a rule). Prints
+    `witness listening on http://HOST:PORT/` once bound. See docs/WITNESS.md.
 
     Example: fundledger witness serve --port 8002
     """
