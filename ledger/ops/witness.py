@@ -238,15 +238,19 @@ def _decide(conn, signer: note.Signer, req: ConsistencyProof, text: bytes, cp: n
     _check_consistent(log, req, cp)
     # the audit last: only a signed, consistent checkpoint makes this witness read the log's tiles
     audited = None if audit is None else witness_audit.audit(audit[0], audit[1], log, req.checkpoint)
-    line = note.cosign(text, signer, int(time.time()) if now is None else now)
-    new = replace(log, size=cp.tree_size, root=cp.root_hash, checkpoint=req.checkpoint.decode(),
-                  cosignature=line.decode(), keys=tuple((s, v.vkey()) for s, v in keys.keys))
-    if not witness_state.swap(conn, log, new):
-        now_held = witness_state.get(conn, cp.origin)
-        size = now_held.size if now_held is not None else log.size
-        raise WitnessConflict(f"conflict: another request moved this witness to size {size} meanwhile", size)
-    if audited is not None:
-        audited.save()  # after the commit: never ahead of what was cosigned (a crash leaves it behind)
+    try:
+        line = note.cosign(text, signer, int(time.time()) if now is None else now)
+        new = replace(log, size=cp.tree_size, root=cp.root_hash, checkpoint=req.checkpoint.decode(),
+                      cosignature=line.decode(), keys=tuple((s, v.vkey()) for s, v in keys.keys))
+        if not witness_state.swap(conn, log, new):
+            now_held = witness_state.get(conn, cp.origin)
+            size = now_held.size if now_held is not None else log.size
+            raise WitnessConflict(f"conflict: another request moved this witness to size {size} meanwhile", size)
+        if audited is not None:
+            audited.save()  # after the commit: never ahead of what was cosigned (a crash leaves it behind)
+    finally:
+        if audited is not None:
+            audited.close()
     return line
 
 

@@ -184,12 +184,21 @@ class Audit:
         except (FundledgerError, OSError):
             return False
 
+    def close(self) -> None:
+        """Close the audit state file the replay read its ids from."""
+        _close_state(self.report.state)
+
+
+def _close_state(state) -> None:
+    conn = getattr(getattr(state, "hashes", None), "conn", None)
+    if conn is not None:
+        conn.close()
+
 
 def audit(witness_state: str, url: str, log: LogState, checkpoint: bytes) -> Audit:
     """Replay the entries of ``checkpoint`` (the request's, its signature and
     consistency checked already) after those this witness audited, from the
     log's tiles at ``url``; :class:`AuditFailed` names the first bad seq."""
-    from ledger.verify.run import verify
     from ledger.verify.state import VerifierState
 
     path = state_path(witness_state, log.origin)
@@ -198,6 +207,7 @@ def audit(witness_state: str, url: str, log: LogState, checkpoint: bytes) -> Aud
     except InputError as e:
         raise WitnessStateError(f"the audit state of {log.origin}: {e}") from None
     if resume is not None and resume.tree_size > log.size:
+        _close_state(resume)
         raise WitnessStateError(f"the audit state of {log.origin} ({path}) is at size {resume.tree_size}, ahead of "
                                 f"the size {log.size} cosigned: restore the witness's files together")
     if url.startswith(("http://", "https://")):
@@ -205,17 +215,31 @@ def audit(witness_state: str, url: str, log: LogState, checkpoint: bytes) -> Aud
     elif os.path.isdir(url):
         inner = DirSource(url)
     else:
+        _close_state(resume)
         raise AuditUnavailable(f"{url}: the log's tiles are not there")
     source = _RequestSource(inner, checkpoint)
     first = note.parse_vkey(log.keys[0][1])
     try:
-        report = verify(source, [first], workers=1, check_tiles=False, resume=resume, keep_state=True)
+        report = _replay(source, first, resume)
+    except BaseException:
+        _close_state(resume)
+        raise
+    finally:
+        source.close()
+    return Audit(log.origin, path, report.entries_checked, source.files, source.bytes, report)
+
+
+def _replay(source: "_RequestSource", first: note.Verifier, resume) -> object:
+    """:func:`ledger.verify.run.verify` of the new entries, its failures
+    sorted into :class:`AuditUnavailable` (the entries could not be read)
+    and :class:`AuditFailed` (they break something)."""
+    from ledger.verify.run import verify
+
+    try:
+        return verify(source, [first], workers=1, check_tiles=False, resume=resume, keep_state=True)
     except _FetchFailed as e:
         raise AuditUnavailable(f"audit: {e.reason}", seq=e.seq) from None
     except VerificationError as e:
         raise AuditFailed(f"refused by the audit ({AUDIT_STATEMENT}): {e.reason}", seq=e.seq) from None
     except InputError as e:
-        raise WitnessStateError(f"the audit state of {log.origin}: {e}") from None
-    finally:
-        source.close()
-    return Audit(log.origin, path, report.entries_checked, source.files, source.bytes, report)
+        raise WitnessStateError(f"the audit state of the log: {e}") from None
