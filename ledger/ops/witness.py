@@ -39,6 +39,7 @@ state, which so never runs ahead of what was cosigned).
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Sequence
 
@@ -203,12 +204,15 @@ def _log_keys(log: witness_state.LogState):
 
 
 def decide(signer: note.Signer, state_path: str, request: bytes, key_proofs: bytes | None = None,
-           now: int | None = None) -> bytes:
+           now: int | None = None, deferred: list | None = None) -> bytes:
     """What an add-checkpoint request (and, for `add-key`, the key entry's
     proof) gets: the cosignature line, once the new state is committed, or
     one of the refusals of the module's docstring. An audited log's
     requests are decided one at a time, each audited before it is cosigned
-    (:mod:`ledger.ops.witness_audit`: 422 for entries that break a rule)."""
+    (:mod:`ledger.ops.witness_audit`: 422 for entries that break a rule).
+    Given ``deferred`` (a list), what follows the commit (saving the audit
+    state, then letting the log's next request in) is appended to it as one
+    callable instead, for the server to run once the answer is sent."""
     req, text, cp = _parse_request(request)
     receipts = None if key_proofs is None else _parse_key_proofs(key_proofs, text)
     with witness_state.opened(state_path) as conn:
@@ -219,12 +223,23 @@ def decide(signer: note.Signer, state_path: str, request: bytes, key_proofs: byt
         url = witness_state.audit_url(conn, cp.origin)
         if url is None:
             return _decide(conn, signer, req, text, cp, receipts, now)
-        with witness_audit.locked(state_path, cp.origin):
-            return _decide(conn, signer, req, text, cp, receipts, now, (state_path, url))
+        after = ExitStack()  # run in reverse: save the audit state, close it, release the lock
+        after.enter_context(witness_audit.locked(state_path, cp.origin))
+        try:
+            line = _decide(conn, signer, req, text, cp, receipts, now, (state_path, url), after.callback)
+        except BaseException:
+            after.close()
+            raise
+    if deferred is None:
+        after.close()
+    else:
+        deferred.append(after.close)
+    return line
 
 
 def _decide(conn, signer: note.Signer, req: ConsistencyProof, text: bytes, cp: note.Checkpoint,
-            receipts: list[Receipt] | None, now: int | None, audit: tuple[str, str] | None = None) -> bytes:
+            receipts: list[Receipt] | None, now: int | None, audit: tuple[str, str] | None = None,
+            then=None) -> bytes:
     log = witness_state.get(conn, cp.origin)
     if log is None:
         raise UnknownLog(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
@@ -238,19 +253,17 @@ def _decide(conn, signer: note.Signer, req: ConsistencyProof, text: bytes, cp: n
     _check_consistent(log, req, cp)
     # the audit last: only a signed, consistent checkpoint makes this witness read the log's tiles
     audited = None if audit is None else witness_audit.audit(audit[0], audit[1], log, req.checkpoint)
-    try:
-        line = note.cosign(text, signer, int(time.time()) if now is None else now)
-        new = replace(log, size=cp.tree_size, root=cp.root_hash, checkpoint=req.checkpoint.decode(),
-                      cosignature=line.decode(), keys=tuple((s, v.vkey()) for s, v in keys.keys))
-        if not witness_state.swap(conn, log, new):
-            now_held = witness_state.get(conn, cp.origin)
-            size = now_held.size if now_held is not None else log.size
-            raise WitnessConflict(f"conflict: another request moved this witness to size {size} meanwhile", size)
-        if audited is not None:
-            audited.save()  # after the commit: never ahead of what was cosigned (a crash leaves it behind)
-    finally:
-        if audited is not None:
-            audited.close()
+    if audited is not None:
+        then(audited.close)
+    line = note.cosign(text, signer, int(time.time()) if now is None else now)
+    new = replace(log, size=cp.tree_size, root=cp.root_hash, checkpoint=req.checkpoint.decode(),
+                  cosignature=line.decode(), keys=tuple((s, v.vkey()) for s, v in keys.keys))
+    if not witness_state.swap(conn, log, new):
+        now_held = witness_state.get(conn, cp.origin)
+        size = now_held.size if now_held is not None else log.size
+        raise WitnessConflict(f"conflict: another request moved this witness to size {size} meanwhile", size)
+    if audited is not None:
+        then(audited.save)  # after the commit: never ahead of what was cosigned (a crash leaves it behind)
     return line
 
 

@@ -188,9 +188,42 @@ class WitnessApp:
         finally:
             self.busy -= 1
 
+    async def _decide(self, body: bytes) -> bytes:
+        """:func:`witness.decide` in a worker thread, answered as soon as the
+        cosignature is committed: what it leaves to do (saving an audit
+        state, then letting the log's next request in) runs on in that
+        thread after the answer, whatever happens to the request."""
+        if self.busy >= self.limits.max_concurrent:
+            raise Refused(503, "too many requests at once", [(b"retry-after", b"1")])
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self.busy += 1
+
+        def work():
+            after: list = []
+            try:
+                line, error = witness.decide(self.signer, self.state_path, body, None, None, after), None
+            except BaseException as e:  # (handed to the request; a bug there is one 500 line)
+                line, error = None, e
+            loop.call_soon_threadsafe(_settle, answer, line, error)
+            try:
+                for fn in after:
+                    fn()
+            finally:
+                loop.call_soon_threadsafe(self._done)
+
+        self.pool.submit(work)
+        try:
+            return await answer
+        except witness_state.WitnessStateError as e:
+            raise Refused(503, f"witness state unavailable: {e}", [(b"retry-after", b"5")]) from None
+
+    def _done(self) -> None:
+        self.busy -= 1
+
     async def _add_checkpoint(self, body: bytes):
         try:
-            line = await self._run(witness.decide, self.signer, self.state_path, body)
+            line = await self._decide(body)
         except witness.WitnessConflict as e:
             return 409, SIZE, f"{e.size}\n".encode(), [], str(e)
         except FundledgerError as e:
@@ -229,6 +262,15 @@ class WitnessApp:
         if log.checkpoint is None or log.cosignature is None:
             raise Refused(404, f"no checkpoint of {origin[:100]!r} cosigned yet")
         return log.checkpoint.encode() + log.cosignature.encode()
+
+
+def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _origin(scope, route: str) -> str:
