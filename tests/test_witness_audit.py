@@ -665,3 +665,32 @@ def test_kill_9_at_random_moments_never_leaves_the_audit_state_ahead(ledger2, tm
         assert w.held() == w.audited() == w.store.size()
         req.write_bytes(api.consistency(w.store, old_size=0))  # the next trial: from the pristine state again
     assert (False, False) in outcomes  # some kills fell before the commit
+
+
+def test_a_request_refused_anyway_does_not_wait_for_another_requests_audit(world, tmp_path):
+    """While one request holds the log's audit lock, an unsigned or stale
+    request is refused at once (403, 409), and a good one waits, then gets
+    a 503 to retry: nobody can queue in front of the log for nothing."""
+    import time
+
+    w = world
+    w.cosign()
+    w.grow(3, 100)
+    good = w.request()
+    stale = api.consistency(w.store, old_size=0)
+    body = consistency.parse_consistency(good)
+    cp = note.parse_signed_checkpoint(body.checkpoint)
+    forged = consistency.format_consistency(consistency.ConsistencyProof(
+        body.old_size, body.proof, note.sign_note(cp.text(), [note.generate_signer(ORIGIN)])))
+    with witness_audit.locked(w.state, ORIGIN):
+        t0 = time.monotonic()
+        with pytest.raises(witness.WitnessConflict):
+            w.cosign(stale)
+        with pytest.raises(witness.NotSigned):
+            w.cosign(forged)
+        assert time.monotonic() - t0 < 1
+        with pytest.raises(witness_audit.AuditUnavailable, match="another request is auditing"):
+            w.cosign(good)
+        assert time.monotonic() - t0 >= witness_audit.LOCK_WAIT_S
+    w.cosign(good)
+    assert w.held() == w.audited() == w.store.size()

@@ -223,6 +223,7 @@ def decide(signer: note.Signer, state_path: str, request: bytes, key_proofs: byt
         url = witness_state.audit_url(conn, cp.origin)
         if url is None:
             return _decide(conn, signer, req, text, cp, receipts, now)
+        _checked(conn, req, cp, receipts)  # a refusal need not wait for another request's audit
         after = ExitStack()  # run in reverse: save the audit state, close it, release the lock
         after.enter_context(witness_audit.locked(state_path, cp.origin))
         try:
@@ -240,17 +241,7 @@ def decide(signer: note.Signer, state_path: str, request: bytes, key_proofs: byt
 def _decide(conn, signer: note.Signer, req: ConsistencyProof, text: bytes, cp: note.Checkpoint,
             receipts: list[Receipt] | None, now: int | None, audit: tuple[str, str] | None = None,
             then=None) -> bytes:
-    log = witness_state.get(conn, cp.origin)
-    if log is None:
-        raise UnknownLog(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
-    keys = _log_keys(log)
-    if receipts is not None:
-        keys.follow(receipts, cp, first_new=log.size)
-    _check_log_signature(req.checkpoint, keys, cp.tree_size)
-    if req.old_size != log.size:
-        raise WitnessConflict(f"conflict: this witness holds size {log.size}, the request proves from"
-                              f" {req.old_size}", log.size)
-    _check_consistent(log, req, cp)
+    log, keys = _checked(conn, req, cp, receipts)
     # the audit last: only a signed, consistent checkpoint makes this witness read the log's tiles
     audited = None if audit is None else witness_audit.audit(audit[0], audit[1], log, req.checkpoint)
     if audited is not None:
@@ -265,6 +256,23 @@ def _decide(conn, signer: note.Signer, req: ConsistencyProof, text: bytes, cp: n
     if audited is not None:
         then(audited.save)  # after the commit: never ahead of what was cosigned (a crash leaves it behind)
     return line
+
+
+def _checked(conn, req: ConsistencyProof, cp: note.Checkpoint, receipts: list[Receipt] | None):
+    """The row held for the log and its key history, once the request
+    passed every check but the audit (404, 403, 409, 422 otherwise)."""
+    log = witness_state.get(conn, cp.origin)
+    if log is None:
+        raise UnknownLog(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
+    keys = _log_keys(log)
+    if receipts is not None:
+        keys.follow(receipts, cp, first_new=log.size)
+    _check_log_signature(req.checkpoint, keys, cp.tree_size)
+    if req.old_size != log.size:
+        raise WitnessConflict(f"conflict: this witness holds size {log.size}, the request proves from"
+                              f" {req.old_size}", log.size)
+    _check_consistent(log, req, cp)
+    return log, keys
 
 
 def _check_consistent(log: witness_state.LogState, req: ConsistencyProof, cp: note.Checkpoint) -> None:
