@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
-import json
 import os
 import shutil
 import sqlite3
@@ -33,7 +32,7 @@ from tamper_util import bundle, bundle_entries, leaf, mth
 from test_light_attacks import at, publish, rewrite
 from test_witness_http import Server, submit
 
-from ledger.errors import FormatError, InputError, VerificationError
+from ledger.errors import FormatError, InputError
 from ledger.format import consistency, note
 from ledger.format.policy import AUDIT_STATEMENT, parse_policy
 from ledger.ops import api, witness, witness_audit, witness_state
@@ -191,10 +190,6 @@ def forge(w: World, tweak, extra: int = 6, hide=()) -> tuple[list[bytes], bytes,
     shutil.rmtree(w.site)
     publish(w.site, forged, w.store.vkey, [w.ledger.signer], hide=hide)
     return forged, forged_request(forged, n, [w.ledger.signer]), n
-
-
-def first_liquidation(datas, n):
-    return next(i for i in range(n, len(datas)) if json.loads(datas[i].split(b"\n")[0])["kind"] == "liquidation")
 
 
 ATTACKS = {
