@@ -82,7 +82,8 @@ class Table:
         return row
 
 
-SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory", "browser", "service")
+SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory", "browser", "service",
+            "witness")
 
 
 def render(rows: list[dict], markdown: bool = False) -> str:
@@ -678,7 +679,8 @@ def main(argv=None) -> int:
     ap.add_argument("--large", type=int, default=1_000_000,
                     help="entries in the large log (default 1M; 10M takes about an hour on two cores)")
     ap.add_argument("--only", default="",
-                    help="comma-separated sections to run (raw,append,verify,proofs,site,light,lightcheck,browser,service,scale)")
+                    help="comma-separated sections to run (raw,append,verify,proofs,site,light,lightcheck,browser,"
+                         "service,witness,scale)")
     a = ap.parse_args(argv)
 
     if a.render:
@@ -780,6 +782,11 @@ def main(argv=None) -> int:
         from bench import service
 
         guarded("service", service.bench_service, t, work)
+
+    if want("witness"):
+        from bench import witness as witness_bench
+
+        guarded("witness", witness_bench.bench_witness, t, work, 10_000 if quick else 100_000)
 
     if want("scale"):
         from bench import scale

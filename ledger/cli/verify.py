@@ -23,6 +23,9 @@ from .common import db_option, echo_json, fail, handled, load_vkeys, open_store
 @click.option("--trusted", "trusted_path", type=click.Path(dir_okay=False),
               help="A checkpoint you saved earlier: fail unless the log extends it.")
 @click.option("--witness", "witnesses", multiple=True, help="A witness's key (or file): require its cosignature. Repeatable, each witness once.")
+@click.option("--auditor", "auditors", multiple=True,
+              help="An auditing witness's key (or file): a --witness whose cosignature also says every fund rule "
+                   "holds up to the checkpoint (fundledger-audit/v1); the light check names it. Repeatable.")
 @click.option("--quorum", type=click.IntRange(1), default=None, help="How many of the --witness keys must have cosigned [default: all].")
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False),
               help="A c2sp.org/tlog-policy file: its witnesses' quorum must have cosigned, and the log key in force "
@@ -43,8 +46,8 @@ from .common import db_option, echo_json, fail, handled, load_vkeys, open_store
               envvar=ENV_STALL_TIMEOUT, show_default=True, metavar="S",
               help="URL sources: seconds without a byte before a request fails [env FUNDLEDGER_STALL_TIMEOUT].")
 @db_option
-def verify_cmd(source, vkey, trusted_path, witnesses, quorum, policy_path, state_path, workers, contract, as_json,
-               request_timeout, stall_timeout, db_path):
+def verify_cmd(source, vkey, trusted_path, witnesses, auditors, quorum, policy_path, state_path, workers, contract,
+               as_json, request_timeout, stall_timeout, db_path):
     """Recompute every balance from the signed chain and check everything.
 
     SOURCE is a ledger database (default: --db), an export directory or the
@@ -59,7 +62,9 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, policy_path, state
     of its chain is in the checkpointed log, signed, linked and computed by
     the fund rules, and its head is the one the operator signed. It does not
     show that no entry of the fund was left out of its chain: that takes the
-    full check (or an auditing witness).
+    full check, or an auditing witness: name those you trust with --auditor
+    (or in the --policy, `#fundledger-audit/v1 NAME`), and the output says
+    which of them cosigned.
 
     Example: fundledger verify public/ --vkey fund.vkey --trusted yesterday.checkpoint
     """
@@ -68,7 +73,8 @@ def verify_cmd(source, vkey, trusted_path, witnesses, quorum, policy_path, state
 
     if contract is not None:
         return _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json,
-                            Deadlines(request_timeout, stall_timeout), policy_path)
+                            Deadlines(request_timeout, stall_timeout), policy_path, auditors)
+    witnesses = (*witnesses, *auditors)  # the full check replays the rules itself: an auditor counts as a witness
     report = _verdict(as_json, lambda: verify_path(source or db_path, vkey, trusted_path, workers, witnesses,
                                                    quorum, state_path, Deadlines(request_timeout, stall_timeout),
                                                    policy_path))
@@ -97,7 +103,7 @@ def _verdict(as_json: bool, run):
 
 
 def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, quorum, as_json, deadlines,
-                 policy_path=None) -> None:
+                 policy_path=None, auditors=()) -> None:
     from ledger.errors import InputError
     from ledger.verify.light import check_fund_path
 
@@ -106,7 +112,7 @@ def _verify_fund(source, contract, vkey, trusted_path, state_path, witnesses, qu
             raise InputError("--contract does not take --trusted or --state: the light check starts afresh")
         if not source:
             raise InputError("--contract needs SOURCE: an export directory or a URL")
-        return check_fund_path(source, contract, vkey, witnesses, quorum, deadlines, policy_path)
+        return check_fund_path(source, contract, vkey, witnesses, quorum, deadlines, policy_path, auditors)
 
     result = _verdict(as_json, run)
     if as_json:
@@ -124,14 +130,22 @@ def echo_fund(r) -> None:
     click.echo(f"  {r.entries_checked} entries, from its contract entry to seq {f['last_seq']}; "
                f"{len(r.keys)} log key{'s' if len(r.keys) > 1 else ''} followed; "
                f"{r.hash_tiles_read} hash tiles read")
-    if r.cosigned_by:
-        click.echo(f"  cosigned by {', '.join(r.cosigned_by)} (plain witnesses: none of them replays the fund rules)")
-    else:
-        click.echo("  no witness cosignature checked (name witnesses with --witness)")
+    plain = [n for n in r.cosigned_by if n not in r.audited_by]
+    if r.audited_by:
+        click.echo(f"  audited by {', '.join(r.audited_by)}: auditing witnesses, each replayed every fund rule "
+                   f"up to size {r.tree_size} before it cosigned")
+    if plain:
+        click.echo(f"  cosigned by {', '.join(plain)} (plain witnesses: none of them replays the fund rules)")
+    if not r.cosigned_by:
+        click.echo("  no witness cosignature checked (name witnesses with --witness, auditing ones with --auditor)")
     if r.unverified_cosigners:
         click.echo(f"  other names on the checkpoint, not verified: {', '.join(r.unverified_cosigners)}")
     click.echo(f"proves: {WHAT_IT_PROVES}")
-    click.echo(f"does not prove, without an auditing witness: {WHAT_IT_DOES_NOT}")
+    if r.audited_by:
+        click.echo(f"the chain is complete: {r.completeness()}")
+        click.echo(f"without them, it would not prove: {WHAT_IT_DOES_NOT}")
+    else:
+        click.echo(f"does not prove: {WHAT_IT_DOES_NOT}; {r.completeness()}")
 
 
 def echo_report(report, state_path: str | None) -> None:

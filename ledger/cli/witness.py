@@ -43,9 +43,12 @@ def witness_options(f):
 @click.option("--algorithm", type=click.Choice(sorted(witness_ops.WITNESS_ALGORITHMS)), default="ed25519",
               show_default=True,
               help="The key's type: ed25519 (cosignature/v1, 0x04) or ml-dsa-44 (post-quantum, subtree/v1, 0x06).")
+@click.option("--audit", "audit", is_flag=True,
+              help="An auditing witness: it replays every fund rule of each log before it cosigns, with a key "
+                   "of its own that never cosigns plainly (every add-log then needs --audit URL).")
 @witness_options
 @handled
-def witness_init(name, algorithm, key_path, state_path):
+def witness_init(name, algorithm, audit, key_path, state_path):
     """Create a witness key (0600) named NAME and its state.
 
     The key is Ed25519 (C2SP tlog-cosignature cosignature/v1) unless
@@ -55,22 +58,27 @@ def witness_init(name, algorithm, key_path, state_path):
     Example: fundledger witness init witness.example.org --algorithm ml-dsa-44
     """
     signer = witness_ops.init_witness(key_path, state_path, name, vkey_path(key_path),
-                                      witness_ops.WITNESS_ALGORITHMS[algorithm])
+                                      witness_ops.WITNESS_ALGORITHMS[algorithm], audit=audit)
     click.echo(f"created {key_path} (secret), {vkey_path(key_path)} (public) and {state_path}")
-    click.echo(f"witness key: {signer.verifier().vkey()}")
+    click.echo(f"{'auditing ' if audit else ''}witness key: {signer.verifier().vkey()}")
 
 
 @witness.command("add-log")
 @click.argument("vkey")
+@click.option("--audit", "audit_url", metavar="URL",
+              help="Audit this log (an auditing witness only): where it publishes its tiles and entry bundles "
+                   "(its site or static export, or a directory). Before each cosignature the new entries are "
+                   "read from there and every fund rule replayed.")
 @witness_options
 @handled
-def witness_add_log(vkey, key_path, state_path):
+def witness_add_log(vkey, audit_url, key_path, state_path):
     """Start witnessing the log with verifier key VKEY (or a file holding it).
 
     Example: fundledger witness add-log fund.vkey
     """
     [log_key] = load_vkeys([vkey])
-    click.echo(f"witnessing {witness_ops.add_log(state_file(state_path), log_key.vkey())}")
+    origin = witness_ops.add_log(state_file(state_path), log_key.vkey(), audit_url)
+    click.echo(f"{'auditing' if audit_url else 'witnessing'} {origin}")
 
 
 @witness.command("add-checkpoint")
@@ -132,9 +140,11 @@ def witness_serve(host, port, prefix, max_body, read_timeout, rate, burst, max_c
     POST /add-checkpoint cosigns as `witness add-checkpoint` does, sharing
     its state (SQLite, compare-and-swap): the file commands may run while
     it serves. GET /checkpoint/ORIGIN (percent-encoded) returns the latest
-    checkpoint it cosigned for that log with its cosignature; GET /health
-    says ok. Prints `witness listening on http://HOST:PORT/` once bound.
-    See docs/WITNESS.md.
+    checkpoint it cosigned for that log with its cosignature; GET /metadata
+    names this witness's key and what its cosignature attests; GET /health
+    says ok. An auditing witness (`witness init --audit`) first replays the
+    new entries from the log's tiles (422 if one breaks a rule). Prints
+    `witness listening on http://HOST:PORT/` once bound. See docs/WITNESS.md.
 
     Example: fundledger witness serve --port 8002
     """

@@ -7,7 +7,15 @@ witnesses, and the quorum of cosignatures a checkpoint needs.
     quorum <name>|none
 
 One line each, items separated by spaces and tabs; blank lines and lines
-starting with ``#`` are ignored. A group or the quorum names only what
+starting with ``#`` are ignored, but for fundledger's one convention on
+top of the spec (a comment to any other parser):
+
+    #fundledger-audit/v1 <witness name>
+
+says that the witness of that policy name is an auditing witness: its
+cosignature also makes the statement :data:`AUDIT_STATEMENT` (see
+:data:`AUDIT_STATEMENT_TEXT`). The name must be a witness of the policy
+(defined anywhere in it), each at most once. A group or the quorum names only what
 earlier lines define (so no cycles), a name is a member of a group at most
 once in the whole file, no key appears twice (the same public key under another name or key
 id counts as the same key), and there is exactly one quorum line. Parsing
@@ -29,6 +37,14 @@ _ALLOWED = re.compile(rb"[\t\n\x20-\x7e\x80-\xff]*")
 NONE = "none"
 WITNESS_ALGS = (note.ALG_COSIGNATURE_V1, note.ALG_MLDSA44)
 """A witness vkey is Ed25519 cosignature/v1 (0x04) or ML-DSA-44 (0x06)."""
+AUDIT_STATEMENT = "fundledger-audit/v1"
+AUDIT_STATEMENT_TEXT = (
+    "every entry of the log up to the checkpoint's tree size passed the full fundledger verification "
+    "(docs/FORMAT.md, \"The verification algorithm\"): every fund rule, every format-2 chain link, state "
+    "entry and heads root, and every key rotation, replayed by the witness before it cosigned; "
+    "besides the cosignature/v1 statement that the tree extends every tree of the log it cosigned before"
+)
+AUDIT_COMMENT = "#" + AUDIT_STATEMENT
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,11 @@ class Policy:
     witnesses: dict[str, Witness] = field(default_factory=dict)
     groups: dict[str, Group] = field(default_factory=dict)
     quorum: str = NONE
+    auditors: set[str] = field(default_factory=set)  # policy names marked #fundledger-audit/v1
+
+    def auditor_keys(self) -> list[note.Verifier]:
+        """The keys of the witnesses this policy calls auditing witnesses."""
+        return [self.witnesses[n].verifier for n in sorted(self.auditors)]
 
     def satisfied(self, cosigned: set[str]) -> bool:
         """Whether the witnesses named in ``cosigned`` (policy names) meet the quorum."""
@@ -106,8 +127,11 @@ def parse_policy(data: bytes) -> Policy:
     if data and not data.endswith(b"\n"):
         raise FormatError("a policy's last line does not end with a newline")
     policy, keys, quorums, members = Policy(), set(), 0, set()
+    audited: list[tuple[int, list[str]]] = []
     for lineno, raw in enumerate(data.decode("utf-8", "surrogateescape").split("\n")[:-1], 1):
         items = raw.replace("\t", " ").split()
+        if items and items[0] == AUDIT_COMMENT:
+            audited.append((lineno, items[1:]))
         if not items or items[0].startswith("#"):
             continue
         keyword, args = items[0], items[1:]
@@ -126,6 +150,11 @@ def parse_policy(data: bytes) -> Policy:
             raise FormatError(f"policy line {lineno}: unknown keyword {keyword[:20]!r}")
     if quorums != 1:
         raise FormatError(f"a policy has exactly one quorum line, not {quorums}")
+    for lineno, args in audited:
+        if len(args) != 1 or args[0] not in policy.witnesses or args[0] in policy.auditors:
+            raise FormatError(f"policy line {lineno}: `{AUDIT_COMMENT} <name>` names one witness of the "
+                              "policy, once")
+        policy.auditors.add(args[0])
     return policy
 
 

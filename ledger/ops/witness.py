@@ -27,13 +27,20 @@ codes (``http_status``). In the order tlog-witness checks them:
   size 0, the same size with another root, or a proof that does not
   verify: a fork or a rollback.
 
+* for an audited log (an auditing witness, ``witness init --audit``), the
+  new entries break a fund rule or a format-2 commitment: 422
+  (:class:`ledger.ops.witness_audit.AuditFailed`, exit 1, with the seq), or
+  they cannot be read from the log's tiles: 503 (``AuditUnavailable``).
+
 It then records the new checkpoint by compare-and-swap and returns one
-cosignature line only once that is committed.
+cosignature line only once that is committed (and then saves the audit
+state, which so never runs ahead of what was cosigned).
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Sequence
 
@@ -43,7 +50,7 @@ from ledger.format import note
 from ledger.format.consistency import ConsistencyProof, parse_consistency
 from ledger.format.receipt import Receipt, parse_receipts
 from ledger.errors import FundledgerError, InputError, ProofError, SignatureError, VerificationError
-from ledger.ops import witness_state
+from ledger.ops import witness_audit, witness_state
 from ledger.ops.keys import check_key_name, create_key_file, load_key_file, write_public
 from ledger.ops.witness_state import WitnessStateError
 
@@ -92,10 +99,11 @@ WITNESS_ALGORITHMS = {"ed25519": note.ALG_COSIGNATURE_V1, "ml-dsa-44": note.ALG_
 
 
 def init_witness(key_path: str, state_path: str, name: str, vkey_path: str | None = None,
-                 alg: int = note.ALG_COSIGNATURE_V1) -> note.Signer:
+                 alg: int = note.ALG_COSIGNATURE_V1, audit: bool = False) -> note.Signer:
     """A new witness key (0600) of type ``alg`` (0x04 Ed25519, 0x06
     ML-DSA-44), an empty state and, given ``vkey_path``, a file with the
-    witness's public key."""
+    witness's public key. With ``audit``, an auditing witness: its state
+    records its key, and every log it watches is audited."""
     import os
 
     check_key_name(name, "witness name")
@@ -107,22 +115,35 @@ def init_witness(key_path: str, state_path: str, name: str, vkey_path: str | Non
     if not os.path.isdir(os.path.dirname(os.path.abspath(state_path))):
         raise InputError(f"{state_path!r}: no such directory")
     signer = create_key_file(key_path, name, alg)
-    witness_state.create(state_path)
+    witness_state.create(state_path, audit_key=signer.verifier().vkey() if audit else None)
     if vkey_path is not None:
         write_public(vkey_path, signer.verifier().vkey())
     return signer
 
 
-def add_log(state_path: str, vkey: str) -> str:
+def add_log(state_path: str, vkey: str, audit_url: str | None = None) -> str:
     """Start witnessing the log whose key is ``vkey`` (its name is the
-    origin). The first checkpoint will be accepted from size 0."""
+    origin). The first checkpoint will be accepted from size 0. An auditing
+    witness audits every log it watches (``audit_url``: where the log
+    publishes its tiles); a plain witness audits none: one key, one
+    statement (c2sp.org/tlog-cosignature, "Additional statements")."""
     try:
         v = note.parse_vkey(vkey.strip())
     except FundledgerError as e:
         raise InputError(f"bad log key: {e}") from None
+    if audit_url is not None:
+        audit_url = witness_audit.check_url(audit_url)
     with witness_state.opened(state_path) as conn:
         witness_state.all_logs(conn)  # the whole state is one before it is written to
-        witness_state.insert(conn, witness_state.new_log(v))
+        auditing = witness_state.audit_key(conn) is not None
+        if auditing and audit_url is None:
+            raise InputError("this is an auditing witness (`witness init --audit`): every log it cosigns is "
+                             "audited; give --audit URL, where the log publishes its tiles")
+        if not auditing and audit_url is not None:
+            raise InputError("this witness cosigns plainly, so its key must not also vouch for audits (one key, "
+                             "one statement): make an auditing witness with a key of its own, `fundledger witness "
+                             "init --audit NAME --key audit.key --state audit.db`")
+        witness_state.insert(conn, witness_state.new_log(v), audit_url)
     return v.name
 
 
@@ -191,32 +212,75 @@ def _log_keys(log: witness_state.LogState):
 
 
 def decide(signer: note.Signer, state_path: str, request: bytes, key_proofs: bytes | None = None,
-           now: int | None = None) -> bytes:
+           now: int | None = None, deferred: list | None = None) -> bytes:
     """What an add-checkpoint request (and, for `add-key`, the key entry's
     proof) gets: the cosignature line, once the new state is committed, or
-    one of the refusals of the module's docstring."""
+    one of the refusals of the module's docstring. An audited log's
+    requests are decided one at a time, each audited before it is cosigned
+    (:mod:`ledger.ops.witness_audit`: 422 for entries that break a rule).
+    Given ``deferred`` (a list), what follows the commit (saving the audit
+    state, then letting the log's next request in) is appended to it as one
+    callable instead, for the server to run once the answer is sent."""
     req, text, cp = _parse_request(request)
     receipts = None if key_proofs is None else _parse_key_proofs(key_proofs, text)
     with witness_state.opened(state_path) as conn:
-        log = witness_state.get(conn, cp.origin)
-        if log is None:
-            raise UnknownLog(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
-        keys = _log_keys(log)
-        if receipts is not None:
-            keys.follow(receipts, cp, first_new=log.size)
-        _check_log_signature(req.checkpoint, keys, cp.tree_size)
-        if req.old_size != log.size:
-            raise WitnessConflict(f"conflict: this witness holds size {log.size}, the request proves from"
-                                  f" {req.old_size}", log.size)
-        _check_consistent(log, req, cp)
-        line = note.cosign(text, signer, int(time.time()) if now is None else now)
-        new = replace(log, size=cp.tree_size, root=cp.root_hash, checkpoint=req.checkpoint.decode(),
-                      cosignature=line.decode(), keys=tuple((s, v.vkey()) for s, v in keys.keys))
-        if not witness_state.swap(conn, log, new):
-            now_held = witness_state.get(conn, cp.origin)
-            size = now_held.size if now_held is not None else log.size
-            raise WitnessConflict(f"conflict: another request moved this witness to size {size} meanwhile", size)
+        own = witness_state.audit_key(conn)
+        if own is not None and own != signer.verifier().vkey():
+            raise WitnessStateError(f"{state_path!r} is the state of the auditing witness {own[:80]}: "
+                                    "it cosigns with that key only")
+        url = witness_state.audit_url(conn, cp.origin)
+        if url is None:
+            return _decide(conn, signer, req, text, cp, receipts, now)
+        _checked(conn, req, cp, receipts)  # a refusal need not wait for another request's audit
+        after = ExitStack()  # run in reverse: save the audit state, close it, release the lock
+        after.enter_context(witness_audit.locked(state_path, cp.origin))
+        try:
+            line = _decide(conn, signer, req, text, cp, receipts, now, (state_path, url), after.callback)
+        except BaseException:
+            after.close()
+            raise
+    if deferred is None:
+        after.close()
+    else:
+        deferred.append(after.close)
     return line
+
+
+def _decide(conn, signer: note.Signer, req: ConsistencyProof, text: bytes, cp: note.Checkpoint,
+            receipts: list[Receipt] | None, now: int | None, audit: tuple[str, str] | None = None,
+            then=None) -> bytes:
+    log, keys = _checked(conn, req, cp, receipts)
+    # the audit last: only a signed, consistent checkpoint makes this witness read the log's tiles
+    audited = None if audit is None else witness_audit.audit(audit[0], audit[1], log, req.checkpoint)
+    if audited is not None:
+        then(audited.close)
+    line = note.cosign(text, signer, int(time.time()) if now is None else now)
+    new = replace(log, size=cp.tree_size, root=cp.root_hash, checkpoint=req.checkpoint.decode(),
+                  cosignature=line.decode(), keys=tuple((s, v.vkey()) for s, v in keys.keys))
+    if not witness_state.swap(conn, log, new):
+        now_held = witness_state.get(conn, cp.origin)
+        size = now_held.size if now_held is not None else log.size
+        raise WitnessConflict(f"conflict: another request moved this witness to size {size} meanwhile", size)
+    if audited is not None:
+        then(audited.save)  # after the commit: never ahead of what was cosigned (a crash leaves it behind)
+    return line
+
+
+def _checked(conn, req: ConsistencyProof, cp: note.Checkpoint, receipts: list[Receipt] | None):
+    """The row held for the log and its key history, once the request
+    passed every check but the audit (404, 403, 409, 422 otherwise)."""
+    log = witness_state.get(conn, cp.origin)
+    if log is None:
+        raise UnknownLog(f"unknown log {cp.origin!r} (add it with `fundledger witness add-log`)")
+    keys = _log_keys(log)
+    if receipts is not None:
+        keys.follow(receipts, cp, first_new=log.size)
+    _check_log_signature(req.checkpoint, keys, cp.tree_size)
+    if req.old_size != log.size:
+        raise WitnessConflict(f"conflict: this witness holds size {log.size}, the request proves from"
+                              f" {req.old_size}", log.size)
+    _check_consistent(log, req, cp)
+    return log, keys
 
 
 def _check_consistent(log: witness_state.LogState, req: ConsistencyProof, cp: note.Checkpoint) -> None:

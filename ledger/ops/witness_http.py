@@ -9,6 +9,9 @@ A small ASGI application under uvicorn (h11). Routes, under ``prefix``:
 * ``GET /checkpoint/<origin, percent-encoded>``: the latest checkpoint this
   witness cosigned for that log, with its cosignature appended (404 for a
   log it does not witness, or has not cosigned yet).
+* ``GET /metadata``: JSON naming this witness, its key, the statements
+  its cosignatures make (an auditing witness: ``fundledger-audit/v1``
+  besides cosignature/v1) and the logs it watches.
 * ``GET /health``: 200 ``ok`` when the state opens (always at the root).
 
 Limits, each refusal logged in one line on stderr: a request body of at
@@ -38,6 +41,9 @@ from ledger.ops import witness, witness_state
 
 TEXT = b"text/plain; charset=utf-8"
 SIZE = b"text/x.tlog.size"
+JSON = b"application/json"
+PLAIN_STATEMENT = ("the checkpoint is signed by the log key this witness holds for it at that size, and its tree "
+                   "extends, append-only, every tree of the log this witness cosigned before")
 MAX_CLIENTS = 10_000  # rate-limit buckets kept (the least recently used go first)
 
 
@@ -138,6 +144,9 @@ class WitnessApp:
             _allow(method, ("POST",))
             body = await self._read_body(scope, receive)
             return await self._add_checkpoint(body)
+        if path == self.prefix + "/metadata":
+            _allow(method, ("GET", "HEAD"))
+            return 200, JSON, await self._run(self._metadata), [(b"cache-control", b"no-store")], ""
         if path.startswith(self.prefix + "/checkpoint/"):
             _allow(method, ("GET", "HEAD"))
             origin = _origin(scope, self.prefix + "/checkpoint/")
@@ -179,9 +188,42 @@ class WitnessApp:
         finally:
             self.busy -= 1
 
+    async def _decide(self, body: bytes) -> bytes:
+        """:func:`witness.decide` in a worker thread, answered as soon as the
+        cosignature is committed: what it leaves to do (saving an audit
+        state, then letting the log's next request in) runs on in that
+        thread after the answer, whatever happens to the request."""
+        if self.busy >= self.limits.max_concurrent:
+            raise Refused(503, "too many requests at once", [(b"retry-after", b"1")])
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self.busy += 1
+
+        def work():
+            after: list = []
+            try:
+                line, error = witness.decide(self.signer, self.state_path, body, None, None, after), None
+            except BaseException as e:  # (handed to the request; a bug there is one 500 line)
+                line, error = None, e
+            loop.call_soon_threadsafe(_settle, answer, line, error)
+            try:
+                for fn in after:
+                    fn()
+            finally:
+                loop.call_soon_threadsafe(self._done)
+
+        self.pool.submit(work)
+        try:
+            return await answer
+        except witness_state.WitnessStateError as e:
+            raise Refused(503, f"witness state unavailable: {e}", [(b"retry-after", b"5")]) from None
+
+    def _done(self) -> None:
+        self.busy -= 1
+
     async def _add_checkpoint(self, body: bytes):
         try:
-            line = await self._run(witness.decide, self.signer, self.state_path, body)
+            line = await self._decide(body)
         except witness.WitnessConflict as e:
             return 409, SIZE, f"{e.size}\n".encode(), [], str(e)
         except FundledgerError as e:
@@ -194,6 +236,24 @@ class WitnessApp:
         with witness_state.opened(self.state_path) as conn:
             witness_state.all_logs(conn)
 
+    def _metadata(self) -> bytes:
+        """What this witness is and what its cosignature says (docs/WITNESS.md)."""
+        import json
+
+        from ledger.format.policy import AUDIT_STATEMENT, AUDIT_STATEMENT_TEXT
+
+        with witness_state.opened(self.state_path) as conn:
+            auditing = witness_state.audit_key(conn) is not None
+            logs, urls = witness_state.all_logs(conn), witness_state.audit_urls(conn)
+        statements = [{"name": "cosignature/v1", "says": PLAIN_STATEMENT}]
+        if auditing:
+            statements.append({"name": AUDIT_STATEMENT, "says": AUDIT_STATEMENT_TEXT})
+        v = self.signer.verifier()
+        obj = {"name": v.name, "vkey": v.vkey(), "auditing": auditing, "statements": statements,
+               "logs": [{"origin": log.origin, "size": log.size, "audited_from": urls.get(log.origin)}
+                        for log in logs]}
+        return (json.dumps(obj, indent=1) + "\n").encode()
+
     def _checkpoint(self, origin: str) -> bytes:
         with witness_state.opened(self.state_path) as conn:
             log = witness_state.get(conn, origin)
@@ -202,6 +262,15 @@ class WitnessApp:
         if log.checkpoint is None or log.cosignature is None:
             raise Refused(404, f"no checkpoint of {origin[:100]!r} cosigned yet")
         return log.checkpoint.encode() + log.cosignature.encode()
+
+
+def _settle(future: asyncio.Future, result, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _origin(scope, route: str) -> str:
@@ -271,6 +340,9 @@ def serve(key_path: str, state_path: str, host: str = "127.0.0.1", port: int = 0
     signer = witness.load_witness_key(key_path)
     with witness_state.opened(state_path) as conn:  # fails early (exit 2); migrates a JSON state
         witness_state.all_logs(conn)
+        own = witness_state.audit_key(conn)
+    if own is not None and own != signer.verifier().vkey():
+        raise InputError(f"{state_path!r} is the state of the auditing witness {own[:80]}: serve it with that key")
     if prefix and (not prefix.startswith("/") or "?" in prefix or "#" in prefix):
         raise InputError("--prefix must start with / (e.g. /witness)")
     sock = listen(host, port)

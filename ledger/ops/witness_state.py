@@ -40,6 +40,7 @@ from ledger.errors import FundledgerError, InputError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 FORMAT = "fundledger-witness-1"
+FORMAT_AUDIT = "fundledger-witness-audit-1"  # an auditing witness's state: older versions refuse it
 MAX_JSON_STATE_BYTES = 16 << 20
 BUSY_TIMEOUT_S = 10.0
 _SCHEMA = """
@@ -51,6 +52,12 @@ CREATE TABLE log (
     keys TEXT NOT NULL,   -- JSON [{"vkey": ..., "from_size": ...}], the first key first
     checkpoint TEXT,      -- the cosigned checkpoint note as submitted, or NULL
     cosignature TEXT      -- this witness's cosignature line on it, or NULL
+) STRICT;
+"""
+_AUDIT_SCHEMA = """
+CREATE TABLE audit (
+    origin TEXT PRIMARY KEY REFERENCES log (origin),
+    url TEXT NOT NULL     -- where the log publishes its tiles and entry bundles
 ) STRICT;
 """
 
@@ -82,14 +89,16 @@ def new_log(vkey: note.Verifier) -> LogState:
 # --- opening ---------------------------------------------------------------------------
 
 
-def create(path: str) -> None:
-    """A new, empty state at ``path``; refuses to replace any file there."""
+def create(path: str, audit_key: str | None = None) -> None:
+    """A new, empty state at ``path``; refuses to replace any file there.
+    With ``audit_key`` (the witness's vkey), the state of an auditing
+    witness: every log it watches is audited, and only that key cosigns."""
     if os.path.lexists(path):
         raise WitnessStateError(f"{path} already exists: refusing to overwrite it")
-    _build(path, [], replace=False)
+    _build(path, [], replace=False, audit_key=audit_key)
 
 
-def _build(path: str, logs: list[LogState], replace: bool) -> None:
+def _build(path: str, logs: list[LogState], replace: bool, audit_key: str | None = None) -> None:
     """Write a state holding ``logs`` to a temporary file, fsync it, and
     link it at ``path`` (which must not exist) or, for a migration, rename
     it over ``path``."""
@@ -99,9 +108,11 @@ def _build(path: str, logs: list[LogState], replace: bool) -> None:
             os.unlink(tmp)
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + (_AUDIT_SCHEMA if audit_key else ""))
             conn.execute("BEGIN")
-            conn.execute("INSERT INTO witness_meta VALUES ('format', ?)", (FORMAT,))
+            conn.execute("INSERT INTO witness_meta VALUES ('format', ?)", (FORMAT_AUDIT if audit_key else FORMAT,))
+            if audit_key:
+                conn.execute("INSERT INTO witness_meta VALUES ('audit_key', ?)", (audit_key,))
             for log in logs:
                 _insert(conn, log)
             conn.execute("COMMIT")
@@ -167,10 +178,47 @@ def connect(path: str) -> sqlite3.Connection:
     except sqlite3.Error as e:
         conn.close()
         raise WitnessStateError(f"{path!r}: not a witness state ({str(e)[:200]})") from None
-    if row != (FORMAT,) or cols != ["origin", "size", "root", "keys", "checkpoint", "cosignature"]:
+    if row not in ((FORMAT,), (FORMAT_AUDIT,)) or cols != ["origin", "size", "root", "keys", "checkpoint",
+                                                             "cosignature"]:
         conn.close()
         raise WitnessStateError(f"{path!r}: not a witness state (no {FORMAT} tables)")
     return conn
+
+
+# --- auditing ----------------------------------------------------------------------------
+
+
+def audit_key(conn: sqlite3.Connection) -> str | None:
+    """The vkey of the auditing witness whose state this is (None: a plain witness)."""
+    try:
+        row = conn.execute("SELECT value FROM witness_meta WHERE key = 'format'").fetchone()
+        if row != (FORMAT_AUDIT,):
+            return None
+        key = conn.execute("SELECT value FROM witness_meta WHERE key = 'audit_key'").fetchone()
+        conn.execute("SELECT origin, url FROM audit LIMIT 0")
+    except sqlite3.Error as e:
+        raise WitnessStateError(f"{getattr(conn, 'path', '')!r}: not an auditing witness's state ({e})") from None
+    if key is None or not isinstance(key[0], str):
+        raise WitnessStateError(f"{getattr(conn, 'path', '')!r}: an auditing witness's state without its key")
+    return key[0]
+
+
+def audit_url(conn: sqlite3.Connection, origin: str) -> str | None:
+    """Where an audited log publishes its tiles (None: not audited)."""
+    try:
+        row = conn.execute("SELECT url FROM audit WHERE origin = ?", (origin,)).fetchone()
+    except sqlite3.OperationalError:  # a plain witness's state has no audit table
+        return None
+    except sqlite3.Error as e:
+        raise WitnessStateError(f"cannot read the witness state ({e})") from None
+    return None if row is None else row[0]
+
+
+def audit_urls(conn: sqlite3.Connection) -> dict[str, str]:
+    try:
+        return dict(conn.execute("SELECT origin, url FROM audit ORDER BY origin"))
+    except sqlite3.OperationalError:
+        return {}
 
 
 @contextmanager
@@ -191,12 +239,15 @@ def _insert(conn: sqlite3.Connection, log: LogState) -> None:
                   log.cosignature))
 
 
-def insert(conn: sqlite3.Connection, log: LogState) -> None:
-    """Start witnessing ``log``; InputError if it is witnessed already."""
+def insert(conn: sqlite3.Connection, log: LogState, audit_url: str | None = None) -> None:
+    """Start witnessing ``log`` (audited, its tiles at ``audit_url``, in an
+    auditing witness's state); InputError if it is witnessed already."""
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
             _insert(conn, log)
+            if audit_url is not None:
+                conn.execute("INSERT INTO audit VALUES (?, ?)", (log.origin, audit_url))
         except sqlite3.IntegrityError:
             conn.execute("ROLLBACK")
             raise InputError(f"already witnessing {log.origin}") from None

@@ -46,6 +46,7 @@ class HashStore:
         self.spilled = 0  # additions moved to the fresh table
         self.cap = MEMORY_CAP if cap is None else cap
         self.saved: tuple[int, str] | None = None  # the state file's (tree_size, root) when read
+        self.not_in_file: set[int] = set()  # hashes :meth:`prefetch` found absent from the state file
         if conn is not None:
             _temp_table(conn)
 
@@ -56,7 +57,8 @@ class HashStore:
     def __contains__(self, h: int) -> bool:
         if h in self.recent or h in self.base_mem:
             return True
-        if self.on_file and self.conn.execute("SELECT 1 FROM main.ids WHERE h = ?", (h,)).fetchone():
+        if self.on_file and h not in self.not_in_file and \
+                self.conn.execute("SELECT 1 FROM main.ids WHERE h = ?", (h,)).fetchone():
             return True
         return bool(self.spilled) and self.conn.execute("SELECT 1 FROM temp.fresh WHERE h = ?", (h,)).fetchone()
 
@@ -71,6 +73,23 @@ class HashStore:
                 if self.conn.execute(q, (json.dumps(hashes[i:i + BATCH]),)).fetchone():
                     return False
         return True
+
+    def prefetch(self, hashes) -> None:
+        """Look ``hashes`` up in the state file in batched queries, so that
+        :meth:`__contains__` of each then asks the file nothing (the ids a
+        chunk checked entry by entry brings). An id another run commits to
+        the file meanwhile is of an entry this run reads and adds itself,
+        so an absence found now holds for the ids this run looks up."""
+        if not self.on_file:
+            return
+        hashes = [h for h in hashes if h not in self.not_in_file]
+        if len(self.not_in_file) + len(hashes) > self.cap:
+            self.not_in_file.clear()
+        present: set[int] = set()
+        for i in range(0, len(hashes), BATCH):
+            q = "SELECT h FROM main.ids WHERE h IN (SELECT value FROM json_each(?))"
+            present.update(h for (h,) in self.conn.execute(q, (json.dumps(hashes[i:i + BATCH]),)))
+        self.not_in_file.update(h for h in hashes if h not in present)
 
     def add(self, h: int) -> None:
         self.recent.add(h)

@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 from ledger.errors import FundledgerError, InputError, VerificationError
 from ledger.format import note
 from ledger.format.entry import entry_text, parse_entry_text
+from ledger.format.policy import AUDIT_STATEMENT, AUDIT_STATEMENT_TEXT
 from ledger.rules.chains import KEY_CHAIN
 from ledger.rules.fund import FundBook, amount_str, check_symbol, parse_time
 from ledger.tlog import merkle
@@ -33,8 +34,8 @@ from ledger.tlog.tiles import (
     tile_root_from_path,
 )
 from ledger.verify.checkpoint import (
-    check_policy_log, check_published_vkey, policy_cosigners, require_cosignatures, unverified_checkpoint,
-    unverified_cosigners,
+    check_policy_log, check_published_vkey, count_cosignatures, policy_cosigners, require_cosignatures,
+    unverified_checkpoint, unverified_cosigners,
 )
 from ledger.verify.reference import KeyHistory, check_signatures, explain_mismatch, key_entry_fields, rebuild, split_entry
 from ledger.verify.sources import MAX_BUNDLE_BYTES, iter_bundle
@@ -47,6 +48,10 @@ WHAT_IT_PROVES = (
     "every entry shown is in the checkpointed log at its seq, signed by the key in force there, "
     "linked to the one before it in the fund's chain and computed by the fund rules; "
     "the head (and so the balance) is the one the operator signed in the state entry the checkpoint ends with"
+)
+WITHOUT_AUDITOR = (
+    "no auditing witness cosigned this checkpoint: that no entry of the fund was left out of its chain "
+    "rests on the operator's word alone"
 )
 WHAT_IT_DOES_NOT = (
     "that the operator left none of the fund's entries out of its chain and its head "
@@ -69,6 +74,16 @@ class FundCheck:
     cosigned_by: list[str] = field(default_factory=list)
     unverified_cosigners: list[str] = field(default_factory=list)
     hash_tiles_read: int = 0
+    audited_by: list[str] = field(default_factory=list)  # auditing witnesses among cosigned_by
+
+    def completeness(self) -> str:
+        """What holds, or not, of the fund's chain being complete."""
+        if not self.audited_by:
+            return WITHOUT_AUDITOR
+        return (f"attested by the auditing witness{'es' if len(self.audited_by) > 1 else ''} "
+                f"{', '.join(self.audited_by)} ({AUDIT_STATEMENT}): {AUDIT_STATEMENT_TEXT}; so no entry of the fund "
+                f"up to size {self.tree_size} was left out of its chain, unless "
+                f"{'they' if len(self.audited_by) > 1 else 'it'} lied along with the operator")
 
     def as_json(self) -> dict:
         return {
@@ -78,6 +93,7 @@ class FundCheck:
             "keys": [{"from_seq": s, "vkey": v} for s, v in self.keys],
             "cosigned_by": self.cosigned_by, "unverified_cosigners": self.unverified_cosigners,
             "proves": WHAT_IT_PROVES, "does_not_prove": WHAT_IT_DOES_NOT,
+            "audited_by": self.audited_by, "completeness": self.completeness(),
         }
 
 
@@ -373,11 +389,14 @@ def _replay(log: _Log, keys: KeyHistory, symbol: str, head: dict, since: int,
 
 def check_fund(source, anchor: note.Verifier | None, symbol: str, witnesses: Sequence[note.Verifier] = (),
                quorum: int | None = None, progress: Callable[[int, int], None] | None = None,
-               policy=None) -> FundCheck:
+               policy=None, auditors: Sequence[note.Verifier] = ()) -> FundCheck:
     """The light check of fund ``symbol`` of ``source`` (an export directory
     or a URL: :class:`ledger.verify.sources.DirSource`, ``UrlSource``)
     against the log's first key ``anchor`` (None: the one the source
-    publishes). VerificationError names what failed (and the seq)."""
+    publishes). ``auditors`` are auditing witnesses (counted with
+    ``witnesses`` for the quorum); those that cosigned, and the policy's
+    (``#fundledger-audit/v1``), are named in ``audited_by``.
+    VerificationError names what failed (and the seq)."""
     symbol = check_symbol(symbol, "--contract")
     published = source.vkey()
     if anchor is None:
@@ -406,17 +425,21 @@ def check_fund(source, anchor: note.Verifier | None, symbol: str, witnesses: Seq
     if policy is not None:
         check_policy_log(policy, keys.at(cp.tree_size), cp.tree_size)
         cosigned = policy_cosigners(cp_bytes, policy)
+        auditors = policy.auditor_keys()
     else:
-        cosigned = require_cosignatures(cp_bytes, witnesses, quorum) if witnesses else []
+        everyone = [*witnesses, *auditors]
+        cosigned = require_cosignatures(cp_bytes, everyone, quorum) if everyone else []
+    audited_by = count_cosignatures(cp_bytes, auditors)  # by key, not by name
     _, head = _head(log, state, symbol)
     book = _replay(log, keys, symbol, head, since, progress)
     return FundCheck(symbol, cp.tree_size, cp.root_hash, book.funds[symbol].summary(), head, head["entries"],
                      [(s, v.vkey()) for s, v in keys.keys], cosigned,
-                     unverified_cosigners(cp_bytes, anchor.name, cosigned), log.hashes._tiles.count)
+                     unverified_cosigners(cp_bytes, anchor.name, cosigned), log.hashes._tiles.count, audited_by)
 
 
 def check_fund_path(source: str, symbol: str, vkey: str | None = None, witnesses: Sequence[str] = (),
-                    quorum: int | None = None, deadlines=None, policy_path: str | None = None) -> FundCheck:
+                    quorum: int | None = None, deadlines=None, policy_path: str | None = None,
+                    auditors: Sequence[str] = ()) -> FundCheck:
     """``fundledger verify SOURCE --contract SYMBOL``: SOURCE an export
     directory or a URL (a database holds the whole log: verify it whole)."""
     from ledger.verify import transport
@@ -425,11 +448,12 @@ def check_fund_path(source: str, symbol: str, vkey: str | None = None, witnesses
     import os
 
     anchor = load_vkey(vkey) if vkey else None
-    witness_keys = distinct_witnesses([load_vkey(w) for w in witnesses])
-    if quorum is not None and not 0 < quorum <= len(witness_keys):
-        raise InputError(f"--quorum {quorum} needs at least that many --witness keys")
-    if policy_path is not None and witnesses:
-        raise InputError("--policy names the witnesses: give it or --witness, not both")
+    witness_keys = distinct_witnesses([load_vkey(w) for w in [*witnesses, *auditors]])
+    witness_keys, auditor_keys = witness_keys[:len(witnesses)], witness_keys[len(witnesses):]
+    if quorum is not None and not 0 < quorum <= len(witness_keys) + len(auditor_keys):
+        raise InputError(f"--quorum {quorum} needs at least that many --witness and --auditor keys")
+    if policy_path is not None and (witnesses or auditors):
+        raise InputError("--policy names the witnesses: give it or --witness and --auditor, not both")
     policy = load_policy(policy_path) if policy_path is not None else None
     if source.startswith(("http://", "https://")):
         src = UrlSource(source, deadlines or transport.Deadlines())
@@ -438,6 +462,6 @@ def check_fund_path(source: str, symbol: str, vkey: str | None = None, witnesses
     else:
         raise InputError(f"{source!r}: --contract checks an export directory or a URL (a database: verify it whole)")
     try:
-        return check_fund(src, anchor, symbol, witness_keys, quorum, policy=policy)
+        return check_fund(src, anchor, symbol, witness_keys, quorum, policy=policy, auditors=auditor_keys)
     finally:
         src.close()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Iterator
 from ledger.errors import FundledgerError, VerificationError
 from ledger.format import note
 from ledger.format.entry import MAX_ENTRY_BYTES, parse_entry_text
+from ledger.tlog import merkle
 from ledger.verify import accelerator
 from ledger.verify.reference import MissingEntries
 from ledger.verify.sources import Source
@@ -136,6 +137,8 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
                 run.book.chains.fast_moved(fund, leaves[fund.last_seq - first])
             return
         items = []  # something is off: the whole chunk gets the full check
+    if items and hasattr(run.book.seen, "hashes"):
+        run.book.seen.hashes.prefetch([it[6] for it in items if it is not None])  # one query, not one an entry
     for seq in range(first, end):
         i = seq - base
         item = items[i] if i < len(items) else None
@@ -172,19 +175,33 @@ def _table_entry(data: bytes) -> bool:
     return b'"kind":"contract"' in data or b'"kind":"key"' in data
 
 
-def recorded_before(source: Source, size: int, seq: int, pair: tuple[str, str]) -> bool:
+def recorded_before(source: Source, size: int, seq: int, pair: tuple[str, str], root: bytes | None = None) -> bool:
     """Whether an entry before ``seq`` (of a log of ``size``) records the
     liquidation ``pair``: the exact answer behind a hit in :class:`IdSet`
-    (rare: a replay, or a hash collision)."""
-    for n, data in enumerate(source.entries(size, 0)):
+    (rare: a replay, or a hash collision). With ``root``, the tree root over
+    entries ``0..seq-1`` as this run verified them (or as a saved state
+    holds them), the entries read again must give that root, or the source
+    served other bytes the second time (VerificationError): a host that
+    hides the earlier entry cannot pass a duplicate off as new."""
+    found = False
+    tree = merkle.TreeBuilder() if root is not None else None
+    for n, data in enumerate(source.entries(size, 0, seq)):
         if n >= seq:
             break
+        if tree is not None:
+            tree.append(merkle.leaf_hash(data))
+        if found:
+            continue
         try:
             text, _ = note.split_note(data, MAX_ENTRY_BYTES)
             obj = parse_entry_text(text)
         except FundledgerError:
             continue
         if obj.get("kind") == "liquidation" and (obj.get("contract"), obj.get("id")) == tuple(pair):
-            return True
-    return False
-
+            found = True
+            if tree is None:
+                return True
+    if tree is not None and (tree.size != seq or tree.root() != root):
+        raise VerificationError(f"the source served other entries before seq {seq} than those verified "
+                                "(read again for a liquidation id seen before)", seq=seq)
+    return found

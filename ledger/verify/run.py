@@ -242,7 +242,7 @@ def _start(source: Source, log_key: note.Verifier, cp: note.Checkpoint, trusted_
         tiles = None
     run = _Run(size, chain, tiles, db_checks, roots, wanted)
     if isinstance(chain.book.seen, accelerator.IdSet):
-        chain.book.seen.confirm = lambda pair: pipeline.recorded_before(source, size, run.seq, pair)
+        chain.book.seen.confirm = lambda pair: pipeline.recorded_before(source, size, run.seq, pair, run.tree.root())
     return run
 
 
@@ -348,7 +348,7 @@ def _verify_uncovered(source: DbSource, log_key: note.Verifier, key_source: str,
     chain = Chain(FundBook(seen=set() if workers == 0 else accelerator.IdSet()), KeyHistory(log_key))
     run = _Run(size, chain, None, db_checks, {0: merkle.EMPTY_ROOT}, db_checks.checkpoint_sizes())
     if workers:
-        chain.book.seen.confirm = lambda pair: pipeline.recorded_before(source, size, run.seq, pair)
+        chain.book.seen.confirm = lambda pair: pipeline.recorded_before(source, size, run.seq, pair, run.tree.root())
     stop_prefetch = source.prefetch(lambda: run.seq / size) if size > 0 else None
     try:
         _check_entries(run, source, size, workers)
