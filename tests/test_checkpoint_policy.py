@@ -238,3 +238,32 @@ def test_the_site_shows_each_cosigner_and_when(fleet):
             "%Y-%m-%dT%H:%M:%SZ")
         assert f'<code>{n}.example</code> <span class="sub">(Ed25519, cosigned <time datetime="{s["cosigned_at"]}">' in html
     assert sigs["w3.example"]["role"] == "unverified" and sigs["w3.example"]["cosigned_at"] is None
+
+
+def test_an_auditing_witness_cosigns_from_the_pending_tiles(ledger2, tmp_path):
+    """The order Tessera keeps, end to end: `checkpoint --policy --export`
+    writes the new tiles first, the auditing witness replays them (from the
+    export, without its checkpoint) and cosigns, then the checkpoint is
+    published."""
+    ledger2.contract()
+    ledger2.append(*[liq(i) for i in range(30)])
+    out = tmp_path / "site"
+    out.mkdir()
+    d = tmp_path / "auditor"
+    d.mkdir()
+    signer = witness.init_witness(str(d / "w.key"), str(d / "w.db"), "auditor.example", audit=True)
+    witness.add_log(str(d / "w.db"), ledger2.store.vkey, str(out))
+    server = Server(str(d / "w.key"), str(d / "w.db"))
+    try:
+        policy = tmp_path / "p.policy"
+        policy.write_text(f"log {ledger2.store.vkey}\n#fundledger-audit/v1 a\n"
+                          f"witness a {signer.verifier().vkey()} {server.url}\nquorum a\n")
+        for more in (0, 40):
+            ledger2.append(*[liq(i) for i in range(100 + more, 100 + 2 * more)])
+            r = ledger2.cli("checkpoint", "--policy", str(policy), "--export", str(out))
+            assert r.exit_code == 0, r.output
+            assert "a: cosigned" in r.output
+        assert (out / "checkpoint").read_bytes() == ledger2.store.published_checkpoint()
+        assert ledger2.cli("verify", str(out), "--policy", str(policy)).exit_code == 0
+    finally:
+        server.kill()
