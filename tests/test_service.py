@@ -249,3 +249,21 @@ def test_bodies_waiting_together_are_committed_together_and_fail_alone(ledger2, 
     more = [w.submit([liq(i)]) for i in (6, 7, 8)]
     w._group([(b, f) for b, f in zip(([liq(6)], [liq(7)], [liq(8)]), more)])
     assert commits == [3] and [f.result() for f in more] == [[s1[0] + 3], [s1[0] + 4], [s1[0] + 5]]
+
+
+def test_the_queue_is_bounded_in_bodies_and_records(ledger2, monkeypatch):
+    import queue
+
+    from ledger.ops import api, service
+    from ledger.store.store import Store
+
+    monkeypatch.setattr(service, "QUEUE_RECORDS", 250)
+    w = service.Writer(lambda: Store.open(ledger2.db), ledger2.signer, api.writer_anchor(ledger2.key), 30.0, None)
+    for _ in range(2):
+        w.submit([liq(i) for i in range(100)])
+    with pytest.raises(queue.Full):
+        w.submit([liq(i) for i in range(100)])  # 300 records would wait
+    w.submit([liq(i) for i in range(50)])  # 250 may
+    w._taken(w.q.get_nowait()[0])
+    w.submit([liq(i) for i in range(100)])  # room again once the writer took one
+    assert w.queued == 250

@@ -34,6 +34,7 @@ from ledger.store.store import MAX_BATCH
 
 MAX_BODY_BYTES = 8 << 20
 QUEUE_BODIES = 64  # bodies waiting for the writer before a 503
+QUEUE_RECORDS = 50_000  # and records: the queue's memory stays bounded (tens of MB) whatever the load
 HEALTHY_INTERVALS = 3  # a checkpoint this many intervals old (with entries it does not cover) is unhealthy
 
 
@@ -83,6 +84,7 @@ class Writer:
         self.q: queue.Queue = queue.Queue(maxsize=QUEUE_BODIES)
         self.health = Health()
         self.stopping, self.stopped = threading.Event(), threading.Event()
+        self.queued, self._count_lock = 0, threading.Lock()  # records in the queue
         self.log = log
         self.thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._last_cosigned = 0.0
@@ -92,9 +94,17 @@ class Writer:
         replay). queue.Full when the writer is behind."""
         if self.stopped.is_set():
             raise queue.Full
-        f: Future = Future()
-        self.q.put_nowait((records, f))
+        with self._count_lock:
+            if self.queued + len(records) > QUEUE_RECORDS and self.queued:
+                raise queue.Full
+            f: Future = Future()
+            self.q.put_nowait((records, f))
+            self.queued += len(records)
         return f
+
+    def _taken(self, records: list[dict]) -> None:
+        with self._count_lock:
+            self.queued -= len(records)
 
     def _run(self) -> None:
         self.store = self.open_store()  # on this thread: an SQLite connection stays on the thread that made it
@@ -114,6 +124,7 @@ class Writer:
             timeout = max(0.0, next_checkpoint - time.monotonic())
             try:
                 records, f = self.q.get(timeout=timeout)
+                self._taken(records)
             except queue.Empty:
                 if self.stopping.is_set():
                     self._checkpoint()
@@ -128,6 +139,7 @@ class Writer:
                     more = self.q.get_nowait()
                 except queue.Empty:
                     break
+                self._taken(more[0])
                 if total + len(more[0]) > MAX_BATCH:
                     self._group([more])  # (rare: too big to join; on its own, in order after this group)
                     break
