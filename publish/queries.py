@@ -144,7 +144,7 @@ def _utc(timestamp: int) -> str:
         return str(timestamp)
 
 
-def cosignatures(cp: tlog.LatestCheckpoint, witnesses=()) -> list[dict]:
+def cosignatures(cp: tlog.LatestCheckpoint, witnesses=(), auditors=()) -> list[dict]:
     """The cosignature rows stored for ``cp``, each checked against the
     witness keys the site trusts: ``role`` ``witness`` (``verified``) only
     for a valid cosignature (Ed25519 cosignature/v1 or ML-DSA-44) by one of
@@ -165,23 +165,25 @@ def cosignatures(cp: tlog.LatestCheckpoint, witnesses=()) -> list[dict]:
             out.append({"name": None, "key_id": None, "line": shown, "role": "unverified", "verified": False,
                         "algorithm": None})
             continue
-        ok, at, algorithm = False, None, _TYPE_BY_SIZE.get(len(sig.signature))
+        good, at, algorithm = None, None, _TYPE_BY_SIZE.get(len(sig.signature))
         for w in witnesses:
             if text is not None and (w.name, w.key_id) == (sig.name, sig.key_id):
                 try:
                     at = note.verify_cosignature(text, sig, w)
-                    ok, algorithm = True, COSIGNATURE_TYPES[w.alg]
+                    good, algorithm = w, COSIGNATURE_TYPES[w.alg]
                 except FundledgerError:
                     pass
         out.append({"name": sig.name, "key_id": sig.key_id.hex(), "line": shown,
-                    "role": "witness" if ok else "unverified", "verified": ok, "algorithm": algorithm,
+                    "role": "unverified" if good is None else "witness", "verified": good is not None,
+                    "algorithm": algorithm,
                     # the time the witness signed into its cosignature (verified with it)
-                    "cosigned_at": None if at is None else _utc(at)})
+                    "cosigned_at": None if at is None else _utc(at),
+                    "audits": good is not None and any(a.vkey() == good.vkey() for a in auditors)})
     return out
 
 
 def checkpoint_info(cp: tlog.LatestCheckpoint | None, origin: str, snap: Snapshot | None = None,
-                    witnesses=()) -> dict | None:
+                    witnesses=(), auditors=()) -> dict | None:
     """The latest checkpoint for pages and JSON: size, root, time, and who
     signed it. The log's signature counts as ``verified`` once this site's
     verifier checked this very checkpoint; a cosignature only if it verifies
@@ -198,11 +200,11 @@ def checkpoint_info(cp: tlog.LatestCheckpoint | None, origin: str, snap: Snapsho
         "time": cp.time,
         "note": cp.published.decode("utf-8", "replace"),
         "verified": verified,
-        "signatures": sigs + cosignatures(cp, witnesses),
+        "signatures": sigs + cosignatures(cp, witnesses, auditors),
     }
 
 
-def home(conn, origin: str, snap: Snapshot, witnesses=()) -> dict:
+def home(conn, origin: str, snap: Snapshot, witnesses=(), auditors=()) -> dict:
     """The home page and /funds.json: every fund as verified, the latest
     checkpoint, and how much of the log is newer than what was verified."""
     funds = verified_funds(snap)
@@ -212,7 +214,7 @@ def home(conn, origin: str, snap: Snapshot, witnesses=()) -> dict:
     return {
         "origin": origin,
         "tree_size": size,
-        "checkpoint": checkpoint_info(cp, origin, snap, witnesses),
+        "checkpoint": checkpoint_info(cp, origin, snap, witnesses, auditors),
         "pending": size - cp_size,
         "verified": verified_info(snap, size, cp_size),
         "funds": funds,
@@ -365,3 +367,12 @@ def find_liquidation(conn, liquidation_id: str, symbol: str | None = None) -> li
         if row is not None:
             out.append({"contract": s, "seq": row[0]})
     return out
+
+
+def auditing_cosigners(conn, witnesses=(), auditors=()) -> list[str]:
+    """The names of the auditing witnesses whose cosignature of the latest
+    checkpoint verifies (the site was given their keys as auditors)."""
+    cp = tlog.latest_checkpoint(conn)
+    if cp is None or not auditors:
+        return []
+    return [s["name"] for s in cosignatures(cp, witnesses, auditors) if s["audits"]]

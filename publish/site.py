@@ -77,6 +77,7 @@ class SiteConfig:
     vkey: str
     db_path: str
     witnesses: tuple = ()  # note.Verifier of each witness whose cosignatures the site checks
+    auditors: tuple = ()  # those of them that audit (replay the fund rules before they cosign)
     verifier: SiteVerifier | None = None  # the site's own verification (publish/verified.py)
 
 
@@ -283,7 +284,7 @@ def witness_keys(witnesses) -> tuple:
     return tuple(out)
 
 
-def make_datasette(db_path: str, witnesses=(), poll_s: float = POLL_S) -> Datasette:
+def make_datasette(db_path: str, witnesses=(), poll_s: float = POLL_S, auditors=()) -> Datasette:
     """The Datasette instance serving the ledger at ``db_path``, read-only
     and live. ``witnesses``: the keys of the witnesses whose cosignatures it
     checks. Its own verification of the ledger starts at once, in the
@@ -294,7 +295,8 @@ def make_datasette(db_path: str, witnesses=(), poll_s: float = POLL_S) -> Datase
     _register_plugin()
     verifier = SiteVerifier(path, vkey, poll_s=poll_s)
     ds = FundledgerDatasette(
-        SiteConfig(DB_NAME, origin, vkey, path, witness_keys(witnesses), verifier),
+        SiteConfig(DB_NAME, origin, vkey, path, witness_keys(tuple(witnesses) + tuple(auditors)), verifier=verifier,
+                   auditors=witness_keys(auditors)),
         files=[],
         metadata=metadata(origin),
         settings=SETTINGS,
@@ -314,11 +316,11 @@ def wait_verified(ds: Datasette, timeout: float = 60.0):
     return ds._fundledger.verifier.refresh(timeout)
 
 
-def serve(db_path: str, host: str, port: int, witnesses=()) -> None:
+def serve(db_path: str, host: str, port: int, witnesses=(), auditors=()) -> None:
     """Serve the site until interrupted (blocking), with uvicorn as Datasette does."""
     import uvicorn
 
-    ds = make_datasette(db_path, witnesses)
+    ds = make_datasette(db_path, witnesses, auditors=auditors)
     uvicorn.run(ds.app(), host=host, port=port, log_level="info", lifespan="on", workers=1)
 
 

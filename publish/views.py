@@ -279,14 +279,14 @@ async def chain_bundle(datasette, request):
 @_get_only
 async def home(datasette, request):
     cfg = _cfg(datasette)
-    d = await _read(datasette, queries.home, cfg.origin, _snap(datasette), cfg.witnesses)
+    d = await _read(datasette, queries.home, cfg.origin, _snap(datasette), cfg.witnesses, cfg.auditors)
     return await _page(datasette, request, "fl_home.html", {"d": d, "title": "Insurance funds"})
 
 
 @_get_only
 async def funds_json(datasette, request):
     cfg = _cfg(datasette)
-    d = await _read(datasette, queries.home, cfg.origin, _snap(datasette), cfg.witnesses)
+    d = await _read(datasette, queries.home, cfg.origin, _snap(datasette), cfg.witnesses, cfg.auditors)
     return _json({
         "origin": d["origin"],
         "tree_size": d["tree_size"],
@@ -348,8 +348,10 @@ async def contract_page(datasette, request):
         r["currency"] = d["fund"]["currency"] if d["fund"] else ""
         r["contract"] = symbol
         r["movement"] = present.movement(r)
+    cfg = _cfg(datasette)
+    auditing = await _read(datasette, queries.auditing_cosigners, cfg.witnesses, cfg.auditors)
     return await _page(datasette, request, "fl_contract.html", {
-        "d": d, "f": d["fund"], "chart": Markup(_chart(d)), "before": before, "limit": limit,
+        "d": d, "f": d["fund"], "chart": Markup(_chart(d)), "before": before, "limit": limit, "auditing": auditing,
         "title": f"{symbol} insurance fund",
     })
 

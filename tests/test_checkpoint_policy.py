@@ -7,6 +7,7 @@ lying or refusing, and an idle log cosigned again."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 
@@ -267,3 +268,21 @@ def test_an_auditing_witness_cosigns_from_the_pending_tiles(ledger2, tmp_path):
         assert ledger2.cli("verify", str(out), "--policy", str(policy)).exit_code == 0
     finally:
         server.kill()
+    import asyncio
+
+    from publish.site import make_datasette, wait_verified
+
+    async def pages(ds):
+        return [(await ds.client.get(p)).text for p in ("/", "/contract/XBTUSDTM", "/funds.json")]
+
+    told = make_datasette(ledger2.db, auditors=[signer.verifier().vkey()])
+    wait_verified(told)
+    home, contract, data = asyncio.run(pages(told))
+    assert "audits: it replays every fund rule before it cosigns" in home
+    assert "The latest checkpoint is cosigned by <code>auditor.example</code>, an auditing witness" in contract
+    (a,) = [s for s in json.loads(data)["checkpoint"]["signatures"] if s["name"] == "auditor.example"]
+    assert a["audits"] and a["verified"]
+    plain = make_datasette(ledger2.db, witnesses=[signer.verifier().vkey()])  # the same key, not said to audit
+    wait_verified(plain)
+    home, contract, _ = asyncio.run(pages(plain))
+    assert "audits:" not in home and "No auditing witness this site knows of cosigned" in contract

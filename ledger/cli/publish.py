@@ -33,9 +33,12 @@ def export(directory, full, db_path):
 @click.option("--witness", "witnesses", multiple=True,
               help="A witness's cosignature key (or file) the site checks cosignatures against. Repeatable; "
                    "without it every cosignature is shown as an unverified claim.")
+@click.option("--auditor", "auditors", multiple=True,
+              help="An auditing witness's key (or file): checked as --witness is, and named on the pages as a "
+                   "witness that replays every fund rule before it cosigns. Repeatable.")
 @db_option
 @handled
-def serve(host, port, witnesses, db_path):
+def serve(host, port, witnesses, auditors, db_path):
     """Serve the read-only transparency site (Datasette) and the log's C2SP
     tiles, live from the ledger database. The site verifies the log itself,
     in the background, and shows only the balances it verified.
@@ -44,9 +47,9 @@ def serve(host, port, witnesses, db_path):
     """
     from publish.site import serve as run_site, witness_keys
 
-    keys = witness_keys(load_vkeys(witnesses))
+    keys, audit_keys = witness_keys(load_vkeys(witnesses)), witness_keys(load_vkeys(auditors))
     open_store(db_path, readonly=True).close()  # a clear error for a missing ledger
-    run_site(db_path, host, port, keys)
+    run_site(db_path, host, port, keys, audit_keys)
 
 
 @click.command()
