@@ -63,7 +63,7 @@ def test_id_hash_collisions_are_settled_exactly_when_resumed(ledger, tmp_path, m
     monkeypatch.setattr(accelerator, "id_hash", lambda key, contract, lid: 7)
     rereads = []
     recorded_before = pipeline.recorded_before
-    monkeypatch.setattr(pipeline, "recorded_before", lambda *a: rereads.append(a[-1]) or recorded_before(*a))
+    monkeypatch.setattr(pipeline, "recorded_before", lambda *a: rereads.append(a[3]) or recorded_before(*a))
     ledger.contract()
     ledger.append(*liquidations(0, 10))
     ledger.checkpoint()
