@@ -64,6 +64,7 @@ from ledger.format.entry import ZERO_HASH
 from ledger.errors import FundledgerError, ProofError, StoreError, VerificationError
 from ledger.rules.fund import Contract, Fund, FundBook, parse_amount
 from ledger.store.schema import CONTRACT_COLUMNS, contract_row
+from ledger.store.seen import HashLog
 from ledger.store.store import Store
 
 ANCHOR_VERSION = 1
@@ -165,16 +166,16 @@ def refuse(reason: str, seq: int | None = None) -> VerificationError:
 
 class IdHashes:
     """A set of id hashes kept as the .ids file's bytes (little-endian
-    uint64) plus a set of later ones. A few lookups (one append) search the
-    bytes, at memory speed (about 1 ms for a million ids); from the 33rd
-    lookup on (an import), a set of them all is built once (about 0.1 s for
-    a million)."""
+    uint64) and the later ones' after them. A few lookups (one append)
+    search the bytes, at memory speed (about 1 ms for a million ids); from
+    the 33rd lookup on (an import), a set of them all is built once (about
+    0.1 s for a million). Hashes added drop that set, so that an import's
+    own stay 8 bytes each (it looks nothing up after adding)."""
 
     SET_AFTER = 32
 
     def __init__(self):
-        self.packed = b""
-        self.extra: set[int] = set()
+        self.packed = bytearray()
         self.full: set[int] | None = None
         self.lookups = 0
 
@@ -184,11 +185,14 @@ class IdHashes:
             self.full.update(_unpack(data))
 
     def update(self, hashes) -> None:
-        self.extra.update(hashes)
+        packed = array.array("Q", hashes)
+        if packed:
+            if sys.byteorder != "little":
+                packed.byteswap()
+            self.packed += packed.tobytes()
+            self.full, self.lookups = None, 0
 
     def __contains__(self, h: int) -> bool:
-        if h in self.extra:
-            return True
         if self.full is None:
             self.lookups += 1
             if self.lookups <= self.SET_AFTER:
@@ -220,22 +224,35 @@ class AnchoredIds:
         self.db = db_seen
         self.key = key
         self.hashes = hashes  # committed and anchored (or checked since)
-        self.pending: list[int] = []  # hashes of the ids added since, in order
+        self.pending = HashLog()  # hashes of the ids added since, in order
+        self._last = (None, 0)  # the pair last found new, and its hash (add() follows)
 
     def prefetch(self, records) -> None:
         self.db.prefetch(records)
 
+    @property
+    def older(self):
+        """The database index's pairs added before the current chunk."""
+        return self.db.older
+
+    @older.setter
+    def older(self, value) -> None:
+        self.db.older = value
+
     def __contains__(self, pair) -> bool:
         if pair in self.db:
             return True
-        if id_hash(self.key, *pair) in self.hashes:
+        h = id_hash(self.key, *pair)
+        if h in self.hashes:
             raise refuse(f"liquidation {str(pair[1])[:40]!r} of {pair[0]} was signed by this key, "
                          "but the database does not record it")
+        self._last = (pair, h)
         return False
 
     def add(self, pair) -> None:
         self.db.add(pair)
-        self.pending.append(id_hash(self.key, *pair))
+        last, h = self._last
+        self.pending.append(h if last is pair or last == pair else id_hash(self.key, *pair))
 
 
 class WriterAnchor:
