@@ -169,8 +169,8 @@ class IdHashes:
     uint64) and the later ones' after them. A few lookups (one append)
     search the bytes, at memory speed (about 1 ms for a million ids); from
     the 33rd lookup on (an import), a set of them all is built once (about
-    0.1 s for a million). Hashes added drop that set, so that an import's
-    own stay 8 bytes each (it looks nothing up after adding)."""
+    0.1 s for a million). Hashes added drop that set (built again if
+    needed): 8 bytes an id, not about 70."""
 
     SET_AFTER = 32
 
@@ -269,6 +269,7 @@ class WriterAnchor:
         self.ids = IdHashes()  # the hashes of the liquidation ids up to self.state
         self._ids_disk = 0  # how many of them the .ids file holds for this state's history
         self._ids_unsaved: list[int] = []  # the others, in order
+        self._ids_stale = False  # self.ids lacks what lazy advances added (the file and _ids_unsaved hold them)
 
     # -- the file --------------------------------------------------------------
 
@@ -358,9 +359,8 @@ class WriterAnchor:
     def _ids_from_file(self, saved: AnchorState) -> None:
         """``self.ids`` for a state read from the file (only its tail is
         read when this process already holds the beginning)."""
-        if saved.ids_key != getattr(self, "_ids_key", None) or self._ids_disk > saved.ids:
-            self.ids = IdHashes()
-            self._ids_disk = 0
+        if saved.ids_key != getattr(self, "_ids_key", None) or self._ids_disk > saved.ids or self._ids_stale:
+            self.ids, self._ids_disk, self._ids_stale = IdHashes(), 0, False
         self.ids.add_packed(self._read_ids(self._ids_disk, saved.ids))
         self._ids_key, self._ids_disk, self._ids_unsaved = saved.ids_key, saved.ids, []
 
@@ -373,9 +373,11 @@ class WriterAnchor:
         saved = self.load()
         if self.state is not None and (saved is None or _order(self.state) > _order(saved)):
             saved = self.state  # what this process signed and has not saved yet
+            self._fresh_ids()
         elif saved is None:
             saved = AnchorState.empty(store.origin, store.vkey)
             self._ids_key, self.ids, self._ids_disk, self._ids_unsaved = saved.ids_key, IdHashes(), 0, []
+            self._ids_stale = False
         elif saved.origin != store.origin:
             raise refuse(f"the anchor {self.path!r} is for the log {saved.origin!r}, not {store.origin!r}")
         else:
@@ -426,7 +428,10 @@ class WriterAnchor:
         funds = dict(self.state.funds)
         funds.update((r[0], tuple(r)) for r in rows)
         cp = self.state.checkpoint if checkpoint is None else checkpoint.decode()
-        self.ids.update(new_ids)
+        if lazy:  # (an import: its hashes go to the file, not to memory)
+            self._ids_stale = True
+        else:
+            self.ids.update(new_ids)
         self._ids_unsaved += new_ids
         keys = self.state.keys if new_key is None else self.state.keys + (tuple(new_key),)
         self.state = replace(self.state, tree_size=tree_size, root=root, prev=prev, funds=funds, checkpoint=cp,
@@ -434,6 +439,15 @@ class WriterAnchor:
         self._unsaved = True
         if not lazy or time.monotonic() - self._saved_at >= LAZY_SAVE_SECONDS:
             self.flush()
+
+    def _fresh_ids(self) -> None:
+        """``self.ids`` complete again after lazy advances: the file's
+        hashes of this state's history, then the unsaved ones."""
+        if self._ids_stale:
+            self.ids = IdHashes()
+            self.ids.add_packed(self._read_ids(0, self._ids_disk))
+            self.ids.update(self._ids_unsaved)
+            self._ids_stale = False
 
     def flush(self) -> None:
         """Write the state a lazy :meth:`advance` left in memory, if any."""
@@ -451,6 +465,7 @@ def inherit(old: WriterAnchor, key_path: str) -> WriterAnchor:
     if old.state is None:
         raise StoreError("the anchor was not checked before the rotation")
     old.flush()
+    old._fresh_ids()
     new = WriterAnchor(anchor_path(key_path))
     new.ids, new._ids_key = old.ids, old.state.ids_key
     new._ids_disk, new._ids_unsaved = 0, list(_unpack(old._read_ids(0, old.state.ids)))
