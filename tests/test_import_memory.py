@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from ledger.errors import VerificationError
 from ledger.ops import anchor as anchor_mod
 from ledger.ops import api
 from ledger.store import schema, seen
@@ -97,6 +98,27 @@ def test_a_spilled_import_writes_the_ordinary_bytes_in_bounded_memory(tmp_path, 
     got = anchored_ids(key)
     assert len(got) == anchor.state.ids == len(ids) and set(got) == set(want)
     assert got[-len(ids) + 40:] == want[-len(ids) + 40:]  # the import's own, in order
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_after_an_import_the_same_anchor_still_refuses_an_id_the_database_lost(tmp_path, watched, monkeypatch,
+                                                                              saved):
+    records = varied_records(200)
+    store = ledger_with(tmp_path / "fund.db", records[:4])  # the contracts
+    anchor = anchor_mod.WriterAnchor(anchor_mod.anchor_path(str(tmp_path / "fund.key")))
+    if not saved:  # the anchor's file behind this process's state: checked from memory
+        monkeypatch.setattr(anchor_mod, "LAZY_SAVE_SECONDS", 0.0)
+        monkeypatch.setattr(anchor, "flush", lambda: None)
+    api.import_records(store, fixed_signer(), io.BytesIO(jsonl(records[4:])), batch_size=BATCH, anchor=anchor)
+    assert len(anchor.ids.packed) == 0  # the import's hashes are in the file, not in memory
+    seq, c, i = store.conn.execute("SELECT seq, contract, liquidation_id FROM entries "
+                                   "WHERE liquidation_id IS NOT NULL ORDER BY seq LIMIT 1 OFFSET 150").fetchone()
+    store.conn.execute("DROP TRIGGER entries_no_update")
+    store.conn.execute("UPDATE entries SET liquidation_id = 'gone' WHERE seq = ?", (seq,))
+    replay = next(r for r in records if r["kind"] == "liquidation" and (r["contract"], r["id"]) == (c, i))
+    with pytest.raises(VerificationError, match="was signed by this key"):
+        store.append([replay], [fixed_signer()], anchor=anchor)
+    store.close()
 
 
 def test_spilled_pairs_are_found_exactly(monkeypatch):
