@@ -16,7 +16,7 @@ from ledger.errors import VerificationError
 from ledger.ops import anchor as anchor_mod
 from ledger.ops import api
 from ledger.store import schema, seen
-from ledger.store.seen import HashLog, SpilledPairs
+from ledger.store.seen import FrameLog, HashLog, SpilledPairs
 from test_import_pipeline import dump, fixed_signer, jsonl, new_store, varied_records
 
 CAP = 40  # pairs or hashes in memory before a spill
@@ -143,4 +143,13 @@ def test_a_hash_log_slices_across_its_file():
     for a, b in ((0, 10), (2, 5), (8, 10), (9, 10), (4, 4), (0, 3)):
         assert log[a:b] == values[a:b]
     assert list(log) == values
+    log.close()
+
+
+def test_a_frame_log_gives_back_what_was_appended():
+    log = FrameLog()
+    values = [(0, 1, 2000, 3, 1997, [("XBTUSDTM", "USDT", 8, None)], 1997), (), (5, "x" * 70_000, [])]
+    for v in values:
+        log.append(v)
+    assert len(log) == 3 and list(log) == values and list(log) == values  # (read again from the start)
     log.close()

@@ -27,7 +27,7 @@ are ever inserted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
@@ -51,7 +51,7 @@ from ledger.rules.fast import fast_liquidation
 from ledger.store.build import build_entry
 from ledger.store.chains import fill_chains
 from ledger.store.schema import contract_row
-from ledger.store.seen import SpilledPairs
+from ledger.store.seen import FrameLog, SpilledPairs
 
 CHUNK = 200  # records per message to the chain signer
 _PREV_KEY = b'"prev":"'
@@ -188,7 +188,7 @@ class Prepared:
     prev: bytes
     records: int = 0
     duplicates: int = 0
-    batches: list = field(default_factory=list)
+    batches: FrameLog = field(default_factory=FrameLog)  # each Batch as a tuple, on file
     ids: list = field(default_factory=list)  # with an anchor: the hashes of the new ids, in order (a HashLog)
 
 
@@ -260,7 +260,7 @@ def _build_all(builder: EntryBuilder, chunks, tell, chain, out: Prepared, anchor
             b.ids_end = len(seen.pending)
         out.records += b.records
         out.duplicates += b.dups
-        out.batches.append(b)
+        out.batches.append(astuple(b))
         offset, next_line = tell(), chunk[-1][0] + 1
 
 
@@ -270,7 +270,8 @@ def write(store, signer, prep: Prepared, chain, result, progress, anchor=None) -
     advanced after each commit."""
     size, prev = prep.size, prep.prev
     ids_start = 0
-    for b in prep.batches:
+    for t in prep.batches:
+        b = Batch(*t)
         rows: list[tuple] = []
         tree_rows: list[tuple] = []
         while len(rows) < b.entries:

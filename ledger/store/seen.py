@@ -9,12 +9,14 @@ memory and the older ones go to disk:
 * :class:`SpilledPairs`: the (contract, id) pairs of earlier chunks, exact,
   in a private temporary SQLite database past ``cap`` of them;
 * :class:`HashLog`: the id hashes in order, 8 bytes each, in an unlinked
-  temporary file past ``cap`` of them.
+  temporary file past ``cap`` of them;
+* :class:`FrameLog`: what pass 2 needs of each batch, in such a file.
 """
 
 from __future__ import annotations
 
 import array
+import marshal
 import os
 import sqlite3
 import tempfile
@@ -138,6 +140,39 @@ class HashLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class FrameLog:
+    """An append-only list of :mod:`marshal`-able values in an unlinked
+    temporary file, read back in order (marshal trusts its input: only
+    this process writes the file)."""
+
+    def __init__(self):
+        self._file = tempfile.TemporaryFile()
+        self._end = 0
+        self._count = 0
+
+    def append(self, value) -> None:
+        data = marshal.dumps(value)
+        frame = len(data).to_bytes(4, "little") + data
+        n = 0
+        while n < len(frame):
+            n += os.pwrite(self._file.fileno(), frame[n:], self._end + n)
+        self._end += len(frame)
+        self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        fd, at = self._file.fileno(), 0
+        for _ in range(self._count):
+            n = int.from_bytes(_pread_all(fd, 4, at), "little")
+            yield marshal.loads(_pread_all(fd, n, at + 4))
+            at += 4 + n
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _pread_all(fd: int, n: int, at: int) -> bytes:
