@@ -64,6 +64,7 @@ from ledger.format.entry import ZERO_HASH
 from ledger.errors import FundledgerError, ProofError, StoreError, VerificationError
 from ledger.rules.fund import Contract, Fund, FundBook, parse_amount
 from ledger.store.schema import CONTRACT_COLUMNS, contract_row
+from ledger.store.seen import HashLog
 from ledger.store.store import Store
 
 ANCHOR_VERSION = 1
@@ -165,16 +166,16 @@ def refuse(reason: str, seq: int | None = None) -> VerificationError:
 
 class IdHashes:
     """A set of id hashes kept as the .ids file's bytes (little-endian
-    uint64) plus a set of later ones. A few lookups (one append) search the
-    bytes, at memory speed (about 1 ms for a million ids); from the 33rd
-    lookup on (an import), a set of them all is built once (about 0.1 s for
-    a million)."""
+    uint64) and the later ones' after them. A few lookups (one append)
+    search the bytes, at memory speed (about 1 ms for a million ids); from
+    the 33rd lookup on (an import), a set of them all is built once (about
+    0.1 s for a million). Hashes added drop that set (built again if
+    needed): 8 bytes an id, not about 70."""
 
     SET_AFTER = 32
 
     def __init__(self):
-        self.packed = b""
-        self.extra: set[int] = set()
+        self.packed = bytearray()
         self.full: set[int] | None = None
         self.lookups = 0
 
@@ -184,11 +185,14 @@ class IdHashes:
             self.full.update(_unpack(data))
 
     def update(self, hashes) -> None:
-        self.extra.update(hashes)
+        packed = array.array("Q", hashes)
+        if packed:
+            if sys.byteorder != "little":
+                packed.byteswap()
+            self.packed += packed.tobytes()
+            self.full, self.lookups = None, 0
 
     def __contains__(self, h: int) -> bool:
-        if h in self.extra:
-            return True
         if self.full is None:
             self.lookups += 1
             if self.lookups <= self.SET_AFTER:
@@ -220,22 +224,35 @@ class AnchoredIds:
         self.db = db_seen
         self.key = key
         self.hashes = hashes  # committed and anchored (or checked since)
-        self.pending: list[int] = []  # hashes of the ids added since, in order
+        self.pending = HashLog()  # hashes of the ids added since, in order
+        self._last = (None, 0)  # the pair last found new, and its hash (add() follows)
 
     def prefetch(self, records) -> None:
         self.db.prefetch(records)
 
+    @property
+    def older(self):
+        """The database index's pairs added before the current chunk."""
+        return self.db.older
+
+    @older.setter
+    def older(self, value) -> None:
+        self.db.older = value
+
     def __contains__(self, pair) -> bool:
         if pair in self.db:
             return True
-        if id_hash(self.key, *pair) in self.hashes:
+        h = id_hash(self.key, *pair)
+        if h in self.hashes:
             raise refuse(f"liquidation {str(pair[1])[:40]!r} of {pair[0]} was signed by this key, "
                          "but the database does not record it")
+        self._last = (pair, h)
         return False
 
     def add(self, pair) -> None:
         self.db.add(pair)
-        self.pending.append(id_hash(self.key, *pair))
+        last, h = self._last
+        self.pending.append(h if last is pair or last == pair else id_hash(self.key, *pair))
 
 
 class WriterAnchor:
@@ -252,6 +269,7 @@ class WriterAnchor:
         self.ids = IdHashes()  # the hashes of the liquidation ids up to self.state
         self._ids_disk = 0  # how many of them the .ids file holds for this state's history
         self._ids_unsaved: list[int] = []  # the others, in order
+        self._ids_stale = False  # self.ids lacks what lazy advances added (the file and _ids_unsaved hold them)
 
     # -- the file --------------------------------------------------------------
 
@@ -341,9 +359,8 @@ class WriterAnchor:
     def _ids_from_file(self, saved: AnchorState) -> None:
         """``self.ids`` for a state read from the file (only its tail is
         read when this process already holds the beginning)."""
-        if saved.ids_key != getattr(self, "_ids_key", None) or self._ids_disk > saved.ids:
-            self.ids = IdHashes()
-            self._ids_disk = 0
+        if saved.ids_key != getattr(self, "_ids_key", None) or self._ids_disk > saved.ids or self._ids_stale:
+            self.ids, self._ids_disk, self._ids_stale = IdHashes(), 0, False
         self.ids.add_packed(self._read_ids(self._ids_disk, saved.ids))
         self._ids_key, self._ids_disk, self._ids_unsaved = saved.ids_key, saved.ids, []
 
@@ -356,9 +373,11 @@ class WriterAnchor:
         saved = self.load()
         if self.state is not None and (saved is None or _order(self.state) > _order(saved)):
             saved = self.state  # what this process signed and has not saved yet
+            self._fresh_ids()
         elif saved is None:
             saved = AnchorState.empty(store.origin, store.vkey)
             self._ids_key, self.ids, self._ids_disk, self._ids_unsaved = saved.ids_key, IdHashes(), 0, []
+            self._ids_stale = False
         elif saved.origin != store.origin:
             raise refuse(f"the anchor {self.path!r} is for the log {saved.origin!r}, not {store.origin!r}")
         else:
@@ -409,7 +428,10 @@ class WriterAnchor:
         funds = dict(self.state.funds)
         funds.update((r[0], tuple(r)) for r in rows)
         cp = self.state.checkpoint if checkpoint is None else checkpoint.decode()
-        self.ids.update(new_ids)
+        if lazy:  # (an import: its hashes go to the file, not to memory)
+            self._ids_stale = True
+        else:
+            self.ids.update(new_ids)
         self._ids_unsaved += new_ids
         keys = self.state.keys if new_key is None else self.state.keys + (tuple(new_key),)
         self.state = replace(self.state, tree_size=tree_size, root=root, prev=prev, funds=funds, checkpoint=cp,
@@ -417,6 +439,15 @@ class WriterAnchor:
         self._unsaved = True
         if not lazy or time.monotonic() - self._saved_at >= LAZY_SAVE_SECONDS:
             self.flush()
+
+    def _fresh_ids(self) -> None:
+        """``self.ids`` complete again after lazy advances: the file's
+        hashes of this state's history, then the unsaved ones."""
+        if self._ids_stale:
+            self.ids = IdHashes()
+            self.ids.add_packed(self._read_ids(0, self._ids_disk))
+            self.ids.update(self._ids_unsaved)
+            self._ids_stale = False
 
     def flush(self) -> None:
         """Write the state a lazy :meth:`advance` left in memory, if any."""
@@ -434,6 +465,7 @@ def inherit(old: WriterAnchor, key_path: str) -> WriterAnchor:
     if old.state is None:
         raise StoreError("the anchor was not checked before the rotation")
     old.flush()
+    old._fresh_ids()
     new = WriterAnchor(anchor_path(key_path))
     new.ids, new._ids_key = old.ids, old.state.ids_key
     new._ids_disk, new._ids_unsaved = 0, list(_unpack(old._read_ids(0, old.state.ids)))

@@ -27,7 +27,7 @@ are ever inserted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Callable
 
@@ -51,6 +51,7 @@ from ledger.rules.fast import fast_liquidation
 from ledger.store.build import build_entry
 from ledger.store.chains import fill_chains
 from ledger.store.schema import contract_row
+from ledger.store.seen import FrameLog, SpilledPairs
 
 CHUNK = 200  # records per message to the chain signer
 _PREV_KEY = b'"prev":"'
@@ -187,8 +188,8 @@ class Prepared:
     prev: bytes
     records: int = 0
     duplicates: int = 0
-    batches: list = field(default_factory=list)
-    ids: list = field(default_factory=list)  # with an anchor: the hashes of the new ids, in order
+    batches: FrameLog = field(default_factory=FrameLog)  # each Batch as a tuple, on file
+    ids: list = field(default_factory=list)  # with an anchor: the hashes of the new ids, in order (a HashLog)
 
 
 class Fallback(Exception):
@@ -220,6 +221,17 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
     seen = book.seen
     if anchor is not None:
         out.ids = seen.pending
+    seen.older = SpilledPairs()  # the ids of earlier chunks: bounded in memory
+    try:
+        _build_all(builder, chunks, tell, chain, out, anchor is not None)
+    finally:
+        seen.older.close()
+    return out
+
+
+def _build_all(builder: EntryBuilder, chunks, tell, chain, out: Prepared, anchored: bool) -> None:
+    """The loop of :func:`prepare`: each chunk built, sent, and noted as a Batch in ``out``."""
+    seen = builder.book.seen
     offset, next_line = tell(), 1
     for chunk in chunks:
         b = Batch(offset, next_line, records=len(chunk))
@@ -244,13 +256,12 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
             chain.send(items)
             b.entries += len(items) // per
         b.summaries = builder.summaries()
-        if anchor is not None:
+        if anchored:
             b.ids_end = len(seen.pending)
         out.records += b.records
         out.duplicates += b.dups
-        out.batches.append(b)
+        out.batches.append(astuple(b))
         offset, next_line = tell(), chunk[-1][0] + 1
-    return out
 
 
 def write(store, signer, prep: Prepared, chain, result, progress, anchor=None) -> None:
@@ -259,7 +270,8 @@ def write(store, signer, prep: Prepared, chain, result, progress, anchor=None) -
     advanced after each commit."""
     size, prev = prep.size, prep.prev
     ids_start = 0
-    for b in prep.batches:
+    for t in prep.batches:
+        b = Batch(*t)
         rows: list[tuple] = []
         tree_rows: list[tuple] = []
         while len(rows) < b.entries:

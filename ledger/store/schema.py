@@ -235,14 +235,25 @@ def read_tree_hashes(conn: sqlite3.Connection, indexes: Sequence[int]) -> list[b
     except KeyError as e:
         raise ProofError(f"stored hash {e.args[0]} is missing") from None
 
+class _Pairs(set):
+    """Pairs added before the current chunk (ledger/store/seen.py bounds them)."""
+
+    def find(self, contract: str, ids: list[str]) -> set[str]:
+        return {i for i in ids if (contract, i) in self}
+
+
 class _SeenInDb:
     """The set of recorded (contract, liquidation id) pairs, looked up in the
-    database's unique index plus the ids of the batch being written."""
+    database's unique index plus the pairs added since: in memory those of
+    the current chunk (the records of the last :meth:`prefetch`), in
+    ``older`` those added before it."""
 
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
-        self._batch: set = set()  # pairs known to be recorded
-        self._known: set = set()  # ids whose absence from the database is known
+        self._batch: set = set()  # pairs of the current chunk known to be recorded
+        self._known: set = set()  # pairs of the current chunk in neither the database nor older
+        self._added: list = []  # pairs added since the last prefetch
+        self.older = _Pairs()
 
     def __contains__(self, key) -> bool:
         if key in self._batch:
@@ -252,23 +263,27 @@ class _SeenInDb:
         row = self._conn.execute(
             "SELECT 1 FROM entries WHERE contract = ? AND liquidation_id = ?", key
         ).fetchone()
-        return row is not None
+        return row is not None or key in self.older
 
     def add(self, key) -> None:
         self._batch.add(key)
+        self._added.append(key)
 
     def prefetch(self, records: Sequence[dict]) -> None:
         """Look up the liquidation ids of ``records`` in a few queries, so
-        that the per-record checks hit memory. When every id of a contract
-        sorts after the greatest id the database holds for it (ids that
-        grow, as exchanges issue them), none can be there: one index seek
-        instead of a lookup per id."""
+        that the per-record checks hit memory (the chunk before's additions
+        move to ``older``). When every id of a contract sorts after the
+        greatest the database holds for it (ids that grow, as exchanges
+        issue them), none can be there: one index seek for all."""
+        self.older.update(self._added)
+        self._added, self._batch, self._known = [], set(), set()
         by_contract: dict[str, list[str]] = {}
         for r in records:
             c, i = r.get("contract"), r.get("id")
             if r.get("kind") == "liquidation" and _sqlite_text(c) and _sqlite_text(i):
                 by_contract.setdefault(c, []).append(i)
         for c, ids in by_contract.items():
+            self._batch.update((c, i) for i in self.older.find(c, ids))
             # SQLite's BINARY collation orders UTF-8 bytes, the order of
             # code points, as Python compares str (and a valid id is
             # printable ASCII anyway)
