@@ -72,3 +72,26 @@ def run_fundledger(*args, cwd=None, env=None, input=None, timeout=300):
         [sys.executable, "-m", "ledger.cli", *map(str, args)],
         cwd=cwd, env=e, input=input, capture_output=True, timeout=timeout,
     )
+
+
+@pytest.fixture(autouse=True)
+def _stop_site_verifiers(monkeypatch):
+    """Stop every site verifier thread a test started: a thread left
+    running can hold a lock that a later test's forked child then waits on
+    for ever."""
+    from publish.verified import SiteVerifier
+
+    started = []
+    start = SiteVerifier.start
+
+    def tracked(self):
+        started.append(self)
+        return start(self)
+
+    monkeypatch.setattr(SiteVerifier, "start", tracked)
+    yield
+    for v in started:
+        v.stop()
+    for v in started:
+        if v._thread is not None:
+            v._thread.join(timeout=10)

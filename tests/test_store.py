@@ -592,7 +592,7 @@ def test_two_processes_appending_at_once(ledger):
     ledger.contract()
     ledger.contract(symbol="ETHUSDTM")
     ledger.store.close()
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # a fork would inherit locks held by other threads of the suite
     barrier = ctx.Barrier(2)
     q = ctx.Queue()
     n = 300
