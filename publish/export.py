@@ -115,7 +115,7 @@ def export_pending(store: Reader, root: str) -> ExportResult:
             pending = store.pending_checkpoint()
             if pending is None:
                 raise StoreError("no pending checkpoint")
-            size = note.parse_checkpoint(note.split_note(pending)[0]).tree_size
+            size = note.parse_signed_checkpoint(pending).tree_size
             os.makedirs(root, exist_ok=True)
             old = exported_size(root, store.origin)
             return ExportResult(size, old, _export_tiles(store, root, old, size) if size > old else 0)

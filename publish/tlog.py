@@ -72,7 +72,7 @@ def tiles_size(conn) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = 'pending_checkpoint'").fetchone()
     if row is not None:
         try:
-            size = max(size, note.parse_checkpoint(note.split_note(row[0].encode("utf-8"))[0]).tree_size)
+            size = max(size, note.parse_signed_checkpoint(row[0].encode("utf-8")).tree_size)
         except (FundledgerError, UnicodeError):
             pass  # not a checkpoint: serve what the published one covers
     return size

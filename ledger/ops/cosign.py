@@ -75,7 +75,7 @@ def ask(client: httpx.Client, witness: Witness, checkpoint: bytes, old_size: int
         timeout: float) -> tuple[Outcome | None, int | None]:
     """One add-checkpoint request: ``(outcome, None)``, or ``(None, size)``
     when the witness answers 409 holding ``size`` (ask again from there)."""
-    size = note.parse_checkpoint(note.split_note(checkpoint)[0]).tree_size
+    size = note.parse_signed_checkpoint(checkpoint).tree_size
     url = witness.url.rstrip("/") + "/add-checkpoint"
 
     def failed(reason: str) -> tuple[Outcome, None]:

@@ -87,7 +87,7 @@ def feed(url: str, token: str, stop: threading.Event, echo, seed: int = 7) -> No
         while not stop.wait(rng.uniform(*FEED_EVERY_S)):
             batch = []
             for _ in range(rng.randint(*FEED_BATCH)):
-                ms, record = sim._calm_liquidation(i, ms)
+                ms, record = sim.live_liquidation(i, ms)
                 record.pop("time")  # now, as the service appends it
                 batch.append(record)
                 i += 1

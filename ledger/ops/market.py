@@ -279,6 +279,11 @@ class Simulation:
                 ms, record = self._calm_liquidation(i, ms)
             yield record
 
+    def live_liquidation(self, i: int, ms: int) -> tuple[int, dict]:
+        """A calm-market liquidation ``i``, after the simulated run (the
+        live demo's risk engine): its time and record."""
+        return self._calm_liquidation(i, ms)
+
     def _calm_liquidation(self, i: int, ms: int) -> tuple[int, dict]:
         """Liquidation ``i`` outside the crash, ``ms`` after the start of the
         previous one; returns its time and record."""

@@ -143,7 +143,7 @@ def _fetch_checkpoint(source: str) -> tuple[bytes | None, note.Checkpoint | None
     finally:
         src.close()
     try:
-        return data, note.parse_checkpoint(note.split_note(data)[0]) if data else None
+        return data, note.parse_signed_checkpoint(data) if data else None
     except FundledgerError:
         return data, None
 
@@ -200,7 +200,7 @@ def _witness_events(conn, opts: Options, origin: str) -> list[dict]:
                 body = b"".join(r.iter_bytes())[:MAX_WITNESS_REPLY + 1]
             if r.status_code != 200 or len(body) > MAX_WITNESS_REPLY:
                 raise ValueError(f"HTTP {r.status_code}")
-            cp = note.parse_checkpoint(note.split_note(body)[0])
+            cp = note.parse_signed_checkpoint(body)
         except (httpx.HTTPError, ValueError, FundledgerError) as e:
             out.append(_event("witness_unreachable", witness=url, reason=str(e)[:200]))
             continue

@@ -150,15 +150,16 @@ class Writer:
     def _group(self, group: list[tuple[list[dict], Future]]) -> None:
         """Append the bodies of ``group`` in one transaction (one commit, one
         anchor check); if any record is refused, body by body, so that a bad
-        body fails alone. Order is kept either way."""
-        if len(group) == 1:
-            self._append(*group[0])
-            return
+        body fails alone, naming its line. Order is kept either way."""
         try:
             result = self.store.append([r for records, _ in group for r in records], [self.signer], anchor=self.anchor)
-        except FundledgerError:
-            for records, f in group:
-                self._append(records, f)
+        except FundledgerError as e:
+            if len(group) > 1:
+                for body in group:
+                    self._group([body])
+                return
+            index = getattr(e, "record_index", None)
+            group[0][1].set_exception(e if index is None else BadBody(f"line {index + 1}: {e}"))
             return
         except Exception as e:  # a bug: these bodies fail, the service goes on
             for _, f in group:
@@ -169,19 +170,6 @@ class Writer:
         for records, f in group:
             f.set_result(result.per_record[at:at + len(records)])
             at += len(records)
-
-    def _append(self, records: list[dict], f: Future) -> None:
-        try:
-            result = self.store.append(records, [self.signer], anchor=self.anchor)
-        except FundledgerError as e:
-            index = getattr(e, "record_index", None)
-            f.set_exception(e if index is None else BadBody(f"line {index + 1}: {e}"))
-            return
-        except Exception as e:  # a bug: the body fails, the service goes on
-            f.set_exception(e)
-            return
-        self.health.size = result.tree_size or self.store.size()
-        f.set_result(result.per_record)
 
     def _checkpoint(self) -> None:
         """Sign (and export, and have cosigned) a checkpoint if the log grew;

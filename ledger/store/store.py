@@ -368,13 +368,13 @@ class Store(Reader):
             "((SELECT COALESCE(MAX(id), 0) + 1 FROM checkpoints), ?, ?, ?, ?)",
             (size, root, time, signed),
         )
-        if size >= self._pending_size(conn):
+        if size >= self._pending_size():
             conn.execute("DELETE FROM meta WHERE key = 'pending_checkpoint'")
         return conn.execute("SELECT MAX(id) FROM checkpoints").fetchone()[0]
 
-    def _pending_size(self, conn) -> int:
+    def _pending_size(self) -> int:
         pending = self.pending_checkpoint()
-        return -1 if pending is None else note.parse_checkpoint(note.split_note(pending)[0]).tree_size
+        return -1 if pending is None else note.parse_signed_checkpoint(pending).tree_size
 
     def publish_checkpoint(self, signed: bytes, cosignatures: Sequence[tuple[str, bytes, int, bytes]],
                            clock: Callable[[], str] = now_time) -> int:
@@ -387,7 +387,7 @@ class Store(Reader):
         with self._write() as conn:
             if self.pending_checkpoint() != signed:
                 raise StoreError("that checkpoint is not the pending one (another writer signed since)")
-            cp = note.parse_checkpoint(note.split_note(signed)[0])
+            cp = note.parse_signed_checkpoint(signed)
             last = self.latest_checkpoint()
             if last is not None and last[1] >= cp.tree_size:
                 raise StoreError(f"checkpoint {last[1]} was published meanwhile: {cp.tree_size} is not newer")
