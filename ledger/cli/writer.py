@@ -183,7 +183,7 @@ def adl(symbol, account, as_json, db_path):
     Example: fundledger adl XBTUSDTM --json
     """
     from ledger.errors import InputError
-    from ledger.ops import adl_report
+    from publish import adl as adl_report
 
     store = open_store(db_path, readonly=True)
     commitment = None if account is None else adl_report.parse_account(account)

@@ -1,4 +1,4 @@
-"""The ADL events of one fund, read from a ledger (``fundledger adl``).
+"""The ADL events of one fund, read from a ledger (``fundledger adl``, the site).
 
 For each ADL liquidation of a lot contract (docs/FORMAT.md,
 "Auto-deleveraging"): its size against the minimum the balance required,
