@@ -42,7 +42,9 @@ from dataclasses import dataclass, field
 
 from ledger.errors import InvariantError, RuleError
 from ledger.format import kinds
-from ledger.format.kinds import CONTRACT_TYPES, MAX_CURRENCY_LENGTH, MAX_ID_LENGTH, MAX_SCALE, MAX_SYMBOL_LENGTH, SIDES
+from ledger.format.kinds import (  # noqa: F401 (the limits, re-exported)
+    CONTRACT_TYPES, MAX_CURRENCY_LENGTH, MAX_FRAC_DIGITS, MAX_ID_LENGTH, MAX_INT_DIGITS, MAX_SCALE, MAX_SYMBOL_LENGTH, SIDES,
+)
 from ledger.rules import adl as _adl
 from ledger.rules.chains import Chains
 # The numbers and times of the rules, re-exported: callers import them from here.
