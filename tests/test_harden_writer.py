@@ -212,7 +212,7 @@ def test_a_replayed_id_the_database_lost_is_refused(tmp_path, how):
         assert e.value.seq == seq and "duplicate" in e.value.reason
 
 
-def test_id_hashes_are_found_in_the_bytes_and_in_the_set():
+def test_id_hashes_are_found_in_the_bytes_and_in_sorted_runs():
     from ledger.ops.anchor import IdHashes
 
     ids = IdHashes()
@@ -220,9 +220,27 @@ def test_id_hashes_are_found_in_the_bytes_and_in_the_set():
     ids.update([9])
     # (7 << 8 is 7 in the second byte: found only at an 8-byte boundary)
     probes = [5, 1 << 63, 7 << 8, 9, 7, 0, 1 << 55, 6]
-    seen = [h in ids for h in probes] + [h in ids for h in probes * 10]  # past SET_AFTER: the set
-    assert ids.full is not None
+    seen = [h in ids for h in probes] + [h in ids for h in probes * 10]  # past SET_AFTER: a sorted run
+    assert not ids.packed and len(ids) == 4
     assert seen == [True, True, True, True, False, False, False, False] * 11
+    # a run sorted by buckets of its top byte, and runs merged: the same set
+    many = IdHashes()
+    values = [(i * 0x9E3779B97F4A7C15) % (1 << 64) for i in range(3 * IdHashes.TAIL)]
+    many.add_packed(b"".join(h.to_bytes(8, "little") for h in values[:IdHashes.TAIL + 5]))
+    many.update(values[IdHashes.TAIL + 5:])
+    assert all(h in many for h in values) and not any(h + 1 in many for h in values[:1000])
+    assert len(many) == len(values) and all(list(r) == sorted(r) for r in many.runs)
+
+
+def test_a_large_run_is_sorted_by_buckets(monkeypatch):
+    import array
+
+    from ledger.ops import anchor
+
+    monkeypatch.setattr(anchor, "_BUCKETED", 1000)  # (a million, else)
+    values = [(i * 0x9E3779B97F4A7C15) % (1 << 64) for i in range(5000)]
+    for given in (array.array("Q", values), array.array("Q", values).tobytes()):
+        assert list(anchor._sorted(given)) == sorted(values)
 
 
 # --- a truncated log ---------------------------------------------------------------------------
