@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sqlite3
 from fractions import Fraction
 
 import pytest
@@ -128,7 +129,7 @@ def test_the_events_verify_in_full_and_light(honest):
     # 23 surpluses of 1 USDT each; L1 pays 20 of its 100, L2 3 of its 9 (0.001 * 1000 a lot), L3 none
     assert lot["credited"] == "23.00000000" and lot["paid"] == "23.00000000" and lot["balance"] == "0.00000000"
     assert lot["adl"] == "91.00000000" and lot["lot"] == "1"
-    conn = tu.open_rw(db)
+    conn = sqlite3.connect(db)
     (rows,) = conn.execute("SELECT COUNT(*) FROM entries WHERE kind = 'adl' AND contract = 'XBTLOT'").fetchone()
     conn.close()
     assert lot["allocations"] == rows > 7
@@ -352,3 +353,37 @@ def test_a_plain_liquidation_hiding_an_adl_fails_verification(forged):
             o.pop(k)
     verdict = _resign(conn, copy, signer, seq, plain)
     assert verdict["ok"] is False and verdict["seq"] == seq and "ADL of 5 is needed" in verdict["reason"], verdict
+
+
+def test_the_service_takes_an_event_in_one_body_and_refuses_half_of_one(ledger2):
+    """`fundledger run` over loopback: an ADL liquidation and its allocation
+    in one POST body are appended and covered by a checkpoint; a body with
+    the liquidation alone is a 400 naming why, and writes nothing."""
+    import time
+
+    from test_service import Service, body
+
+    lg = ledger2
+    lg.store.append([LOT] + [surplus(i) for i in range(20)], [lg.signer])
+    records = event(lg.store, shortfall("L1", "100"), 30, per_entry=5)
+    s = Service(lg, "--interval", "0.2")
+    try:
+        def moved() -> int:
+            return sqlite3.connect(lg.db).execute("SELECT COUNT(*) FROM entries WHERE kind IN ('liquidation', 'adl')"
+                                             ).fetchone()[0]
+        before = moved()
+        r = s.post(body(records[:1]))
+        assert r.status_code == 400 and "end before the ADL allocation" in r.json()["error"], r.text
+        assert moved() == before
+        r = s.post(body(records))
+        assert r.status_code == 200, r.text
+        seqs = [x["seq"] for x in r.json()["results"]]
+        assert seqs == list(range(seqs[0], seqs[0] + len(records)))
+        deadline = time.monotonic() + 20
+        while sqlite3.connect(lg.db).execute("SELECT COALESCE(MAX(tree_size), 0) FROM checkpoints").fetchone()[0] <= seqs[-1]:
+            assert time.monotonic() < deadline, s.stderr()
+            time.sleep(0.1)
+    finally:
+        assert s.stop() == 0
+    verdict = tu.lib_verify(lg.db)
+    assert verdict["ok"] is True, verdict
