@@ -239,7 +239,8 @@ def _sorted(hashes: array.array | bytes) -> array.array:
     """``hashes`` (an array, or little-endian uint64 bytes) sorted, as an
     array: directly up to _BUCKETED of them, else bucket by bucket of their
     top byte (the buckets' order is the hashes' order), read a slice at a
-    time, so that no list of more than _BUCKETED ints is ever made."""
+    time, so that no list of more than _BUCKETED ints is ever made. A
+    bytearray given is emptied once read (its owner hands it over)."""
     n = len(hashes) // 8 if isinstance(hashes, (bytes, bytearray)) else len(hashes)
     if n <= _BUCKETED:
         return array.array("Q", sorted(_unpack(hashes) if isinstance(hashes, (bytes, bytearray)) else hashes))
@@ -249,6 +250,8 @@ def _sorted(hashes: array.array | bytes) -> array.array:
             else hashes[i:i + _BUCKETED]
         for h in part:
             buckets[h >> 56].append(h)
+    if isinstance(hashes, bytearray):
+        hashes.clear()  # (the caller's, handed over: freed before the run grows)
     out = array.array("Q")
     for k in range(256):
         out.extend(sorted(buckets[k]))
