@@ -433,8 +433,8 @@
     const q = a / b;
     return (a % b !== 0n && a < 0n) ? q - 1n : q;
   }
-  /** floor(delta * 10**scale): linear q*m*(f-b) (long); inverse q*m*(1/b - 1/f) (long); shorts negated. */
-  function movementUnits(type, side, q, m, b, f, scale) {
+  /** The exact movement [num, den] (den > 0): linear q*m*(f-b) (long); inverse q*m*(1/b - 1/f) (long); shorts negated. */
+  function movementFraction(type, side, q, m, b, f) {
     const [qn, qk] = q, [mn, mk] = m, [bn, bk] = b, [fn, fk] = f;
     let num = qn * mn * (fn * pow10(bk) - bn * pow10(fk));
     let den;
@@ -443,7 +443,38 @@
     else fail(`unknown contract type ${type}`);
     if (side === "short") num = -num;
     else if (side !== "long") fail(`unknown side ${side}`);
+    return [num, den];
+  }
+  /** floor(delta * 10**scale) of movementFraction. */
+  function movementUnits(type, side, q, m, b, f, scale) {
+    const [num, den] = movementFraction(type, side, q, m, b, f);
     return floorDiv(num * pow10(scale), den);
+  }
+  /** The canonical spelling of units / 10**digits (no trailing zero after the point). */
+  function decimalStr(units, digits) {
+    const neg = units < 0n;
+    let s = (neg ? -units : units).toString();
+    if (digits > 0) {
+      s = s.padStart(digits + 1, "0");
+      const frac = s.slice(s.length - digits).replace(/0+$/, "");
+      s = s.slice(0, s.length - digits) + (frac ? "." + frac : "");
+    }
+    return (neg ? "-" : "") + s;
+  }
+  /** -1, 0 or 1 as decimal a is below, equal to or above decimal b ([units, digits] each). */
+  function compareDecimals(a, b) {
+    const x = a[0] * pow10(b[1]), y = b[0] * pow10(a[1]);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  /** How many lots the decimal q is, or null when it is not a whole multiple of ``lot``. */
+  function lotsIn(q, lot) {
+    const num = q[0] * pow10(lot[1]), den = lot[0] * pow10(q[1]);
+    return num % den === 0n ? num / den : null;
+  }
+  /** -1, 0 or 1: the byte strings a and b in lexicographic (unsigned) order. */
+  function compareBytes(a, b) {
+    for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+    return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
   }
 
   // --- entries ---------------------------------------------------------------------
@@ -465,7 +496,14 @@
       "prev", "qty", "seq", "side", "time"],
     key: ["contract", "kind", "prev", "seq", "time", "vkey"],
     state: ["contract", "format", "funds", "heads", "keys", "kind", "prev", "seq", "time"],
+    // docs/FORMAT.md, "Auto-deleveraging": the positions an ADL liquidation closed (chain fields added)
+    adl: ["contract", "event", "kind", "liquidation", "positions", "prev", "price", "seq", "side", "time"],
   };
+  // a liquidation of a lot contract that the fund cannot pay: its minimum ADL and the queue it closes
+  const ADL_FIELDS = ["adl_qty", "queue_root", "queue_size"];
+  const MAX_QUEUE = 1048576;
+  const MAX_POSITIONS = 256;
+  const MAX_QUEUE_PROOF = 64;
   const CHAIN_FIELDS = ["chain_prev", "chain_seq"];
   const KEY_FIELDS = ["key_hash", "key_seq"];
 
@@ -500,6 +538,53 @@
     }
   }
 
+  /** An entry's fields are exactly ``want``: else the first unexpected one,
+   *  then the first missing one, each with its reason in ``why`` if any. */
+  function fieldSet(obj, want, why = {}) {
+    const have = Object.keys(obj).sort();
+    const said = (k) => (why[k] ? " " + why[k] : "");
+    for (const k of have) if (!want.includes(k)) fail(`unexpected field '${k.slice(0, 30)}'${said(k)}`);
+    for (const k of [...want].sort()) if (!(k in obj)) fail(`missing field '${k}'${said(k)}`);
+  }
+  function lotText(fund) { return decimalStr(fund.lot[0], fund.lot[1]); }
+
+  /** One position of an ADL event (docs/FORMAT.md, "adl: the positions
+   *  closed"): ``text`` holds six values (``closed``: with its qty) or five
+   *  (``next``, a position not closed), each in its grammar, the score the
+   *  exact product of the profit ratio and the leverage, the quantities
+   *  whole multiples of ``lot``. */
+  function parsePosition(text, closed, lot, what) {
+    const v = text.split(" ");
+    if (v.length !== (closed ? 6 : 5)) {
+      fail(`${what} is not ${closed ? "six" : "five"} values separated by one space ` +
+        `(<commitment> <size>${closed ? " <qty>" : ""} <pnl_ratio> <leverage> <score>)`);
+    }
+    const [c, sizeText] = v, [ratioText, leverageText, scoreText] = v.slice(closed ? 3 : 2);
+    const commitment = b64decode(c, `${what}: the commitment`);
+    if (commitment.length !== 32) fail(`${what}: the commitment is not 32 bytes`);
+    const size = positive(sizeText, `${what}: size`);
+    const sizeLots = lotsIn(size, lot);
+    if (sizeLots === null) fail(`${what}: size ${sizeText} is not a whole multiple of the lot ${decimalStr(lot[0], lot[1])}`);
+    let qtyLots = null;
+    if (closed) {
+      const qty = positive(v[2], `${what}: qty`);
+      qtyLots = lotsIn(qty, lot);
+      if (qtyLots === null) fail(`${what}: qty ${v[2]} is not a whole multiple of the lot ${decimalStr(lot[0], lot[1])}`);
+      if (qtyLots > sizeLots) fail(`${what}: qty ${v[2]} is above its size ${sizeText}`);
+    }
+    const ratio = positive(ratioText, `${what}: pnl_ratio`), leverage = positive(leverageText, `${what}: leverage`);
+    const score = [ratio[0] * leverage[0], ratio[1] + leverage[1]];
+    const product = decimalStr(score[0], score[1]);
+    if (scoreText !== product) fail(`${what}: score ${scoreText.slice(0, 60)} is not pnl_ratio \u00d7 leverage: the product is ${product}`);
+    return { commitment, key: c, sizeLots, qtyLots, score, leaf: [c, sizeText, ratioText, leverageText, scoreText].join(" ") };
+  }
+  /** Position ``pos`` ranks after ``before`` (docs/FORMAT.md, "ranked"): a
+   *  score not above it, at an equal score a greater commitment. */
+  function ranksAfter(pos, before) {
+    const c = compareDecimals(pos.score, before.score);
+    return c < 0 || (c === 0 && compareBytes(pos.commitment, before.commitment) > 0);
+  }
+
   /** The replayed state: funds, liquidation ids, log keys. */
   class Book {
     constructor(anchor) {
@@ -512,6 +597,7 @@
       this.keyHead = null;  // {seq, leaf} of the latest key entry
       this.stateHead = null;
       this.lastKind = null;
+      this.pending = null;  // an ADL event whose adl entries do not add up to its adl_qty yet
     }
     /** The chain fields an entry names in format 2: its chain's head, if any. */
     link(head) {
@@ -541,15 +627,20 @@
     async apply(obj, seq, origin, leaf) {
       const kind = obj.kind;
       let want = FIELDS[kind];
-      if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation, key and state exist`);
+      if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation, key, state and adl exist`);
+      if (this.pending && kind !== "adl") {
+        const p = this.pending;
+        fail(`a ${kind} entry may not come between the ADL liquidation at seq ${p.event} and its adl entries ` +
+          `(${decimalStr(p.closed * p.lot[0], p.lot[1])} of adl_qty ${p.adlQty} allocated so far)`);
+      }
+      if (kind === "adl") return this.adlEntry(obj, seq, leaf);
       const chain = kind === "liquidation" ? this.link(this.funds.get(obj.contract))
         : kind === "key" ? this.link(this.keyHead) : kind === "state" ? this.link(this.stateHead) : {};
       want = [...want, ...Object.keys(chain), ...(kind === "state" && this.keyHead ? KEY_FIELDS : [])].sort();
       // the inputs first, then the set of fields, then the amounts (the order of ledger/verify/verifier.py)
-      const fields = () => {
-        const have = Object.keys(obj).filter((k) => k !== "mark_price").sort();
-        if ("mark_price" in obj && kind !== "liquidation") fail("unexpected field mark_price");
-        if (have.join(",") !== want.join(",")) fail(`the fields of a ${kind} entry are wrong: ${have.join(", ")}`);
+      const fields = (why = {}) => {
+        if ("mark_price" in obj && kind !== "liquidation") fail("unexpected field 'mark_price'");
+        fieldSet(obj, want.concat(kind === "liquidation" && "mark_price" in obj ? ["mark_price"] : []), why);
       };
       if (kind === "contract") {
         const sym = obj.contract;
@@ -558,10 +649,14 @@
         if (!Number.isInteger(obj.scale) || obj.scale < 0 || obj.scale > 18) fail("bad scale");
         if (obj.type !== "linear" && obj.type !== "inverse") fail("bad contract type");
         const mult = positive(obj.multiplier, "multiplier");
+        // a lot contract (docs/FORMAT.md, "Lot contracts"): format 2 only
+        const hasLot = "lot" in obj && this.since !== null;
+        const lot = hasLot ? positive(obj.lot, "lot") : null;
+        if (hasLot) want = [...want, "lot"].sort();
         if (this.funds.has(sym)) fail(`contract ${sym} is registered twice`);
-        fields();
+        fields({ lot: "(a lot contract is a format-2 entry)" });
         this.funds.set(sym, { scale: obj.scale, type: obj.type, mult, currency: obj.currency, balance: 0n,
-          seq, leaf, entries: 1, headLeaf: null });
+          seq, leaf, entries: 1, headLeaf: null, lot });
         this.lastKind = kind;
         return;
       }
@@ -599,10 +694,45 @@
       const b = positive(obj.bankruptcy_price, "bankruptcy_price");
       const f = positive(obj.fill_price, "fill_price");
       if ("mark_price" in obj) positive(obj.mark_price, "mark_price");
-      const delta = movementUnits(fund.type, obj.side, q, fund.mult, b, f, fund.scale);
-      fields();
-      let paid = 0n, adl = 0n, balance;
-      if (delta >= 0n) {
+      const lots = fund.lot ? lotsIn(q, fund.lot) : null;
+      if (fund.lot && lots === null) fail(`qty ${obj.qty} is not a whole multiple of the lot ${lotText(fund)}`);
+      let delta = movementUnits(fund.type, obj.side, q, fund.mult, b, f, fund.scale);
+      // docs/FORMAT.md, "The minimum ADL": a lot contract's fund that cannot pay closes lots by ADL
+      const needsAdl = fund.lot !== null && fund.lot !== undefined && delta < 0n && -delta > fund.balance;
+      if (needsAdl) {
+        want = [...want, ...ADL_FIELDS].sort();
+        if ("adl_qty" in obj) positive(obj.adl_qty, "adl_qty");
+        if ("queue_root" in obj && b64decode(String(obj.queue_root), "queue_root").length !== 32) fail("queue_root is not 32 bytes");
+        if ("queue_size" in obj && !(Number.isSafeInteger(obj.queue_size) && obj.queue_size >= 1 && obj.queue_size <= MAX_QUEUE)) {
+          fail(`queue_size is ${String(obj.queue_size).slice(0, 20)}: it must be an integer from 1 to ${MAX_QUEUE}`);
+        }
+      }
+      const shortfall = amountStr(delta < 0n ? -delta : 0n, fund.scale);
+      const why = {};
+      for (const k of ADL_FIELDS) {
+        why[k] = needsAdl ? `(the shortfall ${shortfall} is above the balance ${amountStr(fund.balance, fund.scale)}: ADL is needed)`
+          : fund.lot ? "(ADL when the fund could pay: the fund covers this liquidation)"
+          : `(${obj.contract} has no lot: no ADL allocation)`;
+      }
+      fields(why);
+      let paid = 0n, adl = 0n, balance, adlLots = null;
+      if (needsAdl) {
+        // q_m: the largest number of lots the balance covers, at one lot's exact shortfall
+        const [num1, den1] = movementFraction(fund.type, obj.side, fund.lot, fund.mult, b, f);
+        const covered = floorDiv(fund.balance * den1, -num1 * pow10(fund.scale));
+        const marketLots = covered < lots ? covered : lots;
+        adlLots = lots - marketLots;
+        const adlQty = decimalStr(adlLots * fund.lot[0], fund.lot[1]);
+        if (obj.adl_qty !== adlQty) {
+          fail(`adl_qty is ${String(obj.adl_qty).slice(0, 40)} but the rules give ${adlQty} (the minimum ADL: ` +
+            `${decimalStr(marketLots * fund.lot[0], fund.lot[1])} of ${obj.qty} filled in the market with the balance)`);
+        }
+        const shortfallAll = -delta;
+        delta = movementUnits(fund.type, obj.side, [marketLots * fund.lot[0], fund.lot[1]], fund.mult, b, f, fund.scale);
+        paid = -delta;
+        adl = shortfallAll - paid;
+        balance = fund.balance - paid;
+      } else if (delta >= 0n) {
         balance = fund.balance + delta;
       } else {
         paid = -delta < fund.balance ? -delta : fund.balance;
@@ -615,11 +745,108 @@
         if (obj[k] !== s) fail(`${k} is ${String(obj[k]).slice(0, 40)} but the rules give ${s}`);
       }
       this.compare(obj, chain);
+      if (needsAdl) {
+        this.pending = { event: seq, last: seq, sym: obj.contract, id: obj.id, side: obj.side === "long" ? "short" : "long",
+          price: obj.bankruptcy_price, lot: fund.lot, need: adlLots, adlQty: obj.adl_qty, closed: 0n, count: 0,
+          queueRoot: b64decode(obj.queue_root, "queue_root"), queueSize: obj.queue_size, leaves: [], commitments: new Set(),
+          previous: null };
+      }
       fund.balance = balance;
       Object.assign(fund, { seq, leaf, entries: fund.entries + 1, headLeaf: null });
       this.seen.add(idKey);
       if (this.newIds) this.newIds.push(idHash(idKey));
       this.lastKind = kind;
+    }
+
+    /** An ``adl`` entry (docs/FORMAT.md, "Auto-deleveraging"): at the seq
+     *  after its event's liquidation or previous adl entry, its positions
+     *  the next ranks of the queue, and on the event's last entry the queue
+     *  shown against queue_root. */
+    adlEntry(obj, seq, leaf) {
+      const p = this.pending;
+      if (!p) {
+        const fund = this.funds.get(obj.contract);
+        if (fund && !fund.lot) fail(`an adl entry on ${obj.contract}, a contract without a lot (no ADL allocation)`);
+        fail("an adl entry must follow at once the liquidation whose ADL it allocates, or that liquidation's previous adl entry");
+      }
+      if (seq !== p.last + 1) {
+        fail(`the adl entries of the liquidation at seq ${p.event} follow it at consecutive seqs: this one is at ${seq}, ` +
+          `the event's entry before it at ${p.last}`);
+      }
+      const fund = this.funds.get(p.sym);
+      const chain = this.link(fund);
+      if (!("positions" in obj)) fail("missing field 'positions'");
+      if (typeof obj.positions !== "string") fail("positions is not a string");
+      const parts = obj.positions.split(",");
+      if (parts.length > MAX_POSITIONS) fail(`positions holds ${parts.length} positions: at most ${MAX_POSITIONS} an entry`);
+      const adlQty = () => `adl_qty ${p.adlQty}`;
+      const closedText = () => decimalStr(p.closed * p.lot[0], p.lot[1]);
+      parts.forEach((text, i) => {
+        const rank = p.count;
+        const what = `positions: rank ${rank}`;
+        const pos = parsePosition(text, true, p.lot, what);
+        if (p.commitments.has(pos.key)) fail(`${what}: commitment ${pos.key} appears twice in the event`);
+        if (p.previous) {
+          if (p.previous.qtyLots !== p.previous.sizeLots) {
+            fail(`${what}: rank ${rank - 1} is closed partly (qty below size) but is not the last position closed (queue order)`);
+          }
+          if (!ranksAfter(pos, p.previous)) {
+            fail(`${what}: it ranks before rank ${rank - 1} (scores never increase; at equal scores, the commitments increase)`);
+          }
+        }
+        p.closed += pos.qtyLots;
+        if (p.closed > p.need) fail(`${what}: the quantities closed add up to ${closedText()}, more than ${adlQty()}`);
+        if (p.closed === p.need && i !== parts.length - 1) fail(`${what}: it reaches ${adlQty()} but is not the last position of its entry`);
+        p.commitments.add(pos.key);
+        p.leaves.push(pos.leaf);
+        p.previous = pos;
+        p.count++;
+      });
+      const last = p.closed === p.need;
+      let want = [...FIELDS.adl, ...Object.keys(chain)];
+      const shown = last && p.count < p.queueSize ? p.count + 1 : p.count;
+      if (last) {
+        if (p.count > p.queueSize) fail(`the event closes ${p.count} positions, more than its queue_size ${p.queueSize}`);
+        if (p.count < p.queueSize) want.push("next");
+        if (shown < p.queueSize) want.push("queue_proof");
+      }
+      const why = last ? { next: p.count < p.queueSize ? `(the queue of ${p.queueSize} goes on after the ${p.count} positions closed)`
+        : "(the whole queue is closed)", queue_proof: shown < p.queueSize ? `(${shown} of the ${p.queueSize} queue leaves are shown)`
+        : "(the leaves shown are the whole queue)" }
+        : { next: "(only on the event's last adl entry)", queue_proof: "(only on the event's last adl entry)" };
+      fieldSet(obj, want, why);
+      this.compare(obj, Object.assign({ contract: p.sym, liquidation: p.id, event: p.event, side: p.side, price: p.price }, chain));
+      if (last) {
+        const leaves = [...p.leaves];
+        if (want.includes("next")) {
+          if (typeof obj.next !== "string") fail("next is not a string");
+          const next = parsePosition(obj.next, false, p.lot, "next");
+          if (p.commitments.has(next.key)) fail(`next: commitment ${next.key} is one of the positions closed`);
+          if (!ranksAfter(next, p.previous)) fail(`next: it ranks before the last position closed (rank ${p.count - 1})`);
+          leaves.push(next.leaf);
+        }
+        const root = mthSync(leaves.map((l) => leafHashSync(enc.encode(l))));
+        if (shown === p.queueSize) {
+          if (!equal(root, p.queueRoot)) fail(`the ${shown} queue leaves shown do not hash to queue_root of the liquidation at seq ${p.event}`);
+        } else {
+          if (typeof obj.queue_proof !== "string") fail("queue_proof is not a string");
+          const proof = obj.queue_proof.split(" ");
+          if (proof.length > MAX_QUEUE_PROOF) fail(`queue_proof holds ${proof.length} hashes: at most ${MAX_QUEUE_PROOF}`);
+          const hashes = proof.map((h, i) => {
+            const raw = b64decode(h, `queue_proof: hash ${i}`);
+            if (raw.length !== 32) fail(`queue_proof: hash ${i} is not 32 bytes`);
+            return raw;
+          });
+          if (!consistent(shown, p.queueSize, root, p.queueRoot, hashes)) {
+            fail(`queue_proof does not prove the ${shown} queue leaves shown are the first of the ${p.queueSize} under queue_root ` +
+              `of the liquidation at seq ${p.event}`);
+          }
+        }
+      }
+      Object.assign(fund, { seq, leaf, entries: fund.entries + 1, headLeaf: null });
+      p.last = seq;
+      if (last) this.pending = null;
+      this.lastKind = "adl";
     }
 
     /** Each field of ``expect`` as the rules give it, in order. */
@@ -841,6 +1068,30 @@
     }
     return level[0];
   }
+  /** RFC 9162 (2.1.4.2): ``proof`` is a consistency proof from the tree of
+   *  ``first`` leaves with root ``firstHash`` to the tree of ``second``
+   *  leaves with root ``secondHash`` (0 < first <= second). */
+  function consistent(first, second, firstHash, secondHash, proof) {
+    if (!(first > 0 && first <= second)) return false;
+    if (first === second) return proof.length === 0 && equal(firstHash, secondHash);
+    if (proof.length === 0) return false;
+    const path = (first & (first - 1)) === 0 ? [firstHash, ...proof] : proof;
+    let fn = first - 1, sn = second - 1;
+    while (fn & 1) { fn >>>= 1; sn >>>= 1; }
+    let fr = path[0], sr = path[0];
+    for (const c of path.slice(1)) {
+      if (sn === 0) return false;
+      if ((fn & 1) || fn === sn) {
+        fr = nodeHashSync(c, fr);
+        sr = nodeHashSync(c, sr);
+        if (!(fn & 1)) while (!(fn & 1) && fn !== 0) { fn >>>= 1; sn >>>= 1; }
+      } else {
+        sr = nodeHashSync(sr, c);
+      }
+      fn >>>= 1; sn >>>= 1;
+    }
+    return sn === 0 && equal(fr, firstHash) && equal(sr, secondHash);
+  }
   /** mth() of the heads, synchronous. */
   function mthSync(leaves) {
     if (leaves.length === 0) return sha256Sync(new Uint8Array(0));
@@ -1038,14 +1289,15 @@
   /** The fund's book set to the remembered state, to go on from there. */
   function resume(fundBook, symbol, p) {
     fundBook.funds.set(symbol, { scale: p.scale, type: p.type, mult: positive(p.multiplier, "the remembered multiplier"), currency: p.currency,
-      balance: p.units, seq: p.seq, leaf: b64decode(p.hash, "the remembered head"), entries: p.entries, headLeaf: null });
+      balance: p.units, seq: p.seq, leaf: b64decode(p.hash, "the remembered head"), entries: p.entries, headLeaf: null,
+      lot: p.lot ? positive(p.lot, "the remembered lot") : null });
     fundBook.oldIds = p.idSet;
   }
   function rememberFund(cp, symbol, f, ids) {
     if (!memory) return false;
     return memory.saveFund(cp.origin, symbol, { size: cp.size, root: b64encode(cp.root), seq: f.seq, hash: b64encode(f.leaf), entries: f.entries,
       balance: amountStr(f.balance, f.scale), scale: f.scale, type: f.type, multiplier: amountStr(f.mult[0], f.mult[1]),
-      currency: f.currency, ids: b64encode(ids) });
+      currency: f.currency, ids: b64encode(ids), ...(f.lot ? { lot: lotText(f) } : {}) });
   }
 
   /** The fund's chain from entry ``from`` to its head, by the rules, from ``fundBook``'s state. */
@@ -1059,10 +1311,13 @@
         count++;
         continue;
       }
-      const kind = count === 0 ? "contract" : "liquidation";
+      // a fund's chain: its contract entry, then liquidations and the adl entries of its ADL events
+      const kinds = count === 0 ? ["contract"] : ["liquidation", "adl"];
       if (seq >= cp.size - 1) fail(`entry ${seq}: the chain of ${symbol} reaches past the state entry`);
       const obj = textObject(data, `entry ${seq}`);
-      if (obj.kind !== kind || obj.contract !== symbol) fail(`entry ${seq}: entry ${count} of the chain of ${symbol} is not a ${kind} entry of ${symbol}`);
+      if (!kinds.includes(obj.kind) || obj.contract !== symbol) {
+        fail(`entry ${seq}: entry ${count} of the chain of ${symbol} is not a ${kinds.join(" or ")} entry of ${symbol}`);
+      }
       let opened;
       try {
         opened = await openChainEntry(fundBook, data, seq, anchor.name, since, leaf);
@@ -1126,6 +1381,9 @@
     const checked = await walkChain(ctx, fundBook, prior ? prior.entries - 1 : 0, onProgress);
     const f = fundBook.funds.get(symbol);
     if (!f) fail(`the chain of ${symbol} is empty`);
+    if (fundBook.pending) {
+      fail(`entry ${f.seq}: the chain of ${symbol} ends inside the ADL event of the liquidation at seq ${fundBook.pending.event}`);
+    }
     if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) {
       if (prior && head.entries === prior.entries) throw notThroughPrior(symbol, prior);
       fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
