@@ -1,0 +1,205 @@
+"""An independent reading of docs/FORMAT.md, "Auto-deleveraging", for the
+tests of the browser verifier: the commitments, the ranked queue, its root
+and consistency proofs, and the fields of a lot contract's liquidations and
+adl entries, with fractions (no code of the ledger's rules). ``Sim`` writes
+entry objects (unsigned) as a format-2 log would hold them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from fractions import Fraction
+
+
+def b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def dec_str(x: Fraction) -> str:
+    """The canonical spelling of a finite decimal."""
+    sign = "-" if x < 0 else ""
+    x = abs(x)
+    digits = 0
+    while (x * 10**digits).denominator != 1:
+        digits += 1
+        assert digits <= 60, x
+    units = int(x * 10**digits)
+    if not digits:
+        return f"{sign}{units}"
+    whole, frac = divmod(units, 10**digits)
+    return f"{sign}{whole}.{str(frac).rjust(digits, '0').rstrip('0')}"
+
+
+def amount(units: int, scale: int) -> str:
+    sign, units = ("-", -units) if units < 0 else ("", units)
+    if not scale:
+        return f"{sign}{units}"
+    return f"{sign}{units // 10**scale}.{str(units % 10**scale).rjust(scale, '0')}"
+
+
+def account_commitment(account: str, salt: str) -> bytes:
+    return hashlib.sha256(b"fundledger-adl-account/v1\n" + account.encode() + b"\n" + salt.encode()).digest()
+
+
+def position_commitment(account_c: bytes, contract: str, liquidation_id: str) -> bytes:
+    return hashlib.sha256(b"fundledger-adl-position/v1\n" + account_c + contract.encode() + b"\n" + liquidation_id.encode()).digest()
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def mth(leaves: list[bytes]) -> bytes:
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1
+    while 2 * k < len(leaves):
+        k *= 2
+    return hashlib.sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:])).digest()
+
+
+def consistency_proof(m: int, leaves: list[bytes]) -> list[bytes]:
+    """RFC 9162 2.1.4.1: PROOF(m, D[n])."""
+    def sub(m: int, d: list[bytes], whole: bool) -> list[bytes]:
+        n = len(d)
+        if m == n:
+            return [] if whole else [mth(d)]
+        k = 1
+        while 2 * k < n:
+            k *= 2
+        if m <= k:
+            return sub(m, d[:k], whole) + [mth(d[k:])]
+        return sub(m - k, d[k:], False) + [mth(d[:k])]
+    return sub(m, leaves, True)
+
+
+class Position:
+    def __init__(self, commitment: bytes, size: str, pnl_ratio: str, leverage: str):
+        self.commitment, self.size, self.pnl_ratio, self.leverage = commitment, size, pnl_ratio, leverage
+        self.score = dec_str(Fraction(pnl_ratio) * Fraction(leverage))
+
+    def leaf(self) -> str:
+        return f"{b64(self.commitment)} {self.size} {self.pnl_ratio} {self.leverage} {self.score}"
+
+    def closed(self, qty: str) -> str:
+        return f"{b64(self.commitment)} {self.size} {qty} {self.pnl_ratio} {self.leverage} {self.score}"
+
+
+def ranked(positions: list[Position]) -> list[Position]:
+    return sorted(positions, key=lambda p: (-Fraction(p.score), p.commitment))
+
+
+def movement(ctype: str, side: str, qty: Fraction, mult: Fraction, b: Fraction, f: Fraction) -> Fraction:
+    d = qty * mult * ((f - b) if ctype == "linear" else (1 / b - 1 / f))
+    return d if side == "long" else -d
+
+
+class Sim:
+    """Entry objects of a format-2 log whose first state entry is at seq 0."""
+
+    ZERO = b64(bytes(32))
+
+    def __init__(self):
+        self.seq = 1  # seq 0: the first state entry, not written here
+        self.entries: list[dict] = []
+        self.funds: dict[str, dict] = {}
+        self.time = "2026-12-04T12:00:00Z"
+
+    def add(self, obj: dict) -> dict:
+        obj = dict(obj, seq=self.seq, prev=self.ZERO, time=self.time)
+        fund = self.funds.get(obj["contract"])
+        if fund is not None and obj["kind"] != "contract":
+            obj["chain_seq"], obj["chain_prev"] = fund["seq"], fund["leaf"]
+        self.entries.append({"seq": self.seq, "obj": obj})
+        self.seq += 1
+        return obj
+
+    def text(self, obj: dict) -> bytes:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+    def moved(self, obj: dict) -> None:
+        f = self.funds[obj["contract"]]
+        f["seq"], f["leaf"] = obj["seq"], b64(leaf_hash(self.text(obj)))
+
+    def contract(self, symbol: str, scale: int, ctype: str, mult: str, lot: str | None, currency: str = "USDT") -> dict:
+        rec = {"kind": "contract", "contract": symbol, "currency": currency, "scale": scale, "type": ctype, "multiplier": mult}
+        if lot is not None:
+            rec["lot"] = lot
+        obj = self.add(rec)
+        self.funds[symbol] = {"scale": scale, "type": ctype, "mult": Fraction(mult), "lot": lot and Fraction(lot),
+                              "balance": 0, "seq": obj["seq"], "leaf": b64(leaf_hash(self.text(obj)))}
+        return obj
+
+    def liquidation(self, symbol: str, lid: str, side: str, qty: str, b: str, f: str,
+                    queue: list[Position] | None = None, split: list[int] | None = None, **extra) -> list[dict]:
+        """The liquidation and, when the fund cannot pay a lot contract's
+        shortfall, its adl entries (closed from the top of ``queue``, ranked
+        here; ``split``: the positions of each adl entry)."""
+        fund = self.funds[symbol]
+        scale = fund["scale"]
+        mv = lambda q: movement(fund["type"], side, q, fund["mult"], Fraction(b), Fraction(f))
+        delta = math.floor(mv(Fraction(qty)) * 10**scale)
+        B = fund["balance"]
+        rec = {"kind": "liquidation", "contract": symbol, "id": lid, "side": side, "qty": qty,
+               "bankruptcy_price": b, "fill_price": f, **extra}
+        adl_lots = 0
+        if fund["lot"] is not None and delta < 0 and -delta > B:
+            lot = fund["lot"]
+            n = Fraction(qty) / lot
+            assert n.denominator == 1
+            s1 = -mv(lot) * 10**scale
+            k = min(int(n), math.floor(B / s1))
+            d_m = math.floor(mv(k * lot) * 10**scale)
+            paid = -d_m
+            adl_lots = int(n) - k
+            adl_qty = adl_lots * lot
+            q = ranked(queue)
+            closed, left = [], adl_qty
+            for p in q:
+                if left <= 0:
+                    break
+                take = min(Fraction(p.size), left)
+                closed.append((p, dec_str(take)))
+                left -= take
+            assert left == 0, "the queue holds too little"
+            shown = q[:len(closed) + 1]
+            leaves = [leaf_hash(p.leaf().encode()) for p in q]
+            rec.update(adl_qty=dec_str(adl_qty), queue_root=b64(mth(leaves)), queue_size=len(q),
+                       delta=amount(d_m, scale), paid=amount(paid, scale), adl=amount(-delta - paid, scale),
+                       balance=amount(B - paid, scale))
+            fund["balance"] = B - paid
+            obj = self.add(rec)
+            self.moved(obj)
+            out = [obj]
+            split = split or [len(closed)]
+            assert sum(split) == len(closed)
+            at = 0
+            for i, count in enumerate(split):
+                part = closed[at:at + count]
+                at += count
+                a = {"kind": "adl", "contract": symbol, "liquidation": lid, "event": obj["seq"],
+                     "side": "short" if side == "long" else "long", "price": b,
+                     "positions": ",".join(p.closed(qty) for p, qty in part)}
+                if i == len(split) - 1:
+                    if len(closed) < len(q):
+                        a["next"] = q[len(closed)].leaf()
+                    if len(shown) < len(q):
+                        a["queue_proof"] = " ".join(b64(h) for h in consistency_proof(len(shown), leaves))
+                a = self.add(a)
+                self.moved(a)
+                out.append(a)
+            return out
+        if delta >= 0:
+            paid, adl, bal = 0, 0, B + delta
+        else:
+            paid = min(-delta, B)
+            adl, bal = -delta - paid, B - paid
+        rec.update(delta=amount(delta, scale), paid=amount(paid, scale), adl=amount(adl, scale), balance=amount(bal, scale))
+        fund["balance"] = bal
+        obj = self.add(rec)
+        self.moved(obj)
+        return [obj]
