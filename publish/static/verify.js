@@ -764,6 +764,7 @@
      *  shown against queue_root. */
     adlEntry(obj, seq, leaf) {
       const p = this.pending;
+      if (this.since === null) fail("unknown entry kind adl in format 1: adl entries exist from the first state entry on");
       if (!p) {
         const fund = this.funds.get(obj.contract);
         if (fund && !fund.lot) fail(`an adl entry on ${obj.contract}, a contract without a lot (no ADL allocation)`);
