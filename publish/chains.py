@@ -41,17 +41,21 @@ def _funds_at(conn, tree_size: int) -> list[Fund]:
     seq, leaf hash and balance, and its entry count."""
     # NOT INDEXED: a range of the primary key (the entries above the
     # checkpoint), not a walk of the whole contract index to group by it.
-    later = dict(conn.execute(
-        "SELECT contract, COUNT(*) FROM entries NOT INDEXED WHERE seq >= ? AND kind = 'liquidation' "
-        "GROUP BY contract", (tree_size,)).fetchall())
+    later: dict[tuple[str, str], int] = {}
+    for contract, kind, count in conn.execute(
+            "SELECT contract, kind, COUNT(*) FROM entries NOT INDEXED WHERE seq >= ? AND kind IN ('liquidation', 'adl') "
+            "GROUP BY contract, kind", (tree_size,)).fetchall():
+        later[contract, kind] = count
+    later_symbols = {c for c, _ in later}
     funds = []
     for row in conn.execute(
-            "SELECT symbol, currency, scale, type, multiplier, registered_seq, liquidations, last_seq "
+            "SELECT symbol, currency, scale, type, multiplier, registered_seq, liquidations, last_seq, lot, allocations "
             "FROM contracts WHERE registered_seq < ? ORDER BY registered_seq", (tree_size,)).fetchall():
-        symbol, currency, scale, ctype, mult, registered, liquidations, last_seq = tuple(row)
-        fund = Fund(Contract(symbol, currency, scale, ctype, mult, registered),
-                    liquidations=liquidations - later.get(symbol, 0), last_seq=last_seq)
-        if symbol in later:
+        symbol, currency, scale, ctype, mult, registered, liquidations, last_seq, lot, allocations = tuple(row)
+        fund = Fund(Contract(symbol, currency, scale, ctype, mult, registered, lot),
+                    liquidations=liquidations - later.get((symbol, "liquidation"), 0), last_seq=last_seq,
+                    allocations=allocations - later.get((symbol, "adl"), 0))
+        if symbol in later_symbols:
             fund.last_seq = conn.execute(
                 "SELECT MAX(seq) FROM entries WHERE contract = ? AND seq < ?", (symbol, tree_size)).fetchone()[0]
         funds.append(fund)
@@ -59,10 +63,14 @@ def _funds_at(conn, tree_size: int) -> list[Fund]:
     seqs = list(by_seq)
     for i in range(0, len(seqs), _IN_BATCH):
         part = seqs[i:i + _IN_BATCH]
-        for seq, leaf, balance in conn.execute(
-                f"SELECT seq, leaf_hash, balance FROM entries WHERE seq IN ({','.join('?' * len(part))})", part):
+        for seq, leaf, balance, kind in conn.execute(
+                f"SELECT seq, leaf_hash, balance, kind FROM entries WHERE seq IN ({','.join('?' * len(part))})", part):
             fund = by_seq[seq]
             fund.last_leaf = bytes(leaf)
+            if kind == "adl":  # (an adl entry moves no balance: its liquidation's, the fund's latest before it)
+                (balance,) = conn.execute(
+                    "SELECT balance FROM entries WHERE contract = ? AND kind = 'liquidation' AND seq < ? "
+                    "ORDER BY seq DESC LIMIT 1", (fund.contract.symbol, seq)).fetchone()
             fund.balance = 0 if balance is None else parse_amount(balance, fund.contract.scale)
     return funds
 
@@ -107,7 +115,7 @@ def fund_files(conn, tree_size: int) -> FundFiles | None:
         return None
     funds, lines = heads_at(conn, tree_size)
     return FundFiles(tree_size, first, "".join(f.contract.symbol + "\n" for f in funds).encode(),
-                     heads_tiles(lines), {f.contract.symbol: f.liquidations + 1 for f in funds})
+                     heads_tiles(lines), {f.contract.symbol: f.liquidations + f.allocations + 1 for f in funds})
 
 
 def _chain_where(name: str) -> tuple[str, tuple]:

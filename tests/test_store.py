@@ -777,7 +777,7 @@ def test_a_writer_upgrades_schema1_in_place(schema1, tmp_path):
     signer = load_key_file(key)
     s = Store.open(db)
     try:
-        assert s.schema == "2"
+        assert s.schema == "3"
         assert s.tree_hash(14) == SCHEMA1_ROOT_14 and s.tree_hash() == SCHEMA1_ROOT_20
     finally:
         s.close()
@@ -810,7 +810,7 @@ def test_a_writer_upgrades_schema1_in_place(schema1, tmp_path):
     c.close()
     result = verify_path(db, workers=1)
     assert result.tree_size == 21 and result.checkpoint_size == 21
-    # a second open finds schema 2 and changes nothing
+    # a second open finds schema 3 and changes nothing
     before = dump(db)
     Store.open(db).close()
     assert dump(db) == before
@@ -825,7 +825,7 @@ def test_schema1_upgrade_is_all_or_nothing(schema1, monkeypatch):
     assert dump(db) == before and _schema_of(db)[0] == "1"
     monkeypatch.undo()
     Store.open(db).close()
-    assert _schema_of(db)[0] == "2"
+    assert _schema_of(db)[0] == "3"
 
 
 def test_hash_reads_are_bounded(filled):

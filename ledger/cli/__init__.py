@@ -23,6 +23,7 @@ COMMANDS = {
     "import": "writer:import_",
     "balance": "writer:balance",
     "history": "writer:history",
+    "adl": "writer:adl",
     "checkpoint": "writer:checkpoint_cmd",
     "upgrade": "writer:upgrade",
     "attach-cosignatures": "writer:attach_cosignatures",

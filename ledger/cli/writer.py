@@ -165,6 +165,53 @@ def balance(symbol, as_json, db_path):
 
 @click.command()
 @click.argument("symbol")
+@click.option("--account-commitment", "account", metavar="C",
+              help="Only the events that closed this trader's position (base64 of the account commitment).")
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+@db_option
+@handled
+def adl(symbol, account, as_json, db_path):
+    """Show SYMBOL's ADL events: each one's size against the minimum its
+    fund's balance required, the ranking cut-off and the positions closed.
+
+    With --account-commitment (what the exchange gave the trader), only the
+    events that closed one of the trader's positions, with its rank and a
+    receipt. None listed is not a proof that the trader was never in a
+    queue: a spared position is not in the log; its place is checked with
+    the exchange's queue proof against the event's queue_root.
+
+    Example: fundledger adl XBTUSDTM --json
+    """
+    from ledger.errors import InputError
+    from publish import adl as adl_report
+
+    store = open_store(db_path, readonly=True)
+    commitment = None if account is None else adl_report.parse_account(account)
+
+    def receipt(seq: int) -> str | None:
+        try:
+            return api.prove(store, seq).decode("utf-8")
+        except InputError:  # (not covered by a checkpoint yet)
+            return None
+
+    report = adl_report.adl_events(store, symbol, commitment, receipt)
+    if as_json:
+        echo_json(report)
+        return
+    if not report["events"]:
+        who = "closed a position of this account" if account else "happened"
+        click.echo(f"no ADL event of {report['contract']} {who}")
+        return
+    for e in report["events"]:
+        click.echo(adl_report.summary_line(e, report["currency"]))
+        if account is not None:
+            p = e["positions"][0]
+            click.echo(f"  your position: rank {p['rank']} (score {p['score']}), {p['qty']} of {p['size']} closed "
+                       f"at {p['price']}, in entry {p['seq']}; {p['rank']} ranked above")
+
+
+@click.command()
+@click.argument("symbol")
 @click.option("--since", type=click.IntRange(0), default=0, metavar="SEQ", help="Start at entry SEQ [default: 0].")
 @click.option("--limit", type=click.IntRange(1), default=None, metavar="N", help="At most N entries [default: all].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")

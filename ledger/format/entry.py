@@ -22,7 +22,7 @@ import base64
 import json
 
 from ledger.format import note
-from ledger.format.kinds import KINDS, KINDS_2
+from ledger.format.kinds import KINDS, KINDS_2, KINDS_ADL
 from ledger.errors import FormatError, LimitError
 
 MAX_ENTRY_BYTES = 65535  # an entry bundle length prefix is a uint16
@@ -48,7 +48,7 @@ def entry_text(fields: dict, seq: int, prev_hash: bytes, time: str) -> bytes:
     kind's shape go through its derived encoder; any other object (tests
     make them) through :func:`canonical_json`, which that encoder equals."""
     name = fields.get("kind") if type(fields.get("kind")) is str else None
-    for kinds in (KINDS, KINDS_2):  # (format 1's kinds first: the common case)
+    for kinds in (KINDS, KINDS_2, KINDS_ADL):  # (format 1's kinds first: the common case)
         kind = kinds.get(name)
         if kind is not None:
             try:

@@ -299,3 +299,42 @@ STATE = _kind("state", (
     Field("key_hash", PREV, optional=True),
 ) + _CHAIN_OPTIONAL)
 KINDS_2: dict[str, Kind] = {k.name: k for k in (CONTRACT, LIQUIDATION_2, KEY_2, STATE)}
+
+# --- ADL allocation (docs/FORMAT.md, "Auto-deleveraging") --------------------------
+#
+# A lot contract's contract entry, an ADL liquidation (the liquidation of
+# format 2 with the ADL fields) and the ``adl`` entries that allocate it.
+# Each is its own Kind, so that no fast pattern of the kinds above matches
+# one of them: the verifier's accelerator leaves them to the reference.
+
+MAX_POSITIONS = 256  # positions in one adl entry
+MAX_QUEUE_SIZE = 1 << 20  # positions in one ADL event's ranked queue
+MAX_QUEUE_PROOF = 64  # hashes in a queue proof
+SCORE = (  # a canonical decimal above zero, the exact product of two POSITIVE decimals
+    r"[1-9][0-9]{0,59}(?:\.[0-9]{0,35}[1-9])?|0\.[0-9]{0,35}[1-9]"
+)
+_POS_VALUE = rf"(?:{POSITIVE})"
+QUEUE_LEAF = rf"{PREV} {_POS_VALUE} {_POS_VALUE} {_POS_VALUE} (?:{SCORE})"  # commitment size pnl_ratio leverage score
+POSITION = rf"{PREV} {_POS_VALUE} {_POS_VALUE} {_POS_VALUE} {_POS_VALUE} (?:{SCORE})"  # ... with qty after size
+POSITIONS = rf"{POSITION}(?:,{POSITION}){{0,{MAX_POSITIONS - 1}}}"
+QUEUE_PROOF = rf"{PREV}(?: {PREV}){{0,{MAX_QUEUE_PROOF - 1}}}"
+
+CONTRACT_LOT = _kind("contract", tuple(f for f in CONTRACT.fields if f.name not in ("kind", "seq", "prev", "time"))
+                     + (Field("lot", POSITIVE),))
+LIQUIDATION_ADL = _kind("liquidation", tuple(f for f in LIQUIDATION_2.fields
+                                             if f.name not in ("kind", "seq", "prev", "time")) + (
+    Field("adl_qty", POSITIVE),
+    Field("queue_root", PREV),
+    Field("queue_size", SEQ, integer=True),
+))
+ADL = _kind("adl", (
+    Field("contract", SYMBOL),
+    Field("liquidation", ID, escaped=True, fast=ID_VERBATIM),
+    Field("event", SEQ, integer=True),
+    Field("side", "|".join(SIDES)),
+    Field("price", POSITIVE),
+    Field("positions", POSITIONS),
+    Field("next", QUEUE_LEAF, optional=True),
+    Field("queue_proof", QUEUE_PROOF, optional=True),
+) + _CHAIN)
+KINDS_ADL: dict[str, Kind] = {k.name: k for k in (CONTRACT_LOT, LIQUIDATION_ADL, ADL)}

@@ -1,7 +1,7 @@
 """Reading user records: the first step of every append.
 
 A *record* is what a user gives to append one entry: a JSON object with a
-``kind`` (``contract`` or ``liquidation``) and that kind's input fields. A
+``kind`` (``contract``, ``liquidation`` or ``adl``) and that kind's input fields. A
 record comes from one line of JSON Lines (``fundledger import``) or from a
 command's options (``contract add``, ``liquidation``); either way it is
 made here and nothing else is read from the input. The next steps are the
@@ -21,24 +21,28 @@ from typing import IO, Iterator
 
 from ledger.errors import FundledgerError, LimitError, RuleError
 from ledger.format.entry import parse_json_object
-from ledger.format.kinds import CONTRACT, LIQUIDATION, Kind
+from ledger.format.kinds import ADL, CONTRACT_LOT, LIQUIDATION_ADL, Kind
 
 MAX_LINE_BYTES = 65536  # one line of JSON Lines, its newline included
 
-_CHAIN_FIELDS = ("seq", "prev")  # given by the chain, never by a record
-_COMPUTED_FIELDS = ("delta", "paid", "adl", "balance")  # computed by the rules (FundBook.liquidation_entry)
+_CHAIN_FIELDS = ("seq", "prev", "chain_seq", "chain_prev")  # given by the chain, never by a record
+_COMPUTED_FIELDS = {  # computed by the rules (FundBook.liquidation_entry, FundBook.adl_entry)
+    "liquidation": ("delta", "paid", "adl", "balance"),
+    "adl": ("event", "side", "price"),
+}
 _RENAMED = {"contract": "symbol"}  # a contract record's name for the entry's "contract"
 
 
 def _record_fields(kind: Kind) -> frozenset[str]:
-    """The fields a record of ``kind`` may hold (see the module docstring)."""
-    names = set(kind.names) - set(_CHAIN_FIELDS) - set(_COMPUTED_FIELDS)
-    if kind is CONTRACT:
+    """The fields a record of ``kind`` may hold (see the module docstring):
+    those of its fullest entry shape (a lot contract, an ADL liquidation)."""
+    names = set(kind.names) - set(_CHAIN_FIELDS) - set(_COMPUTED_FIELDS.get(kind.name, ()))
+    if kind is CONTRACT_LOT:
         names = {_RENAMED.get(n, n) for n in names}
     return frozenset(names)
 
 
-RECORD_FIELDS: dict[str, frozenset[str]] = {k.name: _record_fields(k) for k in (CONTRACT, LIQUIDATION)}
+RECORD_FIELDS: dict[str, frozenset[str]] = {k.name: _record_fields(k) for k in (CONTRACT_LOT, LIQUIDATION_ADL, ADL)}
 RECORD_KINDS = tuple(RECORD_FIELDS)
 
 
@@ -47,7 +51,7 @@ def check_record(record: dict) -> dict:
     fields, else RuleError."""
     kind = record.get("kind")
     if kind not in RECORD_KINDS:
-        raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract and liquidation exist")
+        raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract, liquidation and adl exist")
     allowed = RECORD_FIELDS[kind]
     if not record.keys() <= allowed:
         extra = set(record) - allowed
@@ -78,11 +82,17 @@ def iter_records(stream: IO[bytes], first_line: int = 1) -> Iterator[tuple[int, 
 
 
 def iter_chunks(stream: IO[bytes], size: int, first_line: int = 1) -> Iterator[list[tuple[int, dict]]]:
-    """:func:`iter_records` in lists of ``size`` (the last may be shorter)."""
+    """:func:`iter_records` in lists of ``size`` (the last may be shorter),
+    never cut after a record of an ADL event (a liquidation with
+    ``adl_qty``, an ``adl`` record): an ADL liquidation and its allocation
+    are appended in one transaction (docs/FORMAT.md), so a list may be
+    longer by an event's records. Each list is given as soon as its last
+    line is read (the caller notes the stream's position there)."""
     chunk: list[tuple[int, dict]] = []
     for item in iter_records(stream, first_line):
         chunk.append(item)
-        if len(chunk) >= size:
+        record = item[1]
+        if len(chunk) >= size and record["kind"] != "adl" and "adl_qty" not in record:
             yield chunk
             chunk = []
     if chunk:

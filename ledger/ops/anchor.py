@@ -139,11 +139,11 @@ def _hash(h: bytes) -> bytes:
 def fund_from_row(row: tuple) -> Fund:
     """The fund a ``contracts`` row describes (as ``Store.load_book``)."""
     r = dict(zip(CONTRACT_COLUMNS, row))
-    c = Contract(r["symbol"], r["currency"], r["scale"], r["type"], r["multiplier"], r["registered_seq"])
+    c = Contract(r["symbol"], r["currency"], r["scale"], r["type"], r["multiplier"], r["registered_seq"], r["lot"])
     return Fund(c, balance=parse_amount(r["balance"], c.scale), credited=parse_amount(r["credited"], c.scale),
                 paid=parse_amount(r["paid"], c.scale), adl=parse_amount(r["adl"], c.scale),
                 liquidations=r["liquidations"], last_seq=r["last_seq"], last_time=r["last_time"],
-                last_price=r["last_price"])
+                last_price=r["last_price"], allocations=r["allocations"])
 
 
 def id_hash(key: bytes, contract: str, liquidation_id: str) -> int:

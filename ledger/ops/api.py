@@ -22,6 +22,7 @@ from ledger.format import note
 from ledger.format.consistency import ConsistencyProof, format_consistency
 from ledger.format.receipt import format_receipts, parse_receipts
 from ledger.store import bulk as importer_mod
+from ledger.store.chains import fill_chains
 from ledger.format.records import MAX_LINE_BYTES, iter_chunks
 from ledger.errors import FundledgerError, InputError, LimitError, StoreError
 from ledger.store.build import check_records
@@ -104,7 +105,7 @@ def check_import(store: Reader, stream: IO[bytes]) -> tuple[int, int]:
     """Pass 1 of an import: every line parsed and checked by the fund rules
     against the ledger's state, nothing written. Returns ``(records,
     duplicates)``; raises on the first bad line."""
-    return check_records(store.load_book(), iter_chunks(stream, IMPORT_BATCH))
+    return check_records(fill_chains(store, store.load_book()), iter_chunks(stream, IMPORT_BATCH))
 
 
 def import_records(

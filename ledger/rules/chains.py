@@ -47,7 +47,7 @@ def head_line(fund: "Fund") -> bytes:
         raise InvariantError(f"the head of {c.symbol} has no leaf hash")
     return (
         f'{{"balance":"{amount_str(fund.balance, c.scale)}","contract":"{c.symbol}",'
-        f'"entries":{fund.liquidations + 1},"hash":"{b64(fund.last_leaf)}","seq":{fund.last_seq}}}\n'
+        f'"entries":{fund.liquidations + fund.allocations + 1},"hash":"{b64(fund.last_leaf)}","seq":{fund.last_seq}}}\n'
     ).encode("ascii")
 
 

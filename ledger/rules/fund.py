@@ -43,6 +43,7 @@ from datetime import datetime, timedelta, timezone
 
 from ledger.errors import InvariantError, RuleError
 from ledger.format import kinds
+from ledger.rules import adl as _adl
 from ledger.rules.chains import Chains
 from ledger.format.kinds import (
     CONTRACT_TYPES,
@@ -183,6 +184,14 @@ def movement_units(
 
     since ``1/b - 1/f = (f - b) / (b * f)``. Shorts negate ``num``.
     """
+    num, den = movement_fraction(contract_type, side, qty, multiplier, bankruptcy, fill)
+    return (num * 10**scale) // den  # floor division: rounds toward -infinity
+
+
+def movement_fraction(contract_type: str, side: str, qty: tuple[int, int], multiplier: tuple[int, int],
+                      bankruptcy: tuple[int, int], fill: tuple[int, int]) -> tuple[int, int]:
+    """``delta`` before rounding, exactly: ``(num, den)`` of
+    :func:`movement_units`'s formula, ``den > 0``."""
     (q_n, q_k), (m_n, m_k), (b_n, b_k), (f_n, f_k) = qty, multiplier, bankruptcy, fill
     num = q_n * m_n * (f_n * 10**b_k - b_n * 10**f_k)
     if contract_type == "linear":
@@ -195,7 +204,7 @@ def movement_units(
         num = -num
     elif side != "long":
         raise InvariantError(f"side {side!r}")
-    return (num * 10**scale) // den  # floor division: rounds toward -infinity
+    return num, den
 
 
 def canonical_movement(contract: "Contract", side: str, qty: str, bankruptcy: str, fill: str) -> int:
@@ -316,9 +325,11 @@ class Contract:
     type: str
     multiplier: str  # canonical decimal
     seq: int  # the entry that registered it
+    lot: str | None = None  # canonical decimal: a lot contract (docs/FORMAT.md, "Auto-deleveraging")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "multiplier_dec", parse_positive(self.multiplier, "multiplier"))
+        object.__setattr__(self, "lot_units", None if self.lot is None else _adl.qty_units(self.lot, "lot"))
 
 
 @dataclass
@@ -335,6 +346,7 @@ class Fund:
     last_time: str | None = None
     last_price: str | None = None  # mark price of the latest liquidation, else its fill price
     last_leaf: bytes | None = None  # the leaf hash of entry last_seq (ledger/rules/chains.py)
+    allocations: int = 0  # adl entries (in the fund's chain)
 
     def advance(self, delta: int, paid: int, adl: int, balance: int, seq: int, time: str | None,
                 price: str) -> None:
@@ -358,12 +370,14 @@ class Fund:
             "type": c.type,
             "scale": c.scale,
             "multiplier": c.multiplier,
+            "lot": c.lot,
             "balance": amount_str(self.balance, c.scale),
             "balance_usd": usd_value(self),
             "credited": amount_str(self.credited, c.scale),
             "paid": amount_str(self.paid, c.scale),
             "adl": amount_str(self.adl, c.scale),
             "liquidations": self.liquidations,
+            "allocations": self.allocations,
             "last_seq": self.last_seq,
             "last_time": self.last_time,
             "last_price": self.last_price,
@@ -403,6 +417,8 @@ class FundBook:
     # The integers behind the fields returned by the last build(), so that
     # apply() of those very fields need not parse them back.
     _last: tuple | None = field(default=None, repr=False)
+    adl_pending: _adl.AdlEvent | None = None  # an ADL liquidation whose allocation is not complete
+    _last_part: tuple | None = field(default=None, repr=False)  # (fields, Part) of the last adl entry built
 
     # -- building new entries (writer) and rebuilding recorded ones (verifier) --
 
@@ -420,13 +436,18 @@ class FundBook:
         if ctype not in CONTRACT_TYPES:
             raise RuleError(f"type must be linear or inverse, not {str(ctype)[:20]!r}")
         mult = decimal_str(*parse_positive(record.get("multiplier", "1"), "multiplier"))
+        lot = record.get("lot")
+        if lot is not None:
+            if self.chains.since is None:
+                raise RuleError("a lot size needs a format-2 log (fundledger upgrade): this log is in format 1")
+            lot = decimal_str(*parse_positive(lot, "lot"))
         old = self.funds.get(symbol)
         if old is not None:
             c = old.contract
-            if (c.currency, c.scale, c.type, c.multiplier) == (currency, scale, ctype, mult):
+            if (c.currency, c.scale, c.type, c.multiplier, c.lot) == (currency, scale, ctype, mult, lot):
                 raise DuplicateContract(f"duplicate: contract {symbol} is already registered")
             raise RuleError(f"contract {symbol} is already registered with other terms")
-        return {
+        fields = {
             "kind": "contract",
             "contract": symbol,
             "currency": currency,
@@ -434,6 +455,9 @@ class FundBook:
             "type": ctype,
             "multiplier": mult,
         }
+        if lot is not None:
+            fields["lot"] = lot
+        return fields
 
     def _liquidation_inputs(self, record: dict) -> tuple:
         """Check a liquidation record's inputs; ``(fund, id, side, qty,
@@ -461,13 +485,16 @@ class FundBook:
         the movement, and remember what it registers (a contract, a
         liquidation id) so later records are checked against it. Used to
         validate a whole import before anything is written."""
-        if record.get("kind") == "liquidation":
+        if record.get("kind") == "liquidation" and self.adl_pending is None:
             fund, lid, *_ = self._liquidation_inputs(record)
-            self.seen.add((fund.contract.symbol, lid))
-        else:
-            fields = self.build(record)
-            fields["seq"], fields["time"] = -1, None
-            self.apply(fields)
+            if fund.contract.lot is None:  # (its validity does not depend on the balance)
+                self.seen.add((fund.contract.symbol, lid))
+                return
+        fields = self.build(record)
+        fields["seq"], fields["time"] = -1, None
+        self.apply(fields)
+        if self.chains._pending is not None:
+            self.link(bytes(32))  # (no leaf: nothing is signed here)
 
     def liquidation_entry(self, record: dict) -> dict:
         """The kind-specific fields of a ``liquidation`` entry, movement and
@@ -479,7 +506,14 @@ class FundBook:
         symbol = fund.contract.symbol
         c = fund.contract
         delta = movement_units(c.type, side, qty[:2], c.multiplier_dec, bankruptcy[:2], fill[:2], c.scale)
-        paid, adl, balance = settle(fund.balance, delta)
+        adl_fields = None
+        if c.lot is not None:
+            delta, adl_fields = self._lot_split(fund, record, side, qty, bankruptcy, fill, delta)
+            paid, adl, balance = settle(fund.balance, delta) if adl_fields is None else adl_fields[1]
+        else:
+            if any(record.get(k) is not None for k in _ADL_FIELDS):
+                raise RuleError(f"adl_qty, queue_root and queue_size need a lot contract: {symbol} has no lot size")
+            paid, adl, balance = settle(fund.balance, delta)
         fields = {
             "kind": "liquidation",
             "contract": symbol,
@@ -496,26 +530,115 @@ class FundBook:
         fields["paid"] = amount_str(paid, scale)
         fields["adl"] = amount_str(adl, scale)
         fields["balance"] = amount_str(balance, scale)
+        if adl_fields is not None:
+            fields.update(adl_fields[0])
         if self.chains.since is not None:
             fields.update(self.chains.fund_link(fund))
         self._last = (fields, delta, paid, adl, balance)
         return fields
 
+    def _lot_split(self, fund: Fund, record: dict, side: str, qty, bankruptcy, fill, delta: int):
+        """A lot contract's liquidation (docs/FORMAT.md, "The minimum ADL"):
+        ``(delta, None)`` when the fund pays, else the market part's delta
+        and ``(ADL fields, (paid, adl, balance))``, the record's ADL
+        quantity held to the minimum the balance requires."""
+        c = fund.contract
+        lots = _adl.check_lots(_adl.qty_units(qty[2], "qty"), c.lot_units, f"qty {qty[2]}", c.lot)
+        given = [record.get(k) for k in _ADL_FIELDS]
+        before = fund.balance
+        if delta >= 0 or -delta <= before:
+            if any(v is not None for v in given):
+                raise RuleError(f"ADL when the fund could still pay: it holds {amount_str(before, c.scale)} "
+                                f"and the shortfall is {amount_str(max(-delta, 0), c.scale)}")
+            return delta, None
+        lot = parse_positive(c.lot, "lot")
+        k = self._market_lots(fund, side, lots, bankruptcy, fill)
+        minimum = decimal_str((lots - k) * c.lot_units, _adl.QTY_DIGITS)
+        if given[0] is None:
+            raise RuleError(f"the fund holds {amount_str(before, c.scale)} and the shortfall is "
+                            f"{amount_str(-delta, c.scale)}: ADL of {minimum} is needed (adl_qty, queue_root, "
+                            "queue_size and the adl records)")
+        adl_qty = positive_decimal(given[0], "adl_qty")[2]
+        got = _adl.qty_units(adl_qty, "adl_qty")
+        if got > (lots - k) * c.lot_units:
+            raise RuleError(f"adl_qty {adl_qty} is more than the minimum {minimum} the balance requires")
+        if got < (lots - k) * c.lot_units:
+            raise RuleError(f"adl_qty {adl_qty} is less than the {minimum} the balance requires")
+        root = _adl.decode_hash(given[1], "queue_root")
+        size = given[2]
+        if type(size) is not int or not 1 <= size <= kinds.MAX_QUEUE_SIZE:
+            raise RuleError(f"queue_size must be an integer from 1 to {kinds.MAX_QUEUE_SIZE}")
+        market = movement_units(c.type, side, (k * lot[0], lot[1]), c.multiplier_dec, bankruptcy[:2], fill[:2],
+                                c.scale) if k else 0
+        paid = -market
+        fields = {"adl_qty": adl_qty, "queue_root": _adl.b64(root), "queue_size": size}
+        return market, (fields, (paid, -delta - paid, before - paid))
+
+    @staticmethod
+    def _market_lots(fund: Fund, side: str, lots: int, bankruptcy, fill) -> int:
+        c = fund.contract
+        one = movement_fraction(c.type, side, parse_positive(c.lot, "lot"), c.multiplier_dec, bankruptcy[:2], fill[:2])
+        return _adl.market_lots(one, c.scale, fund.balance, lots)
+
+    def adl_minimum(self, record: dict) -> str | None:
+        """The minimum ADL quantity a liquidation record of a lot contract
+        needs now (docs/FORMAT.md, "The minimum ADL"), or None when the fund
+        pays: what an exchange's risk engine computes before it allocates."""
+        fund, _, side, qty, bankruptcy, fill, _ = self._liquidation_inputs(record)
+        c = fund.contract
+        if c.lot is None:
+            return None
+        lots = _adl.check_lots(_adl.qty_units(qty[2], "qty"), c.lot_units, f"qty {qty[2]}", c.lot)
+        delta = movement_units(c.type, side, qty[:2], c.multiplier_dec, bankruptcy[:2], fill[:2], c.scale)
+        if delta >= 0 or -delta <= fund.balance:
+            return None
+        k = self._market_lots(fund, side, lots, bankruptcy, fill)
+        return decimal_str((lots - k) * c.lot_units, _adl.QTY_DIGITS)
+
+    def adl_entry(self, record: dict) -> dict:
+        """The fields of an ``adl`` entry allocating the pending ADL
+        liquidation (docs/FORMAT.md, "adl"), every rule checked."""
+        ev = self.adl_pending
+        if ev is None:
+            raise RuleError("an adl record must follow the ADL liquidation it allocates, or its previous adl record")
+        part = ev.check_part(record)
+        fields = part.fields
+        fields.update(self.chains.fund_link(self.funds[ev.symbol]))
+        self._last_part = (fields, part)
+        return fields
+
+    def end_of_batch(self) -> None:
+        """RuleError when the records given end inside an ADL event: a
+        liquidation and its allocation are appended together or not at all."""
+        ev = self.adl_pending
+        if ev is not None:
+            raise RuleError(f"the records end before the ADL allocation of {ev.describe()} is complete")
+
+    def _no_event_pending(self) -> None:
+        ev = self.adl_pending
+        if ev is not None:
+            raise RuleError(f"{ev.describe()} awaits its ADL allocation: the next record must be its adl record")
+
     def build(self, record: dict) -> dict:
         """Dispatch on ``record["kind"]``; an unknown kind is refused (rule 4)."""
         kind = record.get("kind")
+        if kind == "adl":
+            return self.adl_entry(record)
+        self._no_event_pending()
         if kind == "liquidation":
             return self.liquidation_entry(record)
         if kind == "contract":
             return self.contract_entry(record)
-        raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract and liquidation exist")
+        raise RuleError(f"unknown kind {str(kind)[:30]!r}: only contract, liquidation and adl exist")
 
     def key_entry(self, vkey: str) -> dict:
         """The fields of a ``key`` entry announcing ``vkey`` (checked by the caller)."""
+        self._no_event_pending()
         return {"kind": "key", "contract": "", "vkey": vkey, **self.chains.link_fields(self.chains.key_head)}
 
     def state_entry(self, seq: int) -> dict:
         """The fields of a ``state`` entry at ``seq``: every fund's head."""
+        self._no_event_pending()
         return self.chains.state_fields(self.funds, seq)
 
     # -- advancing the state ----------------------------------------------------
@@ -533,13 +656,16 @@ class FundBook:
         symbol = entry["contract"]
         if kind == "contract":
             c = Contract(
-                symbol, entry["currency"], entry["scale"], entry["type"], entry["multiplier"], seq
+                symbol, entry["currency"], entry["scale"], entry["type"], entry["multiplier"], seq, entry.get("lot")
             )
             self.funds[symbol] = Fund(c, last_seq=seq, last_time=entry["time"])
             self.chains.registered(symbol)
             return
         if kind == "key" or kind == "state":
             (self.chains.applied_key if kind == "key" else self.chains.applied_state)(seq)
+            return
+        if kind == "adl":
+            self._apply_adl(entry)
             return
         if kind != "liquidation":
             raise InvariantError(f"apply({kind!r})")
@@ -559,6 +685,31 @@ class FundBook:
         fund.advance(delta, paid, adl, balance, seq, entry["time"], entry.get("mark_price", entry["fill_price"]))
         self.seen.add((symbol, entry["id"]))
         self.chains.moved(symbol)
+        if "adl_qty" in entry:
+            c = fund.contract
+            self.adl_pending = _adl.AdlEvent(
+                symbol, entry["id"], seq, _adl.OPPOSITE[entry["side"]], entry["bankruptcy_price"], c.lot, c.lot_units,
+                _adl.qty_units(entry["adl_qty"], "adl_qty"), _adl.decode_hash(entry["queue_root"], "queue_root"),
+                entry["queue_size"])
+
+    def _apply_adl(self, entry: dict) -> None:
+        ev = self.adl_pending
+        if ev is None or entry["contract"] != ev.symbol:
+            raise InvariantError("apply() of an adl entry with no ADL event pending")
+        last = self._last_part
+        part = last[1] if last is not None and last[0] is entry else ev.check_part(entry)
+        self._last_part = None
+        ev.apply(part)
+        fund = self.funds[ev.symbol]
+        fund.allocations += 1
+        fund.last_seq = entry["seq"]
+        fund.last_time = entry["time"]
+        if part.done:
+            self.adl_pending = None
+        self.chains.moved(ev.symbol)
+
+
+_ADL_FIELDS = ("adl_qty", "queue_root", "queue_size")  # a record's ADL fields (a lot contract's, when needed)
 
 
 class DuplicateLiquidation(RuleError):

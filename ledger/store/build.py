@@ -86,7 +86,7 @@ def check_records(book: FundBook, chunks: Iterable[list[tuple[int, dict]]]) -> t
         for lineno, record in chunk:
             records += 1
             f = fast_liquidation(record, funds) if record["kind"] == "liquidation" else None
-            if f is not None:
+            if f is not None and f[0].contract.lot is None and book.adl_pending is None:
                 # every input valid and canonical: what book.check does for it
                 key = (f[1], f[2])
                 if key in seen:
@@ -103,4 +103,5 @@ def check_records(book: FundBook, chunks: Iterable[list[tuple[int, dict]]]) -> t
                 duplicates += 1
             except FundledgerError as e:
                 raise type(e)(f"line {lineno}: {e}") from None
+    book.end_of_batch()
     return records, duplicates

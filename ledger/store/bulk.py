@@ -47,6 +47,7 @@ from ledger.rules.fund import (
     now_time,
     zero_str,
 )
+from ledger.rules.adl import qty_units
 from ledger.rules.fast import fast_liquidation
 from ledger.store.build import build_entry
 from ledger.store.chains import fill_chains
@@ -92,6 +93,9 @@ class EntryBuilder:
         scale = fund.contract.scale
         delta = canonical_movement(fund.contract, side, qty, bp, fp)
         paid, adl, balance = settle(fund.balance, delta)
+        lot_units = fund.contract.lot_units
+        if lot_units is not None and (adl or qty_units(qty, "qty") % lot_units) or self.book.adl_pending is not None:
+            return self._generic(record, seq)  # (ADL, or a refusal: the rules' to say)
         if delta >= 0:
             p_s = a_s = ZEROS.get(scale) or zero_str(scale)
         else:
@@ -224,6 +228,7 @@ def prepare(store, signer, chunks, tell, chain, anchor=None) -> Prepared:
     seen.older = SpilledPairs()  # the ids of earlier chunks: bounded in memory
     try:
         _build_all(builder, chunks, tell, chain, out, anchor is not None)
+        book.end_of_batch()
     finally:
         seen.older.close()
     return out

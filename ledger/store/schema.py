@@ -41,8 +41,8 @@ from ledger.format import note
 from ledger.rules.fund import Contract, Fund, FundBook, parse_amount
 from ledger.tlog import merkle
 
-SCHEMA_VERSION = "2"
-READABLE_SCHEMAS = ("1", "2")  # schema 1: leaf hashes in `tree` too; upgraded by a writer
+SCHEMA_VERSION = "3"
+READABLE_SCHEMAS = ("1", "2", "3")  # 1: leaf hashes in `tree` too; 2: no lot, allocations; upgraded by a writer
 BUSY_TIMEOUT_MS = 30_000
 READER_MMAP_BYTES = 1 << 30  # read-only connections map up to 1 GiB of the file
 MAX_HASH_READ = 1 << 12  # stored hashes in one read: a tile is 256, a proof about 2 * 64
@@ -105,6 +105,14 @@ CREATE TABLE cosignatures (
 );
 """
 
+# Schema 3: a contract's lot size and its adl entries (docs/FORMAT.md,
+# "Auto-deleveraging"). Added by ALTER TABLE in a new ledger too, so that a
+# new and an upgraded ledger have the very same schema text.
+SCHEMA_3_COLUMNS = (
+    "ALTER TABLE contracts ADD COLUMN lot TEXT",
+    "ALTER TABLE contracts ADD COLUMN allocations INTEGER NOT NULL DEFAULT 0",
+)
+
 _NO_UPDATE = """
 CREATE TRIGGER {t}_no_update BEFORE UPDATE ON {t}
     BEGIN SELECT RAISE(ABORT, '{t} is append-only'); END;
@@ -155,6 +163,7 @@ ENTRY_COLUMNS = (
 CONTRACT_COLUMNS = (
     "symbol", "currency", "scale", "type", "multiplier", "registered_seq", "balance",
     "balance_usd", "credited", "paid", "adl", "liquidations", "last_seq", "last_time", "last_price",
+    "lot", "allocations",
 )
 
 
@@ -182,7 +191,7 @@ def contract_row(fund: Fund) -> tuple:
     return (
         s["contract"], s["currency"], s["scale"], s["type"], s["multiplier"], fund.contract.seq,
         s["balance"], s["balance_usd"], s["credited"], s["paid"], s["adl"], s["liquidations"],
-        s["last_seq"], s["last_time"], s["last_price"],
+        s["last_seq"], s["last_time"], s["last_price"], s["lot"], s["allocations"],
     )
 
 
@@ -506,8 +515,12 @@ class Reader:
         return cp[4] + b"".join(self.cosignature_lines(cp[0]))
 
     def contract_rows(self) -> list[dict]:
-        cols = ", ".join(CONTRACT_COLUMNS)
-        rows = self.conn.execute(f"SELECT {cols} FROM contracts ORDER BY symbol").fetchall()
+        if self.schema in ("1", "2"):  # (no lot contract, no adl entry)
+            names = CONTRACT_COLUMNS[:-2]
+            rows = self.conn.execute(f"SELECT {', '.join(names)}, NULL, 0 FROM contracts ORDER BY symbol").fetchall()
+        else:
+            cols = ", ".join(CONTRACT_COLUMNS)
+            rows = self.conn.execute(f"SELECT {cols} FROM contracts ORDER BY symbol").fetchall()
         return [dict(zip(CONTRACT_COLUMNS, r)) for r in rows]
 
     def entry_row(self, seq: int) -> dict:
@@ -546,7 +559,8 @@ class Reader:
         """The state of every fund, from the ``contracts`` summary."""
         book = FundBook(seen=_SeenInDb(self.conn))
         for r in self.contract_rows():
-            c = Contract(r["symbol"], r["currency"], r["scale"], r["type"], r["multiplier"], r["registered_seq"])
+            c = Contract(r["symbol"], r["currency"], r["scale"], r["type"], r["multiplier"], r["registered_seq"],
+                         r["lot"])
             book.funds[c.symbol] = Fund(
                 c,
                 balance=parse_amount(r["balance"], c.scale),
@@ -554,6 +568,7 @@ class Reader:
                 paid=parse_amount(r["paid"], c.scale),
                 adl=parse_amount(r["adl"], c.scale),
                 liquidations=r["liquidations"],
+                allocations=r["allocations"],
                 last_seq=r["last_seq"],
                 last_time=r["last_time"],
                 last_price=r["last_price"],

@@ -3,8 +3,8 @@
 The schema, the derived rows and the read-only queries are in
 :mod:`ledger.store.schema`; :class:`Store` is its ``Reader`` that also
 creates a ledger, appends, rotates the key and signs checkpoints, and
-upgrades a schema 1 ledger in place when it opens one
-(:func:`upgrade_schema_1`).
+upgrades a ledger of an older schema in place when it opens one
+(:func:`upgrade_schema`).
 
 Writes run under ``BEGIN IMMEDIATE``: one writer at a time, and the writer
 reads the head of the chain inside its own transaction, so two processes
@@ -65,14 +65,14 @@ class Store(Reader):
     def open(cls, path: str) -> "Store":
         """Open a ledger to write. The schema is checked before anything is
         changed: a file that is not a fundledger ledger is left exactly as
-        it was. A schema 1 ledger is upgraded in place."""
+        it was. A ledger of schema 1 or 2 is upgraded in place."""
         return cls._open(path, _connect_writer, cls._ready_to_write)
 
     @staticmethod
     def _ready_to_write(store: "Store") -> None:
         _writer_pragmas(store.conn)
         if store.schema != schema.SCHEMA_VERSION:
-            upgrade_schema_1(store.conn)
+            upgrade_schema(store.conn)
             store.schema = schema.SCHEMA_VERSION
 
     @classmethod
@@ -84,7 +84,8 @@ class Store(Reader):
         conn = _connect_writer(path)
         _writer_pragmas(conn)
         try:
-            conn.executescript("BEGIN IMMEDIATE;\n" + schema.SCHEMA + schema.TRIGGERS)
+            conn.executescript("BEGIN IMMEDIATE;\n" + schema.SCHEMA + ";\n".join(schema.SCHEMA_3_COLUMNS) + ";\n"
+                               + schema.TRIGGERS)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [("schema", schema.SCHEMA_VERSION), ("origin", origin), ("vkey", vkey)],
@@ -219,6 +220,7 @@ class Store(Reader):
                 result.per_record.append(size)
                 size += 1
                 prev = leaf
+            book.end_of_batch()
             summaries = [contract_row(book.funds[s]) for s in sorted(touched)]
             self._insert(head_size, entry_rows, tree_rows, summaries)
         result.tree_size = size
@@ -429,7 +431,25 @@ def upgrade_schema_1(conn: sqlite3.Connection) -> None:
             # (one statement per call: executescript would commit first)
             for sql in (schema.TREE_NO_DELETE, schema.ENTRIES_INSERT, schema.TREE_INSERT, schema.CHECKPOINTS_INSERT):
                 conn.execute(sql)
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (schema.SCHEMA_VERSION,))
+            conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+
+
+def upgrade_schema_2(conn: sqlite3.Connection) -> None:
+    """Upgrade a schema 2 ledger to schema 3 in place, in one transaction:
+    the contracts' lot size and adl entry count (``schema.SCHEMA_3_COLUMNS``),
+    NULL and 0 for every contract so far."""
+    with _immediate(conn, "upgrading the ledger from schema 2"):
+        (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if version == "2":
+            for sql in schema.SCHEMA_3_COLUMNS:
+                conn.execute(sql)
+            conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
+
+
+def upgrade_schema(conn: sqlite3.Connection) -> None:
+    """Bring a ledger of an older schema to :data:`schema.SCHEMA_VERSION`."""
+    upgrade_schema_1(conn)
+    upgrade_schema_2(conn)
 
 
 @contextmanager

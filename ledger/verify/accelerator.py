@@ -27,6 +27,7 @@ from ledger.rules.fund import (
     _PRINTABLE, MAX_ID_LENGTH, ZEROS, Contract, Fund, FundBook, _valid_date, amount_str, canonical_movement, settle,
     zero_str,
 )
+from ledger.rules.adl import qty_units
 from ledger.tlog import merkle
 from ledger.verify.ids import HashStore
 from ledger.verify.sources import Source, source_from_spec
@@ -116,8 +117,8 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
     name, key_id, public_key = key
     verifier = note.Verifier(name, key_id, public_key, note.ALG_ED25519)
     book = FundBook()
-    for symbol, (currency, scale, ctype, multiplier, cseq) in contracts.items():
-        book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, multiplier, cseq))
+    for symbol, (currency, scale, ctype, multiplier, cseq, lot) in contracts.items():
+        book.funds[symbol] = Fund(Contract(symbol, currency, scale, ctype, multiplier, cseq, lot))
     derived = None
     if db_columns:
         from ledger.store.schema import liquidation_row as derived
@@ -275,6 +276,9 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
         return None
     if before < 0:
         return None
+    lot_units = fund.contract.lot_units
+    if lot_units is not None and qty_units(qty_s, "qty") % lot_units:
+        return None
     if delta >= 0:  # settle(before, delta): a surplus, nothing paid or passed to ADL
         paid = adl = 0
         balance = before + delta
@@ -284,6 +288,8 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
             return None
     else:
         paid, adl, balance = settle(before, delta)
+        if adl and fund.contract.lot is not None:  # a lot contract's shortfall beyond the balance: ADL's, the reference's
+            return None
         if (amount_str(delta, scale) != delta_s or amount_str(paid, scale) != paid_s
                 or amount_str(adl, scale) != adl_s or amount_str(balance, scale) != balance_s):
             return None

@@ -332,10 +332,8 @@ def _check_schema(conn, schema: str) -> None:
     there."""
     from ledger.store.schema import SCHEMA, TRIGGERS
 
-    got = {name: " ".join(str(sql).split()) for name, sql in
-           conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')"
-                        " AND name NOT LIKE 'sqlite_%'")}
-    want = _statements(SCHEMA, ";")
+    got = _schema_sql(conn)
+    want = _tables_sql(schema)
     if schema == "1":
         guards = [t for t in _SCHEMA_1_GUARDS if t not in got]
         if guards:
@@ -349,3 +347,26 @@ def _check_schema(conn, schema: str) -> None:
         if got[name] != sql:
             raise VerificationError(f"the database's {what} {name} is not the one a ledger has")
 
+
+
+def _schema_sql(conn) -> dict[str, str]:
+    """Every table, index and trigger of ``conn``: name -> its SQL, whitespace collapsed."""
+    return {name: " ".join(str(sql).split()) for name, sql in
+            conn.execute("SELECT name, sql FROM sqlite_master WHERE type IN ('table', 'index', 'trigger')"
+                         " AND name NOT LIKE 'sqlite_%'")}
+
+
+def _tables_sql(schema: str) -> dict[str, str]:
+    """The tables and indexes of a ledger of ``schema`` as SQLite spells
+    them (schema 3 adds columns by ALTER TABLE, which SQLite writes into
+    the table's SQL its own way): made in memory, as the writer makes them."""
+    import sqlite3
+
+    from ledger.store.schema import SCHEMA, SCHEMA_3_COLUMNS
+
+    mem = sqlite3.connect(":memory:")
+    try:
+        mem.executescript(SCHEMA + ("".join(sql + ";\n" for sql in SCHEMA_3_COLUMNS) if schema == "3" else ""))
+        return _schema_sql(mem)
+    finally:
+        mem.close()

@@ -363,9 +363,13 @@ def _replay(log: _Log, keys: KeyHistory, symbol: str, head: dict, since: int,
         if book.chains.since is None and seq > since:
             book.chains.since = since
         obj, text, signatures, prev, time = _fields_of(data, seq, keys.upto(seq))
-        kind = "contract" if count == 0 else "liquidation"
-        if obj.get("kind") != kind or obj.get("contract") != symbol:
-            raise VerificationError(f"entry {count} of the chain of {symbol} is not a {kind} entry of {symbol}", seq=seq)
+        kinds = ("contract",) if count == 0 else ("adl",) if book.adl_pending is not None else ("liquidation", "adl")
+        if obj.get("kind") not in kinds or obj.get("contract") != symbol:
+            raise VerificationError(f"entry {count} of the chain of {symbol} is not a {' or '.join(kinds)} entry "
+                                    f"of {symbol}", seq=seq)
+        if book.adl_pending is not None and seq != book.funds[symbol].last_seq + 1:
+            raise VerificationError(f"an ADL liquidation of {symbol} is not followed at once by its allocation",
+                                    seq=seq)
         try:
             expected = rebuild(book, obj, seq)
         except VerificationError as e:
@@ -379,6 +383,8 @@ def _replay(log: _Log, keys: KeyHistory, symbol: str, head: dict, since: int,
         if progress is not None and count % TILE_WIDTH == 0:
             progress(count, total)
     fund = book.funds[symbol]
+    if book.adl_pending is not None:
+        raise VerificationError(f"the chain of {symbol} ends inside the ADL event of {book.adl_pending.describe()}")
     if (fund.last_seq, base64.b64encode(fund.last_leaf).decode()) != (head["seq"], head["hash"]):
         raise VerificationError(f"the chain of {symbol} does not end at its head (seq {head['seq']})")
     if amount_str(fund.balance, fund.contract.scale) != head["balance"]:

@@ -76,7 +76,7 @@ def check_entries(run: _Run, source: Source, start: int, size: int, pool, worker
             contracts.clear()
             for symbol, f in book.funds.items():
                 c = f.contract
-                contracts[symbol] = (c.currency, c.scale, c.type, c.multiplier, c.seq)
+                contracts[symbol] = (c.currency, c.scale, c.type, c.multiplier, c.seq, c.lot)
         k = run.keys.current
         job = ((k.name, k.key_id, k.public_key), dict(contracts), book.seen.key, db_columns, summarize)
         if pool is None:

@@ -190,10 +190,18 @@ def rebuild(book: FundBook, obj: dict, seq: int) -> dict:
         record = {k: obj.get(k) for k in ("currency", "scale", "type", "multiplier")}
         record["symbol"] = obj.get("contract")
         record["kind"] = kind
+        if "lot" in obj:
+            record["lot"] = obj["lot"]
     elif kind == "liquidation":
         record = {k: obj.get(k) for k in ("kind", "contract", "id", "side", "qty", "bankruptcy_price", "fill_price")}
-        if "mark_price" in obj:
-            record["mark_price"] = obj["mark_price"]
+        for k in ("mark_price", "adl_qty", "queue_root", "queue_size"):
+            if k in obj:
+                record[k] = obj[k]
+    elif kind == "adl":
+        record = {k: obj.get(k) for k in ("kind", "contract", "liquidation", "positions")}
+        for k in ("next", "queue_proof"):
+            if k in obj:
+                record[k] = obj[k]
     elif kind == "key":
         return book.key_entry(key_entry_fields(obj.get("vkey"))["vkey"])
     elif kind == "state":

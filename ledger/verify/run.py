@@ -96,7 +96,7 @@ class _Run:
         what it assumed; False (ask the reference) if it does not."""
         symbol, before, delta, paid, adl, balance, h, time, price, chain = item
         fund = self.book.funds.get(symbol)
-        if fund is None or fund.balance != before or h in self.book.seen.hashes:
+        if fund is None or fund.balance != before or h in self.book.seen.hashes or self.book.adl_pending is not None:
             return False
         if not _links(self.book.chains.since, fund, chain):
             return False
@@ -109,6 +109,8 @@ class _Run:
         (:func:`accelerator._summarize`), if it starts from the running
         balances and brings no id seen before; False otherwise."""
         book = self.book
+        if book.adl_pending is not None:  # (the reference refuses what comes inside an ADL event)
+            return False
         for symbol, s in funds.items():
             fund = book.funds.get(symbol)
             if fund is None or fund.balance != s[0] or not _links(book.chains.since, fund, s[9]):

@@ -90,11 +90,12 @@ class VerifierState:
                 raise ValueError("edge does not give the root")
             book = FundBook()
             for f in self.funds:
-                c = Contract(f["symbol"], f["currency"], f["scale"], f["type"], f["multiplier"], f["seq"])
+                c = Contract(f["symbol"], f["currency"], f["scale"], f["type"], f["multiplier"], f["seq"],
+                             f.get("lot"))
                 leaf = f.get("last_leaf")
                 book.funds[c.symbol] = Fund(c, f["balance"], f["credited"], f["paid"], f["adl"], f["liquidations"],
                                             f["last_seq"], f["last_time"], f["last_price"],
-                                            None if leaf is None else _hash(leaf))
+                                            None if leaf is None else _hash(leaf), f.get("allocations", 0))
             _restore_chains(book, self.chains)
             key = base64.b64decode(self.seen_key, validate=True)
             if len(key) != 16:
@@ -159,7 +160,8 @@ def _fund_obj(f: Fund) -> dict:
             "multiplier": c.multiplier, "seq": c.seq, "balance": f.balance, "credited": f.credited,
             "paid": f.paid, "adl": f.adl, "liquidations": f.liquidations, "last_seq": f.last_seq,
             "last_time": f.last_time, "last_price": f.last_price,
-            "last_leaf": None if f.last_leaf is None else base64.b64encode(f.last_leaf).decode()}
+            "last_leaf": None if f.last_leaf is None else base64.b64encode(f.last_leaf).decode(),
+            **({"lot": c.lot, "allocations": f.allocations} if c.lot is not None else {})}
 
 
 def _load_json(data: bytes, path: str) -> VerifierState:
@@ -310,6 +312,9 @@ _FUND_FIELDS = {"symbol": str, "currency": str, "scale": int, "type": str, "mult
                 "last_time": (str, type(None)), "last_price": (str, type(None)), "last_leaf": (str, type(None))}
 
 
+_FUND_LOT_FIELDS = {"lot": str, "allocations": int}  # a lot contract's, both or neither (older states: neither)
+
+
 def _check_fields(obj: object, fields: dict, what: str) -> None:
     """``obj`` is a dict with exactly ``fields``, each of its type (an int
     is never a bool, and never negative but for a fund's last_seq of -1)."""
@@ -341,7 +346,7 @@ def _check_state_shape(obj: dict) -> None:
     if any(len(p) != 2 or not all(isinstance(x, str) for x in p) for p in obj["seen_exact"]):
         raise ValueError("seen_exact is not a list of [contract, id] pairs")
     for f in obj["funds"]:
-        _check_fields(f, _FUND_FIELDS, "a fund")
+        _check_fields(f, dict(_FUND_FIELDS, **_FUND_LOT_FIELDS) if "lot" in f else _FUND_FIELDS, "a fund")
         if f["type"] not in CONTRACT_TYPES or f["scale"] > MAX_SCALE:
             raise ValueError(f"fund {f['symbol'][:40]!r}: not a contract type and scale")
 
