@@ -106,37 +106,37 @@ def swap_positions(obj: dict) -> None:
 
 
 BROKEN = {
-    "a score that is not the product": ("L1", 1, lambda o, _: position(o, 0, 5, "6"), "score 6 is not pnl_ratio"),
-    "a qty above the size": ("L1", 1, lambda o, _: position(o, 0, 2, "5"), "qty 5 is above its size 4"),
-    "a qty short of adl_qty": ("L1", 2, lambda o, _: position(o, 0, 2, "2"), "rank 1 is closed partly"),
-    "more than adl_qty": ("L1", 2, lambda o, _: position(o, 1, 2, "2"), "more than adl_qty 8"),
-    "ranks out of order": ("L2", 1, lambda o, _: swap_positions(o), "ranks before rank 0"),
-    "a commitment twice": ("L2", 1, lambda o, _: position(o, 1, 0, o["positions"].split(" ")[0]), "appears twice"),
-    "more ADL than the minimum": ("L1", 0, lambda o, _: o.update(adl_qty="9"), "adl_qty is 9 but the rules give 8"),
-    "less ADL than the minimum": ("L2", 0, lambda o, _: o.update(adl_qty="9"), "adl_qty is 9 but the rules give 10"),
+    "a score that is not the product": ("L1", 1, lambda o, _: position(o, 0, 5, "6"), "position 0: score 6 is not pnl_ratio * leverage = 5"),
+    "a qty above the size": ("L1", 1, lambda o, _: position(o, 0, 2, "5"), "position 0 closes 5, more than the 4 it held"),
+    "a qty short of adl_qty": ("L1", 2, lambda o, _: position(o, 0, 2, "2"), "position 1 is closed for 2 of 3, yet the allocation goes on"),
+    "more than adl_qty": ("L1", 2, lambda o, _: position(o, 1, 2, "2"), "the positions add up to more than adl_qty at position 2"),
+    "ranks out of order": ("L2", 1, lambda o, _: swap_positions(o), "position 1 (score 2.7) ranks above position 0 (score 1.8): out of queue order"),
+    "a commitment twice": ("L2", 1, lambda o, _: position(o, 1, 0, o["positions"].split(" ")[0]), "position 1: its commitment appears twice in the event"),
+    "more ADL than the minimum": ("L1", 0, lambda o, _: o.update(adl_qty="9"), "adl_qty 9 is more than the minimum 8 the balance requires"),
+    "less ADL than the minimum": ("L2", 0, lambda o, _: o.update(adl_qty="9"), "adl_qty 9 is less than the 10 the balance requires"),
     "no ADL fields": ("L1", 0, lambda o, _: [o.pop(k) for k in ("adl_qty", "queue_root", "queue_size")],
-                      "missing field 'adl_qty'"),
+                      "the fund holds 20.00000000 and the shortfall is 90.00000000: ADL of 8 is needed"),
     "ADL when the fund could pay": ("S2", 0, lambda o, _: o.update(adl_qty="1", queue_root=o["chain_prev"], queue_size=1),
-                                    "unexpected field 'adl_qty'"),
+                                    "ADL when the fund could still pay: it holds 2.00000000 and the shortfall is 0.00000000"),
     "a wrong delta": ("L1", 0, lambda o, _: o.update(delta="-90.00000000"), "delta is -90.00000000 but the rules give -18.00000000"),
-    "a qty off the lot": ("I1", 0, lambda o, _: o.update(qty="25.2"), "qty 25.2 is not a whole multiple of the lot 0.5"),
-    "a size off the lot": ("I1", 1, lambda o, _: position(o, 0, 1, "10.2"), "size 10.2 is not a whole multiple of the lot 0.5"),
-    "no next": ("L2", 1, lambda o, _: o.pop("next"), "missing field 'next'"),
-    "next on a queue closed whole": ("L3", 1, lambda o, _: o.update(next=o["positions"].split(",")[0]), "unexpected field 'next'"),
-    "next on an event's first entry": ("L1", 1, lambda o, _: o.update(next="x"), "unexpected field 'next'"),
-    "a next ranked above": ("L2", 1, lambda o, _: o.update(next=o["next"].replace(o["next"].split(" ")[-1], "9")), "next: score 9"),
-    "no queue proof": ("L2", 1, lambda o, _: o.pop("queue_proof"), "missing field 'queue_proof'"),
+    "a qty off the lot": ("I1", 0, lambda o, _: o.update(qty="25.2"), "qty 25.2 is not a multiple of the lot size 0.5"),
+    "a size off the lot": ("I1", 1, lambda o, _: position(o, 0, 1, "10.2"), "position 0: size 10.2 is not a multiple of the lot size 0.5"),
+    "no next": ("L2", 1, lambda o, _: o.pop("next"), "the queue has 11 positions and 3 are closed: next must give the first one spared"),
+    "next on a queue closed whole": ("L3", 1, lambda o, _: o.update(next=o["positions"].split(",")[0]), "next after the whole queue is closed"),
+    "next on an event's first entry": ("L1", 1, lambda o, _: o.update(next="x"), "next and queue_proof belong on the event's last"),
+    "a next ranked above": ("L2", 1, lambda o, _: o.update(next=o["next"].replace(o["next"].split(" ")[-1], "9")), "next: score 9 is not pnl_ratio * leverage"),
+    "no queue proof": ("L2", 1, lambda o, _: o.pop("queue_proof"), "queue_proof is needed: 4 of the queue's 11 positions are shown"),
     "a wrong queue proof": ("L2", 1, lambda o, _: o.update(queue_proof=" ".join([o["chain_prev"]] + o["queue_proof"].split(" ")[1:])),
-                            "queue_proof does not prove"),
-    "a wrong queue root": ("L1", 0, lambda o, _: o.update(queue_root=o["chain_prev"]), "do not hash to queue_root"),
-    "a wrong queue size": ("L3", 0, lambda o, _: o.update(queue_size=3), "missing field 'next'"),
+                            "queue_proof does not show the 4 positions shown to be the top of the queue of queue_root"),
+    "a wrong queue root": ("L1", 0, lambda o, _: o.update(queue_root=o["chain_prev"]), "the positions shown are the whole queue, and their root is not queue_root"),
+    "a wrong queue size": ("L3", 0, lambda o, _: o.update(queue_size=3), "the queue has 3 positions and 2 are closed: next must give"),
     "another event": ("L1", 1, lambda o, _: o.update(event=o["event"] - 1), "event is"),
     "the same side": ("L1", 1, lambda o, _: o.update(side="long"), "side is long but the rules give short"),
     "another price": ("L1", 1, lambda o, _: o.update(price="39001"), "price is 39001 but the rules give 39000"),
     "an entry in between": ("L1", 1, lambda o, es: es.insert(es.index(next(e for e in es if e["obj"] is o)), es.pop()),
-                            "may not come between the ADL liquidation"),
+                            "liquidation L1 of XBTLOT (seq 6) awaits its ADL allocation: the next record must be its adl record"),
     "an adl entry with no event": ("S3", 0, lambda o, es: es[-1].update(obj=dict(copy.deepcopy(es[by_id_in(es, "L3") + 1]["obj"]), seq=o["seq"])),
-                                   "must follow at once"),
+                                   "an adl record must follow the ADL liquidation it allocates, or its previous adl record"),
 }
 
 
@@ -165,7 +165,7 @@ def test_lot_in_format_1_and_adl_on_a_contract_without_lot():
     adl = copy.deepcopy(s.entries[by_id(s, "L1") + 1]["obj"])
     entries = s.entries[:old + 1] + [{"seq": s.entries[old]["seq"] + 1, "obj": dict(adl, contract="OLD")}]
     (r,) = replay([{"name": "old", "since": 0, "entries": entries}])
-    assert not r["ok"] and "a contract without a lot" in r["error"], r
+    assert not r["ok"] and "must follow the ADL liquidation it allocates" in r["error"], r
 
 
 def test_a_chain_with_a_gap_inside_an_event_fails():
@@ -178,7 +178,7 @@ def test_a_chain_with_a_gap_inside_an_event_fails():
         e["seq"] += 1
         e["obj"]["seq"] += 1
     (r,) = replay([{"name": "gap", "since": 0, "entries": chain}])
-    assert not r["ok"] and "consecutive seqs" in r["error"], r
+    assert not r["ok"] and r["error"] == "an ADL liquidation of XBTLOT is not followed at once by its allocation", r
 
 
 def test_the_queue_proof_check_agrees_with_transparency_dev_vectors():

@@ -547,39 +547,38 @@
     for (const k of [...want].sort()) if (!(k in obj)) fail(`missing field '${k}'${said(k)}`);
   }
   function lotText(fund) { return decimalStr(fund.lot[0], fund.lot[1]); }
+  /** An ADL event as ledger/rules/adl.py names it. */
+  function describe(p) { return `liquidation ${p.id} of ${p.sym} (seq ${p.event})`; }
 
   /** One position of an ADL event (docs/FORMAT.md, "adl: the positions
-   *  closed"): ``text`` holds six values (``closed``: with its qty) or five
-   *  (``next``, a position not closed), each in its grammar, the score the
-   *  exact product of the profit ratio and the leverage, the quantities
-   *  whole multiples of ``lot``. */
-  function parsePosition(text, closed, lot, what) {
+   *  closed"), as ledger/rules/adl.py parses it: ``text`` holds six values
+   *  (``closed``: with its qty) or five (``next``, a queue leaf), each in its
+   *  grammar, the quantities whole lots, the score the exact product of the
+   *  profit ratio and the leverage. */
+  function parsePosition(text, closed, lot, where) {
     const v = text.split(" ");
-    if (v.length !== (closed ? 6 : 5)) {
-      fail(`${what} is not ${closed ? "six" : "five"} values separated by one space ` +
-        `(<commitment> <size>${closed ? " <qty>" : ""} <pnl_ratio> <leverage> <score>)`);
-    }
+    if (v.length !== (closed ? 6 : 5)) fail(`${where} is not ${closed ? "six" : "five"} values separated by one space`);
     const [c, sizeText] = v, [ratioText, leverageText, scoreText] = v.slice(closed ? 3 : 2);
-    const commitment = b64decode(c, `${what}: the commitment`);
-    if (commitment.length !== 32) fail(`${what}: the commitment is not 32 bytes`);
-    const size = positive(sizeText, `${what}: size`);
-    const sizeLots = lotsIn(size, lot);
-    if (sizeLots === null) fail(`${what}: size ${sizeText} is not a whole multiple of the lot ${decimalStr(lot[0], lot[1])}`);
+    const commitment = b64decode(c, `${where}: the commitment`);
+    if (commitment.length !== 32) fail(`${where}: the commitment is not the base64 of 32 bytes`);
+    const lotStr = decimalStr(lot[0], lot[1]);
+    const sizeLots = lotsIn(positive(sizeText, `${where}: size`), lot);
+    if (sizeLots === null) fail(`${where}: size ${sizeText} is not a multiple of the lot size ${lotStr}`);
     let qtyLots = null;
     if (closed) {
-      const qty = positive(v[2], `${what}: qty`);
-      qtyLots = lotsIn(qty, lot);
-      if (qtyLots === null) fail(`${what}: qty ${v[2]} is not a whole multiple of the lot ${decimalStr(lot[0], lot[1])}`);
-      if (qtyLots > sizeLots) fail(`${what}: qty ${v[2]} is above its size ${sizeText}`);
+      qtyLots = lotsIn(positive(v[2], `${where}: qty`), lot);
+      if (qtyLots === null) fail(`${where}: qty ${v[2]} is not a multiple of the lot size ${lotStr}`);
+      if (qtyLots > sizeLots) fail(`${where} closes ${v[2]}, more than the ${sizeText} it held`);
     }
-    const ratio = positive(ratioText, `${what}: pnl_ratio`), leverage = positive(leverageText, `${what}: leverage`);
+    const ratio = positive(ratioText, `${where}: pnl_ratio`), leverage = positive(leverageText, `${where}: leverage`);
     const score = [ratio[0] * leverage[0], ratio[1] + leverage[1]];
     const product = decimalStr(score[0], score[1]);
-    if (scoreText !== product) fail(`${what}: score ${scoreText.slice(0, 60)} is not pnl_ratio \u00d7 leverage: the product is ${product}`);
-    return { commitment, key: c, sizeLots, qtyLots, score, leaf: [c, sizeText, ratioText, leverageText, scoreText].join(" ") };
+    if (scoreText !== product) fail(`${where}: score ${scoreText.slice(0, 60)} is not pnl_ratio * leverage = ${product}`);
+    return { commitment, key: c, sizeLots, qtyLots, score, scoreText,
+      leaf: [c, sizeText, ratioText, leverageText, scoreText].join(" "), qtyText: closed ? v[2] : null, sizeText };
   }
   /** Position ``pos`` ranks after ``before`` (docs/FORMAT.md, "ranked"): a
-   *  score not above it, at an equal score a greater commitment. */
+   *  lower score, or at an equal score a greater commitment. */
   function ranksAfter(pos, before) {
     const c = compareDecimals(pos.score, before.score);
     return c < 0 || (c === 0 && compareBytes(pos.commitment, before.commitment) > 0);
@@ -628,11 +627,7 @@
       const kind = obj.kind;
       let want = FIELDS[kind];
       if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation, key, state and adl exist`);
-      if (this.pending && kind !== "adl") {
-        const p = this.pending;
-        fail(`a ${kind} entry may not come between the ADL liquidation at seq ${p.event} and its adl entries ` +
-          `(${decimalStr(p.closed * p.lot[0], p.lot[1])} of adl_qty ${p.adlQty} allocated so far)`);
-      }
+      if (this.pending && kind !== "adl") fail(`${describe(this.pending)} awaits its ADL allocation: the next record must be its adl record`);
       if (kind === "adl") return this.adlEntry(obj, seq, leaf);
       const chain = kind === "liquidation" ? this.link(this.funds.get(obj.contract))
         : kind === "key" ? this.link(this.keyHead) : kind === "state" ? this.link(this.stateHead) : {};
@@ -695,38 +690,41 @@
       const f = positive(obj.fill_price, "fill_price");
       if ("mark_price" in obj) positive(obj.mark_price, "mark_price");
       const lots = fund.lot ? lotsIn(q, fund.lot) : null;
-      if (fund.lot && lots === null) fail(`qty ${obj.qty} is not a whole multiple of the lot ${lotText(fund)}`);
+      if (fund.lot && lots === null) fail(`qty ${obj.qty} is not a multiple of the lot size ${lotText(fund)}`);
       let delta = movementUnits(fund.type, obj.side, q, fund.mult, b, f, fund.scale);
       // docs/FORMAT.md, "The minimum ADL": a lot contract's fund that cannot pay closes lots by ADL
       const needsAdl = fund.lot !== null && fund.lot !== undefined && delta < 0n && -delta > fund.balance;
-      if (needsAdl) {
-        want = [...want, ...ADL_FIELDS].sort();
-        if ("adl_qty" in obj) positive(obj.adl_qty, "adl_qty");
-        if ("queue_root" in obj && b64decode(String(obj.queue_root), "queue_root").length !== 32) fail("queue_root is not 32 bytes");
-        if ("queue_size" in obj && !(Number.isSafeInteger(obj.queue_size) && obj.queue_size >= 1 && obj.queue_size <= MAX_QUEUE)) {
-          fail(`queue_size is ${String(obj.queue_size).slice(0, 20)}: it must be an integer from 1 to ${MAX_QUEUE}`);
-        }
-      }
-      const shortfall = amountStr(delta < 0n ? -delta : 0n, fund.scale);
-      const why = {};
-      for (const k of ADL_FIELDS) {
-        why[k] = needsAdl ? `(the shortfall ${shortfall} is above the balance ${amountStr(fund.balance, fund.scale)}: ADL is needed)`
-          : fund.lot ? "(ADL when the fund could pay: the fund covers this liquidation)"
-          : `(${obj.contract} has no lot: no ADL allocation)`;
-      }
-      fields(why);
-      let paid = 0n, adl = 0n, balance, adlLots = null;
+      const given = ADL_FIELDS.filter((k) => k in obj);
+      const holds = amountStr(fund.balance, fund.scale), shortfall = amountStr(delta < 0n ? -delta : 0n, fund.scale);
+      if (!fund.lot && given.length) fail(`adl_qty, queue_root and queue_size need a lot contract: ${obj.contract} has no lot size`);
+      if (fund.lot && !needsAdl && given.length) fail(`ADL when the fund could still pay: it holds ${holds} and the shortfall is ${shortfall}`);
+      let paid = 0n, adl = 0n, balance, adlLots = null, marketLots = null;
       if (needsAdl) {
         // q_m: the largest number of lots the balance covers, at one lot's exact shortfall
         const [num1, den1] = movementFraction(fund.type, obj.side, fund.lot, fund.mult, b, f);
         const covered = floorDiv(fund.balance * den1, -num1 * pow10(fund.scale));
-        const marketLots = covered < lots ? covered : lots;
+        marketLots = covered < lots ? covered : lots;
         adlLots = lots - marketLots;
-        const adlQty = decimalStr(adlLots * fund.lot[0], fund.lot[1]);
-        if (obj.adl_qty !== adlQty) {
-          fail(`adl_qty is ${String(obj.adl_qty).slice(0, 40)} but the rules give ${adlQty} (the minimum ADL: ` +
-            `${decimalStr(marketLots * fund.lot[0], fund.lot[1])} of ${obj.qty} filled in the market with the balance)`);
+        const minimum = decimalStr(adlLots * fund.lot[0], fund.lot[1]);
+        if (!("adl_qty" in obj)) {
+          fail(`the fund holds ${holds} and the shortfall is ${shortfall}: ADL of ${minimum} is needed ` +
+            "(adl_qty, queue_root, queue_size and the adl records)");
         }
+        const given = positive(obj.adl_qty, "adl_qty"), c = compareDecimals(given, [adlLots * fund.lot[0], fund.lot[1]]);
+        if (c !== 0) {
+          fail(c > 0 ? `adl_qty ${obj.adl_qty} is more than the minimum ${minimum} the balance requires`
+            : `adl_qty ${obj.adl_qty} is less than the ${minimum} the balance requires`);
+        }
+        if (typeof obj.queue_root !== "string" || !/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(obj.queue_root)) {
+          fail(`queue_root is not the base64 of 32 bytes: ${String(obj.queue_root).slice(0, 50)}`);
+        }
+        if (!(Number.isSafeInteger(obj.queue_size) && obj.queue_size >= 1 && obj.queue_size <= MAX_QUEUE)) {
+          fail(`queue_size must be an integer from 1 to ${MAX_QUEUE}`);
+        }
+        want = [...want, ...ADL_FIELDS].sort();
+      }
+      fields();
+      if (needsAdl) {
         const shortfallAll = -delta;
         delta = movementUnits(fund.type, obj.side, [marketLots * fund.lot[0], fund.lot[1]], fund.mult, b, f, fund.scale);
         paid = -delta;
@@ -765,87 +763,85 @@
     adlEntry(obj, seq, leaf) {
       const p = this.pending;
       if (this.since === null) fail("unknown entry kind adl in format 1: adl entries exist from the first state entry on");
-      if (!p) {
-        const fund = this.funds.get(obj.contract);
-        if (fund && !fund.lot) fail(`an adl entry on ${obj.contract}, a contract without a lot (no ADL allocation)`);
-        fail("an adl entry must follow at once the liquidation whose ADL it allocates, or that liquidation's previous adl entry");
-      }
-      if (seq !== p.last + 1) {
-        fail(`the adl entries of the liquidation at seq ${p.event} follow it at consecutive seqs: this one is at ${seq}, ` +
-          `the event's entry before it at ${p.last}`);
-      }
+      if (!p) fail("an adl record must follow the ADL liquidation it allocates, or its previous adl record");
+      if (seq !== p.last + 1) fail(`an ADL liquidation of ${p.sym} is not followed at once by its allocation`);
+      if (obj.contract !== p.sym || obj.liquidation !== p.id) fail(`an adl record must allocate ${describe(p)}, the liquidation before it`);
       const fund = this.funds.get(p.sym);
       const chain = this.link(fund);
-      if (!("positions" in obj)) fail("missing field 'positions'");
-      if (typeof obj.positions !== "string") fail("positions is not a string");
+      if (typeof obj.positions !== "string" || !obj.positions) fail("positions must be a non-empty string");
       const parts = obj.positions.split(",");
-      if (parts.length > MAX_POSITIONS) fail(`positions holds ${parts.length} positions: at most ${MAX_POSITIONS} an entry`);
-      const adlQty = () => `adl_qty ${p.adlQty}`;
-      const closedText = () => decimalStr(p.closed * p.lot[0], p.lot[1]);
-      parts.forEach((text, i) => {
-        const rank = p.count;
-        const what = `positions: rank ${rank}`;
-        const pos = parsePosition(text, true, p.lot, what);
-        if (p.commitments.has(pos.key)) fail(`${what}: commitment ${pos.key} appears twice in the event`);
-        if (p.previous) {
-          if (p.previous.qtyLots !== p.previous.sizeLots) {
-            fail(`${what}: rank ${rank - 1} is closed partly (qty below size) but is not the last position closed (queue order)`);
-          }
-          if (!ranksAfter(pos, p.previous)) {
-            fail(`${what}: it ranks before rank ${rank - 1} (scores never increase; at equal scores, the commitments increase)`);
-          }
+      if (parts.length > MAX_POSITIONS) fail(`more than ${MAX_POSITIONS} positions in one adl entry`);
+      // checked on copies: the event changes only once the whole entry passed
+      let closed = p.closed, count = p.count, previous = p.previous;
+      const seen = new Set(), leaves = [];
+      const inOrder = (pos, rank) => {
+        if (p.commitments.has(pos.key) || seen.has(pos.key)) fail(`position ${rank}: its commitment appears twice in the event`);
+        if (previous && !ranksAfter(pos, previous)) {
+          fail(`position ${rank} (score ${pos.scoreText.slice(0, 40)}) ranks above position ${rank - 1} ` +
+            `(score ${previous.scoreText.slice(0, 40)}): out of queue order`);
         }
-        p.closed += pos.qtyLots;
-        if (p.closed > p.need) fail(`${what}: the quantities closed add up to ${closedText()}, more than ${adlQty()}`);
-        if (p.closed === p.need && i !== parts.length - 1) fail(`${what}: it reaches ${adlQty()} but is not the last position of its entry`);
-        p.commitments.add(pos.key);
-        p.leaves.push(pos.leaf);
-        p.previous = pos;
-        p.count++;
+      };
+      parts.forEach((text, i) => {
+        const rank = count;
+        const pos = parsePosition(text, true, p.lot, `position ${rank}`);
+        inOrder(pos, rank);
+        if (previous && previous.qtyLots !== previous.sizeLots) {
+          fail(`position ${rank - 1} is closed for ${previous.qtyText} of ${previous.sizeText}, yet the allocation ` +
+            "goes on: the top of the queue is closed whole first");
+        }
+        closed += pos.qtyLots;
+        if (closed > p.need) fail(`the positions add up to more than adl_qty at position ${rank}`);
+        if (closed === p.need && i !== parts.length - 1) fail(`the positions reach adl_qty at position ${rank}, before the last of the entry`);
+        seen.add(pos.key);
+        leaves.push(pos.leaf);
+        previous = pos;
+        count++;
       });
-      const last = p.closed === p.need;
-      let want = [...FIELDS.adl, ...Object.keys(chain)];
-      const shown = last && p.count < p.queueSize ? p.count + 1 : p.count;
+      const last = closed === p.need;
+      if (count > p.queueSize) fail(`more positions closed than the queue's ${p.queueSize}`);
+      const want = [...FIELDS.adl, ...Object.keys(chain)];
+      const shown = [...p.leaves, ...leaves];
       if (last) {
-        if (p.count > p.queueSize) fail(`the event closes ${p.count} positions, more than its queue_size ${p.queueSize}`);
-        if (p.count < p.queueSize) want.push("next");
-        if (shown < p.queueSize) want.push("queue_proof");
-      }
-      const why = last ? { next: p.count < p.queueSize ? `(the queue of ${p.queueSize} goes on after the ${p.count} positions closed)`
-        : "(the whole queue is closed)", queue_proof: shown < p.queueSize ? `(${shown} of the ${p.queueSize} queue leaves are shown)`
-        : "(the leaves shown are the whole queue)" }
-        : { next: "(only on the event's last adl entry)", queue_proof: "(only on the event's last adl entry)" };
-      fieldSet(obj, want, why);
-      this.compare(obj, Object.assign({ contract: p.sym, liquidation: p.id, event: p.event, side: p.side, price: p.price }, chain));
-      if (last) {
-        const leaves = [...p.leaves];
-        if (want.includes("next")) {
+        if (count < p.queueSize) {
+          if (!("next" in obj)) fail(`the queue has ${p.queueSize} positions and ${count} are closed: next must give the first one spared`);
           if (typeof obj.next !== "string") fail("next is not a string");
           const next = parsePosition(obj.next, false, p.lot, "next");
-          if (p.commitments.has(next.key)) fail(`next: commitment ${next.key} is one of the positions closed`);
-          if (!ranksAfter(next, p.previous)) fail(`next: it ranks before the last position closed (rank ${p.count - 1})`);
-          leaves.push(next.leaf);
+          inOrder(next, count);
+          shown.push(next.leaf);
+          want.push("next");
+        } else if ("next" in obj) {
+          fail("next after the whole queue is closed");
         }
-        const root = mthSync(leaves.map((l) => leafHashSync(enc.encode(l))));
-        if (shown === p.queueSize) {
-          if (!equal(root, p.queueRoot)) fail(`the ${shown} queue leaves shown do not hash to queue_root of the liquidation at seq ${p.event}`);
-        } else {
-          if (typeof obj.queue_proof !== "string") fail("queue_proof is not a string");
+        const root = mthSync(shown.map((l) => leafHashSync(enc.encode(l))));
+        if (shown.length < p.queueSize) {
+          if (typeof obj.queue_proof !== "string" || !obj.queue_proof) {
+            fail(`queue_proof is needed: ${shown.length} of the queue's ${p.queueSize} positions are shown`);
+          }
           const proof = obj.queue_proof.split(" ");
-          if (proof.length > MAX_QUEUE_PROOF) fail(`queue_proof holds ${proof.length} hashes: at most ${MAX_QUEUE_PROOF}`);
-          const hashes = proof.map((h, i) => {
-            const raw = b64decode(h, `queue_proof: hash ${i}`);
-            if (raw.length !== 32) fail(`queue_proof: hash ${i} is not 32 bytes`);
+          if (proof.length > MAX_QUEUE_PROOF) fail(`more than ${MAX_QUEUE_PROOF} hashes in queue_proof`);
+          const hashes = proof.map((h) => {
+            let raw = null;
+            try { raw = b64decode(h, "a queue_proof hash"); } catch (e) { if (!(e instanceof Failure)) throw e; }
+            if (!raw || raw.length !== 32) fail(`a queue_proof hash is not the base64 of 32 bytes: ${h.slice(0, 50)}`);
             return raw;
           });
-          if (!consistent(shown, p.queueSize, root, p.queueRoot, hashes)) {
-            fail(`queue_proof does not prove the ${shown} queue leaves shown are the first of the ${p.queueSize} under queue_root ` +
-              `of the liquidation at seq ${p.event}`);
+          if (!consistent(shown.length, p.queueSize, root, p.queueRoot, hashes)) {
+            fail(`queue_proof does not show the ${shown.length} positions shown to be the top of the queue of queue_root`);
           }
+          want.push("queue_proof");
+        } else {
+          if ("queue_proof" in obj) fail("queue_proof with the whole queue shown");
+          if (!equal(root, p.queueRoot)) fail("the positions shown are the whole queue, and their root is not queue_root");
         }
+      } else if ("next" in obj || "queue_proof" in obj) {
+        fail("next and queue_proof belong on the event's last adl entry only");
       }
+      fieldSet(obj, want);
+      this.compare(obj, Object.assign({ contract: p.sym, liquidation: p.id, event: p.event, side: p.side, price: p.price }, chain));
+      Object.assign(p, { closed, count, previous, last: seq });
+      for (const k of seen) p.commitments.add(k);
+      p.leaves.push(...leaves);
       Object.assign(fund, { seq, leaf, entries: fund.entries + 1, headLeaf: null });
-      p.last = seq;
       if (last) this.pending = null;
       this.lastKind = "adl";
     }
@@ -1313,7 +1309,7 @@
         continue;
       }
       // a fund's chain: its contract entry, then liquidations and the adl entries of its ADL events
-      const kinds = count === 0 ? ["contract"] : ["liquidation", "adl"];
+      const kinds = count === 0 ? ["contract"] : fundBook.pending ? ["adl"] : ["liquidation", "adl"];
       if (seq >= cp.size - 1) fail(`entry ${seq}: the chain of ${symbol} reaches past the state entry`);
       const obj = textObject(data, `entry ${seq}`);
       if (!kinds.includes(obj.kind) || obj.contract !== symbol) {
@@ -1382,9 +1378,7 @@
     const checked = await walkChain(ctx, fundBook, prior ? prior.entries - 1 : 0, onProgress);
     const f = fundBook.funds.get(symbol);
     if (!f) fail(`the chain of ${symbol} is empty`);
-    if (fundBook.pending) {
-      fail(`entry ${f.seq}: the chain of ${symbol} ends inside the ADL event of the liquidation at seq ${fundBook.pending.event}`);
-    }
+    if (fundBook.pending) fail(`the chain of ${symbol} ends inside the ADL event of ${describe(fundBook.pending)}`);
     if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) {
       if (prior && head.entries === prior.entries) throw notThroughPrior(symbol, prior);
       fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
