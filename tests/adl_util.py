@@ -203,3 +203,74 @@ class Sim:
         obj = self.add(rec)
         self.moved(obj)
         return [obj]
+
+
+# --- a log of lot contracts and ADL events, written by the importer -------------------------
+
+
+def queue(contract: str, lid: str, specs: list[tuple[str, str, str]]) -> list[Position]:
+    return [Position(position_commitment(account_commitment(f"acct-{i}", f"salt-{i}"), contract, lid), *spec)
+            for i, spec in enumerate(specs)]
+
+
+def scenario() -> Sim:
+    """A lot contract with three ADL events (one over two adl entries, one
+    with next and a queue proof, one closing its whole queue), a fractional
+    lot on an inverse contract, and a contract without a lot."""
+    s = Sim()
+    s.contract("XBTLOT", 8, "linear", "0.001", "1")
+    s.contract("XBTINV", 8, "inverse", "1", "0.5", currency="XBT")
+    s.contract("OLD", 8, "linear", "0.001", None)
+    s.liquidation("XBTLOT", "S1", "long", "40", "39000", "39500")  # +20
+    s.liquidation("OLD", "O1", "long", "10", "39000", "30000")  # shortfall 90, balance 0: adl 90, no allocation
+    s.liquidation("XBTLOT", "L1", "long", "10", "39000", "30000", split=[1, 2],
+                  queue=queue("XBTLOT", "L1", [("3", "0.5", "10"), ("4", "0.25", "20"), ("5", "0.1", "3"), ("2", "0.01", "2")]))
+    s.liquidation("XBTLOT", "S2", "short", "100", "39000", "38000")  # +100
+    s.liquidation("XBTLOT", "L2", "short", "30", "39000", "44000",  # 5 a lot: 20 lots covered, adl 10
+                  queue=queue("XBTLOT", "L2", [(str(2 + i % 4), f"0.{i + 1}", str(1 + i % 3)) for i in range(11)]))
+    s.liquidation("XBTLOT", "L3", "long", "7", "39000", "29000",  # balance 2.x, 10 a lot: all 7 by ADL
+                  queue=queue("XBTLOT", "L3", [("4", "1", "2"), ("3", "1.5", "1")]))
+    s.liquidation("XBTINV", "I0", "long", "100000", "39000", "39001")
+    s.liquidation("XBTINV", "I1", "long", "25", "39000", "30000",  # 17 lots of 0.5 covered: adl_qty 16.5
+                  queue=queue("XBTINV", "I1", [("10", "0.3", "2"), ("5.5", "0.2", "2"), ("3", "0.1", "1"), ("1", "0.1", "0.5")]))
+    s.liquidation("XBTLOT", "S3", "long", "1", "39000", "39001")
+    return s
+
+
+INPUTS = {
+    "contract": ("currency", "scale", "type", "multiplier", "lot"),
+    "liquidation": ("contract", "id", "side", "qty", "bankruptcy_price", "fill_price", "mark_price",
+                    "adl_qty", "queue_root", "queue_size"),
+    "adl": ("contract", "liquidation", "positions", "next", "queue_proof"),
+}
+COMPUTED = ("delta", "paid", "adl", "balance", "event", "side", "price", "chain_seq", "adl_qty", "queue_root", "next", "queue_proof")
+
+
+def record(obj: dict) -> dict:
+    """The import record of an entry: its kind and inputs."""
+    r = {"kind": obj["kind"], **{k: obj[k] for k in INPUTS[obj["kind"]] if k in obj}}
+    if obj["kind"] == "contract":
+        r["symbol"] = obj["contract"]
+    return r
+
+
+def write_log(directory, origin: str, sim: Sim):
+    """``sim``'s records imported into a new format-2 log (its first state
+    entry at seq 0, so each entry at the seq ``sim`` gave it), and a
+    checkpoint: (database, signer, the entries' objects)."""
+    import io
+
+    import tamper_util as tu
+    from ledger.ops import api
+
+    db = str(directory / "fund.db")
+    store, signer = api.init_ledger(db, str(directory / "fund.key"), origin, log_format=2)
+    lines = "".join(json.dumps(record(e["obj"])) + "\n" for e in sim.entries).encode()
+    api.import_records(store, signer, io.BytesIO(lines))
+    store.add_checkpoint([signer])
+    written = [tu.entry_obj(data) for _, data in store.iter_entries(0, store.size())]
+    store.close()
+    for e in sim.entries:  # the importer wrote what the independent reading gives
+        for k in COMPUTED:
+            assert written[e["seq"]].get(k) == e["obj"].get(k), (e["seq"], k, written[e["seq"]].get(k), e["obj"].get(k))
+    return db, signer, written

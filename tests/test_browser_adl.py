@@ -7,85 +7,21 @@ qty was changed and re-signed by the log key fails both, naming it."""
 
 from __future__ import annotations
 
-import io
-import json
-
 import pytest
 from test_browser import browser, page, run_verifier  # noqa: F401 (fixtures; skips without chromium)
 from test_browser_fund import check_fund_in
 
 import tamper_util as tu
-from adl_util import Position, Sim, account_commitment, position_commitment
-from ledger.ops import api
+from adl_util import scenario, write_log
 from ledger.verify.light import check_fund_path
 from publish.site import BackgroundServer
 
 ORIGIN = "example.com/browser-adl"
 
 
-def queue(contract: str, lid: str, specs: list[tuple[str, str, str]]) -> list[Position]:
-    return [Position(position_commitment(account_commitment(f"trader-{i}", f"salt-{i}"), contract, lid), *spec)
-            for i, spec in enumerate(specs)]
-
-
-def scenario() -> Sim:
-    """Three ADL events on a linear lot contract (one over two adl entries,
-    one with next and a queue proof, one closing its whole queue), one on an
-    inverse contract of half lots, and a contract without a lot beside."""
-    s = Sim()
-    s.contract("XBTLOT", 8, "linear", "0.001", "1")
-    s.contract("XBTINV", 8, "inverse", "1", "0.5", currency="XBT")
-    s.contract("XBTOLD", 8, "linear", "0.001", None)
-    s.liquidation("XBTLOT", "S1", "long", "40", "39000", "39500")  # +20
-    s.liquidation("XBTOLD", "O1", "long", "10", "39000", "30000")  # adl 90, no allocation
-    s.liquidation("XBTLOT", "L1", "long", "10", "39000", "30000", split=[1, 2],
-                  queue=queue("XBTLOT", "L1", [("3", "0.5", "10"), ("4", "0.25", "20"), ("5", "0.1", "3"), ("2", "0.01", "2")]))
-    s.liquidation("XBTLOT", "S2", "short", "100", "39000", "38000")  # +100
-    s.liquidation("XBTLOT", "L2", "short", "30", "39000", "44000",
-                  queue=queue("XBTLOT", "L2", [(str(2 + i % 4), f"0.{i + 1}", str(1 + i % 3)) for i in range(11)]))
-    s.liquidation("XBTLOT", "L3", "long", "7", "39000", "29000", queue=queue("XBTLOT", "L3", [("4", "1", "2"), ("3", "1.5", "1")]))
-    s.liquidation("XBTINV", "I0", "long", "100000", "39000", "39001")
-    s.liquidation("XBTINV", "I1", "long", "25", "39000", "30000",
-                  queue=queue("XBTINV", "I1", [("10", "0.3", "2"), ("5.5", "0.2", "2"), ("3", "0.1", "1"), ("1", "0.1", "0.5")]))
-    s.liquidation("XBTLOT", "S3", "long", "1", "39000", "39001")
-    return s
-
-
-INPUTS = {
-    "contract": ("currency", "scale", "type", "multiplier", "lot"),
-    "liquidation": ("contract", "id", "side", "qty", "bankruptcy_price", "fill_price", "mark_price",
-                    "adl_qty", "queue_root", "queue_size"),
-    "adl": ("contract", "liquidation", "positions", "next", "queue_proof"),
-}
-
-
-def record(obj: dict) -> dict:
-    """The import record of an entry: its kind and inputs."""
-    r = {"kind": obj["kind"], **{k: obj[k] for k in INPUTS[obj["kind"]] if k in obj}}
-    if obj["kind"] == "contract":
-        r["symbol"] = obj["contract"]
-    return r
-
-
-COMPUTED = ("delta", "paid", "adl", "balance", "event", "side", "price", "chain_seq")
-
-
 @pytest.fixture(scope="module")
 def adl_log(tmp_path_factory):
-    d = tmp_path_factory.mktemp("browser-adl")
-    db, key = str(d / "fund.db"), str(d / "fund.key")
-    store, signer = api.init_ledger(db, key, ORIGIN, log_format=2)
-    sim = scenario()
-    lines = "".join(json.dumps(record(e["obj"])) + "\n" for e in sim.entries).encode()
-    api.import_records(store, signer, io.BytesIO(lines))
-    store.add_checkpoint([signer])
-    written = [tu.entry_obj(data) for _, data in store.iter_entries(0, store.size())]
-    store.close()
-    # the importer wrote what the independent reading of the rule gives
-    for e in sim.entries:
-        got = written[e["seq"]]
-        for k in COMPUTED:
-            assert got.get(k) == e["obj"].get(k), (e["seq"], k, got.get(k), e["obj"].get(k))
+    db, signer, written = write_log(tmp_path_factory.mktemp("browser-adl"), ORIGIN, scenario())
     return {"db": db, "signer": signer, "entries": written}
 
 

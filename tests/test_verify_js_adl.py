@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from adl_util import Position, Sim, account_commitment, b64, leaf_hash, position_commitment
+from adl_util import Sim, b64, leaf_hash, scenario, write_log
 
 NODE = shutil.which("node") or shutil.which("nodejs")
 if NODE is None:
@@ -23,40 +23,11 @@ if NODE is None:
 JS = os.path.join(os.path.dirname(__file__), "js")
 
 
-def queue(contract: str, lid: str, specs: list[tuple[str, str, str]]) -> list[Position]:
-    return [Position(position_commitment(account_commitment(f"acct-{i}", f"salt-{i}"), contract, lid), *spec)
-            for i, spec in enumerate(specs)]
-
-
 def replay(cases: list[dict]) -> list[dict]:
     r = subprocess.run([NODE, os.path.join(JS, "book_replay.js")], input=json.dumps(cases),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
-
-
-def scenario() -> Sim:
-    """A lot contract with three ADL events (one over two adl entries, one
-    with next and a queue proof, one closing its whole queue), a fractional
-    lot on an inverse contract, and a contract without a lot."""
-    s = Sim()
-    s.contract("XBTLOT", 8, "linear", "0.001", "1")
-    s.contract("XBTINV", 8, "inverse", "1", "0.5", currency="XBT")
-    s.contract("OLD", 8, "linear", "0.001", None)
-    s.liquidation("XBTLOT", "S1", "long", "40", "39000", "39500")  # +20
-    s.liquidation("OLD", "O1", "long", "10", "39000", "30000")  # shortfall 90, balance 0: adl 90, no allocation
-    s.liquidation("XBTLOT", "L1", "long", "10", "39000", "30000", split=[1, 2],
-                  queue=queue("XBTLOT", "L1", [("3", "0.5", "10"), ("4", "0.25", "20"), ("5", "0.1", "3"), ("2", "0.01", "2")]))
-    s.liquidation("XBTLOT", "S2", "short", "100", "39000", "38000")  # +100
-    s.liquidation("XBTLOT", "L2", "short", "30", "39000", "44000",  # 5 a lot: 20 lots covered, adl 10
-                  queue=queue("XBTLOT", "L2", [(str(2 + i % 4), f"0.{i + 1}", str(1 + i % 3)) for i in range(11)]))
-    s.liquidation("XBTLOT", "L3", "long", "7", "39000", "29000",  # balance 2.x, 10 a lot: all 7 by ADL
-                  queue=queue("XBTLOT", "L3", [("4", "1", "2"), ("3", "1.5", "1")]))
-    s.liquidation("XBTINV", "I0", "long", "100000", "39000", "39001")
-    s.liquidation("XBTINV", "I1", "long", "25", "39000", "30000",  # 17 lots of 0.5 covered: adl_qty 16.5
-                  queue=queue("XBTINV", "I1", [("10", "0.3", "2"), ("5.5", "0.2", "2"), ("3", "0.1", "1"), ("1", "0.1", "0.5")]))
-    s.liquidation("XBTLOT", "S3", "long", "1", "39000", "39001")
-    return s
 
 
 def by_id(s: Sim, lid: str) -> int:
@@ -184,3 +155,61 @@ def test_a_chain_with_a_gap_inside_an_event_fails():
 def test_the_queue_proof_check_agrees_with_transparency_dev_vectors():
     r = subprocess.run([NODE, os.path.join(JS, "consistency_vectors.js")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("ok "), (r.stdout, r.stderr)
+
+
+# --- the same breaks in a signed log: the browser's rules and the Python verifier agree -----------
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory):
+    return write_log(tmp_path_factory.mktemp("adl-signed"), "example.com/adl-rules", scenario())
+
+
+def forge_from(db: str, dst, signer, seq: int, change) -> list[tuple[int, bytes]]:
+    """A copy of ``db`` with entry ``seq`` changed and every later entry's
+    ``prev`` and chain link made again, all re-signed by the log key, and a
+    checkpoint: the lie of an operator. Returns (path, [(seq, bytes)])."""
+    import tamper_util as tu
+
+    from ledger.tlog import merkle
+
+    path = tu.copy_ledger(db, dst)
+    conn = tu.open_rw(path)
+    datas = [bytes(d) for (d,) in conn.execute("SELECT data FROM entries ORDER BY seq")]
+    objs = [tu.entry_obj(d) for d in datas]
+    change(objs[seq], objs)
+    for i in range(seq, len(objs)):
+        o = objs[i]
+        if i > seq:
+            o["prev"] = b64(merkle.leaf_hash(datas[i - 1]))
+            if "chain_seq" in o:
+                o["chain_prev"] = b64(merkle.leaf_hash(datas[o["chain_seq"]]))
+        datas[i] = tu.sign(tu.canonical(o), signer)
+        conn.execute("UPDATE entries SET data = ? WHERE seq = ?", (datas[i], i))
+    tu.resync(conn)
+    tu.sign_checkpoint(conn, signer, "example.com/adl-rules")
+    conn.close()
+    return path, datas
+
+
+IN_PLACE = sorted(n for n in BROKEN if n not in ("an entry in between", "an adl entry with no event"))
+
+
+@pytest.mark.parametrize("name", IN_PLACE)
+def test_the_browser_rules_and_the_python_verifier_agree(signed, tmp_path, name):
+    """Each break of BROKEN, made in a signed log: the Python verifier and
+    verify.js's rules fail at the same seq, for the same reason (the
+    Python one quotes values, the browser's does not)."""
+    import tamper_util as tu
+
+    from ledger.tlog import merkle
+
+    db, signer, written = signed
+    lid, offset, change, _ = BROKEN[name]
+    seq = next(i for i, o in enumerate(written) if o.get("id") == lid) + offset
+    path, datas = forge_from(db, tmp_path / "forged.db", signer, seq, change)
+    python = tu.lib_verify(path)
+    entries = [{"seq": i, "obj": tu.entry_obj(d), "leaf": b64(merkle.leaf_hash(d))} for i, d in enumerate(datas)]
+    (js,) = replay([{"name": name, "since": 0, "entries": entries}])
+    assert not js["ok"] and python["ok"] is False, (js, python)
+    unquoted = lambda m: m.replace("'", "")  # noqa: E731
+    assert (js["seq"], unquoted(js["error"])) == (python["seq"], unquoted(python["reason"])), (js, python)

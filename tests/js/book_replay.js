@@ -1,17 +1,17 @@
 /* Entries through verify.js's rules (its Book) under node, for tests.
  * stdin: JSON [{"name", "since", "entries": [{"seq", "obj"}]}]; each case
  * replays its entries (objects, without signatures) in a fresh Book whose
- * format 2 began at ``since``; an entry's leaf hash is that of its
- * canonical text. stdout: JSON [{"name", "ok", "seq", "error", "funds"}]:
+ * format 2 began at ``since``; an entry's leaf hash is ``leaf`` (base64)
+ * if given, else that of its canonical text. stdout: JSON [{"name", "ok", "seq", "error", "funds"}]:
  * the first entry refused, or every fund's balance and entry count. */
 "use strict";
 const v = require("./verify_internals.js");
 
 async function replay(c) {
   const book = new v.Book({ name: "test", kid: new Uint8Array(4) });
-  for (const { seq, obj } of c.entries) {
+  for (const { seq, obj, leaf: given } of c.entries) {
     book.since = seq > c.since ? c.since : null;
-    const leaf = v.leafHashSync(new TextEncoder().encode(v.canonical(obj) + "\n"));
+    const leaf = given ? v.b64decode(given, "leaf") : v.leafHashSync(new TextEncoder().encode(v.canonical(obj) + "\n"));
     try {
       await book.apply(obj, seq, "test", leaf);
     } catch (e) {
