@@ -12,7 +12,7 @@ from test_browser import browser, page, run_verifier  # noqa: F401 (fixtures; sk
 from test_browser_fund import check_fund_in
 
 import tamper_util as tu
-from adl_util import scenario, write_log
+from adl_util import queue, record, scenario, write_log
 from ledger.verify.light import check_fund_path
 from publish.site import BackgroundServer
 
@@ -89,3 +89,35 @@ def test_a_tampered_adl_entry_fails_in_the_browser(adl_log, page, tmp_path, what
         assert verdict == f"failed: entry {seq}: {message}", verdict
         text = check_fund_in(page, url, adl_log["entries"][seq]["contract"])
         assert text == f"failed: entry {seq}: {message}", text
+
+
+def test_a_return_visit_to_a_lot_fund_checks_only_its_new_adl_event(tmp_path, browser):  # noqa: F811
+    """The fund state remembered (publish/static/memory.js) keeps the lot:
+    the next visit checks a new ADL event from there."""
+    from test_browser_return import free_port, fund_check, grow, site
+
+    ctx = browser.new_context()
+    visitor = ctx.new_page()
+    visitor.errors = []
+    visitor.on("pageerror", lambda e: visitor.errors.append(str(e)))
+    sim = scenario()
+    (tmp_path / "v1").mkdir()
+    write_log(tmp_path / "v1", "example.com/browser-adl-return", sim)
+    before = len(sim.entries)
+    sim.liquidation("XBTLOT", "S4", "long", "50", "39000", "39400")  # +20
+    sim.liquidation("XBTLOT", "L4", "long", "5", "39000", "30000", split=[1, 1],
+                    queue=queue("XBTLOT", "L4", [("2", "0.4", "5"), ("9", "0.3", "5"), ("1", "0.2", "1")]))
+    v2 = grow(tmp_path / "v1", tmp_path / "v2", [record(e["obj"]) for e in sim.entries[before:]])
+    port = free_port()
+    try:
+        with site(tmp_path / "v1", port) as url:
+            assert fund_check(visitor, url, "XBTLOT") == "verified", visitor.inner_text("#fund-check-verdict")
+        with site(v2, port) as url:
+            expected = check_fund_path(url, "XBTLOT")
+            assert fund_check(visitor, url, "XBTLOT") == "verified", visitor.inner_text("#fund-check-verdict")
+            status = visitor.inner_text("#fund-check-status")
+            assert status.startswith(f"Checked {len(sim.entries) - before:,} new entries since your last visit"), status
+            assert visitor.get_attribute("#fund-check", "data-checked-balance") == expected.fund["balance"]
+        assert visitor.errors == []
+    finally:
+        ctx.close()
