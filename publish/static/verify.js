@@ -546,6 +546,9 @@
     for (const k of have) if (!want.includes(k)) fail(`unexpected field '${k.slice(0, 30)}'${said(k)}`);
     for (const k of [...want].sort()) if (!(k in obj)) fail(`missing field '${k}'${said(k)}`);
   }
+  // kinds.py's grammars: a canonical decimal above zero (30 digits and 18 after the point at most), a 32-byte hash
+  const POSITIVE = /^(?:[1-9][0-9]{0,29}(?:\.[0-9]{0,17}[1-9])?|0\.[0-9]{0,17}[1-9])$/;
+  const HASH_B64 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
   function lotText(fund) { return decimalStr(fund.lot[0], fund.lot[1]); }
   /** An ADL event as ledger/rules/adl.py names it. */
   function describe(p) { return `liquidation ${p.id} of ${p.sym} (seq ${p.event})`; }
@@ -559,18 +562,22 @@
     const v = text.split(" ");
     if (v.length !== (closed ? 6 : 5)) fail(`${where} is not ${closed ? "six" : "five"} values separated by one space`);
     const [c, sizeText] = v, [ratioText, leverageText, scoreText] = v.slice(closed ? 3 : 2);
+    if (!HASH_B64.test(c)) fail(`${where}: the commitment is not the base64 of 32 bytes: ${c.slice(0, 50)}`);
     const commitment = b64decode(c, `${where}: the commitment`);
-    if (commitment.length !== 32) fail(`${where}: the commitment is not the base64 of 32 bytes`);
     const lotStr = decimalStr(lot[0], lot[1]);
-    const sizeLots = lotsIn(positive(sizeText, `${where}: size`), lot);
+    const quantity = (t, name) => {  // as ledger/rules/adl.py's qty_units: canonical, > 0, at most 30 + 18 digits
+      if (!POSITIVE.test(t)) fail(`${where}: ${name} is not a canonical positive decimal: ${t.slice(0, 40)}`);
+      return positive(t, `${where}: ${name}`);
+    };
+    const sizeLots = lotsIn(quantity(sizeText, "size"), lot);
     if (sizeLots === null) fail(`${where}: size ${sizeText} is not a multiple of the lot size ${lotStr}`);
     let qtyLots = null;
     if (closed) {
-      qtyLots = lotsIn(positive(v[2], `${where}: qty`), lot);
+      qtyLots = lotsIn(quantity(v[2], "qty"), lot);
       if (qtyLots === null) fail(`${where}: qty ${v[2]} is not a multiple of the lot size ${lotStr}`);
       if (qtyLots > sizeLots) fail(`${where} closes ${v[2]}, more than the ${sizeText} it held`);
     }
-    const ratio = positive(ratioText, `${where}: pnl_ratio`), leverage = positive(leverageText, `${where}: leverage`);
+    const ratio = quantity(ratioText, "pnl_ratio"), leverage = quantity(leverageText, "leverage");
     const score = [ratio[0] * leverage[0], ratio[1] + leverage[1]];
     const product = decimalStr(score[0], score[1]);
     if (scoreText !== product) fail(`${where}: score ${scoreText.slice(0, 60)} is not pnl_ratio * leverage = ${product}`);
@@ -715,7 +722,7 @@
           fail(c > 0 ? `adl_qty ${obj.adl_qty} is more than the minimum ${minimum} the balance requires`
             : `adl_qty ${obj.adl_qty} is less than the ${minimum} the balance requires`);
         }
-        if (typeof obj.queue_root !== "string" || !/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/.test(obj.queue_root)) {
+        if (typeof obj.queue_root !== "string" || !HASH_B64.test(obj.queue_root)) {
           fail(`queue_root is not the base64 of 32 bytes: ${String(obj.queue_root).slice(0, 50)}`);
         }
         if (!(Number.isSafeInteger(obj.queue_size) && obj.queue_size >= 1 && obj.queue_size <= MAX_QUEUE)) {
@@ -820,10 +827,8 @@
           const proof = obj.queue_proof.split(" ");
           if (proof.length > MAX_QUEUE_PROOF) fail(`more than ${MAX_QUEUE_PROOF} hashes in queue_proof`);
           const hashes = proof.map((h) => {
-            let raw = null;
-            try { raw = b64decode(h, "a queue_proof hash"); } catch (e) { if (!(e instanceof Failure)) throw e; }
-            if (!raw || raw.length !== 32) fail(`a queue_proof hash is not the base64 of 32 bytes: ${h.slice(0, 50)}`);
-            return raw;
+            if (!HASH_B64.test(h)) fail(`a queue_proof hash is not the base64 of 32 bytes: ${h.slice(0, 50)}`);
+            return b64decode(h, "a queue_proof hash");
           });
           if (!consistent(shown.length, p.queueSize, root, p.queueRoot, hashes)) {
             fail(`queue_proof does not show the ${shown.length} positions shown to be the top of the queue of queue_root`);
