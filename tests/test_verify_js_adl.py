@@ -198,7 +198,16 @@ def forge_from(db: str, dst, signer, seq: int, change) -> list[tuple[int, bytes]
     return path, datas
 
 
-IN_PLACE = sorted(n for n in BROKEN if n not in ("an entry in between", "an adl entry with no event"))
+def liquidation_of_old(o: dict, objs: list[dict]) -> None:
+    """Entry ``o`` (an adl entry) made a liquidation of another fund."""
+    old = next(x for x in objs if x.get("id") == "O1")
+    keep = {k: o[k] for k in ("seq", "prev", "time")}
+    o.clear()
+    o.update(old, id="O2", **keep)
+
+
+SIGNED = dict(BROKEN, **{"another fund's liquidation in between": ("L1", 1, liquidation_of_old, None)})
+IN_PLACE = sorted(n for n in SIGNED if n not in ("an entry in between", "an adl entry with no event"))
 
 
 @pytest.mark.parametrize("name", IN_PLACE)
@@ -211,7 +220,7 @@ def test_the_browser_rules_and_the_python_verifier_agree(signed, tmp_path, name)
     from ledger.tlog import merkle
 
     db, signer, written = signed
-    lid, offset, change, _ = BROKEN[name]
+    lid, offset, change, _ = SIGNED[name]
     seq = next(i for i, o in enumerate(written) if o.get("id") == lid) + offset
     path, datas = forge_from(db, tmp_path / "forged.db", signer, seq, change)
     python = tu.lib_verify(path)
