@@ -75,6 +75,29 @@ TAMPERED = {
 }
 
 
+def test_another_entry_inside_an_adl_event_fails_in_the_browser(adl_log, page, tmp_path):
+    """L1's first adl entry replaced by a liquidation of another fund: the
+    full replay refuses it at its seq, as the Python verifier does. (The
+    fund check's view of it, a gap in the lot fund's chain, is
+    tests/test_verify_js_adl.py's: the site here publishes chains and heads
+    that no longer agree.)"""
+    seq = adl_seqs(adl_log, "L1")[0]
+    o1 = next(o for o in adl_log["entries"] if o.get("id") == "O1")
+
+    def edit(o):
+        keep = {k: o[k] for k in ("seq", "prev", "time")}
+        o.clear()
+        o.update(o1, id="O2", **keep)
+
+    db = forged(adl_log, tmp_path / "forged.db", seq, edit)
+    full = "liquidation L1 of XBTLOT (seq 6) awaits its ADL allocation: the next record must be its adl record"
+    python = tu.lib_verify(db)
+    assert (python["seq"], python["reason"]) == (seq, full), python
+    with BackgroundServer(db, verified_timeout=None) as url:
+        verdict = run_verifier(page, url + "verify?full=1")
+        assert verdict == f"failed: entry {seq}: {full}", verdict
+
+
 @pytest.mark.parametrize("what", sorted(TAMPERED))
 def test_a_tampered_adl_entry_fails_in_the_browser(adl_log, page, tmp_path, what):
     """Both checks name the entry and the rule it breaks, as the Python
