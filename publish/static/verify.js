@@ -11,6 +11,11 @@
  *     fields of its kind;
  *   - every movement, payout, ADL amount and balance, recomputed with BigInt
  *     from the entry's own inputs by the rules of ledger/rules/fund.py;
+ *   - for a lot contract (docs/FORMAT.md, "Auto-deleveraging"), the minimum
+ *     ADL of a liquidation its fund cannot pay, and its adl entries right
+ *     after it: the positions closed, ranked by their exact scores, adding
+ *     up to adl_qty, the top of the queue whose root the liquidation
+ *     commits to (ledger/rules/adl.py);
  *   - the RFC 6962 root of all entries equals the checkpoint's root, the
  *     checkpoint is signed by the key in force at its size, and every hash
  *     tile equals the recomputed tree;
