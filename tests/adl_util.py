@@ -138,7 +138,8 @@ class Sim:
                     queue: list[Position] | None = None, split: list[int] | None = None, **extra) -> list[dict]:
         """The liquidation and, when the fund cannot pay a lot contract's
         shortfall, its adl entries (closed from the top of ``queue``, ranked
-        here; ``split``: the positions of each adl entry)."""
+        here; ``split``: the positions of each adl entry, or a function of
+        the number of positions closed that gives them)."""
         fund = self.funds[symbol]
         scale = fund["scale"]
         mv = lambda q: movement(fund["type"], side, q, fund["mult"], Fraction(b), Fraction(f))
@@ -175,7 +176,7 @@ class Sim:
             obj = self.add(rec)
             self.moved(obj)
             out = [obj]
-            split = split or [len(closed)]
+            split = split(len(closed)) if callable(split) else split or [len(closed)]
             assert sum(split) == len(closed)
             at = 0
             for i, count in enumerate(split):
