@@ -705,7 +705,7 @@
       if (fund.lot && lots === null) fail(`qty ${obj.qty} is not a multiple of the lot size ${lotText(fund)}`);
       let delta = movementUnits(fund.type, obj.side, q, fund.mult, b, f, fund.scale);
       // docs/FORMAT.md, "The minimum ADL": a lot contract's fund that cannot pay closes lots by ADL
-      const needsAdl = fund.lot !== null && fund.lot !== undefined && delta < 0n && -delta > fund.balance;
+      const needsAdl = Boolean(fund.lot) && delta < 0n && -delta > fund.balance;
       const given = ADL_FIELDS.filter((k) => k in obj);
       const holds = amountStr(fund.balance, fund.scale), shortfall = amountStr(delta < 0n ? -delta : 0n, fund.scale);
       if (!fund.lot && given.length) fail(`adl_qty, queue_root and queue_size need a lot contract: ${obj.contract} has no lot size`);
@@ -722,7 +722,7 @@
           fail(`the fund holds ${holds} and the shortfall is ${shortfall}: ADL of ${minimum} is needed ` +
             "(adl_qty, queue_root, queue_size and the adl records)");
         }
-        const given = positive(obj.adl_qty, "adl_qty"), c = compareDecimals(given, [adlLots * fund.lot[0], fund.lot[1]]);
+        const c = compareDecimals(positive(obj.adl_qty, "adl_qty"), [adlLots * fund.lot[0], fund.lot[1]]);
         if (c !== 0) {
           fail(c > 0 ? `adl_qty ${obj.adl_qty} is more than the minimum ${minimum} the balance requires`
             : `adl_qty ${obj.adl_qty} is less than the ${minimum} the balance requires`);
