@@ -84,7 +84,7 @@ def test_every_help_example_runs(tmp_path):
     """One scenario, in which the help examples run in a sensible order."""
     order = [
         "fundledger init", "fundledger contract add", "fundledger liquidation", "fundledger import",
-        "fundledger balance", "fundledger history", "fundledger checkpoint", "fundledger export",
+        "fundledger balance", "fundledger history", "fundledger adl", "fundledger checkpoint", "fundledger export",
         "fundledger prove", "fundledger check-receipt", "fundledger consistency", "fundledger verify", "fundledger monitor", "fundledger upgrade",
         "fundledger witness init", "fundledger witness add-log", "fundledger witness add-checkpoint",
         "fundledger attach-cosignatures", "fundledger key rotate", "fundledger witness add-key", "fundledger key add-mldsa",

@@ -272,7 +272,7 @@ def test_the_rotated_log_passes_with_its_key_history(rotated, tmp_path):
 # --- chain bundles -----------------------------------------------------------------------------
 
 CHAIN_EDITS = {
-    "an entry of another fund": (lambda d, e: [e[0], d[4], e[2], e[3]], "entry 1 of the chain of XBTUSDTM is not a liquidation entry of XBTUSDTM"),
+    "an entry of another fund": (lambda d, e: [e[0], d[4], e[2], e[3]], "entry 1 of the chain of XBTUSDTM is not a liquidation or adl entry of XBTUSDTM"),
     "another fund's contract first": (lambda d, e: [d[2], e[1], e[2], e[3]], "entry 0 of the chain of XBTUSDTM is not a contract entry"),
     "reordered": (lambda d, e: [e[0], e[2], e[1], e[3]], "not in increasing seq order"),
     "duplicated": (lambda d, e: [e[0], e[1], e[1], e[3]], "not in increasing seq order"),

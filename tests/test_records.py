@@ -36,18 +36,21 @@ CLOCK = lambda: "2026-11-23T00:00:00Z"  # noqa: E731
 
 def test_record_fields_are_the_kinds_input_fields():
     assert records.RECORD_FIELDS == {
-        "contract": {"kind", "symbol", "currency", "scale", "type", "multiplier", "time"},
+        "contract": {"kind", "symbol", "currency", "scale", "type", "multiplier", "lot", "time"},
         "liquidation": {"kind", "contract", "id", "side", "qty", "bankruptcy_price", "fill_price", "mark_price",
-                        "time"},
+                        "time", "adl_qty", "queue_root", "queue_size"},
+        "adl": {"kind", "contract", "liquidation", "positions", "next", "queue_proof", "time"},
     }
-    assert records.RECORD_KINDS == ("contract", "liquidation")
+    assert records.RECORD_KINDS == ("contract", "liquidation", "adl")
+    computed = set(kinds.ADL.names) - records.RECORD_FIELDS["adl"]
+    assert computed == {"seq", "prev", "chain_seq", "chain_prev", "event", "side", "price"}
     computed = set(kinds.LIQUIDATION.names) - records.RECORD_FIELDS["liquidation"]
     assert computed == {"seq", "prev", "delta", "paid", "adl", "balance"}
 
 
 @pytest.mark.parametrize("line, error, message", [
-    (b'{"kind":"key","contract":""}', RuleError, "unknown kind 'key': only contract and liquidation exist"),
-    (b'{"symbol":"X"}', RuleError, "unknown kind 'None': only contract and liquidation exist"),
+    (b'{"kind":"key","contract":""}', RuleError, "unknown kind 'key': only contract, liquidation and adl exist"),
+    (b'{"symbol":"X"}', RuleError, "unknown kind 'None': only contract, liquidation and adl exist"),
     (b'{"kind":"contract","contract":"X"}', RuleError, "unknown field 'contract' in a contract record"),
     (b'{"kind":"liquidation","delta":"1"}', RuleError, "unknown field 'delta' in a liquidation record"),
     (b'{"kind":"liquidation","qty":1.5}', FormatError, "a JSON float is not allowed: 1.5"),

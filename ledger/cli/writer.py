@@ -52,16 +52,17 @@ def contract():
 @click.option("--scale", required=True, type=click.IntRange(0, 18), help="Digits after the point of fund amounts.")
 @click.option("--type", "ctype", type=click.Choice(["linear", "inverse"]), default="linear", show_default=True)
 @click.option("--multiplier", default="1", show_default=True, help="Contract size (coin per contract, or USD per contract for inverse).")
+@click.option("--lot", default=None, help="Lot size in contracts: a lot contract, whose ADL is allocated (docs/ADL.md; format 2).")
 @db_option
 @key_option
 @handled
-def contract_add(symbol, currency, scale, ctype, multiplier, db_path, key_path):
+def contract_add(symbol, currency, scale, ctype, multiplier, lot, db_path, key_path):
     """Register contract SYMBOL and open its insurance fund at zero.
 
     Example: fundledger contract add XBTUSDTM --currency USDT --scale 8 --multiplier 0.001
     """
     store = open_store(db_path)
-    record = records.contract_record(symbol, currency, scale, ctype, multiplier)
+    record = records.contract_record(symbol, currency, scale, ctype, multiplier, lot)
     r = api.append_one(store, load_key(key_path), record, anchor=api.writer_anchor(key_path))
     report_append(r)
 
@@ -249,6 +250,9 @@ def history(symbol, since, limit, as_json, db_path):
 def _history_line(e: dict) -> str:
     if e["kind"] == "contract":
         return f"{e['seq']:>8} {e['time']}  contract registered"
+    if e["kind"] == "adl":
+        return (f"{e['seq']:>8} {e['time']}  ADL allocation: {e['side']} positions closed "
+                "(fundledger adl lists them)")
     return (f"{e['seq']:>8} {e['time']}  {e['liquidation_id']} {e['side']} {e['qty']} @ {e['fill_price']}"
             f" (bankruptcy {e['bankruptcy_price']}): delta {e['delta']} paid {e['paid']} adl {e['adl']}"
             f" balance {e['balance']}")

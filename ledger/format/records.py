@@ -99,10 +99,14 @@ def iter_chunks(stream: IO[bytes], size: int, first_line: int = 1) -> Iterator[l
         yield chunk
 
 
-def contract_record(symbol: str, currency: str, scale: int, type: str, multiplier: str) -> dict:
-    """The record of ``contract add``'s options."""
-    return check_record({"kind": "contract", "symbol": symbol, "currency": currency, "scale": scale,
-                         "type": type, "multiplier": multiplier})
+def contract_record(symbol: str, currency: str, scale: int, type: str, multiplier: str,
+                    lot: str | None = None) -> dict:
+    """The record of ``contract add``'s options; ``lot`` absent when None."""
+    record = {"kind": "contract", "symbol": symbol, "currency": currency, "scale": scale,
+              "type": type, "multiplier": multiplier}
+    if lot is not None:
+        record["lot"] = lot
+    return check_record(record)
 
 
 def liquidation_record(contract: str, id: str, side: str, qty: str, bankruptcy_price: str, fill_price: str,

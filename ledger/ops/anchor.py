@@ -503,7 +503,7 @@ def _replay(store: Store, saved: AnchorState, book: FundBook, edge: list[bytes],
                           [(st, note.parse_vkey(v)) for st, v in saved.keys[1:]])
     except FundledgerError as e:
         raise refuse(f"the anchor's keys do not parse ({e})") from None
-    book.seen = store.seen_before(saved.tree_size)
+    book.seen = _SeenBefore(store.conn, saved.tree_size)
     chain = Chain(book, keys, merkle.TreeBuilder(saved.tree_size, edge), saved.prev, saved.tree_size)
     try:
         for seq, data in store.iter_entries(saved.tree_size, size):
@@ -537,3 +537,29 @@ def _compare_contracts(store: Store, book: FundBook) -> None:
         i = CONTRACT_COLUMNS.index(col)
         raise refuse(f"the contracts table says {symbol} {col} {str(g[i])[:40]!r} "
                      f"but the signed entries give {str(w[i])[:40]!r}")
+
+
+class _SeenBefore:
+    """The liquidation ids recorded by the entries before ``seq``, plus
+    those added since: what the rules see when entry ``seq`` is rechecked."""
+
+    def __init__(self, conn, seq: int):
+        self._conn = conn
+        self._seq = seq
+        self._added: set = set()
+
+    def __contains__(self, key) -> bool:
+        if key in self._added:
+            return True
+        row = self._conn.execute(
+            "SELECT 1 FROM entries WHERE contract = ? AND liquidation_id = ? AND seq < ?", (*key, self._seq)
+        ).fetchone()
+        return row is not None
+
+    def add(self, key) -> None:
+        self._added.add(key)
+
+    @property
+    def added(self) -> set:
+        """The ids added since ``seq``."""
+        return self._added

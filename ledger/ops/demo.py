@@ -71,7 +71,7 @@ def _drain_events(store) -> list[dict]:
             continue
         s = scales[rec["contract"]]
         paid, adl, bal = (fund.parse_amount(rec[k], s) for k in ("paid", "adl", "balance"))
-        if paid > 0 and adl > 0 and bal == 0:
+        if paid > 0 and adl > 0 and (bal == 0 or b'"adl_qty":' in bytes(rec["data"])):  # (a lot contract: a remainder)
             events.append({k: rec[k] for k in ("seq", "time", "contract", "id", "side", "qty",
                                                "bankruptcy_price", "fill_price", "delta", "paid", "adl")})
     return events

@@ -87,9 +87,10 @@ def feed(url: str, token: str, stop: threading.Event, echo, seed: int = 7) -> No
         while not stop.wait(rng.uniform(*FEED_EVERY_S)):
             batch = []
             for _ in range(rng.randint(*FEED_BATCH)):
-                ms, record = sim.live_liquidation(i, ms)
-                record.pop("time")  # now, as the service appends it
-                batch.append(record)
+                ms, records = sim.live_liquidation(i, ms)
+                for record in records:  # (an ADL's allocation in the same body)
+                    record.pop("time", None)  # now, as the service appends it
+                batch.extend(records)
                 i += 1
             body = "".join(json.dumps(r) + "\n" for r in batch)
             while not stop.is_set():

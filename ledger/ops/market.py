@@ -13,9 +13,13 @@ asset (solana or dogecoin, by the seed) crashes by about a quarter over a
 twenty-fifth of the liquidations, packed close together (about ten minutes
 in the default run), and the rest of the market follows a few percent: long
 positions are liquidated in a cascade and filled far below their bankruptcy
-prices, which drains that contract's fund to zero and passes the rest to
-auto-deleveraging. The run checks, in the simulation and then in the ledger,
-that this happened. (Should the cascade fall short, its last liquidation is
+prices, which drains that contract's fund and passes the rest to
+auto-deleveraging. Both crashing contracts are lot contracts (docs/ADL.md):
+each ADL is allocated over a simulated queue of opposing positions of demo
+traders (account ``demo-<n>``, salt ``demo-salt-<n>``: :func:`demo_account`),
+the most whole lots the balance pays filled in the market, so the fund
+keeps less than one lot's shortfall. The run checks, in the simulation and
+then in the ledger, that this happened. (Should the cascade fall short, its last liquidation is
 a whale's position large enough to empty the fund, so every seed and size
 tells the story.)
 
@@ -38,6 +42,7 @@ from random import Random
 
 from ledger.rules import fund
 from ledger.errors import InputError, InvariantError
+from ledger.rules import adl as adl_rules
 
 START = datetime(2026, 1, 5, 0, 0, 0, tzinfo=timezone.utc)  # simulated clock's first instant
 
@@ -61,9 +66,10 @@ class DemoContract:
     tick_digits: int  # prices are multiples of 10**-tick_digits
     weight: int  # relative share of the liquidations
     vol_ppm: int  # largest move of the mark per step, parts per million
+    lot: str | None = None  # a lot contract: its ADL is allocated (docs/ADL.md)
 
     def record(self, time: str) -> dict:
-        return {
+        out = {
             "kind": "contract",
             "symbol": self.symbol,
             "currency": self.currency,
@@ -72,22 +78,32 @@ class DemoContract:
             "multiplier": self.multiplier,
             "time": time,
         }
+        if self.lot is not None:
+            out["lot"] = self.lot
+        return out
 
 
 # KuCoin-like lot sizes: a contract is 0.001 BTC, 0.01 ETH, 10 XRP, ...;
-# XBTUSDM is the coin-margined inverse contract worth 1 USD.
+# XBTUSDM is the coin-margined inverse contract worth 1 USD. The two that
+# may crash are lot contracts (one contract a lot): their ADL is allocated.
 CONTRACTS: tuple[DemoContract, ...] = (
     DemoContract("XBTUSDTM", "bitcoin", "linear", "USDT", "0.001", 8, 1, 26, 900),
     DemoContract("XBTUSDM", "bitcoin", "inverse", "XBT", "1", 8, 1, 9, 900),
     DemoContract("ETHUSDTM", "ethereum", "linear", "USDT", "0.01", 8, 2, 17, 1200),
-    DemoContract("SOLUSDTM", "solana", "linear", "USDT", "0.1", 8, 3, 10, 1600),
+    DemoContract("SOLUSDTM", "solana", "linear", "USDT", "0.1", 8, 3, 10, 1600, "1"),
     DemoContract("XRPUSDTM", "xrp", "linear", "USDT", "10", 6, 4, 8, 1600),
-    DemoContract("DOGEUSDTM", "dogecoin", "linear", "USDT", "100", 6, 5, 8, 1800),
+    DemoContract("DOGEUSDTM", "dogecoin", "linear", "USDT", "100", 6, 5, 8, 1800, "1"),
     DemoContract("BNBUSDTM", "bnb", "linear", "USDT", "0.01", 8, 2, 6, 1100),
     DemoContract("ADAUSDTM", "cardano", "linear", "USDT", "10", 6, 5, 6, 1700),
     DemoContract("LINKUSDTM", "chainlink", "linear", "USDT", "0.1", 6, 3, 6, 1700),
     DemoContract("TRXUSDTM", "tron", "linear", "USDT", "100", 6, 5, 4, 1100),
 )
+
+
+def demo_account(n: int) -> bytes:
+    """The account commitment of demo trader ``n`` (account id ``demo-<n>``,
+    salt ``demo-salt-<n>``): what an exchange gives its trader."""
+    return adl_rules.account_commitment(f"demo-{n}", f"demo-salt-{n}")
 
 
 # --- the demo market's prices ----------------------------------------------------------
@@ -208,6 +224,7 @@ class Simulation:
         self.balance = {c.symbol: 0 for c in CONTRACTS}
         self.drained = False
         self.mult = {c.symbol: fund.parse_positive(c.multiplier, "multiplier") for c in CONTRACTS}
+        self.queue_rng = Random(seed * 7919 + 1)  # the ADL queues' own, not to change the market's draws
 
     # -- one liquidation ---------------------------------------------------------------
 
@@ -237,17 +254,60 @@ class Simulation:
             (bankruptcy, c.tick_digits), (fill, c.tick_digits), c.scale,
         )
 
-    def _record(self, i: int, ms: int, c: DemoContract, side: str, qty: int, prices: tuple[int, int, int]) -> dict:
+    def _record(self, i: int, ms: int, c: DemoContract, side: str, qty: int,
+                prices: tuple[int, int, int]) -> list[dict]:
+        """The records of liquidation ``i``: the liquidation, and for an ADL
+        of a lot contract its allocation (the fund's balance kept by the rules)."""
         mark, bankruptcy, fill = prices
         delta = self._delta(c, side, qty, bankruptcy, fill)
         b = self.balance[c.symbol]
+        record = self._liquidation(i, ms, c, side, qty, prices)
         if delta >= 0:
             self.balance[c.symbol] = b + delta
+        elif c.lot is not None and -delta > b:
+            return self._adl(c, record, qty, b)
         else:
             paid = min(-delta, b)
             if paid > 0 and paid == b and -delta > paid:
                 self.drained = True
             self.balance[c.symbol] = b - paid
+        return [record]
+
+    def _adl(self, c: DemoContract, record: dict, qty: int, before: int) -> list[dict]:
+        """An ADL liquidation (docs/FORMAT.md, "The minimum ADL"): the most
+        whole lots the balance pays filled in the market, the rest
+        allocated over a simulated queue of opposing positions."""
+        b, f = fund.parse_positive(record["bankruptcy_price"], "b"), fund.parse_positive(record["fill_price"], "f")
+        one = fund.movement_fraction(c.type, record["side"], (1, 0), self.mult[c.symbol], b, f)
+        k = adl_rules.market_lots(one, c.scale, before, qty)
+        paid = -fund.movement_units(c.type, record["side"], (k, 0), self.mult[c.symbol], b, f, c.scale) if k else 0
+        self.balance[c.symbol] = before - paid
+        self.drained = self.drained or paid > 0
+        fields, parts = adl_rules.allocate(c.symbol, record["id"], str(qty - k), self._queue(c, record["id"], qty - k))
+        record.update(fields)
+        for part in parts:
+            part["time"] = record["time"]  # (allocated as it happened)
+        return [record, *parts]
+
+    def _queue(self, c: DemoContract, liquidation_id: str, need: int) -> list:
+        """Opposing positions in profit, of demo accounts, holding more than ``need`` lots."""
+        rng = self.queue_rng
+        n = rng.randint(8, 40)
+        base = max(1, need * 13 // (10 * n) + 1)
+        accounts = rng.sample(range(100_000), n + 1)
+        sizes = [rng.randint(1, 2 * base) for _ in range(n)]
+        if sum(sizes) <= need:
+            sizes.append(need - sum(sizes) + 1)
+        queue = []
+        for account, size in zip(accounts, sizes):
+            commitment = adl_rules.position_commitment(demo_account(account), c.symbol, liquidation_id)
+            queue.append(adl_rules.QueuedPosition(commitment, str(size), fund.decimal_str(rng.randint(1, 4000), 4),
+                                                  str(rng.randint(1, 50))))
+        return queue
+
+    def _liquidation(self, i: int, ms: int, c: DemoContract, side: str, qty: int,
+                     prices: tuple[int, int, int]) -> dict:
+        mark, bankruptcy, fill = prices
         return {
             "kind": "liquidation",
             "contract": c.symbol,
@@ -263,7 +323,7 @@ class Simulation:
     # -- the run -----------------------------------------------------------------------
 
     def records(self):
-        """Yield the contract records, then the liquidations."""
+        """Yield the contract records, then the liquidations (an ADL's with its allocation)."""
         t0 = time_str(0)
         for c in CONTRACTS:
             yield c.record(t0)
@@ -274,17 +334,17 @@ class Simulation:
         ms = 0
         for i in range(self.n):
             if crash.start <= i < crash.start + crash.length:
-                ms, record = self._crash_liquidation(i, ms, pull)
+                ms, records = self._crash_liquidation(i, ms, pull)
             else:
-                ms, record = self._calm_liquidation(i, ms)
-            yield record
+                ms, records = self._calm_liquidation(i, ms)
+            yield from records
 
-    def live_liquidation(self, i: int, ms: int) -> tuple[int, dict]:
+    def live_liquidation(self, i: int, ms: int) -> tuple[int, list[dict]]:
         """A calm-market liquidation ``i``, after the simulated run (the
-        live demo's risk engine): its time and record."""
+        live demo's risk engine): its time and records."""
         return self._calm_liquidation(i, ms)
 
-    def _calm_liquidation(self, i: int, ms: int) -> tuple[int, dict]:
+    def _calm_liquidation(self, i: int, ms: int) -> tuple[int, list[dict]]:
         """Liquidation ``i`` outside the crash, ``ms`` after the start of the
         previous one; returns its time and record."""
         rng, market = self.rng, self.market
@@ -305,7 +365,7 @@ class Simulation:
             prices = (mark, bankruptcy, fill + (1 if side == "long" else -1))
         return ms, self._record(i, ms, c, side, qty, prices)
 
-    def _crash_liquidation(self, i: int, ms: int, pull: dict[str, int]) -> tuple[int, dict]:
+    def _crash_liquidation(self, i: int, ms: int, pull: dict[str, int]) -> tuple[int, list[dict]]:
         """Liquidation ``i`` during the crash: the crashing asset falls step
         by step, the others by ``pull``, and most liquidations are longs on
         the crashing contract filled far beyond bankruptcy."""

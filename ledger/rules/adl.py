@@ -32,7 +32,7 @@ from typing import Sequence
 
 from ledger.errors import FundledgerError, RuleError
 from ledger.format import kinds
-from ledger.format.kinds import MAX_FRAC_DIGITS, MAX_POSITIONS, MAX_QUEUE_PROOF, MAX_QUEUE_SIZE
+from ledger.format.kinds import MAX_FRAC_DIGITS, MAX_POSITIONS, MAX_QUEUE_PROOF
 from ledger.tlog import merkle
 from ledger.tlog.proof import prove_consistency, verify_consistency
 

@@ -39,129 +39,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 
 from ledger.errors import InvariantError, RuleError
 from ledger.format import kinds
+from ledger.format.kinds import (  # noqa: F401 (the limits, re-exported)
+    CONTRACT_TYPES, MAX_CURRENCY_LENGTH, MAX_FRAC_DIGITS, MAX_ID_LENGTH, MAX_INT_DIGITS, MAX_SCALE, MAX_SYMBOL_LENGTH, SIDES,
+)
 from ledger.rules import adl as _adl
 from ledger.rules.chains import Chains
-from ledger.format.kinds import (
-    CONTRACT_TYPES,
-    MAX_CURRENCY_LENGTH,
-    MAX_FRAC_DIGITS,
-    MAX_ID_LENGTH,
-    MAX_INT_DIGITS,
-    MAX_SCALE,
-    MAX_SYMBOL_LENGTH,
-    SIDES,
+# The numbers and times of the rules, re-exported: callers import them from here.
+from ledger.rules.decimals import (  # noqa: F401
+    _CANONICAL_POSITIVE, _DECIMAL, ZEROS, amount_str, decimal_str, parse_amount, parse_positive, positive_decimal,
+    zero_str,
 )
+from ledger.rules.times import _CANONICAL_TIME, _DATES_OK, _date_exists, _valid_date, now_time, parse_time  # noqa: F401
 
 # --- limits and grammars: the entry format's (ledger/format/kinds.py) ------------
 
-_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]+))?\Z")
 _SYMBOL = re.compile(rf"(?:{kinds.SYMBOL})\Z")
 _CURRENCY = re.compile(rf"(?:{kinds.CURRENCY})\Z")
 _PRINTABLE = re.compile(rf"(?:{kinds.PRINTABLE})\Z")
-_TIME = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
-    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
-)
-
-
-# --- exact decimals -----------------------------------------------------------
-
-
-_CANONICAL_POSITIVE = re.compile(rf"(?:{kinds.POSITIVE})\Z")
-
-
-def positive_decimal(value: object, name: str) -> tuple[int, int, str]:
-    """:func:`parse_positive` plus the canonical spelling (:func:`decimal_str`).
-    A string already canonical (the verifier's case, and most inputs) takes a
-    fast path that gives the same result."""
-    if type(value) is str and _CANONICAL_POSITIVE.match(value):
-        whole, _, frac = value.partition(".")
-        return int(whole + frac), len(frac), value
-    units, digits = parse_positive(value, name)
-    return units, digits, decimal_str(units, digits)
-
-
-def parse_positive(value: object, name: str) -> tuple[int, int]:
-    """Parse a strictly positive decimal given as a string or an integer.
-
-    Accepts ``"39000"``, ``"0.001"``, ``39000``; refuses floats, booleans,
-    exponents, signs, NaN, infinities, blanks and more than
-    MAX_INT_DIGITS/MAX_FRAC_DIGITS digits. Returns ``(units, digits)`` with
-    trailing fractional zeros removed.
-    """
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise RuleError(f"{name} must be a decimal string or an integer, not {type(value).__name__}")
-    if isinstance(value, int) and not 0 < value < 10**MAX_INT_DIGITS:
-        raise RuleError(f"{name} must be greater than zero and have at most {MAX_INT_DIGITS} digits")
-    text = str(value) if isinstance(value, int) else value
-    m = _DECIMAL.match(text)
-    if m is None:
-        raise RuleError(f"{name} is not a plain positive decimal: {text[:40]!r}")
-    whole, frac = m.group(1), (m.group(2) or "")
-    whole = whole.lstrip("0") or "0"
-    frac = frac.rstrip("0")
-    if len(whole) > MAX_INT_DIGITS or len(frac) > MAX_FRAC_DIGITS:
-        raise RuleError(
-            f"{name} has too many digits (at most {MAX_INT_DIGITS} before and {MAX_FRAC_DIGITS} after the point)"
-        )
-    units = int(whole + frac)
-    if units <= 0:
-        raise RuleError(f"{name} must be greater than zero")
-    return units, len(frac)
-
-
-def decimal_str(units: int, digits: int) -> str:
-    """The canonical spelling of ``units / 10**digits``: no exponent, no
-    leading zeros, no trailing fractional zeros, ``-`` only for negatives."""
-    sign = "-" if units < 0 else ""
-    units = abs(units)
-    if digits == 0:
-        return f"{sign}{units}"
-    whole, frac = divmod(units, 10**digits)
-    frac_s = f"{frac:0{digits}d}".rstrip("0")
-    return f"{sign}{whole}.{frac_s}" if frac_s else f"{sign}{whole}"
-
-
-def amount_str(units: int, scale: int) -> str:
-    """An amount of ``units * 10**-scale`` with exactly ``scale`` digits after
-    the point (``"100.00000000"`` at scale 8)."""
-    sign = ""
-    if units < 0:
-        sign, units = "-", -units
-    digits = str(units)
-    if not scale:
-        return sign + digits
-    if len(digits) <= scale:  # a leading "0." and the fraction's leading zeros
-        digits = "0" * (scale + 1 - len(digits)) + digits
-    return f"{sign}{digits[:-scale]}.{digits[-scale:]}"
-
-
-ZEROS: dict[int, str] = {}  # scale -> amount_str(0, scale), filled by zero_str
-
-
-def zero_str(scale: int) -> str:
-    """``amount_str(0, scale)``, kept per scale (hot paths look in
-    :data:`ZEROS` first: ``ZEROS.get(scale) or zero_str(scale)``)."""
-    z = ZEROS[scale] = amount_str(0, scale)
-    return z
-
-
-def parse_amount(text: str, scale: int, name: str = "amount") -> int:
-    """Inverse of :func:`amount_str`, accepting only that exact spelling."""
-    if not isinstance(text, str):
-        raise RuleError(f"{name} must be a string")
-    body = text[1:] if text.startswith("-") else text
-    m = _DECIMAL.match(body)
-    if m is None or len(m.group(2) or "") != scale or (scale == 0 and m.group(2) is not None):
-        raise RuleError(f"{name} is not an amount at scale {scale}: {text[:40]!r}")
-    units = int(m.group(1) + (m.group(2) or ""))
-    if amount_str(-units if text.startswith("-") else units, scale) != text:
-        raise RuleError(f"{name} is not canonical: {text[:40]!r}")
-    return -units if text.startswith("-") else units
 
 
 def movement_units(
@@ -230,77 +127,6 @@ def settle(before: int, delta: int) -> tuple[int, int, int]:
     return paid, -delta - paid, before - paid
 
 
-# --- times ------------------------------------------------------------------------
-
-
-def parse_time(value: object, name: str = "time") -> str:
-    """Parse an RFC 3339 date-time and return its canonical UTC spelling:
-    ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` with the fraction (at most 9 digits)
-    stripped of trailing zeros. Offsets are converted to UTC; leap seconds
-    are refused."""
-    if not isinstance(value, str):
-        raise RuleError(f"{name} must be an RFC 3339 string")
-    if _CANONICAL_TIME.match(value) and _valid_date(value):
-        return value  # already canonical: the common case for the verifier
-    m = _TIME.match(value)
-    if m is None:
-        raise RuleError(f"{name} is not an RFC 3339 date-time: {value[:40]!r}")
-    y, mo, d, h, mi, s, frac, off = m.groups()
-    try:
-        t = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=timezone.utc)
-    except ValueError:
-        raise RuleError(f"{name} is not a valid date-time: {value[:40]!r}") from None
-    if off not in ("Z", "z"):
-        sign = 1 if off[0] == "+" else -1
-        oh, om = int(off[1:3]), int(off[4:6])
-        if oh > 23 or om > 59:
-            raise RuleError(f"{name} has a bad offset: {value[:40]!r}")
-        try:
-            t -= sign * timedelta(hours=oh, minutes=om)
-        except OverflowError:
-            raise RuleError(f"{name} is out of range: {value[:40]!r}") from None
-    frac = (frac or "").rstrip("0")
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-        + (f".{frac}" if frac else "")
-        + "Z"
-    )
-
-
-_CANONICAL_TIME = re.compile(rf"(?:{kinds.TIME})\Z")
-
-
-def _valid_date(value: str) -> bool:
-    """The date part of an already well-shaped time exists (no 31 April)."""
-    ok = _DATES_OK.get(value[:10])
-    if ok is None:
-        ok = _date_exists(value[:10])
-        if len(_DATES_OK) < 65536:
-            _DATES_OK[value[:10]] = ok
-    return ok
-
-
-_DATES_OK: dict[str, bool] = {}  # "YYYY-MM-DD" -> exists; a pure function's cache
-
-
-def _date_exists(day: str) -> bool:
-    try:
-        datetime(int(day[0:4]), int(day[5:7]), int(day[8:10]))
-    except ValueError:
-        return False
-    return day[0:4] != "0000"
-
-
-def now_time() -> str:
-    """The current time, canonical (see :func:`parse_time`), to the millisecond."""
-    t = datetime.now(timezone.utc)
-    ms = f"{t.microsecond // 1000:03d}".rstrip("0")
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-        + (f".{ms}Z" if ms else "Z")
-    )
-
-
 # --- records and state ------------------------------------------------------------
 
 
@@ -362,26 +188,28 @@ class Fund:
         self.last_price = price
 
     def summary(self) -> dict:
-        """The stable JSON shape of one fund (``balance --json``, ``verify --json``)."""
+        """The stable JSON shape of one fund (``balance --json``, ``verify --json``);
+        a lot contract's has its ``lot`` and ``allocations`` (adl entries) too."""
         c = self.contract
-        return {
+        out = {
             "contract": c.symbol,
             "currency": c.currency,
             "type": c.type,
             "scale": c.scale,
             "multiplier": c.multiplier,
-            "lot": c.lot,
             "balance": amount_str(self.balance, c.scale),
             "balance_usd": usd_value(self),
             "credited": amount_str(self.credited, c.scale),
             "paid": amount_str(self.paid, c.scale),
             "adl": amount_str(self.adl, c.scale),
             "liquidations": self.liquidations,
-            "allocations": self.allocations,
             "last_seq": self.last_seq,
             "last_time": self.last_time,
             "last_price": self.last_price,
         }
+        if c.lot is not None:
+            out["lot"], out["allocations"] = c.lot, self.allocations
+        return out
 
 
 USD_STABLE = ("USD", "USDT", "USDC")

@@ -1,11 +1,11 @@
 """The ledger's SQLite schema and its read side: what a reader may import.
 
-Layout, schema 2 (see docs/FORMAT.md for the public formats)::
+Layout, schema 3 (see docs/FORMAT.md for the public formats)::
 
     meta(key, value)                 origin, vkey, schema version
     entries(seq INTEGER PRIMARY KEY, data BLOB, leaf_hash BLOB, ...derived columns)
     tree(id INTEGER PRIMARY KEY, hash BLOB)      RFC 6962 stored hashes above the leaves
-    contracts(symbol PRIMARY KEY, ...)           per-fund summary, rewritten on each append
+    contracts(symbol PRIMARY KEY, ..., lot, allocations)  per-fund summary, rewritten on each append
     checkpoints(id, tree_size, root, time, note) every signed checkpoint, in order
     cosignatures(checkpoint_id, name, key_id, line, timestamp)
 
@@ -14,7 +14,8 @@ index ``merkle.stored_hash_index(L, n)``. Those of level 0, the leaf hashes,
 are ``entries.leaf_hash`` (of entry n); ``tree`` holds the others (about one
 per entry), each under its stored-hash index, so its ids skip the leaves'.
 Schema 1 kept the leaf hashes in ``tree`` too: it is read as it is (a writer
-upgrades it, ``ledger.store.store.upgrade_schema_1``).
+upgrades it, ``ledger.store.store.upgrade_schema``); schema 2 lacked the
+contracts' ``lot`` and ``allocations`` (a writer adds them, NULL and 0).
 
 ``entries``, ``tree`` and ``checkpoints`` are append-only: triggers refuse
 UPDATE and DELETE, and BEFORE INSERT triggers refuse any row that is not the
@@ -191,7 +192,7 @@ def contract_row(fund: Fund) -> tuple:
     return (
         s["contract"], s["currency"], s["scale"], s["type"], s["multiplier"], fund.contract.seq,
         s["balance"], s["balance_usd"], s["credited"], s["paid"], s["adl"], s["liquidations"],
-        s["last_seq"], s["last_time"], s["last_price"], s["lot"], s["allocations"],
+        s["last_seq"], s["last_time"], s["last_price"], s.get("lot"), s.get("allocations", 0),
     )
 
 
@@ -307,32 +308,6 @@ class _SeenInDb:
                 q = f"SELECT liquidation_id FROM entries WHERE contract = ? AND liquidation_id IN ({','.join('?' * len(part))})"
                 self._batch.update((c, i) for (i,) in self._conn.execute(q, [c, *part]))
             self._known.update((c, i) for i in ids)
-
-
-class _SeenBefore:
-    """The liquidation ids recorded by the entries before ``seq``, plus
-    those added since: what the rules see when entry ``seq`` is rechecked."""
-
-    def __init__(self, conn: sqlite3.Connection, seq: int):
-        self._conn = conn
-        self._seq = seq
-        self._added: set = set()
-
-    def __contains__(self, key) -> bool:
-        if key in self._added:
-            return True
-        row = self._conn.execute(
-            "SELECT 1 FROM entries WHERE contract = ? AND liquidation_id = ? AND seq < ?", (*key, self._seq)
-        ).fetchone()
-        return row is not None
-
-    def add(self, key) -> None:
-        self._added.add(key)
-
-    @property
-    def added(self) -> set:
-        """The ids added since ``seq``."""
-        return self._added
 
 
 def _sqlite_text(value: object) -> bool:
@@ -515,12 +490,9 @@ class Reader:
         return cp[4] + b"".join(self.cosignature_lines(cp[0]))
 
     def contract_rows(self) -> list[dict]:
-        if self.schema in ("1", "2"):  # (no lot contract, no adl entry)
-            names = CONTRACT_COLUMNS[:-2]
-            rows = self.conn.execute(f"SELECT {', '.join(names)}, NULL, 0 FROM contracts ORDER BY symbol").fetchall()
-        else:
-            cols = ", ".join(CONTRACT_COLUMNS)
-            rows = self.conn.execute(f"SELECT {cols} FROM contracts ORDER BY symbol").fetchall()
+        old = self.schema in ("1", "2")  # (no lot contract, no adl entry)
+        cols = ", ".join(CONTRACT_COLUMNS[:-2]) + (", NULL, 0" if old else ", lot, allocations")
+        rows = self.conn.execute(f"SELECT {cols} FROM contracts ORDER BY symbol").fetchall()
         return [dict(zip(CONTRACT_COLUMNS, r)) for r in rows]
 
     def entry_row(self, seq: int) -> dict:
@@ -579,10 +551,6 @@ class Reader:
         """The liquidation ids the ledger records, looked up as needed (a
         ``FundBook.seen``)."""
         return _SeenInDb(self.conn)
-
-    def seen_before(self, seq: int) -> _SeenBefore:
-        """The liquidation ids recorded before entry ``seq`` (a ``FundBook.seen``)."""
-        return _SeenBefore(self.conn, seq)
 
     def chain_head(self) -> tuple[int, bytes, list[bytes]]:
         """``(size, hash of the last entry, the tree's right edge)``: the

@@ -230,19 +230,16 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
     caller verifies the chunk's signed messages together, and an entry
     whose signature fails is left to the main process like any other.
 
-    The text must match :data:`_LIQUIDATION_TEXT` (so it is the canonical
-    encoding of its fields) and every field must be what the rules give:
-    inputs in canonical spelling, movement, payout, ADL and balance from the
-    balance before the entry that its own figures imply."""
+    The text must match :data:`_LIQUIDATION_TEXT` (its fields' canonical
+    encoding) and every field be what the rules give from the balance
+    before it that its own figures imply; a lot contract's ADL is not here."""
     if len(data) > MAX_ENTRY_BYTES:
         return None
     split = _split_signature_line(data, verifier)
     if split is None:
         return None
     text, signature = split
-    try:
-        # (the pattern admits no newline before the text's last byte, so the
-        # text holds no blank line: it is the whole of the note's text)
+    try:  # (the pattern admits no newline before the text's last byte: the text is the whole note's)
         ascii_text = text.decode("ascii")
     except UnicodeDecodeError:
         return None
@@ -261,8 +258,7 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
         return None
     fund = book.funds.get(contract)
     if fund is None or len(lid) > MAX_ID_LENGTH or not _PRINTABLE.match(lid):
-        return None
-    # (the pattern took qty and the prices in canonical spelling only)
+        return None  # (the pattern took qty and the prices in canonical spelling only)
     scale = fund.contract.scale
     delta = canonical_movement(fund.contract, side, qty_s, bankruptcy_s, fill_s)
     # The balance before this entry, as its own figures imply it; the
@@ -276,9 +272,8 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
         return None
     if before < 0:
         return None
-    lot_units = fund.contract.lot_units
-    if lot_units is not None and qty_units(qty_s, "qty") % lot_units:
-        return None
+    if fund.contract.lot_units is not None and qty_units(qty_s, "qty") % fund.contract.lot_units:
+        return None  # (not whole lots: the reference's to refuse)
     if delta >= 0:  # settle(before, delta): a surplus, nothing paid or passed to ADL
         paid = adl = 0
         balance = before + delta
@@ -288,9 +283,8 @@ def _fast_liquidation(data, seq, verifier, public_key, book, prev_b64, leaf, row
             return None
     else:
         paid, adl, balance = settle(before, delta)
-        if adl and fund.contract.lot is not None:  # a lot contract's shortfall beyond the balance: ADL's, the reference's
-            return None
-        if (amount_str(delta, scale) != delta_s or amount_str(paid, scale) != paid_s
+        if (adl and fund.contract.lot is not None  # (a lot contract's ADL: the reference's)
+                or amount_str(delta, scale) != delta_s or amount_str(paid, scale) != paid_s
                 or amount_str(adl, scale) != adl_s or amount_str(balance, scale) != balance_s):
             return None
     if derived is not None and tuple(row) != derived(seq, data, leaf, time, contract, lid, side, qty_s, bankruptcy_s,
