@@ -5,8 +5,9 @@
  *     {"size", "root" (base64), "note" (the signed checkpoint), "vkey"}
  *   fundledger/v1/<log origin>/fund/<SYMBOL>   the fund state "Check this
  *     fund" verified: {"size", "root", "seq", "hash", "entries", "balance",
- *     "scale", "type", "multiplier", "currency", "ids"} where ids is the
- *     base64 of 8 bytes of SHA-256 per liquidation id of the fund (or "").
+ *     "scale", "type", "multiplier", "currency", "ids", and "lot" for a lot
+ *     contract} where ids is the base64 of 8 bytes of SHA-256 per
+ *     liquidation id of the fund (or "").
  * What is read back is untrusted input: parsed strictly, with limits; a
  * damaged record is forgotten and reported as damaged.
  * No library. Plain ES2020. */
@@ -33,8 +34,10 @@ window.FundledgerMemory = (function () {
       scale: (v) => Number.isInteger(v) && v >= 0 && v <= 18, type: (v) => v === "linear" || v === "inverse",
       multiplier: (v) => typeof v === "string" && DECIMAL.test(v), currency: (v) => typeof v === "string" && /^[A-Z0-9]{1,16}$/.test(v),
       ids: (v) => v === "" || isB64(v, MAX_RECORD),
+      lot: (v) => v === undefined || (typeof v === "string" && DECIMAL.test(v)),
     },
   };
+  const OPTIONAL = new Set(["lot"]);  // keys a record may leave out
 
   /** {status: "none" | "ok" | "damaged", value}; a damaged record is removed. */
   function read(key, shape) {
@@ -46,7 +49,7 @@ window.FundledgerMemory = (function () {
     try { if (text.length <= MAX_RECORD) v = JSON.parse(text); } catch (e) { v = null; }
     const keys = Object.keys(shape);
     const ok = v !== null && typeof v === "object" && !Array.isArray(v) &&
-      Object.keys(v).sort().join(",") === keys.slice().sort().join(",") && keys.every((k) => shape[k](v[k]));
+      Object.keys(v).every((k) => keys.includes(k)) && keys.every((k) => (OPTIONAL.has(k) || Object.prototype.hasOwnProperty.call(v, k)) && shape[k](v[k]));
     if (!ok) {
       try { s.removeItem(key); } catch (e) { /* nothing to do */ }
       return { status: "damaged" };

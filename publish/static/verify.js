@@ -11,6 +11,11 @@
  *     fields of its kind;
  *   - every movement, payout, ADL amount and balance, recomputed with BigInt
  *     from the entry's own inputs by the rules of ledger/rules/fund.py;
+ *   - for a lot contract (docs/FORMAT.md, "Auto-deleveraging"), the minimum
+ *     ADL of a liquidation its fund cannot pay, and its adl entries right
+ *     after it: the positions closed, ranked by their exact scores, adding
+ *     up to adl_qty, the top of the queue whose root the liquidation
+ *     commits to (ledger/rules/adl.py);
  *   - the RFC 6962 root of all entries equals the checkpoint's root, the
  *     checkpoint is signed by the key in force at its size, and every hash
  *     tile equals the recomputed tree;
@@ -433,8 +438,8 @@
     const q = a / b;
     return (a % b !== 0n && a < 0n) ? q - 1n : q;
   }
-  /** floor(delta * 10**scale): linear q*m*(f-b) (long); inverse q*m*(1/b - 1/f) (long); shorts negated. */
-  function movementUnits(type, side, q, m, b, f, scale) {
+  /** The exact movement [num, den] (den > 0): linear q*m*(f-b) (long); inverse q*m*(1/b - 1/f) (long); shorts negated. */
+  function movementFraction(type, side, q, m, b, f) {
     const [qn, qk] = q, [mn, mk] = m, [bn, bk] = b, [fn, fk] = f;
     let num = qn * mn * (fn * pow10(bk) - bn * pow10(fk));
     let den;
@@ -443,7 +448,38 @@
     else fail(`unknown contract type ${type}`);
     if (side === "short") num = -num;
     else if (side !== "long") fail(`unknown side ${side}`);
+    return [num, den];
+  }
+  /** floor(delta * 10**scale) of movementFraction. */
+  function movementUnits(type, side, q, m, b, f, scale) {
+    const [num, den] = movementFraction(type, side, q, m, b, f);
     return floorDiv(num * pow10(scale), den);
+  }
+  /** The canonical spelling of units / 10**digits (no trailing zero after the point). */
+  function decimalStr(units, digits) {
+    const neg = units < 0n;
+    let s = (neg ? -units : units).toString();
+    if (digits > 0) {
+      s = s.padStart(digits + 1, "0");
+      const frac = s.slice(s.length - digits).replace(/0+$/, "");
+      s = s.slice(0, s.length - digits) + (frac ? "." + frac : "");
+    }
+    return (neg ? "-" : "") + s;
+  }
+  /** -1, 0 or 1 as decimal a is below, equal to or above decimal b ([units, digits] each). */
+  function compareDecimals(a, b) {
+    const x = a[0] * pow10(b[1]), y = b[0] * pow10(a[1]);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  /** How many lots the decimal q is, or null when it is not a whole multiple of ``lot``. */
+  function lotsIn(q, lot) {
+    const num = q[0] * pow10(lot[1]), den = lot[0] * pow10(q[1]);
+    return num % den === 0n ? num / den : null;
+  }
+  /** -1, 0 or 1: the byte strings a and b in lexicographic (unsigned) order. */
+  function compareBytes(a, b) {
+    for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+    return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
   }
 
   // --- entries ---------------------------------------------------------------------
@@ -465,7 +501,14 @@
       "prev", "qty", "seq", "side", "time"],
     key: ["contract", "kind", "prev", "seq", "time", "vkey"],
     state: ["contract", "format", "funds", "heads", "keys", "kind", "prev", "seq", "time"],
+    // docs/FORMAT.md, "Auto-deleveraging": the positions an ADL liquidation closed (chain fields added)
+    adl: ["contract", "event", "kind", "liquidation", "positions", "prev", "price", "seq", "side", "time"],
   };
+  // a liquidation of a lot contract that the fund cannot pay: its minimum ADL and the queue it closes
+  const ADL_FIELDS = ["adl_qty", "queue_root", "queue_size"];
+  const MAX_QUEUE = 1048576;
+  const MAX_POSITIONS = 256;
+  const MAX_QUEUE_PROOF = 64;
   const CHAIN_FIELDS = ["chain_prev", "chain_seq"];
   const KEY_FIELDS = ["key_hash", "key_seq"];
 
@@ -500,6 +543,59 @@
     }
   }
 
+  /** An entry's fields are exactly ``want``: else the first unexpected one,
+   *  then the first missing one, each with its reason in ``why`` if any. */
+  function fieldSet(obj, want, why = {}) {
+    const have = Object.keys(obj).sort();
+    const said = (k) => (why[k] ? " " + why[k] : "");
+    for (const k of have) if (!want.includes(k)) fail(`unexpected field '${k.slice(0, 30)}'${said(k)}`);
+    for (const k of [...want].sort()) if (!(k in obj)) fail(`missing field '${k}'${said(k)}`);
+  }
+  // kinds.py's grammars: a canonical decimal above zero (30 digits and 18 after the point at most), a 32-byte hash
+  const POSITIVE = /^(?:[1-9][0-9]{0,29}(?:\.[0-9]{0,17}[1-9])?|0\.[0-9]{0,17}[1-9])$/;
+  const HASH_B64 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
+  function lotText(fund) { return decimalStr(fund.lot[0], fund.lot[1]); }
+  /** An ADL event as ledger/rules/adl.py names it. */
+  function describe(p) { return `liquidation ${p.id} of ${p.sym} (seq ${p.event})`; }
+
+  /** One position of an ADL event (docs/FORMAT.md, "adl: the positions
+   *  closed"), as ledger/rules/adl.py parses it: ``text`` holds six values
+   *  (``closed``: with its qty) or five (``next``, a queue leaf), each in its
+   *  grammar, the quantities whole lots, the score the exact product of the
+   *  profit ratio and the leverage. */
+  function parsePosition(text, closed, lot, where) {
+    const v = text.split(" ");
+    if (v.length !== (closed ? 6 : 5)) fail(`${where} is not ${closed ? "six" : "five"} values separated by one space`);
+    const [c, sizeText] = v, [ratioText, leverageText, scoreText] = v.slice(closed ? 3 : 2);
+    if (!HASH_B64.test(c)) fail(`${where}: the commitment is not the base64 of 32 bytes: ${c.slice(0, 50)}`);
+    const commitment = b64decode(c, `${where}: the commitment`);
+    const lotStr = decimalStr(lot[0], lot[1]);
+    const quantity = (t, name) => {  // as ledger/rules/adl.py's qty_units: canonical, > 0, at most 30 + 18 digits
+      if (!POSITIVE.test(t)) fail(`${where}: ${name} is not a canonical positive decimal: ${t.slice(0, 40)}`);
+      return positive(t, `${where}: ${name}`);
+    };
+    const sizeLots = lotsIn(quantity(sizeText, "size"), lot);
+    if (sizeLots === null) fail(`${where}: size ${sizeText} is not a multiple of the lot size ${lotStr}`);
+    let qtyLots = null;
+    if (closed) {
+      qtyLots = lotsIn(quantity(v[2], "qty"), lot);
+      if (qtyLots === null) fail(`${where}: qty ${v[2]} is not a multiple of the lot size ${lotStr}`);
+      if (qtyLots > sizeLots) fail(`${where} closes ${v[2]}, more than the ${sizeText} it held`);
+    }
+    const ratio = quantity(ratioText, "pnl_ratio"), leverage = quantity(leverageText, "leverage");
+    const score = [ratio[0] * leverage[0], ratio[1] + leverage[1]];
+    const product = decimalStr(score[0], score[1]);
+    if (scoreText !== product) fail(`${where}: score ${scoreText.slice(0, 60)} is not pnl_ratio * leverage = ${product}`);
+    return { commitment, key: c, sizeLots, qtyLots, score, scoreText,
+      leaf: [c, sizeText, ratioText, leverageText, scoreText].join(" "), qtyText: closed ? v[2] : null, sizeText };
+  }
+  /** Position ``pos`` ranks after ``before`` (docs/FORMAT.md, "ranked"): a
+   *  lower score, or at an equal score a greater commitment. */
+  function ranksAfter(pos, before) {
+    const c = compareDecimals(pos.score, before.score);
+    return c < 0 || (c === 0 && compareBytes(pos.commitment, before.commitment) > 0);
+  }
+
   /** The replayed state: funds, liquidation ids, log keys. */
   class Book {
     constructor(anchor) {
@@ -512,6 +608,7 @@
       this.keyHead = null;  // {seq, leaf} of the latest key entry
       this.stateHead = null;
       this.lastKind = null;
+      this.pending = null;  // an ADL event whose adl entries do not add up to its adl_qty yet
     }
     /** The chain fields an entry names in format 2: its chain's head, if any. */
     link(head) {
@@ -541,15 +638,16 @@
     async apply(obj, seq, origin, leaf) {
       const kind = obj.kind;
       let want = FIELDS[kind];
-      if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation, key and state exist`);
+      if (!want) fail(`unknown entry kind ${String(kind).slice(0, 30)}: only contract, liquidation, key, state and adl exist`);
+      if (this.pending && kind !== "adl") fail(`${describe(this.pending)} awaits its ADL allocation: the next record must be its adl record`);
+      if (kind === "adl") return this.adlEntry(obj, seq, leaf);
       const chain = kind === "liquidation" ? this.link(this.funds.get(obj.contract))
         : kind === "key" ? this.link(this.keyHead) : kind === "state" ? this.link(this.stateHead) : {};
       want = [...want, ...Object.keys(chain), ...(kind === "state" && this.keyHead ? KEY_FIELDS : [])].sort();
       // the inputs first, then the set of fields, then the amounts (the order of ledger/verify/verifier.py)
-      const fields = () => {
-        const have = Object.keys(obj).filter((k) => k !== "mark_price").sort();
-        if ("mark_price" in obj && kind !== "liquidation") fail("unexpected field mark_price");
-        if (have.join(",") !== want.join(",")) fail(`the fields of a ${kind} entry are wrong: ${have.join(", ")}`);
+      const fields = (why = {}) => {
+        if ("mark_price" in obj && kind !== "liquidation") fail("unexpected field 'mark_price'");
+        fieldSet(obj, want.concat(kind === "liquidation" && "mark_price" in obj ? ["mark_price"] : []), why);
       };
       if (kind === "contract") {
         const sym = obj.contract;
@@ -558,10 +656,14 @@
         if (!Number.isInteger(obj.scale) || obj.scale < 0 || obj.scale > 18) fail("bad scale");
         if (obj.type !== "linear" && obj.type !== "inverse") fail("bad contract type");
         const mult = positive(obj.multiplier, "multiplier");
+        // a lot contract (docs/FORMAT.md, "Lot contracts"): format 2 only
+        const hasLot = "lot" in obj && this.since !== null;
+        const lot = hasLot ? positive(obj.lot, "lot") : null;
+        if (hasLot) want = [...want, "lot"].sort();
         if (this.funds.has(sym)) fail(`contract ${sym} is registered twice`);
-        fields();
+        fields({ lot: "(a lot contract is a format-2 entry)" });
         this.funds.set(sym, { scale: obj.scale, type: obj.type, mult, currency: obj.currency, balance: 0n,
-          seq, leaf, entries: 1, headLeaf: null });
+          seq, leaf, entries: 1, headLeaf: null, lot });
         this.lastKind = kind;
         return;
       }
@@ -599,10 +701,48 @@
       const b = positive(obj.bankruptcy_price, "bankruptcy_price");
       const f = positive(obj.fill_price, "fill_price");
       if ("mark_price" in obj) positive(obj.mark_price, "mark_price");
-      const delta = movementUnits(fund.type, obj.side, q, fund.mult, b, f, fund.scale);
+      const lots = fund.lot ? lotsIn(q, fund.lot) : null;
+      if (fund.lot && lots === null) fail(`qty ${obj.qty} is not a multiple of the lot size ${lotText(fund)}`);
+      let delta = movementUnits(fund.type, obj.side, q, fund.mult, b, f, fund.scale);
+      // docs/FORMAT.md, "The minimum ADL": a lot contract's fund that cannot pay closes lots by ADL
+      const needsAdl = Boolean(fund.lot) && delta < 0n && -delta > fund.balance;
+      const given = ADL_FIELDS.filter((k) => k in obj);
+      const holds = amountStr(fund.balance, fund.scale), shortfall = amountStr(delta < 0n ? -delta : 0n, fund.scale);
+      if (!fund.lot && given.length) fail(`adl_qty, queue_root and queue_size need a lot contract: ${obj.contract} has no lot size`);
+      if (fund.lot && !needsAdl && given.length) fail(`ADL when the fund could still pay: it holds ${holds} and the shortfall is ${shortfall}`);
+      let paid = 0n, adl = 0n, balance, adlLots = null, marketLots = null;
+      if (needsAdl) {
+        // q_m: the largest number of lots the balance covers, at one lot's exact shortfall
+        const [num1, den1] = movementFraction(fund.type, obj.side, fund.lot, fund.mult, b, f);
+        const covered = floorDiv(fund.balance * den1, -num1 * pow10(fund.scale));
+        marketLots = covered < lots ? covered : lots;
+        adlLots = lots - marketLots;
+        const minimum = decimalStr(adlLots * fund.lot[0], fund.lot[1]);
+        if (!("adl_qty" in obj)) {
+          fail(`the fund holds ${holds} and the shortfall is ${shortfall}: ADL of ${minimum} is needed ` +
+            "(adl_qty, queue_root, queue_size and the adl records)");
+        }
+        const c = compareDecimals(positive(obj.adl_qty, "adl_qty"), [adlLots * fund.lot[0], fund.lot[1]]);
+        if (c !== 0) {
+          fail(c > 0 ? `adl_qty ${obj.adl_qty} is more than the minimum ${minimum} the balance requires`
+            : `adl_qty ${obj.adl_qty} is less than the ${minimum} the balance requires`);
+        }
+        if (typeof obj.queue_root !== "string" || !HASH_B64.test(obj.queue_root)) {
+          fail(`queue_root is not the base64 of 32 bytes: ${String(obj.queue_root).slice(0, 50)}`);
+        }
+        if (!(Number.isSafeInteger(obj.queue_size) && obj.queue_size >= 1 && obj.queue_size <= MAX_QUEUE)) {
+          fail(`queue_size must be an integer from 1 to ${MAX_QUEUE}`);
+        }
+        want = [...want, ...ADL_FIELDS].sort();
+      }
       fields();
-      let paid = 0n, adl = 0n, balance;
-      if (delta >= 0n) {
+      if (needsAdl) {
+        const shortfallAll = -delta;
+        delta = movementUnits(fund.type, obj.side, [marketLots * fund.lot[0], fund.lot[1]], fund.mult, b, f, fund.scale);
+        paid = -delta;
+        adl = shortfallAll - paid;
+        balance = fund.balance - paid;
+      } else if (delta >= 0n) {
         balance = fund.balance + delta;
       } else {
         paid = -delta < fund.balance ? -delta : fund.balance;
@@ -615,11 +755,105 @@
         if (obj[k] !== s) fail(`${k} is ${String(obj[k]).slice(0, 40)} but the rules give ${s}`);
       }
       this.compare(obj, chain);
+      if (needsAdl) {
+        this.pending = { event: seq, last: seq, sym: obj.contract, id: obj.id, side: obj.side === "long" ? "short" : "long",
+          price: obj.bankruptcy_price, lot: fund.lot, need: adlLots, adlQty: obj.adl_qty, closed: 0n, count: 0,
+          queueRoot: b64decode(obj.queue_root, "queue_root"), queueSize: obj.queue_size, leaves: [], commitments: new Set(),
+          previous: null };
+      }
       fund.balance = balance;
       Object.assign(fund, { seq, leaf, entries: fund.entries + 1, headLeaf: null });
       this.seen.add(idKey);
       if (this.newIds) this.newIds.push(idHash(idKey));
       this.lastKind = kind;
+    }
+
+    /** An ``adl`` entry (docs/FORMAT.md, "Auto-deleveraging"): at the seq
+     *  after its event's liquidation or previous adl entry, its positions
+     *  the next ranks of the queue, and on the event's last entry the queue
+     *  shown against queue_root. */
+    adlEntry(obj, seq, leaf) {
+      const p = this.pending;
+      if (this.since === null) fail("unknown entry kind adl in format 1: adl entries exist from the first state entry on");
+      if (!p) fail("an adl record must follow the ADL liquidation it allocates, or its previous adl record");
+      if (seq !== p.last + 1) fail(`an ADL liquidation of ${p.sym} is not followed at once by its allocation`);
+      if (obj.contract !== p.sym || obj.liquidation !== p.id) fail(`an adl record must allocate ${describe(p)}, the liquidation before it`);
+      const fund = this.funds.get(p.sym);
+      const chain = this.link(fund);
+      if (typeof obj.positions !== "string" || !obj.positions) fail("positions must be a non-empty string");
+      const parts = obj.positions.split(",");
+      if (parts.length > MAX_POSITIONS) fail(`more than ${MAX_POSITIONS} positions in one adl entry`);
+      // checked on copies: the event changes only once the whole entry passed
+      let closed = p.closed, count = p.count, previous = p.previous;
+      const seen = new Set(), leaves = [];
+      const inOrder = (pos, rank) => {
+        if (p.commitments.has(pos.key) || seen.has(pos.key)) fail(`position ${rank}: its commitment appears twice in the event`);
+        if (previous && !ranksAfter(pos, previous)) {
+          fail(`position ${rank} (score ${pos.scoreText.slice(0, 40)}) ranks above position ${rank - 1} ` +
+            `(score ${previous.scoreText.slice(0, 40)}): out of queue order`);
+        }
+      };
+      parts.forEach((text, i) => {
+        const rank = count;
+        const pos = parsePosition(text, true, p.lot, `position ${rank}`);
+        inOrder(pos, rank);
+        if (previous && previous.qtyLots !== previous.sizeLots) {
+          fail(`position ${rank - 1} is closed for ${previous.qtyText} of ${previous.sizeText}, yet the allocation ` +
+            "goes on: the top of the queue is closed whole first");
+        }
+        closed += pos.qtyLots;
+        if (closed > p.need) fail(`the positions add up to more than adl_qty at position ${rank}`);
+        if (closed === p.need && i !== parts.length - 1) fail(`the positions reach adl_qty at position ${rank}, before the last of the entry`);
+        seen.add(pos.key);
+        leaves.push(pos.leaf);
+        previous = pos;
+        count++;
+      });
+      const last = closed === p.need;
+      if (count > p.queueSize) fail(`more positions closed than the queue's ${p.queueSize}`);
+      const want = [...FIELDS.adl, ...Object.keys(chain)];
+      const shown = [...p.leaves, ...leaves];
+      if (last) {
+        if (count < p.queueSize) {
+          if (!("next" in obj)) fail(`the queue has ${p.queueSize} positions and ${count} are closed: next must give the first one spared`);
+          if (typeof obj.next !== "string") fail("next is not a string");
+          const next = parsePosition(obj.next, false, p.lot, "next");
+          inOrder(next, count);
+          shown.push(next.leaf);
+          want.push("next");
+        } else if ("next" in obj) {
+          fail("next after the whole queue is closed");
+        }
+        const root = mthSync(shown.map((l) => leafHashSync(enc.encode(l))));
+        if (shown.length < p.queueSize) {
+          if (typeof obj.queue_proof !== "string" || !obj.queue_proof) {
+            fail(`queue_proof is needed: ${shown.length} of the queue's ${p.queueSize} positions are shown`);
+          }
+          const proof = obj.queue_proof.split(" ");
+          if (proof.length > MAX_QUEUE_PROOF) fail(`more than ${MAX_QUEUE_PROOF} hashes in queue_proof`);
+          const hashes = proof.map((h) => {
+            if (!HASH_B64.test(h)) fail(`a queue_proof hash is not the base64 of 32 bytes: ${h.slice(0, 50)}`);
+            return b64decode(h, "a queue_proof hash");
+          });
+          if (!consistent(shown.length, p.queueSize, root, p.queueRoot, hashes)) {
+            fail(`queue_proof does not show the ${shown.length} positions shown to be the top of the queue of queue_root`);
+          }
+          want.push("queue_proof");
+        } else {
+          if ("queue_proof" in obj) fail("queue_proof with the whole queue shown");
+          if (!equal(root, p.queueRoot)) fail("the positions shown are the whole queue, and their root is not queue_root");
+        }
+      } else if ("next" in obj || "queue_proof" in obj) {
+        fail("next and queue_proof belong on the event's last adl entry only");
+      }
+      fieldSet(obj, want);
+      this.compare(obj, Object.assign({ contract: p.sym, liquidation: p.id, event: p.event, side: p.side, price: p.price }, chain));
+      Object.assign(p, { closed, count, previous, last: seq });
+      for (const k of seen) p.commitments.add(k);
+      p.leaves.push(...leaves);
+      Object.assign(fund, { seq, leaf, entries: fund.entries + 1, headLeaf: null });
+      if (last) this.pending = null;
+      this.lastKind = "adl";
     }
 
     /** Each field of ``expect`` as the rules give it, in order. */
@@ -841,6 +1075,30 @@
     }
     return level[0];
   }
+  /** RFC 9162 (2.1.4.2): ``proof`` is a consistency proof from the tree of
+   *  ``first`` leaves with root ``firstHash`` to the tree of ``second``
+   *  leaves with root ``secondHash`` (0 < first <= second). */
+  function consistent(first, second, firstHash, secondHash, proof) {
+    if (!(first > 0 && first <= second)) return false;
+    if (first === second) return proof.length === 0 && equal(firstHash, secondHash);
+    if (proof.length === 0) return false;
+    const path = (first & (first - 1)) === 0 ? [firstHash, ...proof] : proof;
+    let fn = first - 1, sn = second - 1;
+    while (fn & 1) { fn >>>= 1; sn >>>= 1; }
+    let fr = path[0], sr = path[0];
+    for (const c of path.slice(1)) {
+      if (sn === 0) return false;
+      if ((fn & 1) || fn === sn) {
+        fr = nodeHashSync(c, fr);
+        sr = nodeHashSync(c, sr);
+        if (!(fn & 1)) while (!(fn & 1) && fn !== 0) { fn >>>= 1; sn >>>= 1; }
+      } else {
+        sr = nodeHashSync(sr, c);
+      }
+      fn >>>= 1; sn >>>= 1;
+    }
+    return sn === 0 && equal(fr, firstHash) && equal(sr, secondHash);
+  }
   /** mth() of the heads, synchronous. */
   function mthSync(leaves) {
     if (leaves.length === 0) return sha256Sync(new Uint8Array(0));
@@ -1038,14 +1296,15 @@
   /** The fund's book set to the remembered state, to go on from there. */
   function resume(fundBook, symbol, p) {
     fundBook.funds.set(symbol, { scale: p.scale, type: p.type, mult: positive(p.multiplier, "the remembered multiplier"), currency: p.currency,
-      balance: p.units, seq: p.seq, leaf: b64decode(p.hash, "the remembered head"), entries: p.entries, headLeaf: null });
+      balance: p.units, seq: p.seq, leaf: b64decode(p.hash, "the remembered head"), entries: p.entries, headLeaf: null,
+      lot: p.lot ? positive(p.lot, "the remembered lot") : null });
     fundBook.oldIds = p.idSet;
   }
   function rememberFund(cp, symbol, f, ids) {
     if (!memory) return false;
     return memory.saveFund(cp.origin, symbol, { size: cp.size, root: b64encode(cp.root), seq: f.seq, hash: b64encode(f.leaf), entries: f.entries,
       balance: amountStr(f.balance, f.scale), scale: f.scale, type: f.type, multiplier: amountStr(f.mult[0], f.mult[1]),
-      currency: f.currency, ids: b64encode(ids) });
+      currency: f.currency, ids: b64encode(ids), ...(f.lot ? { lot: lotText(f) } : {}) });
   }
 
   /** The fund's chain from entry ``from`` to its head, by the rules, from ``fundBook``'s state. */
@@ -1059,10 +1318,13 @@
         count++;
         continue;
       }
-      const kind = count === 0 ? "contract" : "liquidation";
+      // a fund's chain: its contract entry, then liquidations and the adl entries of its ADL events
+      const kinds = count === 0 ? ["contract"] : fundBook.pending ? ["adl"] : ["liquidation", "adl"];
       if (seq >= cp.size - 1) fail(`entry ${seq}: the chain of ${symbol} reaches past the state entry`);
       const obj = textObject(data, `entry ${seq}`);
-      if (obj.kind !== kind || obj.contract !== symbol) fail(`entry ${seq}: entry ${count} of the chain of ${symbol} is not a ${kind} entry of ${symbol}`);
+      if (!kinds.includes(obj.kind) || obj.contract !== symbol) {
+        fail(`entry ${seq}: entry ${count} of the chain of ${symbol} is not a ${kinds.join(" or ")} entry of ${symbol}`);
+      }
       let opened;
       try {
         opened = await openChainEntry(fundBook, data, seq, anchor.name, since, leaf);
@@ -1126,6 +1388,7 @@
     const checked = await walkChain(ctx, fundBook, prior ? prior.entries - 1 : 0, onProgress);
     const f = fundBook.funds.get(symbol);
     if (!f) fail(`the chain of ${symbol} is empty`);
+    if (fundBook.pending) fail(`the chain of ${symbol} ends inside the ADL event of ${describe(fundBook.pending)}`);
     if (f.seq !== head.seq || b64encode(f.leaf) !== head.hash) {
       if (prior && head.entries === prior.entries) throw notThroughPrior(symbol, prior);
       fail(`the chain of ${symbol} does not end at its head (entry ${head.seq})`);
