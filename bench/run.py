@@ -83,7 +83,7 @@ class Table:
 
 
 SECTIONS = ("raw", "append", "verify", "proofs", "export", "site", "light", "memory", "browser", "service",
-            "witness", "adl")
+            "witness", "adl", "ids")
 
 
 def render(rows: list[dict], markdown: bool = False) -> str:
@@ -680,7 +680,7 @@ def main(argv=None) -> int:
                     help="entries in the large log (default 1M; 10M takes about an hour on two cores)")
     ap.add_argument("--only", default="",
                     help="comma-separated sections to run (raw,append,verify,proofs,site,light,lightcheck,browser,"
-                         "service,witness,adl,scale)")
+                         "service,witness,adl,ids,scale)")
     a = ap.parse_args(argv)
 
     if a.render:
@@ -783,6 +783,10 @@ def main(argv=None) -> int:
 
         guarded("service", service.bench_service, t, work)
 
+    if want("ids"):
+        from bench import ids as ids_bench
+
+        guarded("ids", ids_bench.bench_ids, t, 1_000_000 if quick else 10_000_000)
     if want("adl"):
         from bench import adl as adl_bench
 
