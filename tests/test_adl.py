@@ -387,3 +387,24 @@ def test_the_service_takes_an_event_in_one_body_and_refuses_half_of_one(ledger2)
         assert s.stop() == 0
     verdict = tu.lib_verify(lg.db)
     assert verdict["ok"] is True, verdict
+
+
+def test_incremental_verify_keeps_lot_funds_across_runs(fresh):
+    """A verifier's state (``--state``) carries a lot contract's lot and adl
+    entry count: the next run checks only the new event and agrees with a
+    full run."""
+    from ledger.verify.run import verify_path
+
+    store, signer, db, key, tmp = fresh
+    store.append(event(store, shortfall("L1", "100"), 40), [signer])
+    store.add_checkpoint([signer])
+    state = str(tmp / "verifier.state")
+    first = verify_path(db, state_path=state)
+    store.append([surplus(i) for i in range(40, 45)], [signer])
+    store.append(event(store, shortfall("L2", "30"), 12), [signer])
+    store.add_checkpoint([signer])
+    again = verify_path(db, state_path=state)
+    full = verify_path(db)
+    assert again.entries_checked < full.entries_checked
+    assert again.as_json()["contracts"] == full.as_json()["contracts"]
+    assert full.as_json()["contracts"][0]["allocations"] > first.as_json()["contracts"][0]["allocations"]
