@@ -100,6 +100,14 @@ def test_the_contract_page_shows_the_latest_events(ds, adl_db):
         assert f'href="/contract/XBTLOT/adl/{e["seq"]}">{e["liquidation"]}</a>' in html
     assert "equal to the minimum the balance required" in html and "NOT the minimum" not in html
     assert 'data-check="unverified"' in html  # the event after the verified checkpoint
+    last = want[-1]
+    (r,) = get(ds, f"/contract/XBTLOT?before={last['seq'] + 2}")  # the history: an adl entry, its liquidation
+    assert f'<a href="/contract/XBTLOT/adl/{last["seq"]}">ADL of {last["liquidation"]}</a>' in r.text
+    entry, liquidation = get(ds, f"/entry/{last['seq'] + 1}", f"/entry/{last['seq']}")
+    assert "1 XBTLOT position closed by auto-deleveraging" in entry.text
+    for page in (entry, liquidation):
+        assert f'<a href="/contract/XBTLOT/adl/{last["seq"]}" id="adl-event-link">' in page.text
+    assert f"{last['adl_qty']} contracts were closed by auto-deleveraging" in liquidation.text
     (r,) = get(ds, "/contract/PLAIN")
     assert 'id="adl-no-lot"' in r.text and "recorded as one amount" in r.text and "not allocated" in r.text
     assert "adl-lookup" not in r.text and "adl.js" not in r.text
