@@ -98,8 +98,6 @@
 
   function resultTable(contract, found, checkpointSize) {
     const table = el("table", null, { class: "history adl-mine" });
-    table.append(el("caption", `The ${found.length} ADL event${found.length === 1 ? "" : "s"} that closed your position`,
-      { class: "sub" }));
     const head = el("tr");
     for (const h of ["Event", "Liquidation", "Time (UTC)", "Your rank", "Ranked above you", "Closed of your size",
       "Price", "Proof"]) head.append(el("th", h, { scope: "col" }));
@@ -111,7 +109,8 @@
       const tr = el("tr", null, { "data-seq": String(ev.seq), "data-rank": String(p.rank) });
       const cells = [
         link(`/contract/${encodeURIComponent(contract)}/adl/${ev.seq}`, `#${ev.seq}`),
-        ev.liquidation, ev.time, String(p.rank), `${p.rank} of the ${ev.queue_size} in the queue`,
+        ev.liquidation, String(ev.time).replace("T", " ").replace(/(\.\d+)?Z$/, ""), String(p.rank),
+        `${p.rank} of the ${ev.queue_size} in the queue`,
         `${p.qty} of ${p.size}`, p.price,
         p.seq < checkpointSize ? link(`/entry/${p.seq}/receipt`, `receipt of entry #${p.seq}`)
           : `entry #${p.seq}: not yet in a signed checkpoint`,
