@@ -185,6 +185,37 @@ def test_an_adl_quantity_not_the_minimum_is_flagged(ds, adl_db, monkeypatch):
     assert "(1)</strong>" in r.text
 
 
+def test_a_changed_event_is_flagged(adl_db, tmp_path):
+    """The stored copy of an event changed after the site verified the log:
+    its liquidation says 81 contracts went to ADL, one of its positions a
+    larger quantity. The event's rows say "does not match the signed log",
+    and the ADL quantity is flagged as not the minimum."""
+    import sqlite3
+
+    from test_browser import tampered_copy
+
+    l1 = report(adl_db)["events"][0]
+    db = tampered_copy(adl_db, str(tmp_path / "t.db"))
+    d = make_datasette(db)
+    wait_verified(d)
+    con = sqlite3.connect(db)
+    for seq, old, new in ((l1["seq"], b'"adl_qty":"80"', b'"adl_qty":"81"'), (l1["seq"] + 1, b" 1 1 ", b" 1 2 ")):
+        (data,) = con.execute("SELECT data FROM entries WHERE seq = ?", (seq,)).fetchone()
+        assert old in data
+        con.execute("UPDATE entries SET data = ? WHERE seq = ?", (data.replace(old, new, 1), seq))
+    con.commit()
+    con.close()
+    try:
+        event_page, listed = get(d, f"/contract/XBTLOT/adl/{l1['seq']}", f"/contract/XBTLOT/adl?before={l1['seq'] + 1}")
+        for r in (event_page, listed):
+            assert f'data-seq="{l1["seq"]}" data-check="mismatch"' in r.text
+            assert f'data-unfair="{l1["seq"]}">81: NOT the minimum the balance required (80)' in r.text
+        assert "does not match the signed log" in event_page.text
+    finally:
+        for db_ in d.databases.values():
+            db_.close()
+
+
 # --- in a real browser -----------------------------------------------------------
 
 
@@ -201,6 +232,11 @@ def secrets_of(*values: str) -> list[str]:
     for v in values:
         out += [v, quote(v, safe=""), quote(v), v.replace("+", "-").replace("/", "_")]
     return [s for s in out if s]
+
+
+def leaks(requests: list[tuple[str, str, str]], typed: list[str]) -> list[tuple[str, str]]:
+    """``(secret, url)`` for every request whose URL, body or headers hold one of ``typed``."""
+    return [(s, u) for u, body, headers in requests for s in typed if s in u or s in body or s in headers]
 
 
 def lookup(page, site: str, **fields) -> list[dict]:
@@ -258,8 +294,11 @@ def test_the_lookup_finds_the_traders_events_and_sends_nothing_typed(site, adl_d
     assert any("/contract/XBTLOT/adl.json" in u for u, _, _ in requests)
     typed = secrets_of(base64.b64encode(account).decode(), account_id, salt, "nobody", "nothing",
                        base64.b64encode(adl.account_commitment("nobody", "nothing")).decode())
-    leaks = [(s, u) for u, body, headers in requests for s in typed if s in u or s in body or s in headers]
-    assert leaks == [] and page.errors == []
+    assert leaks(requests, typed) == [] and page.errors == []
+    seen = len(requests)  # the check itself: a request that did carry the salt would be caught
+    page.evaluate("fetch('/vkey?x=' + encodeURIComponent('salt-2'))")
+    page.wait_for_timeout(200)
+    assert {s for s, _ in leaks(requests[seen:], typed)} == {"salt-2"}
 
 
 def test_the_adl_pages_pass_axe(site, adl_db, page):
