@@ -118,15 +118,15 @@ def events(conn, contract: Contract, snap: Snapshot, before: int | None, limit: 
 
 
 def summary(conn, symbol: str, snap: Snapshot) -> dict | None:
-    """The contract page's ADL section: ``{"lot", "events", "next_before"}``
+    """The contract page's ADL section: ``{"lot", "currency", "events", "next_before"}``
     (no events for a contract without a lot); None for no such contract."""
     contract = lot_contract(conn, symbol, snap)
     if contract is None:
         return None
     if contract.lot is None:
-        return {"lot": None, "events": [], "next_before": None}
+        return {"lot": None, "currency": contract.currency, "events": [], "next_before": None}
     evs, nxt = events(conn, contract, snap, None)
-    return {"lot": contract.lot, "events": evs, "next_before": nxt}
+    return {"lot": contract.lot, "currency": contract.currency, "events": evs, "next_before": nxt}
 
 
 def one_event(conn, symbol: str, seq: int, snap: Snapshot) -> tuple[Contract, dict] | None:
