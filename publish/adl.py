@@ -79,6 +79,19 @@ def _positions(parts: list[tuple[int, dict]]) -> tuple[list[dict], dict | None]:
     return out, cutoff
 
 
+def event_record(contract: Contract, seq: int, liq: dict, parts: list[tuple[int, dict]]) -> dict:
+    """One event of ``adl_events``: the liquidation entry ``seq`` (its fields
+    ``liq``) and its ``adl`` entries ``parts`` (``(seq, fields)``, in order)."""
+    positions, cutoff = _positions(parts)
+    qty_units = adl.qty_units(liq["qty"], "qty") - adl.qty_units(liq["adl_qty"], "adl_qty")
+    return {"seq": seq, "liquidation": liq["id"], "time": liq["time"], "side": liq["side"], "qty": liq["qty"],
+            "adl_qty": liq["adl_qty"], "min_adl_qty": _minimum(contract, liq),
+            "market_qty": _decimal(qty_units), "bankruptcy_price": liq["bankruptcy_price"],
+            "fill_price": liq["fill_price"], "paid": liq["paid"], "adl": liq["adl"],
+            "balance": liq["balance"], "queue_size": liq["queue_size"], "queue_root": liq["queue_root"],
+            "closed": len(positions), "cutoff": cutoff, "positions": positions}
+
+
 def adl_events(reader, symbol: str, account: bytes | None = None, receipts=None) -> dict:
     """``{"contract", "lot", "events": [...]}`` (docs/CLI.md, ``adl``); with
     ``account`` (an account commitment, 32 bytes) only the events that
@@ -89,14 +102,8 @@ def adl_events(reader, symbol: str, account: bytes | None = None, receipts=None)
     contract = _contract(reader, symbol)
     events = []
     for seq, liq, parts in _events(reader, contract):
-        positions, cutoff = _positions(parts)
-        qty_units = adl.qty_units(liq["qty"], "qty") - adl.qty_units(liq["adl_qty"], "adl_qty")
-        event = {"seq": seq, "liquidation": liq["id"], "time": liq["time"], "side": liq["side"], "qty": liq["qty"],
-                 "adl_qty": liq["adl_qty"], "min_adl_qty": _minimum(contract, liq),
-                 "market_qty": _decimal(qty_units), "bankruptcy_price": liq["bankruptcy_price"],
-                 "fill_price": liq["fill_price"], "paid": liq["paid"], "adl": liq["adl"],
-                 "balance": liq["balance"], "queue_size": liq["queue_size"], "queue_root": liq["queue_root"],
-                 "closed": len(positions), "cutoff": cutoff, "positions": positions}
+        event = event_record(contract, seq, liq, parts)
+        positions = event["positions"]
         if account is not None:
             mine = base64.b64encode(adl.position_commitment(account, symbol, liq["id"])).decode()
             positions = [p for p in positions if p["commitment"] == mine]

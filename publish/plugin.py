@@ -24,9 +24,10 @@ def _ours(datasette) -> bool:
 def register_routes(datasette):
     if not _ours(datasette):
         return []
+    from .adlviews import ADL_ROUTES
     from .views import ROUTES
 
-    return ROUTES
+    return ROUTES + ADL_ROUTES
 
 
 @hookimpl

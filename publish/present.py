@@ -89,6 +89,16 @@ def b64(data: bytes | None) -> str:
     return "" if data is None else base64.b64encode(bytes(data)).decode("ascii")
 
 
+def _allocation(fields: dict, contract: str) -> dict:
+    """An ``adl`` entry: positions closed by an ADL event (docs/FORMAT.md)."""
+    positions = fields.get("positions")
+    n = len(positions.split(",")) if isinstance(positions, str) and positions else 0
+    lid, event = fields.get("liquidation", "?"), fields.get("event", "?")
+    return {"label": "positions closed, ADL", "css": "adl",
+            "sentence": (f"{n} {contract} position{'' if n == 1 else 's'} closed by auto-deleveraging at "
+                         f"{fields.get('price', '?')}, for liquidation {lid} (entry #{event}).")}
+
+
 def movement(row: dict) -> dict:
     """What an entry did to its fund, in words and numbers, for the history
     table and the entry page: ``{"label", "css", "sentence"}``."""
@@ -101,10 +111,19 @@ def movement(row: dict) -> dict:
     if kind == "key":
         return {"label": "signing key changed", "css": "key",
                 "sentence": "The log's signing key was changed. This entry is signed by the old key and the new one."}
+    if kind == "adl":
+        return _allocation(row.get("fields") or {}, contract)
     if kind != "liquidation":
         return {"label": str(kind), "css": "other", "sentence": f"An entry of kind {kind!r}."}
     delta, paid, adl = row.get("delta"), row.get("paid"), row.get("adl")
     lid = row.get("liquidation_id") or row.get("id") or "?"
+    fields = row.get("fields") or {}
+    if isinstance(fields.get("adl_qty"), str):  # a lot contract's: ADL allocated (docs/FORMAT.md)
+        return {"label": "shortfall, ADL", "css": "adl",
+                "sentence": (f"Liquidation {lid} of {row.get('qty')} contracts: the fund paid {amount(paid)} {cur}, "
+                             f"for the whole lots its balance covered; {fields['adl_qty']} contracts were closed by "
+                             f"auto-deleveraging against opposing positions, absorbing the {amount(adl)} {cur} "
+                             "a market fill would have left unpaid.")}
     if not is_negative(delta):
         return {"label": "surplus added", "css": "credit",
                 "sentence": (f"Liquidation {lid} closed better than its bankruptcy price: "

@@ -44,8 +44,8 @@ def log_size(conn) -> int:
 
 
 SUMMARY_FIELDS = (
-    "contract", "currency", "type", "scale", "multiplier", "balance", "balance_usd", "credited", "paid", "adl",
-    "liquidations", "last_seq", "last_time", "last_price",
+    "contract", "currency", "type", "scale", "multiplier", "lot", "balance", "balance_usd", "credited", "paid", "adl",
+    "liquidations", "allocations", "last_seq", "last_time", "last_price",
 )
 MAX_COSIGNATURES_SHOWN = 32  # cosignature rows looked at for one checkpoint
 SIGNATURE_CACHE = 8192  # entries whose signature check is remembered (about 4 MB)

@@ -24,7 +24,7 @@ from ledger.tlog.tiles import PATH_SUFFIX, TILE_WIDTH, parse_tile_path
 from ledger.errors import FormatError
 from ledger.rules.fund import parse_amount
 
-from . import chart, feed, present, queries, tlog
+from . import adlread, chart, feed, present, queries, tlog
 
 READ_LIMIT_MS = 3000  # per page or tile: every query is indexed, this is a safety net
 HISTORY_PAGE = 50
@@ -298,10 +298,11 @@ async def funds_json(datasette, request):
     }, cache=PAGE_CACHE)
 
 
-def _contract_data(conn, symbol, before, limit, snap):
-    """A fund as verified and a page of its history; None if the log has no
-    such contract. A fund not (yet) in the verified snapshot has ``fund``
-    None: its page says so and shows no number."""
+def _contract_data(conn, symbol, before, limit, snap, with_adl=False):
+    """A fund as verified and a page of its history (``with_adl``: and its
+    latest ADL events, publish/adlread.py); None if the log has no such
+    contract. A fund not (yet) in the verified snapshot has ``fund`` None:
+    its page says so and shows no number."""
     fund = next((f for f in queries.verified_funds(snap) if f["symbol"] == symbol), None)
     if fund is None and queries.contract(conn, symbol) is None:
         return None
@@ -310,7 +311,8 @@ def _contract_data(conn, symbol, before, limit, snap):
     cp_size, size = tlog.checkpoint_size(conn), queries.log_size(conn)
     return {"fund": fund, "symbol": symbol, "rows": rows, "next_before": next_before, "points": points,
             "sampled": sampled, "checkpoint_size": cp_size, "log_size": size,
-            "verified": queries.verified_info(snap, size, cp_size)}
+            "verified": queries.verified_info(snap, size, cp_size),
+            "adl": adlread.summary(conn, symbol, snap) if with_adl else None}
 
 
 def _history_args(request):
@@ -341,7 +343,7 @@ async def contract_page(datasette, request):
     except ValueError as e:
         return await _page(datasette, request, "fl_error.html",
                            {"title": "Bad request", "message": f"bad parameter {e}"}, 400)
-    d = await _read(datasette, _contract_data, symbol, before, limit, _snap(datasette))
+    d = await _read(datasette, _contract_data, symbol, before, limit, _snap(datasette), True)
     if d is None:
         return await _html_not_found(datasette, request, f"There is no contract {symbol} in this ledger.")
     for r in d["rows"]:

@@ -87,6 +87,41 @@ def test_no_request_walks_a_whole_table(site_log, monkeypatch):
     assert unbounded == {}
 
 
+@pytest.fixture
+def adl_log(ledger2):
+    """A lot contract with two ADL events (docs/FORMAT.md, "Auto-deleveraging"),
+    one after the checkpoint, beside a contract without a lot."""
+    from test_adl import LOT, event, shortfall, surplus
+
+    store, signer = ledger2.store, [ledger2.signer]
+    store.append([LOT, contract("AAA")], signer)
+    store.append([surplus(i) for i in range(20)] + [liquidation("AAA", i) for i in range(30)], signer)
+    store.append(event(store, shortfall("L1", "100"), 60, per_entry=4), signer)
+    ledger2.checkpoint()
+    store.append(event(store, shortfall("L2", "5"), 10), signer)
+    return ledger2
+
+
+def test_no_adl_request_walks_a_whole_table(adl_log, monkeypatch):
+    """The ADL pages, their JSON and the contract page's ADL section
+    (publish/adlread.py): each event found through the contract's index,
+    its adl entries by seq."""
+    con = sqlite3.connect(adl_log.db)
+    l1, l2 = (s for (s,) in con.execute("SELECT seq FROM entries WHERE liquidation_id IN ('L1', 'L2') ORDER BY seq"))
+    con.close()
+    paths = ["/contract/XBTLOT", "/contract/XBTLOT/adl", f"/contract/XBTLOT/adl?before={l2}",
+             f"/contract/XBTLOT/adl/{l1}", f"/contract/XBTLOT/adl/{l1 + 1}", "/contract/XBTLOT/adl.json",
+             f"/contract/XBTLOT/adl.json?before={l2}", "/contract/AAA", "/contract/AAA/adl", "/contract/AAA/adl.json",
+             "/contract/NOPE/adl/3"]
+    statements, status = traced_requests(monkeypatch, adl_log.db, paths)
+    assert [status[p] for p in paths] == [200] * 4 + [404] + [200] * 5 + [404], status
+    plan = sqlite3.connect(adl_log.db)
+    queries = sorted({s for s in statements if re.match(r"\s*(SELECT|WITH)\b", s, re.I)})
+    assert any("kind = 'adl'" in q for q in queries)
+    unbounded = {q: w for q in queries if (w := walks(plan, q))}
+    assert unbounded == {}
+
+
 def test_the_check_would_catch_the_walk_it_is_for(site_log):
     """The plan of the heads' query as it once was: a walk of the contract
     index to group by contract, 3 s on a 10M log. The check names it."""
