@@ -15,7 +15,7 @@ import sys
 
 CHILD = r"""
 import array, json, random, resource, sys, time
-from ledger.ops import anchor
+from ledger.ops import idhashes as anchor
 n, mode = int(sys.argv[1]), sys.argv[2]
 rng = random.Random(1)
 data = array.array("Q", (rng.getrandbits(64) for _ in range(n))).tobytes()

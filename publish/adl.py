@@ -58,8 +58,12 @@ def _events(reader, contract: Contract) -> Iterator[tuple[int, dict, list[tuple[
         if current is None or current[0] != obj["event"]:
             if current is not None:
                 yield current
-            (liq,) = reader.conn.execute("SELECT data FROM entries WHERE seq = ?", (obj["event"],)).fetchone()
-            current = (obj["event"], _entry(liq), [])
+            found = reader.conn.execute("SELECT data FROM entries WHERE seq = ? AND contract = ? AND kind = "
+                                        "'liquidation'", (obj["event"], contract.symbol)).fetchone()
+            if found is None:
+                raise InputError(f"the adl entry at seq {seq} names a liquidation at seq {obj['event']} that the "
+                                 "database does not hold: run fundledger verify")
+            current = (obj["event"], _entry(found[0]), [])
         current[2].append((seq, obj))
     if current is not None:
         yield current
@@ -137,7 +141,12 @@ def summary_line(event: dict, scale_currency: str) -> str:
     cut = event["cutoff"]
     cut_s = f"cut-off score {cut['score']}" if cut else "the whole queue closed"
     minimum = event["min_adl_qty"]
-    fair = "the minimum" if minimum == event["adl_qty"] else f"minimum {minimum}"
+    if minimum == event["adl_qty"]:
+        fair = "the minimum"
+    elif minimum is None:
+        fair = "NOT NEEDED: the fund could pay"
+    else:
+        fair = f"NOT the minimum {minimum}"
     return (f"seq {event['seq']}  {event['liquidation']}  {event['side']} {event['qty']}: "
             f"ADL {event['adl_qty']} ({fair}), market {event['market_qty']}, fund paid {event['paid']} "
             f"{scale_currency}; {event['closed']} of {event['queue_size']} positions closed, {cut_s}")

@@ -26,10 +26,10 @@ MAX_JSON_POSITIONS = 20_000  # positions per page of adl.json (at least one even
 LOOKUP_FIELDS = ("rank", "commitment", "size", "qty", "price", "seq")
 _WORST = ("mismatch", "unverified", "verified")
 
-_EVENTS = (
-    "SELECT e.seq, e.data FROM entries AS e WHERE e.contract = ? AND e.kind = 'liquidation' AND e.seq < ? "
-    "AND EXISTS (SELECT 1 FROM entries AS a WHERE a.seq = e.seq + 1 AND a.kind = 'adl') "
-    "ORDER BY e.seq DESC LIMIT ?"
+_EVENTS = (  # an event's liquidation is the entry before its first adl entry (the index entries_adl)
+    "SELECT e.seq, e.data FROM entries AS a JOIN entries AS e ON e.seq = a.seq - 1 "
+    "WHERE a.contract = ? AND a.kind = 'adl' AND a.seq <= ? AND e.kind = 'liquidation' "
+    "ORDER BY a.seq DESC LIMIT ?"
 )
 _PARTS = "SELECT seq, data FROM entries WHERE seq > ? AND seq <= ? ORDER BY seq"
 _ONE = "SELECT data FROM entries WHERE seq = ? AND contract = ? AND kind = 'liquidation'"

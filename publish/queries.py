@@ -52,8 +52,9 @@ SIGNATURE_CACHE = 8192  # entries whose signature check is remembered (about 4 M
 
 
 def fund_summary(fund: dict) -> dict:
-    """The ``balance --json`` shape of one fund, from the verified snapshot."""
-    return {k: fund[k] for k in SUMMARY_FIELDS}
+    """The ``balance --json`` shape of one fund, from the verified snapshot
+    (``lot`` and ``allocations`` a lot contract's only, as ``Fund.summary``)."""
+    return {k: fund[k] for k in SUMMARY_FIELDS if k in fund}
 
 
 def verified_funds(snap: Snapshot) -> list[dict]:

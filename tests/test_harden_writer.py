@@ -213,7 +213,7 @@ def test_a_replayed_id_the_database_lost_is_refused(tmp_path, how):
 
 
 def test_id_hashes_are_found_in_the_bytes_and_in_sorted_runs():
-    from ledger.ops.anchor import IdHashes
+    from ledger.ops.idhashes import IdHashes
 
     ids = IdHashes()
     ids.add_packed(b"".join(h.to_bytes(8, "little") for h in (5, 1 << 63, 7 << 8)))
@@ -235,7 +235,7 @@ def test_id_hashes_are_found_in_the_bytes_and_in_sorted_runs():
 def test_a_large_run_is_sorted_by_buckets(monkeypatch):
     import array
 
-    from ledger.ops import anchor
+    from ledger.ops import idhashes as anchor
 
     monkeypatch.setattr(anchor, "_BUCKETED", 1000)  # (a million, else)
     values = [(i * 0x9E3779B97F4A7C15) % (1 << 64) for i in range(5000)]

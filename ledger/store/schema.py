@@ -109,9 +109,11 @@ CREATE TABLE cosignatures (
 # Schema 3: a contract's lot size and its adl entries (docs/FORMAT.md,
 # "Auto-deleveraging"). Added by ALTER TABLE in a new ledger too, so that a
 # new and an upgraded ledger have the very same schema text.
-SCHEMA_3_COLUMNS = (
+SCHEMA_3 = (
     "ALTER TABLE contracts ADD COLUMN lot TEXT",
     "ALTER TABLE contracts ADD COLUMN allocations INTEGER NOT NULL DEFAULT 0",
+    # a fund's adl entries, found without walking its liquidations
+    "CREATE INDEX entries_adl ON entries(contract, seq) WHERE kind = 'adl'",
 )
 
 _NO_UPDATE = """

@@ -84,7 +84,7 @@ class Store(Reader):
         conn = _connect_writer(path)
         _writer_pragmas(conn)
         try:
-            conn.executescript("BEGIN IMMEDIATE;\n" + schema.SCHEMA + ";\n".join(schema.SCHEMA_3_COLUMNS) + ";\n"
+            conn.executescript("BEGIN IMMEDIATE;\n" + schema.SCHEMA + ";\n".join(schema.SCHEMA_3) + ";\n"
                                + schema.TRIGGERS)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -436,12 +436,12 @@ def upgrade_schema_1(conn: sqlite3.Connection) -> None:
 
 def upgrade_schema_2(conn: sqlite3.Connection) -> None:
     """Upgrade a schema 2 ledger to schema 3 in place, in one transaction:
-    the contracts' lot size and adl entry count (``schema.SCHEMA_3_COLUMNS``),
-    NULL and 0 for every contract so far."""
+    the contracts' lot size and adl entry count (``schema.SCHEMA_3``),
+    NULL and 0 for every contract so far, and the index of adl entries."""
     with _immediate(conn, "upgrading the ledger from schema 2"):
         (version,) = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if version == "2":
-            for sql in schema.SCHEMA_3_COLUMNS:
+            for sql in schema.SCHEMA_3:
                 conn.execute(sql)
             conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
 

@@ -362,11 +362,11 @@ def _tables_sql(schema: str) -> dict[str, str]:
     the table's SQL its own way): made in memory, as the writer makes them."""
     import sqlite3
 
-    from ledger.store.schema import SCHEMA, SCHEMA_3_COLUMNS
+    from ledger.store.schema import SCHEMA, SCHEMA_3
 
     mem = sqlite3.connect(":memory:")
     try:
-        mem.executescript(SCHEMA + ("".join(sql + ";\n" for sql in SCHEMA_3_COLUMNS) if schema == "3" else ""))
+        mem.executescript(SCHEMA + ("".join(sql + ";\n" for sql in SCHEMA_3) if schema == "3" else ""))
         return _schema_sql(mem)
     finally:
         mem.close()
