@@ -80,21 +80,37 @@ def recompute(records: list[dict]) -> dict[str, dict]:
             funds[r["symbol"]] = {"balance": Fraction(0), "credited": Fraction(0), "paid": Fraction(0),
                                   "adl": Fraction(0), "liquidations": 0, "drained": 0}
             continue
+        if r["kind"] == "adl":
+            continue  # (its quantities are the verifier's to check; the balance moved with its liquidation)
         if r["kind"] != "liquidation":
             raise ValueError(f"unexpected record {r}")
         c = contracts[r["contract"]]
         f = funds[r["contract"]]
-        qty, mult = Fraction(r["qty"]), Fraction(c["multiplier"])
-        bankruptcy, fill = Fraction(r["bankruptcy_price"]), Fraction(r["fill_price"])
-        if c["type"] == "linear":
-            delta = qty * mult * (fill - bankruptcy)
-        else:
-            delta = qty * mult * (1 / bankruptcy - 1 / fill)
-        if r["side"] == "short":
-            delta = -delta
         unit = Fraction(1, 10 ** c["scale"])
-        delta = math.floor(delta / unit) * unit
-        if delta >= 0:
+
+        def movement(q: Fraction, exact: bool = False) -> Fraction:
+            mult, bankruptcy, fill = Fraction(c["multiplier"]), Fraction(r["bankruptcy_price"]), Fraction(r["fill_price"])
+            d = q * mult * ((fill - bankruptcy) if c["type"] == "linear" else (1 / bankruptcy - 1 / fill))
+            d = -d if r["side"] == "short" else d
+            return d if exact else math.floor(d / unit) * unit
+
+        qty = Fraction(r["qty"])
+        delta = movement(qty)
+        if c.get("lot") and delta < 0 and -delta > f["balance"]:
+            # a lot contract (docs/FORMAT.md, "The minimum ADL"): the most whole lots the balance pays
+            lot = Fraction(c["lot"])
+            k = min(int(qty / lot), math.floor(f["balance"] / -movement(lot, exact=True)))
+            while k > 0 and -movement(k * lot) > f["balance"]:
+                k -= 1
+            while k < qty / lot and -movement((k + 1) * lot) <= f["balance"]:
+                k += 1
+            assert Fraction(r["adl_qty"]) == qty - k * lot, r
+            paid = -movement(k * lot) if k else Fraction(0)
+            f["drained"] += paid > 0
+            f["balance"] -= paid
+            f["paid"] += paid
+            f["adl"] += -delta - paid
+        elif delta >= 0:
             f["balance"] += delta
             f["credited"] += delta
         else:
@@ -115,7 +131,9 @@ def recompute(records: list[dict]) -> dict[str, dict]:
 def test_summary_is_sane(demo):
     d, s, out = demo
     # format 2: the first state entry, the records, a state entry before each checkpoint
-    assert s["tree_size"] == 1 + len(CONTRACTS) + N + len(s["checkpoints"])
+    lines = len(read_jsonl(s["paths"]["liquidations"]))  # the contracts, the liquidations, their allocations
+    assert lines > len(CONTRACTS) + N
+    assert s["tree_size"] == 1 + lines + len(s["checkpoints"])
     assert len(base64.b64decode(s["root"], validate=True)) == 32
     assert s["origin"] == ORIGIN
     symbols = [c["contract"] for c in s["contracts"]]
@@ -144,8 +162,12 @@ def test_first_checkpoint_is_the_first_tenth(demo):
     assert vkey.vkey() == s["vkey"]
     cp = open_checkpoint(Path(s["paths"]["first_checkpoint"]).read_bytes(), [vkey])
     assert cp.origin == ORIGIN
-    # the first state entry, the first tenth of the records, the checkpoint's state entry
-    assert cp.tree_size == s["checkpoints"][0] == 1 + -(-(len(CONTRACTS) + N) // 10) + 1
+    # the first state entry, the first tenth of the records (an ADL event kept whole), the checkpoint's state entry
+    records = read_jsonl(s["paths"]["liquidations"])
+    first = -(-len(records) // 10)
+    while records[first - 1]["kind"] == "adl" or "adl_qty" in records[first - 1]:
+        first += 1
+    assert cp.tree_size == s["checkpoints"][0] == 1 + first + 1
 
 
 def test_every_fund_of_the_export_checks_light(demo):
@@ -201,8 +223,10 @@ def test_a_fund_is_drained_and_adl_recorded(demo):
         rows = store.history(crash["contract"])
     finally:
         store.close()
+    allocated = {rows[i - 1]["seq"] for i, r in enumerate(rows) if r["kind"] == "adl" and rows[i - 1]["kind"] != "adl"}
     drains = [r for r in rows if r["kind"] == "liquidation" and Fraction(r["paid"]) > 0
-              and Fraction(r["adl"]) > 0 and Fraction(r["balance"]) == 0]
+              and Fraction(r["adl"]) > 0 and (Fraction(r["balance"]) == 0 or r["seq"] in allocated)]
+    assert allocated  # the crashing contract is a lot contract: its ADL is allocated
     assert drains
     assert [r["seq"] for r in drains] == [e["seq"] for e in s["drain_events"] if e["contract"] == crash["contract"]]
     fund = next(c for c in s["contracts"] if c["contract"] == crash["contract"])
@@ -296,7 +320,8 @@ def test_another_seed_another_market(demo, tmp_path):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_every_seed_drains_a_fund_even_in_a_tiny_run(tmp_path, seed):
     s = run_demo(str(tmp_path / "tiny"), seed=seed, liquidations=10, echo=quiet)
-    assert s["drained"] and s["tree_size"] == 1 + len(CONTRACTS) + 10 + len(s["checkpoints"])
+    lines = len(read_jsonl(s["paths"]["liquidations"]))
+    assert s["drained"] and s["tree_size"] == 1 + lines + len(s["checkpoints"])
 
 
 # -- refusals ------------------------------------------------------------------------------------
