@@ -53,6 +53,8 @@ def _inputs(n: int) -> tuple[list[dict], list[dict]]:
             records = [dict(r, **fields), *(dict(p, time=r["time"]) for p in parts)]
             plain.append(r)
         else:
+            if book.adl_minimum(r) is not None:  # (a shortfall beyond the balance outside the share: filled at
+                r = dict(r, fill_price=r["bankruptcy_price"])  # the bankruptcy price instead, in both inputs)
             records = [r]
             plain.append(r)
         for rec in records:
