@@ -408,3 +408,29 @@ def test_incremental_verify_keeps_lot_funds_across_runs(fresh):
     assert again.entries_checked < full.entries_checked
     assert again.as_json()["contracts"] == full.as_json()["contracts"]
     assert full.as_json()["contracts"][0]["allocations"] > first.as_json()["contracts"][0]["allocations"]
+
+
+def test_a_chunk_holding_an_event_is_applied_in_runs_and_still_checked(tmp_path, monkeypatch):
+    """A verification chunk with an ADL event (the reference's) applies the
+    runs of passed entries around it at once (pipeline._apply_run), and a
+    forged entry in such a run is still caught at its seq."""
+    from ledger.verify import pipeline
+
+    db, key = str(tmp_path / "f.db"), str(tmp_path / "f.key")
+    store, signer = api.init_ledger(db, key, ORIGIN, log_format=2)
+    store.append([LOT], [signer])
+    store.append([surplus(i) for i in range(1500)], [signer])
+    store.append(event(store, shortfall("L1", "2000"), 300, per_entry=100), [signer])
+    store.append([surplus(i) for i in range(1500, 1900)], [signer])
+    store.add_checkpoint([signer])
+    store.close()
+    applied = []
+    real = pipeline._apply_run
+    monkeypatch.setattr(pipeline, "_apply_run", lambda *a: applied.append(a[1][0]) or real(*a))
+    assert tu.lib_verify(db)["ok"] is True
+    assert applied  # the runs around the event went at once
+    conn = tu.open_rw(tu.copy_ledger(db, tmp_path / "forged.db"))
+    seq = conn.execute("SELECT seq FROM entries WHERE liquidation_id = 'sXBTLOT1600'").fetchone()[0]
+    verdict = _resign(conn, str(tmp_path / "forged.db"), signer, seq, lambda o: o.update(balance="1.00000000"))
+    conn.close()
+    assert verdict["ok"] is False and verdict["seq"] == seq, verdict

@@ -162,8 +162,33 @@ def check_chunk(source: "Source", size: int, first: int, end: int, key: tuple, c
     if summarize and not read_failed and None not in items:
         summary = _summarize(items, first, leaves)
         if summary is not None:
-            return None, summary, leaves, first_prev, False
-    return items, None, leaves, first_prev, read_failed
+            return None, summary, leaves, first_prev, False, None
+    runs = _runs(items, first, leaves) if summarize and not read_failed else None
+    return items, None, leaves, first_prev, read_failed, runs
+
+
+MIN_RUN = 64  # passed entries in a row worth one summary in a chunk that has others
+
+
+def _runs(items: list, first: int, leaves: list[bytes]) -> dict[int, tuple[int, tuple]]:
+    """The runs of at least MIN_RUN passed entries of a chunk that has some
+    the reference must check (an ADL event's, a contract entry): ``{start
+    index: (end index, summary)}``, each summarized as a whole chunk is."""
+    out: dict[int, tuple[int, tuple]] = {}
+    i, n = 0, len(items)
+    while i < n:
+        if items[i] is None:
+            i += 1
+            continue
+        j = i
+        while j < n and items[j] is not None:
+            j += 1
+        if j - i >= MIN_RUN:
+            summary = _summarize(items[i:j], first + i, leaves[i:j])
+            if summary is not None:
+                out[i] = (j, summary)
+        i = j
+    return out
 
 
 def _check_signed(signed: list[tuple[int, bytes]], items: list, public_key: bytes) -> None:

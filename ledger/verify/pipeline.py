@@ -125,7 +125,7 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
     reading. After a
     contract or key entry, what is left of the chunk is checked again by a
     worker with the new tables."""
-    items, summary, leaves, first_prev, read_failed = result
+    items, summary, leaves, first_prev, read_failed, runs = result
     base = first  # the seq of items[0]
     reread = None
     agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
@@ -139,16 +139,21 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
         items = []  # something is off: the whole chunk gets the full check
     if items and hasattr(run.book.seen, "hashes"):
         run.book.seen.hashes.prefetch([it[6] for it in items if it is not None])  # one query, not one an entry
-    for seq in range(first, end):
+    seq = first
+    while seq < end:
         i = seq - base
+        if runs and i in runs and agree and run.keys.current is key and _apply_run(run, runs[i], leaves, i, base):
+            seq = base + runs[i][0]
+            continue
         item = items[i] if i < len(items) else None
         if item is not None and agree and run.keys.current is key and run.fast(item):
             run.leaf(leaves[i])
             run.book.chains.fast_moved(run.book.funds[item[0]], leaves[i])
             agree = True
+            seq += 1
             continue
         if reread is None:
-            reread = _Reread(source, run.size, first, end)
+            reread = _Reread(source, run.size, seq, end)
         data, row = reread.get(seq)
         tables = (len(run.book.funds), run.keys.current)
         leaf = run.full(data, row)
@@ -159,14 +164,29 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
             # (when the next entry registers a contract or a key too, its own
             # full check comes first: one resubmission for a run of them)
             key, fut = submit(seq + 1, end, summarize=False)
-            items, _, leaves, first_prev, read_failed = fut.result()
+            items, _, leaves, first_prev, read_failed, runs = fut.result()
             base = seq + 1
             agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
+        seq += 1
     if read_failed:
         if reread is None:
             reread = _Reread(source, run.size, first, end)
             reread.get(end - 1)
         reread.drain()
+
+
+def _apply_run(run: _Run, passed_run: tuple[int, tuple], leaves: list[bytes], i: int, base: int) -> bool:
+    """Apply a run of passed entries ``i..end-1`` of a chunk at once, as a
+    chunk that passed whole (:func:`accelerator._runs`); False if the
+    running state does not agree with its summary (then entry by entry)."""
+    end, summary = passed_run
+    if not run.apply_summary(*summary):
+        return False
+    run.leaves(leaves[i:end])
+    for symbol in summary[0]:  # each fund's new head
+        fund = run.book.funds[symbol]
+        run.book.chains.fast_moved(fund, leaves[fund.last_seq - base])
+    return True
 
 
 def _table_entry(data: bytes) -> bool:
