@@ -41,17 +41,29 @@ class _Done:
 
 class _Reread:
     """The main process's own reading of one chunk, for the entries it checks
-    with the full sequential path. Lazy: an error in the source surfaces at
-    the entry it concerns."""
+    with the full sequential path, WINDOW entries at a time from the first
+    one asked for (an ADL event's few entries read alone, not the rest of
+    the chunk). Lazy: an error in the source surfaces at the entry it
+    concerns."""
 
-    def __init__(self, source: "Source", size: int, first: int, end: int):
-        self.it = source.entry_rows(size, first, end)
-        self.next_seq = first
+    WINDOW = 16
+
+    def __init__(self, source: "Source", size: int, first: int, end: int, whole: bool = False):
+        self.source, self.size = source, size
+        self.it = iter(())
+        self.next_seq = self.window_end = first
         self.end = end
+        self.window = end - first if whole else self.WINDOW
 
-    def get(self, seq: int) -> tuple[bytes, tuple | None]:
-        """Entry ``seq``: the next one, or the last one read again."""
+    def get(self, seq: int, jump: bool = False) -> tuple[bytes, tuple | None]:
+        """Entry ``seq``: the next one, or the last one read again; with
+        ``jump``, those before it not read (the accelerator's)."""
+        if jump and seq > self.next_seq:
+            self.next_seq = self.window_end = seq
         while self.next_seq <= seq:
+            if self.next_seq == self.window_end:
+                self.window_end = min(self.end, max(seq + 1, self.next_seq + self.window))
+                self.it = self.source.entry_rows(self.size, self.next_seq, self.window_end)
             try:
                 self.last = next(self.it)
             except StopIteration:
@@ -60,6 +72,7 @@ class _Reread:
         return self.last
 
     def drain(self) -> None:
+        """Read what is left of the chunk (a source's failure surfaces here)."""
         for _ in self.it:
             pass
 
@@ -154,7 +167,7 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
             continue
         if reread is None:
             reread = _Reread(source, run.size, seq, end)
-        data, row = reread.get(seq)
+        data, row = reread.get(seq, jump=True)
         tables = (len(run.book.funds), run.keys.current)
         leaf = run.full(data, row)
         # the worker's later checks of prev assumed its own reading
@@ -168,11 +181,10 @@ def _apply_entries(run: _Run, source: Source, first: int, end: int, key, result:
             base = seq + 1
             agree = first_prev is not None and first_prev == base64.b64encode(run.prev).decode()
         seq += 1
-    if read_failed:
-        if reread is None:
-            reread = _Reread(source, run.size, first, end)
-            reread.get(end - 1)
-        reread.drain()
+    if read_failed:  # the worker's reading stopped: the main process's, in one pass, says where and why
+        whole = _Reread(source, run.size, first, end, whole=True)
+        whole.get(end - 1)
+        whole.drain()
 
 
 def _apply_run(run: _Run, passed_run: tuple[int, tuple], leaves: list[bytes], i: int, base: int) -> bool:
