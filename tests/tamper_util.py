@@ -300,6 +300,27 @@ def sign_checkpoint(conn, signer, origin: str) -> bytes:
 # --- the attacker's tools: export directory ------------------------------------------------------
 
 
+def resign_entry(conn, seq: int, edit, signer, origin: str) -> None:
+    """Entry ``seq`` edited by ``edit(obj)`` and signed with ``signer`` (the
+    log key: an operator's lie), the database brought in line, a new
+    checkpoint signed over it."""
+    obj = entry_obj(entry_data(conn, seq))
+    edit(obj)
+    set_data(conn, seq, sign(canonical(obj), signer), sync=True)
+    sign_checkpoint(conn, signer, origin)
+
+
+def forged_copy(db: str, dst: Path, seq: int, edit, signer, origin: str) -> str:
+    """A copy of ledger ``db`` with entry ``seq`` forged by :func:`resign_entry`."""
+    path = copy_ledger(db, dst)
+    conn = open_rw(path)
+    try:
+        resign_entry(conn, seq, edit, signer, origin)
+    finally:
+        conn.close()
+    return path
+
+
 def copy_export(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

@@ -297,10 +297,7 @@ def _liquidation_seq(conn, lid: str) -> int:
 
 
 def _resign(conn, copy, signer, seq: int, edit) -> dict:
-    obj = tu.entry_obj(tu.entry_data(conn, seq))
-    edit(obj)
-    tu.set_data(conn, seq, tu.sign(tu.canonical(obj), signer), sync=True)
-    tu.sign_checkpoint(conn, signer, ORIGIN)
+    tu.resign_entry(conn, seq, edit, signer, ORIGIN)
     return tu.lib_verify(copy)
 
 

@@ -51,15 +51,7 @@ def test_check_this_fund_of_lot_contracts(adl_log, page):
 def forged(log: dict, dst, seq: int, edit) -> str:
     """A copy of the log whose entry ``seq`` is ``edit(obj)`` re-signed by
     the log key, with a new checkpoint over the tree made again."""
-    signer = log["signer"]
-    path = tu.copy_ledger(log["db"], dst)
-    conn = tu.open_rw(path)
-    obj = tu.entry_obj(tu.entry_data(conn, seq))
-    edit(obj)
-    tu.set_data(conn, seq, tu.sign(tu.canonical(obj), signer), sync=True)
-    tu.sign_checkpoint(conn, signer, ORIGIN)
-    conn.close()
-    return path
+    return tu.forged_copy(log["db"], dst, seq, edit, log["signer"], ORIGIN)
 
 
 def set_value(obj: dict, rank: int, value: int, new: str) -> None:

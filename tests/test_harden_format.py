@@ -54,14 +54,7 @@ def small(ledger: Ledger) -> Ledger:
 def forge(db: str, dst: Path, seq: int, edit, signer) -> str:
     """A copy of ledger ``db`` whose entry ``seq`` is ``edit(obj)`` re-signed by
     ``signer`` (the log key: an operator's lie), then a new checkpoint."""
-    path = tu.copy_ledger(db, dst)
-    conn = tu.open_rw(path)
-    obj = tu.entry_obj(tu.entry_data(conn, seq))
-    edit(obj)
-    tu.set_data(conn, seq, tu.sign(tu.canonical(obj), signer), sync=True)
-    tu.sign_checkpoint(conn, signer, ORIGIN)
-    conn.close()
-    return path
+    return tu.forged_copy(db, dst, seq, edit, signer, ORIGIN)
 
 
 # --- keys -------------------------------------------------------------------------------------

@@ -61,10 +61,7 @@ def seqs_of(conn, kind: str, contract: str | None = None) -> list[int]:
 def resign(conn, copy, signer, seq: int, edit) -> dict:
     """Entry ``seq`` edited by ``edit(obj)``, signed with the real key, the
     database brought in line, a checkpoint signed over it; the verdict."""
-    obj = tu.entry_obj(tu.entry_data(conn, seq))
-    edit(obj)
-    tu.set_data(conn, seq, tu.sign(tu.canonical(obj), signer), sync=True)
-    tu.sign_checkpoint(conn, signer, ORIGIN)
+    tu.resign_entry(conn, seq, edit, signer, ORIGIN)
     return tu.lib_verify(copy)
 
 
