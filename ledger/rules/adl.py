@@ -23,7 +23,6 @@ digits after the point), scores integers of 10**-36: no float anywhere.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import re
@@ -33,6 +32,7 @@ from typing import Sequence
 from ledger.errors import FundledgerError, RuleError
 from ledger.format import kinds
 from ledger.format.kinds import MAX_FRAC_DIGITS, MAX_POSITIONS, MAX_QUEUE_PROOF
+from ledger.rules.chains import b64  # noqa: F401 (standard base64, as the entries spell hashes)
 from ledger.tlog import merkle
 from ledger.tlog.proof import prove_consistency, verify_consistency
 
@@ -64,10 +64,6 @@ def position_commitment(account: bytes, contract: str, liquidation_id: str) -> b
         raise RuleError("an account commitment is 32 bytes")
     return hashlib.sha256(POSITION_DOMAIN + account + contract.encode("ascii") + b"\n"
                           + liquidation_id.encode("ascii")).digest()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def decode_hash(text: str, name: str) -> bytes:

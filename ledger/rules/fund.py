@@ -371,31 +371,32 @@ class FundBook:
         and ``(ADL fields, (paid, adl, balance))``, the record's ADL
         quantity held to the minimum the balance requires."""
         c = fund.contract
-        lots = _adl.check_lots(_adl.qty_units(qty[2], "qty"), c.lot_units, f"qty {qty[2]}", c.lot)
         given = [record.get(k) for k in _ADL_FIELDS]
         before = fund.balance
-        if delta >= 0 or -delta <= before:
+        split = self._market_split(fund, side, qty, bankruptcy, fill, delta)
+        if split is None:
             if any(v is not None for v in given):
                 raise RuleError(f"ADL when the fund could still pay: it holds {amount_str(before, c.scale)} "
                                 f"and the shortfall is {amount_str(max(-delta, 0), c.scale)}")
             return delta, None
-        lot = parse_positive(c.lot, "lot")
-        k = self._market_lots(fund, side, lots, bankruptcy, fill)
-        minimum = decimal_str((lots - k) * c.lot_units, _adl.QTY_DIGITS)
+        lots, k = split
+        need = (lots - k) * c.lot_units
+        minimum = decimal_str(need, _adl.QTY_DIGITS)
         if given[0] is None:
             raise RuleError(f"the fund holds {amount_str(before, c.scale)} and the shortfall is "
                             f"{amount_str(-delta, c.scale)}: ADL of {minimum} is needed (adl_qty, queue_root, "
                             "queue_size and the adl records)")
         adl_qty = positive_decimal(given[0], "adl_qty")[2]
         got = _adl.qty_units(adl_qty, "adl_qty")
-        if got > (lots - k) * c.lot_units:
+        if got > need:
             raise RuleError(f"adl_qty {adl_qty} is more than the minimum {minimum} the balance requires")
-        if got < (lots - k) * c.lot_units:
+        if got < need:
             raise RuleError(f"adl_qty {adl_qty} is less than the {minimum} the balance requires")
         root = _adl.decode_hash(given[1], "queue_root")
         size = given[2]
         if type(size) is not int or not 1 <= size <= kinds.MAX_QUEUE_SIZE:
             raise RuleError(f"queue_size must be an integer from 1 to {kinds.MAX_QUEUE_SIZE}")
+        lot = parse_positive(c.lot, "lot")
         market = movement_units(c.type, side, (k * lot[0], lot[1]), c.multiplier_dec, bankruptcy[:2], fill[:2],
                                 c.scale) if k else 0
         paid = -market
@@ -403,10 +404,16 @@ class FundBook:
         return market, (fields, (paid, -delta - paid, before - paid))
 
     @staticmethod
-    def _market_lots(fund: Fund, side: str, lots: int, bankruptcy, fill) -> int:
+    def _market_split(fund: Fund, side: str, qty, bankruptcy, fill, delta: int) -> tuple[int, int] | None:
+        """``(lots, market lots)`` of a lot contract's liquidation whose
+        shortfall ``-delta`` exceeds the balance, else None (the fund pays);
+        RuleError unless ``qty`` is whole lots."""
         c = fund.contract
+        lots = _adl.check_lots(_adl.qty_units(qty[2], "qty"), c.lot_units, f"qty {qty[2]}", c.lot)
+        if delta >= 0 or -delta <= fund.balance:
+            return None
         one = movement_fraction(c.type, side, parse_positive(c.lot, "lot"), c.multiplier_dec, bankruptcy[:2], fill[:2])
-        return _adl.market_lots(one, c.scale, fund.balance, lots)
+        return lots, _adl.market_lots(one, c.scale, fund.balance, lots)
 
     def adl_minimum(self, record: dict) -> str | None:
         """The minimum ADL quantity a liquidation record of a lot contract
@@ -416,12 +423,9 @@ class FundBook:
         c = fund.contract
         if c.lot is None:
             return None
-        lots = _adl.check_lots(_adl.qty_units(qty[2], "qty"), c.lot_units, f"qty {qty[2]}", c.lot)
         delta = movement_units(c.type, side, qty[:2], c.multiplier_dec, bankruptcy[:2], fill[:2], c.scale)
-        if delta >= 0 or -delta <= fund.balance:
-            return None
-        k = self._market_lots(fund, side, lots, bankruptcy, fill)
-        return decimal_str((lots - k) * c.lot_units, _adl.QTY_DIGITS)
+        split = self._market_split(fund, side, qty, bankruptcy, fill, delta)
+        return None if split is None else decimal_str((split[0] - split[1]) * c.lot_units, _adl.QTY_DIGITS)
 
     def adl_entry(self, record: dict) -> dict:
         """The fields of an ``adl`` entry allocating the pending ADL
