@@ -115,6 +115,7 @@ SCHEMA_3 = (
     # a fund's adl entries, found without walking its liquidations
     "CREATE INDEX entries_adl ON entries(contract, seq) WHERE kind = 'adl'",
 )
+SCHEMA_3_TABLES = SCHEMA + "".join(sql + ";\n" for sql in SCHEMA_3)  # a new ledger's tables and indexes
 
 _NO_UPDATE = """
 CREATE TRIGGER {t}_no_update BEFORE UPDATE ON {t}

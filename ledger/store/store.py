@@ -84,8 +84,7 @@ class Store(Reader):
         conn = _connect_writer(path)
         _writer_pragmas(conn)
         try:
-            conn.executescript("BEGIN IMMEDIATE;\n" + schema.SCHEMA + ";\n".join(schema.SCHEMA_3) + ";\n"
-                               + schema.TRIGGERS)
+            conn.executescript("BEGIN IMMEDIATE;\n" + schema.SCHEMA_3_TABLES + schema.TRIGGERS)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [("schema", schema.SCHEMA_VERSION), ("origin", origin), ("vkey", vkey)],

@@ -362,11 +362,11 @@ def _tables_sql(schema: str) -> dict[str, str]:
     the table's SQL its own way): made in memory, as the writer makes them."""
     import sqlite3
 
-    from ledger.store.schema import SCHEMA, SCHEMA_3
+    from ledger.store.schema import SCHEMA, SCHEMA_3_TABLES
 
     mem = sqlite3.connect(":memory:")
     try:
-        mem.executescript(SCHEMA + ("".join(sql + ";\n" for sql in SCHEMA_3) if schema == "3" else ""))
+        mem.executescript(SCHEMA_3_TABLES if schema == "3" else SCHEMA)
         return _schema_sql(mem)
     finally:
         mem.close()
