@@ -131,6 +131,21 @@ def bench_light_cli(t, work: str, db: str, n: int, run_cli) -> str:
     return out
 
 
+# What a visitor waits: the button clicked in the page, and the verdict
+# polled every 10 ms, with the page's own clock from the click event to the
+# verdict beside it. (Playwright's page.click and wait_for_selector added
+# 0.3 to 0.4 s of their own to a check the page timed at 1.6 s.)
+IN_PAGE_CLOCK = """() => {
+  const c = window.__fundCheckClock = {click: null, done: null};
+  const section = document.getElementById("fund-check");
+  document.getElementById("fund-check-run").addEventListener("click", () => { c.click = performance.now(); }, true);
+  new MutationObserver(() => {
+    const v = section.dataset.verdict;
+    if (c.done === null && (v === "verified" || v === "failed")) c.done = performance.now();
+  }).observe(section, {attributes: true, attributeFilter: ["data-verdict"]});
+}"""
+
+
 def bench_light_browser(t, db: str, n: int) -> None:
     """The Check this fund button in Debian's chromium on the site (loopback)."""
     from bench.run import human, log
@@ -151,17 +166,23 @@ def bench_light_browser(t, db: str, n: int) -> None:
         for _ in range(3):
             page = browser.new_page()
             page.goto(url + "contract/" + SMALL)
+            page.evaluate(IN_PAGE_CLOCK)
             t0 = time.perf_counter()
-            page.click("#fund-check-run")
-            page.wait_for_selector("#fund-check[data-verdict=verified], #fund-check[data-verdict=failed]",
-                                   timeout=600_000)
-            runs.append((time.perf_counter() - t0, page.inner_text("#fund-check-status")))
+            page.evaluate("document.getElementById('fund-check-run').click()")
+            while page.evaluate("window.__fundCheckClock.done") is None:
+                if time.perf_counter() - t0 > 600:
+                    raise RuntimeError("the fund check did not finish in 10 minutes")
+                time.sleep(0.01)
+            outside = time.perf_counter() - t0
+            inside = page.evaluate("window.__fundCheckClock.done - window.__fundCheckClock.click") / 1000
+            runs.append((outside, inside, page.inner_text("#fund-check-status")))
             if page.get_attribute("#fund-check", "data-verdict") != "verified":
                 raise RuntimeError(page.inner_text("#fund-check-verdict"))
             page.close()
         browser.close()
-    best, status = min(runs)
+    best, _, status = min(runs)
     mb = status.split(" MB")[0].rsplit(" ", 1)[-1]
     t.add("light", f"browser light check of one fund ({human(SMALL_ENTRIES)} entries, log of {human(n)})",
           best, "s", f"{best:.2f} s", f"{mb} MB", "≤ 2 s", best <= 2.0,
-          note="click to verdict, best of 3: " + ", ".join(f"{x:.2f}" for x, _ in runs))
+          note="click to verdict, best of 3: " + ", ".join(f"{x:.2f}" for x, _, _ in runs)
+               + "; on the page's own clock: " + ", ".join(f"{y:.2f}" for _, y, _ in runs))

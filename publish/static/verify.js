@@ -874,12 +874,12 @@
 
   /** Parse an entry's note; the signature checks it needs (run by the caller):
    *  ``verify(key, signature, text)`` for each, verifySig's promise by default. */
-  async function openEntry(data, seq, book, origin, verify = verifySig) {
+  async function openEntry(data, seq, book, origin, verify = verifySig, parsed = null) {
     if (data.length > MAX_ENTRY_BYTES) fail(`entry ${seq} is over ${MAX_ENTRY_BYTES} bytes`);
-    const n = splitNote(data, `entry ${seq}`);
+    const n = parsed ? parsed.n : splitNote(data, `entry ${seq}`);
     if (!n.textStr.endsWith("\n") || n.textStr.indexOf("\n") !== n.textStr.length - 1) fail(`entry ${seq}: text is not one line`);
-    let obj;
-    try { obj = JSON.parse(n.textStr); } catch (e) { fail(`entry ${seq}: broken JSON`); }
+    let obj = parsed ? parsed.obj : null;
+    if (!parsed) try { obj = JSON.parse(n.textStr); } catch (e) { fail(`entry ${seq}: broken JSON`); }
     if (obj === null || typeof obj !== "object" || Array.isArray(obj)) fail(`entry ${seq}: not a JSON object`);
     const signers = [book.keyAt(seq)];
     if (obj.kind === "key") signers.push(await parseVkey(String(obj.vkey), `entry ${seq}: the new key`));
@@ -887,7 +887,7 @@
     const checks = n.sigs.map((s, i) => {
       const k = signers[i];
       if (s.name !== k.name || !equal(s.kid, k.kid)) fail(`entry ${seq}: signed by a key that may not sign here (${s.name})`);
-      return verify(k, s.sig, n.text);
+      return verify(k, s.sig, n.text, i);
     });
     // (the caller fails a non-canonical text with the rules, before the signatures)
     let isCanonical = false;
@@ -1108,50 +1108,103 @@
     return nodeHashSync(mthSync(leaves.slice(0, k)), mthSync(leaves.slice(k)));
   }
 
-  function textObject(data, what) {
+  /** An entry's note split and its text parsed: {n, obj}. */
+  function parseNote(data, what) {
     const n = splitNote(data, what);
     let obj;
     try { obj = JSON.parse(n.textStr); } catch (e) { fail(`${what}: broken JSON`); }
     if (obj === null || typeof obj !== "object" || Array.isArray(obj)) fail(`${what}: not a JSON object`);
-    return obj;
+    return { n, obj };
   }
+  function textObject(data, what) { return parseNote(data, what).obj; }
 
-  /** The ``length`` entries of chain ``name``: [seq, bytes, leaf hash],
-   *  seqs strictly increasing, each authenticated (a bundle at a time). */
-  async function* chainEntries(tiles, name, length, from = 0) {
+  /** The ``length`` entries of chain ``name``: [seq, bytes, leaf hash,
+   *  parsed], seqs strictly increasing, each authenticated, a bundle at a
+   *  time, the next bundle fetched and prepared meanwhile. With ``keys`` (a
+   *  Book whose keys are all known), each entry's signatures by the key in
+   *  force at its seq are checked in the workers with its bundle's leaf
+   *  hashes (pool.bundle), and ``parsed.verify`` gives their verdicts to
+   *  openEntry; without, the leaves are hashed here and openEntry asks. */
+  const AHEAD = 4;  // chain bundles fetched ahead of the one being checked
+  async function* chainEntries(tiles, name, length, from = 0, keys = null) {
     let last = -1;
     const where = (index) => {
       const width = Math.min(TILE_WIDTH, length - index * TILE_WIDTH);
       return [width, `chain/${name}/${indexPath(index)}${width === TILE_WIDTH ? "" : ".p/" + width}`];
     };
-    const start = Math.floor(from / TILE_WIDTH);
-    let next = length > from ? get(where(start)[1]) : null;
-    for (let index = start; index * TILE_WIDTH < length; index++) {
+    const fetched = new Map();  // index -> its bundle's bytes, fetched AHEAD bundles ahead
+    const fetchAhead = (index) => {
+      for (let i = index; i < index + AHEAD && i * TILE_WIDTH < length; i++) {
+        if (fetched.has(i)) continue;
+        const p = get(where(i)[1]);
+        p.catch(() => {});
+        fetched.set(i, p);
+      }
+    };
+    const prepare = async (index) => {
       const [width, path] = where(index);
-      const data = await next;
-      next = (index + 1) * TILE_WIDTH < length ? get(where(index + 1)[1]) : null;  // the next one meanwhile
-      if (next) next.catch(() => {});
+      fetchAhead(index);
+      const bundlePromise = fetched.get(index);
+      fetched.delete(index);
+      const data = await bundlePromise;
       const { items, error } = splitBundle(data, width, 0);
       if (error) fail(`${path}: the bundle is not ${width} entries`);
-      const batch = items.map((data) => {
-        const seq = textObject(data, `chain ${name}`).seq;
+      const jobs = [];
+      const batch = items.map((data, i) => {
+        const parsed = parseNote(data, `chain ${name}`);
+        const seq = parsed.obj.seq;
         if (!Number.isSafeInteger(seq) || seq <= last) fail(`chain ${name} is not in increasing seq order`);
         last = seq;
-        return [seq, data, leafHashSync(data)];
+        if (keys && index * TILE_WIDTH + i >= from) {
+          parsed.key = keys.keyAt(seq);
+          parsed.jobs = precollect(parsed, parsed.key, jobs);
+        }
+        return [seq, data, null, parsed];
       });
       // the bundle's tile paths (docs/FORMAT.md) exist once all its entries lie in full tiles
       const inFullTiles = batch.length > 0 && batch[batch.length - 1][0] < tiles.size - tiles.size % TILE_WIDTH;
-      const pathData = inFullTiles ? await get(path + ".paths", { optional: true }) : null;
+      const pathsPromise = inFullTiles ? get(path + ".paths", { optional: true }) : null;
+      if (pathsPromise) pathsPromise.catch(() => {});
+      const work = keys ? await pool.bundle(data, items, jobs) : null;
+      batch.forEach((item, i) => {
+        item[2] = work ? work.leaves[i] : leafHashSync(item[1]);
+        if (item[3].jobs) item[3].verify = verdicts(item[3], work.oks);
+      });
+      const pathData = inFullTiles ? await pathsPromise : null;
       if (pathData) await tiles.authenticatePaths(batch, pathData, path + ".paths");
       else await tiles.authenticate(batch);
+      return batch;
+    };
+    const start = Math.floor(from / TILE_WIDTH);
+    let next = length > from ? prepare(start) : null;
+    for (let index = start; index * TILE_WIDTH < length; index++) {
+      const batch = await next;
+      next = (index + 1) * TILE_WIDTH < length ? prepare(index + 1) : null;  // the next one meanwhile
+      if (next) next.catch(() => {});
       yield* batch.slice(Math.max(0, from - index * TILE_WIDTH));
     }
+  }
+  /** The signature checks of a parsed entry by ``key`` (openEntry's own
+   *  checks of name and key id come first there): indexes into ``jobs``, or
+   *  -1 where openEntry will fail or refuse it before asking. */
+  function precollect(parsed, key, jobs) {
+    return parsed.n.sigs.map((s, i) => (i === 0 && s.name === key.name && equal(s.kid, key.kid) && sigShapeOk(s.sig)
+      ? jobs.push([key, s.sig, parsed.n.text]) - 1 : -1));
+  }
+  /** openEntry's ``verify`` for a precollected entry: the workers' verdict
+   *  for the signature asked for, if it is the one sent; verifySig otherwise. */
+  function verdicts(parsed, oks) {
+    return (k, sig, text, i) => {
+      const j = parsed.jobs[i];
+      return j >= 0 && k === parsed.key ? oks[j] : verifySig(k, sig, text);
+    };
   }
 
   /** Open one chain entry and check it by the rules (``book.apply``); its
    *  JSON and the promise of its signatures' verdict (for the caller to await). */
-  async function openChainEntry(book, data, seq, origin, since, leaf) {
-    const { obj, checks, isCanonical } = await openEntry(data, seq, book, origin);
+  async function openChainEntry(book, data, seq, origin, since, leaf, parsed = null) {
+    const verify = parsed && parsed.verify ? parsed.verify : verifySig;
+    const { obj, checks, isCanonical } = await openEntry(data, seq, book, origin, verify, parsed);
     book.since = seq > since ? since : null;
     try {
       checkTime(obj.time);
@@ -1312,7 +1365,7 @@
     const { tiles, symbol, head, cp, anchor, since, prior } = ctx;
     let count = from, checked = 0;
     const pending = [];  // [seq, signatures' verdict] of the entries not yet settled
-    for await (const [seq, data, leaf] of chainEntries(tiles, symbol, head.entries, from)) {
+    for await (const [seq, data, leaf, parsed] of chainEntries(tiles, symbol, head.entries, from, fundBook)) {
       if (prior && count === prior.entries - 1) {  // the head this browser verified before
         if (seq !== prior.seq || b64encode(leaf) !== prior.hash) throw notThroughPrior(symbol, prior);
         count++;
@@ -1321,13 +1374,13 @@
       // a fund's chain: its contract entry, then liquidations and the adl entries of its ADL events
       const kinds = count === 0 ? ["contract"] : fundBook.pending ? ["adl"] : ["liquidation", "adl"];
       if (seq >= cp.size - 1) fail(`entry ${seq}: the chain of ${symbol} reaches past the state entry`);
-      const obj = textObject(data, `entry ${seq}`);
+      const obj = parsed.obj;
       if (!kinds.includes(obj.kind) || obj.contract !== symbol) {
         fail(`entry ${seq}: entry ${count} of the chain of ${symbol} is not a ${kinds.join(" or ")} entry of ${symbol}`);
       }
       let opened;
       try {
-        opened = await openChainEntry(fundBook, data, seq, anchor.name, since, leaf);
+        opened = await openChainEntry(fundBook, data, seq, anchor.name, since, leaf, parsed);
       } catch (e) {
         await signaturesHold(pending);  // an earlier bad signature is named first
         throw e;
