@@ -1144,9 +1144,8 @@
     const prepare = async (index) => {
       const [width, path] = where(index);
       fetchAhead(index);
-      const bundlePromise = fetched.get(index);
+      const data = await fetched.get(index);
       fetched.delete(index);
-      const data = await bundlePromise;
       const { items, error } = splitBundle(data, width, 0);
       if (error) fail(`${path}: the bundle is not ${width} entries`);
       const jobs = [];
@@ -1155,10 +1154,7 @@
         const seq = parsed.obj.seq;
         if (!Number.isSafeInteger(seq) || seq <= last) fail(`chain ${name} is not in increasing seq order`);
         last = seq;
-        if (keys && index * TILE_WIDTH + i >= from) {
-          parsed.key = keys.keyAt(seq);
-          parsed.jobs = precollect(parsed, parsed.key, jobs);
-        }
+        if (keys && index * TILE_WIDTH + i >= from) precollect(parsed, keys.keyAt(seq), jobs);
         return [seq, data, null, parsed];
       });
       // the bundle's tile paths (docs/FORMAT.md) exist once all its entries lie in full tiles
@@ -1168,7 +1164,7 @@
       const work = keys ? await pool.bundle(data, items, jobs) : null;
       batch.forEach((item, i) => {
         item[2] = work ? work.leaves[i] : leafHashSync(item[1]);
-        if (item[3].jobs) item[3].verify = verdicts(item[3], work.oks);
+        if (item[3].key) item[3].verify = verdicts(item[3], work.oks);
       });
       const pathData = inFullTiles ? await pathsPromise : null;
       if (pathData) await tiles.authenticatePaths(batch, pathData, path + ".paths");
@@ -1184,20 +1180,19 @@
       yield* batch.slice(Math.max(0, from - index * TILE_WIDTH));
     }
   }
-  /** The signature checks of a parsed entry by ``key`` (openEntry's own
-   *  checks of name and key id come first there): indexes into ``jobs``, or
-   *  -1 where openEntry will fail or refuse it before asking. */
+  /** Send a parsed entry's first signature, by ``key``, the key in force at
+   *  its seq, to the workers: ``parsed.job`` is its index in ``jobs``, or -1
+   *  where openEntry refuses it before asking (another name or key id, or
+   *  not the shape of a signature). */
   function precollect(parsed, key, jobs) {
-    return parsed.n.sigs.map((s, i) => (i === 0 && s.name === key.name && equal(s.kid, key.kid) && sigShapeOk(s.sig)
-      ? jobs.push([key, s.sig, parsed.n.text]) - 1 : -1));
+    const s = parsed.n.sigs[0];
+    parsed.key = key;
+    parsed.job = s && s.name === key.name && equal(s.kid, key.kid) && sigShapeOk(s.sig) ? jobs.push([key, s.sig, parsed.n.text]) - 1 : -1;
   }
   /** openEntry's ``verify`` for a precollected entry: the workers' verdict
-   *  for the signature asked for, if it is the one sent; verifySig otherwise. */
+   *  for the signature sent; verifySig for any other. */
   function verdicts(parsed, oks) {
-    return (k, sig, text, i) => {
-      const j = parsed.jobs[i];
-      return j >= 0 && k === parsed.key ? oks[j] : verifySig(k, sig, text);
-    };
+    return (k, sig, text, i) => (i === 0 && parsed.job >= 0 && k === parsed.key ? oks[parsed.job] : verifySig(k, sig, text));
   }
 
   /** Open one chain entry and check it by the rules (``book.apply``); its
