@@ -153,3 +153,25 @@ def test_a_wrong_tile_path_fails_the_fund_check(scattered, page):
         text = check_fund_in(page, url, "AAA")
     assert page.get_attribute("#fund-check", "data-verdict") == "failed"
     assert "through chain/AAA/000.paths" in text, text
+
+
+def test_a_fund_entry_with_a_bad_signature_fails_the_fund_check(scattered, page, tmp_path):
+    """An AAA liquidation the operator logged with a broken signature (the
+    tree and the checkpoint made to hold it): its signature, checked in the
+    workers with its bundle, is named before the next entry's broken link."""
+    import tamper_util as tu
+    from test_harden_format import _resign_with_bad_signature
+
+    from ledger.ops.keys import load_key_file
+
+    signer = load_key_file(os.path.join(os.path.dirname(scattered), "fund.key"))
+    path = tu.copy_ledger(scattered, tmp_path / "sig.db")
+    conn = tu.open_rw(path)
+    seq = conn.execute("SELECT seq FROM entries WHERE contract = 'AAA' AND kind = 'liquidation' "
+                       "ORDER BY seq LIMIT 1 OFFSET 40").fetchone()[0]
+    tu.set_data(conn, seq, _resign_with_bad_signature(tu.entry_obj(tu.entry_data(conn, seq)), signer), sync=True)
+    tu.sign_checkpoint(conn, signer, "example.com/browser-paths")
+    conn.close()
+    with BackgroundServer(path, verified_timeout=None) as url:
+        text = check_fund_in(page, url, "AAA")
+    assert text == f"failed: entry {seq}: the signature is not valid", text
