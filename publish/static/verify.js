@@ -1960,8 +1960,9 @@
   }
   // the replay holds each liquidation id (to refuse one recorded twice): about this much per entry
   const BYTES_PER_ENTRY = 250;
-  // the share of the signature rate the whole replay reaches (bench/browser.py measures it)
-  const REPLAY_SHARE = 0.5;
+  // the share of the signature rate the whole replay reaches (bench/browser.py measures it:
+  // 0.31 to 0.38 on 2 cores, docs/PERFORMANCE.md): the lower end, so the estimate is not optimistic
+  const REPLAY_SHARE = 0.3;
   function mb(n) { return n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : `${Math.max(1, Math.round(n / 1e6)).toLocaleString("en-US")} MB`; }
   function duration(s) {
     if (s < 90) return `${Math.max(1, Math.round(s))} s`;
