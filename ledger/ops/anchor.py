@@ -220,7 +220,7 @@ class WriterAnchor:
         self._saved_at = 0.0  # time.monotonic() of the last write
         self.ids = IdHashes()  # the hashes of the liquidation ids up to self.state
         self._ids_disk = 0  # how many of them the .ids file holds for this state's history
-        self._ids_unsaved: list[int] = []  # the others, in order
+        self._ids_unsaved = array.array("Q")  # the others, in order (8 bytes each: at a rotation, all of them)
         self._ids_stale = False  # self.ids lacks what lazy advances added (the file and _ids_unsaved hold them)
 
     # -- the file --------------------------------------------------------------
@@ -265,7 +265,7 @@ class WriterAnchor:
                     os.close(fd)
                 os.replace(tmp, self.path)
                 os.fsync(dfd)
-                self._ids_disk, self._ids_unsaved = state.ids, []
+                self._ids_disk, self._ids_unsaved = state.ids, array.array("Q")
         except OSError as e:
             raise StoreError(f"{self.path!r}: cannot write the anchor ({e.strerror}); "
                              "what was committed stays, and the next write checks it") from None
@@ -314,7 +314,7 @@ class WriterAnchor:
         if saved.ids_key != getattr(self, "_ids_key", None) or self._ids_disk > saved.ids or self._ids_stale:
             self.ids, self._ids_disk, self._ids_stale = IdHashes(), 0, False
         self.ids.add_packed(self._read_ids(self._ids_disk, saved.ids))
-        self._ids_key, self._ids_disk, self._ids_unsaved = saved.ids_key, saved.ids, []
+        self._ids_key, self._ids_disk, self._ids_unsaved = saved.ids_key, saved.ids, array.array("Q")
 
     # -- the checks ------------------------------------------------------------
 
@@ -328,7 +328,7 @@ class WriterAnchor:
             self._fresh_ids()
         elif saved is None:
             saved = AnchorState.empty(store.origin, store.vkey)
-            self._ids_key, self.ids, self._ids_disk, self._ids_unsaved = saved.ids_key, IdHashes(), 0, []
+            self._ids_key, self.ids, self._ids_disk, self._ids_unsaved = saved.ids_key, IdHashes(), 0, array.array("Q")
             self._ids_stale = False
         elif saved.origin != store.origin:
             raise refuse(f"the anchor {self.path!r} is for the log {saved.origin!r}, not {store.origin!r}")
@@ -359,7 +359,7 @@ class WriterAnchor:
             raise refuse("the signed entries do not hand the log to the key in the database")
         _compare_contracts(store, book)
         self.ids.update(replayed)
-        self._ids_unsaved += replayed
+        self._ids_unsaved.extend(replayed)
         self.state = state
         book.seen = AnchoredIds(store.recorded_ids(), state.ids_key, self.ids)
         return book
@@ -384,7 +384,7 @@ class WriterAnchor:
             self._ids_stale = True
         else:
             self.ids.update(new_ids)
-        self._ids_unsaved += new_ids
+        self._ids_unsaved.extend(new_ids)
         keys = self.state.keys if new_key is None else self.state.keys + (tuple(new_key),)
         self.state = replace(self.state, tree_size=tree_size, root=root, prev=prev, funds=funds, checkpoint=cp,
                              ids=self.state.ids + len(new_ids), keys=keys)
@@ -420,7 +420,7 @@ def inherit(old: WriterAnchor, key_path: str) -> WriterAnchor:
     old._fresh_ids()
     new = WriterAnchor(anchor_path(key_path))
     new.ids, new._ids_key = old.ids, old.state.ids_key
-    new._ids_disk, new._ids_unsaved = 0, list(_unpack(old._read_ids(0, old.state.ids)))
+    new._ids_disk, new._ids_unsaved = 0, _unpack(old._read_ids(0, old.state.ids))
     new.state, new._unsaved = old.state, True
     new.flush()
     return new
