@@ -158,6 +158,25 @@
     return b;
   }
 
+  /** Files fetched ahead of their turn: ``ahead(path)`` starts a fetch
+   *  (once), ``take(path)`` gives its bytes (fetching it now if it was not
+   *  asked ahead) and forgets it. A failed fetch ahead fails at its take. */
+  class Prefetch {
+    constructor() { this.files = new Map(); }
+    ahead(path) {
+      if (!this.files.has(path)) {
+        const p = get(path);
+        p.catch(() => {});
+        this.files.set(path, p);
+      }
+    }
+    take(path) {
+      const p = this.files.get(path);
+      this.files.delete(path);
+      return p || get(path);
+    }
+  }
+
   // --- signed notes (c2sp.org/signed-note) -------------------------------------
 
   function checkKeyName(name, what) {
@@ -1132,20 +1151,11 @@
       const width = Math.min(TILE_WIDTH, length - index * TILE_WIDTH);
       return [width, `chain/${name}/${indexPath(index)}${width === TILE_WIDTH ? "" : ".p/" + width}`];
     };
-    const fetched = new Map();  // index -> its bundle's bytes, fetched AHEAD bundles ahead
-    const fetchAhead = (index) => {
-      for (let i = index; i < index + AHEAD && i * TILE_WIDTH < length; i++) {
-        if (fetched.has(i)) continue;
-        const p = get(where(i)[1]);
-        p.catch(() => {});
-        fetched.set(i, p);
-      }
-    };
+    const files = new Prefetch();  // the bundles, AHEAD ahead of the one being prepared
     const prepare = async (index) => {
       const [width, path] = where(index);
-      fetchAhead(index);
-      const data = await fetched.get(index);
-      fetched.delete(index);
+      for (let i = index; i < index + AHEAD && i * TILE_WIDTH < length; i++) files.ahead(where(i)[1]);
+      const data = await files.take(path);
       const { items, error } = splitBundle(data, width, 0);
       if (error) fail(`${path}: the bundle is not ${width} entries`);
       const jobs = [];
@@ -1740,21 +1750,9 @@
       this.due = [];  // [level, index, hashes] of full tiles to compare
       // older partial tiles a reader of the page's checkpoint fetches, checked with the tiles they are part of
       this.older = pageSize > 0 && pageSize < cp.size ? impliedPartials(pageSize) : new Map();
-      this.files = new Map();  // path -> the promise of its bytes, fetched ahead
+      this.files = new Prefetch();  // bundles and tiles, fetched ahead
       this.onEntry = () => {};
       this.stopped = false;
-    }
-    fetchAhead(path) {
-      if (!this.files.has(path)) {
-        const p = get(path);
-        p.catch(() => {});
-        this.files.set(path, p);
-      }
-    }
-    take(path) {
-      const p = this.files.get(path);
-      this.files.delete(path);
-      return p || get(path);
     }
     bundle(index) {
       const first = index * TILE_WIDTH;
@@ -1767,8 +1765,8 @@
       let chain = Promise.resolve();
       const start = (i) => {
         const b = this.bundle(i);
-        this.fetchAhead(tilePath(-1, i, b.width));
-        this.fetchAhead(tilePath(0, i, b.width));  // its leaves' hash tile, compared when it is complete
+        this.files.ahead(tilePath(-1, i, b.width));
+        this.files.ahead(tilePath(0, i, b.width));  // its leaves' hash tile, compared when it is complete
         chain = chain.then(() => this.prepare(b));
         prepared[i] = chain;
       };
@@ -1787,7 +1785,7 @@
       if (this.stopped) return Object.assign(b, { fault: new Failure("stopped") });
       let data;
       try {
-        data = await this.take(tilePath(-1, b.index, b.width));
+        data = await this.files.take(tilePath(-1, b.index, b.width));
         Object.assign(b, splitBundle(data, b.width, b.first));
       } catch (e) {
         return Object.assign(b, { fault: e });
@@ -1911,7 +1909,7 @@
       const widths = [all.length, ...(this.older.get(`${L}/${index}`) || []).filter((w) => w < all.length)];
       for (const w of widths) {
         const path = tilePath(L, index, w);
-        const tile = await this.take(path);
+        const tile = await this.files.take(path);
         if (!equal(tile, concat(...all.slice(0, w)))) {
           let bad = 0;
           while (bad < w - 1 && equal(tile.subarray(bad * 32, bad * 32 + 32), all[bad])) bad++;
