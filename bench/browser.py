@@ -28,12 +28,15 @@ import time
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu"]
 
+# In the page, at the start of RAW_JS and FLOOR_JS: b64() and the log's public key, `pub`.
+LOG_KEY = """  const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+  const vkey = (await (await fetch("/vkey")).text()).trim();
+  const pub = b64(vkey.split("+").slice(2).join("+")).subarray(1);"""
+
 # In the page: the checkpoint's signature, verified by the page's worker on
 # `workers` workers (0: one per core) for `seconds`; verdicts do not matter.
 RAW_JS = """async ({ seconds, workers }) => {
-  const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-  const vkey = (await (await fetch("/vkey")).text()).trim();
-  const pub = b64(vkey.split("+").slice(2).join("+")).subarray(1);
+LOG_KEY
   const cp = new Uint8Array(await (await fetch("/checkpoint", { cache: "no-store" })).arrayBuffer());
   const s = new TextDecoder().decode(cp), i = s.lastIndexOf("\\n\\n");
   const text = cp.subarray(0, new TextEncoder().encode(s.slice(0, i + 1)).length);
@@ -55,7 +58,7 @@ RAW_JS = """async ({ seconds, workers }) => {
     send(); send();
   })));
   return { rate: done / ((performance.now() - t0) / 1000), workers: n, cores: navigator.hardwareConcurrency };
-}"""
+}""".replace("LOG_KEY", LOG_KEY)
 
 # In the page: the floor (see above), with `workers` of the page's worker.
 FLOOR_JS = """async ({ workers }) => {
@@ -63,9 +66,7 @@ FLOOR_JS = """async ({ workers }) => {
     for (i = Math.floor(i / 1000); i > 0; i = Math.floor(i / 1000)) g.unshift("x" + String(i % 1000).padStart(3, "0"));
     return g.join("/"); };
   const path = (level, i, w) => `/tile/${level}/${dir(i)}` + (w === W ? "" : `.p/${w}`);
-  const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-  const vkey = (await (await fetch("/vkey")).text()).trim();
-  const pub = b64(vkey.split("+").slice(2).join("+")).subarray(1);
+LOG_KEY
   const cp = await (await fetch("/checkpoint", { cache: "no-store" })).text();
   const size = Number(cp.split("\\n")[1]), count = Math.ceil(size / W);
   const pool = Array.from({ length: workers || navigator.hardwareConcurrency }, () => new Worker("/static/verify-worker.js"));
@@ -103,7 +104,7 @@ FLOOR_JS = """async ({ workers }) => {
   pool.forEach((w) => w.terminate());
   const seconds = (performance.now() - t0) / 1000;
   return { rate: size / seconds, seconds, mb: bytes / 1e6, valid, size };
-}"""
+}""".replace("LOG_KEY", LOG_KEY)
 
 
 def measure(db: str, rounds: int = 2, raw_seconds: float = 4.0, log=print) -> dict:
